@@ -1,0 +1,1 @@
+"""zr4's command line: thin Typer layers over library functions."""
