@@ -1,0 +1,225 @@
+"""The profile: what a user may say about their GPU, model, stack and image, as Pydantic v2 models.
+
+Every model forbids unknown keys, and every string that ends up in a Dockerfile or shell script is
+constrained to a pattern, so a typo is an error with its field path instead of a silent default,
+and no profile value can break out of the line it is rendered into.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Known GGUF quantisation levels for Wan 2.1 14B; "auto" lets the VRAM planner pick the largest that fits.
+# Source: MCG-NJU/SteadyDancer-GGUF and city96/Wan2.1-I2V-14B GGUF level names (ERRATA 18, 23).
+GGUF_LEVELS = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
+
+_VERSION = r"[0-9]+(\.[0-9]+)*([a-z]+[0-9]*)?(\.post[0-9]+)?"
+Version = Annotated[str, Field(pattern=rf"^{_VERSION}$", max_length=40)]
+GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+GitHubRepoUrl = Annotated[str, Field(pattern=r"^https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
+# Image references as Docker accepts them: registry/path:tag, optional @sha256 digest.
+ImageRef = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+        r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$",
+        max_length=255,
+    ),
+]
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+PlainText = Annotated[str, Field(max_length=300, pattern=r"^[^\x00-\x1f\x7f`$\\\"]*$")]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class Gpu(StrictModel):
+    """The card the image is built for and planned against."""
+
+    name: PlainText
+    vram_gib: float = Field(gt=0, le=1024)
+    compute_capability: str = Field(pattern=r"^[0-9]{1,2}\.[0-9]$")
+    tier: Literal["consumer", "prosumer", "datacenter"]
+    # Extra architectures to compile CUDA extensions for (TORCH_CUDA_ARCH_LIST), besides this card's own.
+    extra_cuda_arches: list[Annotated[str, Field(pattern=r"^[0-9]{1,2}\.[0-9](\+PTX)?$")]] = Field(
+        default_factory=list, max_length=8
+    )
+
+    @property
+    def sm(self) -> int:
+        """Compute capability as the integer nvcc uses (8.9 -> 89)."""
+        major, minor = self.compute_capability.split(".")
+        return int(major) * 10 + int(minor)
+
+    @property
+    def cuda_arch_list(self) -> str:
+        """TORCH_CUDA_ARCH_LIST for extension builds: this card first, extras after, no repeats."""
+        arches = [self.compute_capability, *self.extra_cuda_arches]
+        return ";".join(dict.fromkeys(arches))
+
+
+class ModelChoice(StrictModel):
+    """Which SteadyDancer weights the image downloads by default (changeable at run time)."""
+
+    variant: Literal["fp16", "fp8", "gguf"]
+    gguf_level: str = "Q4_K_M"
+    text_encoder: Literal["bf16", "fp8"] = "bf16"
+    step_distill_lora: bool = True
+
+    @field_validator("gguf_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        normalised = value.strip().upper()
+        if normalised == "AUTO":
+            return "auto"
+        if normalised not in GGUF_LEVELS:
+            raise ValueError(f"{value!r} is not a GGUF level; use one of {', '.join(GGUF_LEVELS)} or auto")
+        return normalised
+
+
+class Stack(StrictModel):
+    """Pinned software stack. Each pin is checked against data/compatibility.yaml."""
+
+    python: str = Field(pattern=r"^3\.[0-9]{1,2}$")
+    cuda: str = Field(pattern=r"^[0-9]{2}\.[0-9]\.[0-9]$", description="CUDA toolkit of the base images")
+    base_image_devel: ImageRef
+    base_image_runtime: ImageRef
+    torch: Version
+    torch_cuda: str = Field(pattern=r"^cu[0-9]{3}$", description="CUDA build of the torch wheels")
+    torchvision: Version
+    torchaudio: Version
+    xformers: Version | None = None
+    flash_attn: Version | None = None
+    mmcv: Version | None = None
+    mmdet: Version | None = None
+    mmpose: Version | None = None
+    onnxruntime_gpu: Version
+    lock: Identifier = Field(description="Lock file under data/locks/ (without .txt)")
+    exclude_newer: dt.date = Field(description="Nothing released after this date enters the lock")
+    cxx11_abi: bool = Field(default=False, description="PyPI torch wheels before 2.7 use the pre-cxx11 ABI")
+
+
+class CustomNode(StrictModel):
+    """A ComfyUI custom node pack fetched at a pinned commit."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    repo: GitHubRepoUrl
+    commit: GitCommit
+    optional: bool = False
+
+
+class ComfyUI(StrictModel):
+    """ComfyUI itself and the node packs the workflows need."""
+
+    repo: GitHubRepoUrl = "https://github.com/comfyanonymous/ComfyUI"
+    version: str = Field(pattern=r"^v[0-9]+\.[0-9]+\.[0-9]+$")
+    commit: GitCommit
+    custom_nodes: list[CustomNode] = Field(max_length=50)
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> ComfyUI:
+        names = [node.name for node in self.custom_nodes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"custom node listed twice: {', '.join(duplicates)}")
+        return self
+
+
+class Features(StrictModel):
+    """What goes into the image besides ComfyUI."""
+
+    flash_attn: bool = False
+    flash_attn_source: Literal["wheel", "source"] = "wheel"
+    xformers: bool = False
+    pose_backend: Literal["onnx", "mmpose"] = "onnx"
+    r2_sync: bool = True
+    # WanVideoModelLoader's attention_mode choices (shared/comfyui/object_info-v0.7.0.json).
+    attention: Literal["sdpa", "flash_attn_2", "sageattn"] = "sdpa"
+
+
+class Memory(StrictModel):
+    """Default memory plan; the seed's GPU_MEMORY_MODE variables override it at run time."""
+
+    mode: Literal["auto", "full", "model_cpu_offload", "sequential_cpu_offload"] = "auto"
+    block_swap: Literal["auto"] | Annotated[int, Field(ge=0, le=40)] = "auto"
+
+
+class Workload(StrictModel):
+    """The default generation size the planner budgets for."""
+
+    width: int = Field(default=832, ge=64, le=4096, multiple_of=16)
+    height: int = Field(default=480, ge=64, le=4096, multiple_of=16)
+    frames: int = Field(default=81, ge=1, le=1025)
+    steps: int = Field(default=4, ge=1, le=200)
+
+    @field_validator("frames")
+    @classmethod
+    def _four_n_plus_one(cls, value: int) -> int:
+        if value % 4 != 1:
+            raise ValueError(f"frames must be 4n+1 (Wan's VAE packs 4 frames per latent), got {value}")
+        return value
+
+
+class Image(StrictModel):
+    """How the built image is named and whom it runs as."""
+
+    name: ImageRef = "zr4"
+    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] | None = None
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "comfy"
+    uid: int = Field(default=1000, ge=1, le=60000)
+
+
+class RunPod(StrictModel):
+    """Fields of the RunPod template; disk sizes of 0 mean "size from the model manifest"."""
+
+    template_name: PlainText
+    container_disk_gb: int = Field(default=0, ge=0, le=2000)
+    volume_gb: int = Field(default=0, ge=0, le=10000)
+    volume_mount_path: str = Field(default="/workspace", pattern=r"^/[A-Za-z0-9_./-]{0,100}$")
+
+
+class Profile(StrictModel):
+    """A fully resolved profile (after ``extends:`` and ``--set``)."""
+
+    name: Identifier
+    description: PlainText = ""
+    gpu: Gpu
+    model: ModelChoice
+    stack: Stack
+    comfyui: ComfyUI
+    features: Features = Field(default_factory=Features)
+    memory: Memory = Field(default_factory=Memory)
+    workload: Workload = Field(default_factory=Workload)
+    image: Image = Field(default_factory=Image)
+    runpod: RunPod
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        problems: list[str] = []
+        if self.features.flash_attn and not self.stack.flash_attn:
+            problems.append("features.flash_attn is on but stack.flash_attn names no version")
+        if self.features.xformers and not self.stack.xformers:
+            problems.append("features.xformers is on but stack.xformers names no version")
+        if self.features.pose_backend == "mmpose" and not (self.stack.mmcv and self.stack.mmdet and self.stack.mmpose):
+            problems.append("features.pose_backend is mmpose but stack.mmcv, stack.mmdet and stack.mmpose must all be pinned")
+        if self.features.attention == "flash_attn_2" and not self.features.flash_attn:
+            problems.append("features.attention is flash_attn_2 but features.flash_attn is off")
+        if self.features.attention == "sageattn":
+            problems.append("features.attention sageattn needs SageAttention, which this image does not build; use sdpa")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def image_tag(self) -> str:
+        """The tag ``zr4 build`` uses unless told otherwise."""
+        from zr4 import __version__
+
+        return self.image.tag or f"{self.name}-zr4-{__version__}"
+
