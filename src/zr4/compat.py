@@ -1,0 +1,355 @@
+"""Compatibility rules: small functions over ``data/compatibility.yaml``.
+
+The knowledge lives in the data file (with a source per row); this module only reads it.
+Each check returns ``Violation``s naming the rule, the values involved and what would satisfy it,
+so a profile outside the matrix fails with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import yaml
+
+from zr4.errors import CompatibilityError
+from zr4.paths import data_dir
+from zr4.profile.models import Profile
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: ``rule`` is the matrix section, ``message`` says what would satisfy it."""
+
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] {self.message}"
+
+
+@cache
+def load_matrix() -> dict[str, Any]:
+    """The parsed compatibility matrix (read once per process)."""
+    with (data_dir() / "compatibility.yaml").open(encoding="utf-8") as handle:
+        matrix: dict[str, Any] = yaml.safe_load(handle)
+    return matrix
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """Leading numeric components: ``2.7.4.post1`` -> (2, 7, 4); ``v0.7.0`` -> (0, 7, 0)."""
+    parts: list[int] = []
+    for piece in version.lstrip("v").split("."):
+        digits = ""
+        for char in piece:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def minor_of(version: str) -> str:
+    """``2.5.1`` -> ``2.5``."""
+    return ".".join(str(part) for part in version_tuple(version)[:2])
+
+
+def _sm(profile: Profile) -> str:
+    return f"sm_{profile.gpu.sm}"
+
+
+def _torch_row(matrix: dict[str, Any], torch: str) -> dict[str, Any] | None:
+    return next((row for row in matrix["torch_builds"] if str(row["torch"]) == torch), None)
+
+
+def arch_runs_on_build(gpu_sm: int, build_arches: list[str]) -> bool:
+    """CUDA binaries run on the same major architecture with an equal or higher minor (sm_86 code runs on sm_89)."""
+    major, minor = divmod(gpu_sm, 10)
+    for arch in build_arches:
+        arch_sm = int(arch.removeprefix("sm_"))
+        arch_major, arch_minor = divmod(arch_sm, 10)
+        if arch_major == major and arch_minor <= minor:
+            return True
+    return False
+
+
+def check_python_torch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    stack = profile.stack
+    row = _torch_row(matrix, stack.torch)
+    if row is None:
+        known = ", ".join(str(r["torch"]) for r in matrix["torch_builds"])
+        return [Violation("torch_builds", f"torch {stack.torch} is not in the matrix (known: {known}); add a row with its source")]
+    if stack.python not in row["python"]:
+        return [
+            Violation(
+                "python_torch",
+                f"torch {stack.torch} has no wheels for Python {stack.python}; use Python {' / '.join(row['python'])}",
+            )
+        ]
+    return []
+
+
+def check_torch_cuda(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    stack = profile.stack
+    row = _torch_row(matrix, stack.torch)
+    if row is None:
+        return []
+    problems = []
+    if stack.torch_cuda not in row["cuda"]:
+        problems.append(
+            Violation("torch_cuda", f"torch {stack.torch} is not built for {stack.torch_cuda}; builds: {', '.join(row['cuda'])}")
+        )
+    if stack.torch_cuda != row["pypi_cuda"]:
+        problems.append(
+            Violation(
+                "torch_cuda",
+                f"the lock installs torch {stack.torch} from PyPI, which is the {row['pypi_cuda']} build, "
+                f"not {stack.torch_cuda}; set stack.torch_cuda: {row['pypi_cuda']}",
+            )
+        )
+    image_cuda = "cu" + "".join(stack.cuda.split(".")[:2])
+    if image_cuda != stack.torch_cuda:
+        problems.append(
+            Violation(
+                "torch_cuda",
+                f"base images are CUDA {stack.cuda} ({image_cuda}) but torch is the {stack.torch_cuda} build: extensions "
+                f"compiled in the builder must match torch's CUDA; use CUDA {stack.torch_cuda[2:4]}.{stack.torch_cuda[4:]}.x images",
+            )
+        )
+    if stack.cxx11_abi != bool(row["cxx11_abi"]):
+        problems.append(
+            Violation("torch_cuda", f"torch {stack.torch} wheels use cxx11_abi={row['cxx11_abi']}; set stack.cxx11_abi accordingly")
+        )
+    for tag in (stack.base_image_devel, stack.base_image_runtime):
+        if f":{stack.cuda}-" not in tag:
+            problems.append(Violation("base_image", f"{tag} is not a CUDA {stack.cuda} image; its tag must start with {stack.cuda}-"))
+    if "-devel-" not in stack.base_image_devel:
+        problems.append(Violation("base_image", f"stack.base_image_devel {stack.base_image_devel} is not a devel image (no nvcc)"))
+    if "-runtime-" not in stack.base_image_runtime:
+        problems.append(Violation("base_image", f"stack.base_image_runtime {stack.base_image_runtime} is not a runtime image"))
+    return problems
+
+
+def check_companions(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    stack = profile.stack
+    row = next((r for r in matrix["companions"] if str(r["torch"]) == stack.torch), None)
+    if row is None:
+        return [Violation("companions", f"no torchvision/torchaudio row for torch {stack.torch}; add one with its source")]
+    problems = []
+    for package in ("torchvision", "torchaudio"):
+        pinned = getattr(stack, package)
+        if pinned != str(row[package]):
+            problems.append(Violation("companions", f"torch {stack.torch} goes with {package} {row[package]}, not {pinned}"))
+    return problems
+
+
+def check_gpu_arch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    stack = profile.stack
+    sm = _sm(profile)
+    problems = []
+    minimum = next((row["cuda"] for row in matrix["cuda_min_for_arch"] if row["arch"] == sm), None)
+    if minimum is None:
+        problems.append(Violation("cuda_min_for_arch", f"compute capability {profile.gpu.compute_capability} ({sm}) is not in the matrix"))
+    elif version_tuple(stack.cuda) < version_tuple(str(minimum)):
+        problems.append(
+            Violation(
+                "cuda_min_for_arch",
+                f"{profile.gpu.name} is {sm}, which needs CUDA >= {minimum}; the stack has CUDA {stack.cuda}. "
+                "Use a CUDA >= " + str(minimum) + " stack (for sm_120: torch >= 2.7 with cu128, as in the 5090 profile)",
+            )
+        )
+    row = _torch_row(matrix, stack.torch)
+    arches = (row or {}).get("arches", {}).get(stack.torch_cuda)
+    if arches and not arch_runs_on_build(profile.gpu.sm, arches):
+        problems.append(
+            Violation(
+                "torch_arch",
+                f"torch {stack.torch}+{stack.torch_cuda} ships kernels for {', '.join(arches)}, none of which runs on {sm} "
+                f"({profile.gpu.name}); use a torch build that lists {sm} (torch >= 2.7 with cu128 for sm_120)",
+            )
+        )
+    return problems
+
+
+def flash_attn_wheel_url(profile: Profile, matrix: dict[str, Any] | None = None) -> str | None:
+    """The release wheel for this stack, or None when flash-attn must be compiled."""
+    matrix = matrix or load_matrix()
+    stack = profile.stack
+    row = next((r for r in matrix["flash_attn"] if str(r["version"]) == stack.flash_attn), None)
+    if row is None:
+        return None
+    cuda_major = stack.cuda.split(".")[0]
+    torch_minor = minor_of(stack.torch)
+    if cuda_major not in row["wheel_cuda_major"] or torch_minor not in row["wheel_torch"] or stack.python not in row["wheel_python"]:
+        return None
+    py = stack.python.replace(".", "")
+    return str(row["wheel_url"]).format(
+        version=stack.flash_attn,
+        cuda_major=cuda_major,
+        torch_minor=torch_minor,
+        abi="TRUE" if stack.cxx11_abi else "FALSE",
+        py=py,
+    )
+
+
+def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    if not profile.features.flash_attn:
+        return []
+    stack = profile.stack
+    row = next((r for r in matrix["flash_attn"] if str(r["version"]) == stack.flash_attn), None)
+    if row is None:
+        return [Violation("flash_attn", f"flash-attn {stack.flash_attn} is not in the matrix; known: "
+                          + ", ".join(str(r["version"]) for r in matrix["flash_attn"]))]
+    problems = []
+    sm = _sm(profile)
+    if sm not in row["arches"]:
+        problems.append(
+            Violation(
+                "flash_attn_arch",
+                f"flash-attn {stack.flash_attn} has kernels for {', '.join(row['arches'])} only, not {sm} "
+                f"({profile.gpu.name}); set features.flash_attn: false and features.attention: sdpa",
+            )
+        )
+    if profile.features.flash_attn_source == "wheel" and flash_attn_wheel_url(profile, matrix) is None:
+        problems.append(
+            Violation(
+                "flash_attn_wheel",
+                f"no flash-attn {stack.flash_attn} release wheel for CUDA {stack.cuda.split('.')[0]}, torch {minor_of(stack.torch)}, "
+                f"Python {stack.python} (wheels: torch {', '.join(row['wheel_torch'])}; Python {', '.join(row['wheel_python'])}); "
+                "set features.flash_attn_source: source to compile it in the builder stage",
+            )
+        )
+    return problems
+
+
+def check_xformers(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    if not profile.features.xformers:
+        return []
+    stack = profile.stack
+    row = next((r for r in matrix["xformers"] if str(r["version"]) == stack.xformers), None)
+    if row is None:
+        return [Violation("xformers", f"xformers {stack.xformers} is not in the matrix; known: "
+                          + ", ".join(str(r["version"]) for r in matrix["xformers"]))]
+    if str(row["torch"]) != stack.torch:
+        return [
+            Violation(
+                "xformers",
+                f"xformers {stack.xformers} requires torch=={row['torch']} and would replace torch {stack.torch}; "
+                "pick an xformers built for this torch or set features.xformers: false",
+            )
+        ]
+    return []
+
+
+def mmcv_build_method(profile: Profile, matrix: dict[str, Any] | None = None) -> str | None:
+    """``wheel`` when OpenMMLab publishes one for this torch/CUDA, ``source`` when it must be compiled."""
+    matrix = matrix or load_matrix()
+    stack = profile.stack
+    if stack.mmcv is None:
+        return None
+    for row in matrix["mmcv"]:
+        wheels = row.get("wheels")
+        if str(row["version"]) == stack.mmcv and wheels and minor_of(stack.torch) in wheels["torch"] and stack.torch_cuda in wheels["cuda"]:
+            return "wheel"
+    return "source"
+
+
+def check_mmcv(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    if profile.features.pose_backend != "mmpose":
+        return []
+    stack = profile.stack
+    assert stack.mmcv is not None  # the Profile validator guarantees the mm* pins for the mmpose backend
+    problems = []
+    if mmcv_build_method(profile, matrix) == "source":
+        buildable = [
+            row for row in matrix["mmcv"]
+            if str(row["version"]) == stack.mmcv and minor_of(stack.torch) in row.get("source_build_torch", [])
+        ]
+        if not buildable:
+            problems.append(
+                Violation(
+                    "mmcv",
+                    f"mmcv {stack.mmcv} has no official wheel for torch {stack.torch}+{stack.torch_cuda} and is not known to "
+                    f"compile against torch {minor_of(stack.torch)}; use torch 2.5.x (known to build) or pose_backend: onnx",
+                )
+            )
+    for consumer in matrix["mmcv_consumers"]:
+        pinned = getattr(stack, consumer["package"])
+        if pinned != str(consumer["version"]):
+            continue
+        low, below = str(consumer["mmcv_min"]), str(consumer["mmcv_below"])
+        if not (version_tuple(low) <= version_tuple(stack.mmcv) < version_tuple(below)):
+            problems.append(
+                Violation(
+                    "mmcv_consumers",
+                    f"{consumer['package']} {pinned} requires {low} <= mmcv < {below} at import; stack.mmcv is {stack.mmcv}",
+                )
+            )
+    return problems
+
+
+def check_onnxruntime(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    stack = profile.stack
+    version = version_tuple(stack.onnxruntime_gpu)
+    cuda_major = stack.cuda.split(".")[0]
+    for row in matrix["onnxruntime_gpu"]:
+        if version_tuple(str(row["from"])) <= version < version_tuple(str(row["below"])):
+            if str(row["cuda_major"]) != cuda_major:
+                return [
+                    Violation(
+                        "onnxruntime_gpu",
+                        f"onnxruntime-gpu {stack.onnxruntime_gpu} is built for CUDA {row['cuda_major']}, the image has CUDA "
+                        f"{cuda_major}; for CUDA 12 pin onnxruntime-gpu < 1.26 (e.g. 1.23.2)",
+                    )
+                ]
+            return []
+    return [Violation("onnxruntime_gpu", f"onnxruntime-gpu {stack.onnxruntime_gpu} is not in the matrix")]
+
+
+def check_comfyui(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    problems = []
+    for row in matrix["comfyui"]:
+        last = str(row["last_version_for_old_torch"])
+        below = str(row["old_torch_below"])
+        newer_comfy = version_tuple(profile.comfyui.version) > version_tuple(last)
+        old_torch = version_tuple(profile.stack.torch) < version_tuple(below)
+        if newer_comfy and old_torch:
+            problems.append(
+                Violation(
+                    "comfyui_torch",
+                    f"ComfyUI {profile.comfyui.version} needs torch >= {below} (comfy-kitchen); torch is {profile.stack.torch}. "
+                    f"Pin ComfyUI {last} or move to torch >= {below}",
+                )
+            )
+    return problems
+
+
+CHECKS: tuple[Callable[[Profile, dict[str, Any]], list[Violation]], ...] = (
+    check_python_torch,
+    check_torch_cuda,
+    check_companions,
+    check_gpu_arch,
+    check_flash_attn,
+    check_xformers,
+    check_mmcv,
+    check_onnxruntime,
+    check_comfyui,
+)
+
+
+def check_profile(profile: Profile, matrix: dict[str, Any] | None = None) -> list[Violation]:
+    """Every rule the profile breaks (empty when it is inside the matrix)."""
+    matrix = matrix or load_matrix()
+    return [violation for check in CHECKS for violation in check(profile, matrix)]
+
+
+def ensure_compatible(profile: Profile) -> None:
+    """Raise one ``CompatibilityError`` listing every broken rule."""
+    violations = check_profile(profile)
+    if violations:
+        details = "; ".join(str(v) for v in violations)
+        raise CompatibilityError(f"profile {profile.name} is outside the compatibility matrix: {details}")
