@@ -13,6 +13,8 @@ import typer
 from zr4 import __version__
 from zr4.cli import models as models_cli
 from zr4.cli import plan as plan_cli
+from zr4.cli import profiles as profiles_cli
+from zr4.cli import render as render_cli
 from zr4.cli import sync as sync_cli
 from zr4.errors import Zr4Error
 
@@ -26,6 +28,8 @@ app = typer.Typer(
 app.add_typer(models_cli.app, name="models")
 app.add_typer(sync_cli.app, name="sync")
 plan_cli.register(app)
+profiles_cli.register(app)
+app.command("render")(render_cli.render)
 
 
 @app.command()

@@ -25,14 +25,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
 
 
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_unique_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
         if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=deep)  # type: ignore[no-untyped-call]
     return mapping
 
@@ -59,7 +59,9 @@ def resolve_profile_path(ref: str, relative_to: Path | None = None) -> Path:
     bundled = profiles_dir() / f"{ref}.yaml"
     if not bundled.is_file():
         names = ", ".join(bundled_profile_names())
-        raise ProfileError(f"no bundled profile named {ref!r}; bundled profiles: {names} (or pass a .yaml path)")
+        raise ProfileError(
+            f"no bundled profile named {ref!r}; bundled profiles: {names} (or pass a .yaml path)"
+        )
     return bundled
 
 
@@ -69,7 +71,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     if size > _MAX_PROFILE_BYTES:
         raise ProfileError(f"{path}: {size} bytes is too large for a profile (limit {_MAX_PROFILE_BYTES})")
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ProfileError(f"{path}: not valid YAML: {error}".replace("\n", " ")) from error
     except UnicodeDecodeError as error:
@@ -120,7 +122,7 @@ def apply_override(document: dict[str, Any], assignment: str) -> dict[str, Any]:
     if not all(key.strip() for key in keys):
         raise ProfileError(f"--set {assignment!r}: empty key in {dotted!r}")
     try:
-        value = yaml.load(raw_value, Loader=_UniqueKeyLoader) if raw_value.strip() else ""  # noqa: S506
+        value = yaml.load(raw_value, Loader=_UniqueKeyLoader) if raw_value.strip() else ""
     except yaml.YAMLError as error:
         raise ProfileError(f"--set {dotted}: value is not valid YAML: {error}".replace("\n", " ")) from error
     patch: Any = value
@@ -137,7 +139,11 @@ def format_validation_error(source: str, error: ValidationError) -> str:
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see profile.schema.json)"
-        elif "input" in problem and problem["type"] not in ("missing",) and not isinstance(problem["input"], dict):
+        elif (
+            "input" in problem
+            and problem["type"] not in ("missing",)
+            and not isinstance(problem["input"], dict)
+        ):
             shown = repr(problem["input"])
             message = f"{message} (got {shown[:60] + '...' if len(shown) > 60 else shown})"
         lines.append(f"{path}: {message}")

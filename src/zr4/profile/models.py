@@ -14,12 +14,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Known GGUF quantisation levels for Wan 2.1 14B; "auto" lets the VRAM planner pick the largest that fits.
 # Source: MCG-NJU/SteadyDancer-GGUF and city96/Wan2.1-I2V-14B GGUF level names (ERRATA 18, 23).
-GGUF_LEVELS = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
+GGUF_LEVELS = (
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q4_0",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_0",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+)
 
 _VERSION = r"[0-9]+(\.[0-9]+)*([a-z]+[0-9]*)?(\.post[0-9]+)?"
 Version = Annotated[str, Field(pattern=rf"^{_VERSION}$", max_length=40)]
 GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
-GitHubRepoUrl = Annotated[str, Field(pattern=r"^https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
+GitHubRepoUrl = Annotated[
+    str, Field(pattern=r"^https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)
+]
 # Image references as Docker accepts them: registry/path:tag, optional @sha256 digest.
 ImageRef = Annotated[
     str,
@@ -87,6 +101,8 @@ class Stack(StrictModel):
     """Pinned software stack. Each pin is checked against data/compatibility.yaml."""
 
     python: str = Field(pattern=r"^3\.[0-9]{1,2}$")
+    # uv installs the managed CPython (python-build-standalone) at the same path in builder and runtime.
+    uv: Version = "0.13.9"
     cuda: str = Field(pattern=r"^[0-9]{2}\.[0-9]\.[0-9]$", description="CUDA toolkit of the base images")
     base_image_devel: ImageRef
     base_image_runtime: ImageRef
@@ -153,8 +169,8 @@ class Memory(StrictModel):
 class Workload(StrictModel):
     """The default generation size the planner budgets for."""
 
-    width: int = Field(default=832, ge=64, le=4096, multiple_of=16)
-    height: int = Field(default=480, ge=64, le=4096, multiple_of=16)
+    width: int = Field(default=480, ge=64, le=4096, multiple_of=16)
+    height: int = Field(default=832, ge=64, le=4096, multiple_of=16)
     frames: int = Field(default=81, ge=1, le=1025)
     steps: int = Field(default=4, ge=1, le=200)
 
@@ -206,12 +222,18 @@ class Profile(StrictModel):
             problems.append("features.flash_attn is on but stack.flash_attn names no version")
         if self.features.xformers and not self.stack.xformers:
             problems.append("features.xformers is on but stack.xformers names no version")
-        if self.features.pose_backend == "mmpose" and not (self.stack.mmcv and self.stack.mmdet and self.stack.mmpose):
-            problems.append("features.pose_backend is mmpose but stack.mmcv, stack.mmdet and stack.mmpose must all be pinned")
+        if self.features.pose_backend == "mmpose" and not (
+            self.stack.mmcv and self.stack.mmdet and self.stack.mmpose
+        ):
+            problems.append(
+                "features.pose_backend is mmpose but stack.mmcv, stack.mmdet and stack.mmpose must all be pinned"
+            )
         if self.features.attention == "flash_attn_2" and not self.features.flash_attn:
             problems.append("features.attention is flash_attn_2 but features.flash_attn is off")
         if self.features.attention == "sageattn":
-            problems.append("features.attention sageattn needs SageAttention, which this image does not build; use sdpa")
+            problems.append(
+                "features.attention sageattn needs SageAttention, which this image does not build; use sdpa"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -222,4 +244,3 @@ class Profile(StrictModel):
         from zr4 import __version__
 
         return self.image.tag or f"{self.name}-zr4-{__version__}"
-

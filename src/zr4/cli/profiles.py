@@ -1,0 +1,45 @@
+"""`zr4 profiles` and `zr4 show`: what is bundled and what a profile resolves to."""
+
+from __future__ import annotations
+
+import typer
+import yaml
+
+from zr4.cli.common import SET_OPTION
+from zr4.profile import bundled_profile_names, load_profile
+
+
+def list_profiles() -> None:
+    """List the bundled profiles as a table."""
+    rows = [("PROFILE", "GPU", "VRAM", "SM", "VARIANT", "TORCH", "POSE")]
+    for name in bundled_profile_names():
+        profile = load_profile(name)
+        level = f" {profile.model.gguf_level}" if profile.model.variant == "gguf" else ""
+        rows.append(
+            (
+                name,
+                profile.gpu.name,
+                f"{profile.gpu.vram_gib:g} GiB",
+                profile.gpu.compute_capability,
+                profile.model.variant + level,
+                f"{profile.stack.torch}+{profile.stack.torch_cuda}",
+                profile.features.pose_backend,
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def show(
+    profile: str = typer.Argument("4080super", help="Bundled profile name or YAML path."),
+    overrides: list[str] = SET_OPTION,
+) -> None:
+    """Print the fully resolved profile (after extends: and --set) as YAML."""
+    resolved = load_profile(profile, overrides)
+    typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False).rstrip())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profiles")(list_profiles)
+    app.command("show")(show)
