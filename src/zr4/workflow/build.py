@@ -263,11 +263,13 @@ def _spec_problems(spec: WorkflowSpec) -> list[str]:
     }
     if spec.lora_file is not None:
         files["lora_file"] = spec.lora_file
-    for name, value in files.items():
-        if not isinstance(value, str) or not value.strip():
-            problems.append(f"{name} must be a non-empty file name")
-        elif value.startswith("/") or ".." in value.split("/") or "\\" in value:
-            problems.append(f"{name}={value!r} must be relative to its ComfyUI folder, with '/' separators")
+    for field, file_name in files.items():
+        if not isinstance(file_name, str) or not file_name.strip():
+            problems.append(f"{field} must be a non-empty file name")
+        elif file_name.startswith("/") or ".." in file_name.split("/") or "\\" in file_name:
+            problems.append(
+                f"{field}={file_name!r} must be relative to its ComfyUI folder, with '/' separators"
+            )
 
     model = spec.diffusion_model_file if isinstance(spec.diffusion_model_file, str) else ""
     if spec.variant == "gguf":
@@ -277,7 +279,7 @@ def _spec_problems(spec: WorkflowSpec) -> list[str]:
             problems.append("variant gguf needs quantization='disabled' (WanVideoModelLoader refuses others)")
     elif spec.variant in VARIANTS and not model.endswith(".safetensors"):
         problems.append(f"variant {spec.variant} needs a .safetensors diffusion_model_file, got {model!r}")
-    if "scaled" in spec.text_encoder_file:
+    if isinstance(spec.text_encoder_file, str) and "scaled" in spec.text_encoder_file:
         problems.append(
             f"text_encoder_file={spec.text_encoder_file!r}: the WanVideo T5 loader rejects scaled fp8 "
             f"encoders; use {DEFAULT_TEXT_ENCODER_FILE} with text_encoder_quantization='fp8_e4m3fn'"
@@ -285,14 +287,14 @@ def _spec_problems(spec: WorkflowSpec) -> list[str]:
 
     ints = {"width": spec.width, "height": spec.height, "frames": spec.frames, "fps": spec.fps}
     ints |= {"steps": spec.steps, "seed": spec.seed, "block_swap": spec.block_swap}
-    for name, value in ints.items():
-        if not isinstance(value, int) or isinstance(value, bool):
-            problems.append(f"{name} must be an integer, got {value!r}")
+    for field, number in ints.items():
+        if not isinstance(number, int) or isinstance(number, bool):
+            problems.append(f"{field} must be an integer, got {number!r}")
     if problems:
         return problems
-    for name, value in (("width", spec.width), ("height", spec.height)):
-        if not 64 <= value <= 2048 or value % 16:
-            problems.append(f"{name}={value} must be a multiple of 16 between 64 and 2048")
+    for axis, pixels in (("width", spec.width), ("height", spec.height)):
+        if not 64 <= pixels <= 2048 or pixels % 16:
+            problems.append(f"{axis}={pixels} must be a multiple of 16 between 64 and 2048")
     if spec.frames < 1 or spec.frames % 4 != 1:
         problems.append(f"frames={spec.frames} must be 4n+1 (81 = 5 s at 16 fps)")
     if not 1 <= spec.fps <= 60:
@@ -302,12 +304,17 @@ def _spec_problems(spec: WorkflowSpec) -> list[str]:
     if not 0 <= spec.seed <= _UINT64_MAX:
         problems.append(f"seed={spec.seed} must be between 0 and 2**64-1")
     if not 0 <= spec.block_swap <= WAN_BLOCKS:
-        problems.append(f"block_swap={spec.block_swap} must be between 0 and {WAN_BLOCKS} (the 14B model's blocks)")
+        problems.append(
+            f"block_swap={spec.block_swap} must be between 0 and {WAN_BLOCKS} (the 14B model's blocks)"
+        )
     if spec.cfg is not None and not 0.0 <= spec.cfg <= 30.0:
         problems.append(f"cfg={spec.cfg} must be between 0 and 30")
-    for name, value in (("pose_start_percent", spec.pose_start_percent), ("pose_end_percent", spec.pose_end_percent)):
-        if not 0.0 <= value <= 1.0:
-            problems.append(f"{name}={value} must be between 0 and 1")
+    for field, fraction in (
+        ("pose_start_percent", spec.pose_start_percent),
+        ("pose_end_percent", spec.pose_end_percent),
+    ):
+        if not 0.0 <= fraction <= 1.0:
+            problems.append(f"{field}={fraction} must be between 0 and 1")
     if spec.pose_start_percent > spec.pose_end_percent:
         problems.append("pose_start_percent must not be above pose_end_percent")
     return problems

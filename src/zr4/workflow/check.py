@@ -68,7 +68,10 @@ def load_object_info(version: str = "v0.7.0") -> dict[str, Any]:
     folder = data_dir() / "comfyui"
     path = folder / f"object_info-{version}.json.gz"
     if not path.is_file():
-        bundled = sorted(p.name.removeprefix("object_info-").removesuffix(".json.gz") for p in folder.glob("object_info-*.json.gz"))
+        bundled = sorted(
+            p.name.removeprefix("object_info-").removesuffix(".json.gz")
+            for p in folder.glob("object_info-*.json.gz")
+        )
         raise Zr4Error(
             f"no ComfyUI node definitions bundled for {version} (have: {', '.join(bundled) or 'none'}); "
             f"capture GET /object_info from that ComfyUI into {path}"
@@ -181,7 +184,9 @@ def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and type(value[1]) is int
 
 
-def _link_problem(workflow: Mapping[str, Any], object_info: Mapping[str, Any], spec: _InputSpec, value: list[Any]) -> str | None:
+def _link_problem(
+    workflow: Mapping[str, Any], object_info: Mapping[str, Any], spec: _InputSpec, value: list[Any]
+) -> str | None:
     source_id, index = value
     source = workflow.get(source_id)
     if not isinstance(source, Mapping):
@@ -223,7 +228,9 @@ def _check_node(
         ]
     values = node.get("inputs", {})
     if not isinstance(values, Mapping):
-        return [WorkflowProblem(node_id, class_type, None, "'inputs' must be an object of input name -> value")]
+        return [
+            WorkflowProblem(node_id, class_type, None, "'inputs' must be an object of input name -> value")
+        ]
 
     declared, hidden = _declared_inputs(node_info)
     declared |= _format_extras(declared, values)
@@ -235,13 +242,16 @@ def _check_node(
     for name, spec in declared.items():
         if name not in values:
             if spec.required:
-                problem(name, f"required input is missing: set a value or connect a {_type_name(spec.type)} output")
+                problem(
+                    name,
+                    f"required input is missing: set a value or connect a {_type_name(spec.type)} output",
+                )
             continue
         value = values[name]
         if _is_link(value):
             message = _link_problem(workflow, object_info, spec, value)
         elif isinstance(value, list):
-            message = f"bad link {value!r}: a link is [\"<node id>\", <output index>]"
+            message = f'bad link {value!r}: a link is ["<node id>", <output index>]'
         else:
             message = _value_problem(spec, value)
         if message:
@@ -249,7 +259,11 @@ def _check_node(
 
     for name in sorted(set(values) - set(declared) - hidden):
         known = ", ".join(sorted(declared))
-        problem(name, f"{class_type} has no input named {name!r}, so ComfyUI ignores it; its inputs: {known}", "warning")
+        problem(
+            name,
+            f"{class_type} has no input named {name!r}, so ComfyUI ignores it; its inputs: {known}",
+            "warning",
+        )
     return problems
 
 
@@ -290,16 +304,27 @@ def check_workflow(workflow: Mapping[str, Any], object_info: Mapping[str, Any]) 
     for node_id in sorted(workflow, key=lambda key: (len(str(key)), str(key))):
         node = workflow[node_id]
         if not isinstance(node, Mapping):
-            problems.append(WorkflowProblem(str(node_id), "?", None, "must be an object with class_type and inputs"))
+            problems.append(
+                WorkflowProblem(str(node_id), "?", None, "must be an object with class_type and inputs")
+            )
             continue
         problems.extend(_check_node(str(node_id), node, workflow, object_info))
         node_info = object_info.get(node.get("class_type", ""))
         has_output = has_output or bool(node_info and node_info.get("output_node"))
     if not has_output:
         problems.append(
-            WorkflowProblem("", "", None, "no output node (e.g. VHS_VideoCombine, SaveImage): ComfyUI refuses such a prompt")
+            WorkflowProblem(
+                "",
+                "",
+                None,
+                "no output node (e.g. VHS_VideoCombine, SaveImage): ComfyUI refuses such a prompt",
+            )
         )
     cycle = _cycle(workflow)
     if cycle:
-        problems.append(WorkflowProblem("", "", None, f"the links form a cycle: {' -> '.join(cycle)}; ComfyUI cannot order it"))
+        problems.append(
+            WorkflowProblem(
+                "", "", None, f"the links form a cycle: {' -> '.join(cycle)}; ComfyUI cannot order it"
+            )
+        )
     return problems
