@@ -15,6 +15,7 @@ from zr4.cli import models as models_cli
 from zr4.cli import plan as plan_cli
 from zr4.cli import profiles as profiles_cli
 from zr4.cli import render as render_cli
+from zr4.cli import schema as schema_cli
 from zr4.cli import sync as sync_cli
 from zr4.errors import Zr4Error
 
@@ -30,6 +31,7 @@ app.add_typer(sync_cli.app, name="sync")
 plan_cli.register(app)
 profiles_cli.register(app)
 app.command("render")(render_cli.render)
+app.command("schema")(schema_cli.schema)
 
 
 @app.command()
