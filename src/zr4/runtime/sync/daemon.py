@@ -1,0 +1,493 @@
+"""The sync loop: ``run_daemon`` (watch until stopped) and ``sync_once`` (one full pass).
+
+At start the output folder is reconciled with the journal (files not recorded as uploaded with
+their current size and mtime become candidates, interrupted ``uploading`` entries are checked
+against the bucket before any byte is sent again) and uploaded-but-unindexed entries are indexed.
+Errors never end the daemon: transient ones back off per file, permanent ones (credentials,
+missing bucket, clock) print one line and pause uploads, which are re-tried every
+``permanent_retry_seconds``. Local files are only removed with ``R2_DELETE_AFTER_UPLOAD=true``
+after the object was verified.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zr4.errors import Zr4Error
+from zr4.runtime.sync.client import (
+    Classified,
+    ErrorKind,
+    classify,
+    explain,
+    make_s3_client,
+    make_transfer_manager,
+)
+from zr4.runtime.sync.journal import Journal
+from zr4.runtime.sync.metadata_index import MetadataIndex, entry_for
+from zr4.runtime.sync.redact import LOGGER_NAME, redact
+from zr4.runtime.sync.scanner import FileState, is_complete, is_temporary, scan, stat_file
+from zr4.runtime.sync.settings import SyncSettings
+from zr4.runtime.sync.uploader import ALREADY_PRESENT, CHANGED, UPLOADED, VANISHED, Outcome, upload_one
+from zr4.runtime.sync.watcher import PollingWatcher, make_watcher
+
+log = logging.getLogger(LOGGER_NAME)
+
+_HEARTBEAT_SECONDS = 2.0
+_TICK_SECONDS = 0.2
+_INDEX_DEBOUNCE_SECONDS = 1.0
+
+
+class SyncError(Zr4Error):
+    """The sync cannot run (settings, lock, or a permanent server error in ``sync once``)."""
+
+
+@dataclass
+class SyncReport:
+    uploaded: list[str] = field(default_factory=list)  # object keys sent
+    already_present: list[str] = field(default_factory=list)  # keys found with the same size + sha256
+    deleted_local: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)  # still being written when the pass ended
+    failed: dict[str, str] = field(default_factory=dict)  # relative path → reason
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+    error: str | None = None  # a permanent error that stopped the pass
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.error is None and not self.incomplete
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def daemon_is_alive(settings: SyncSettings, max_age_s: float = 30.0) -> bool:
+    """For ``zr4 health``: a heartbeat younger than ``max_age_s`` from a live process."""
+    try:
+        beat = json.loads(settings.heartbeat_path.read_text(encoding="utf-8"))
+        age = time.time() - float(beat["time"])
+        pid = int(beat["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return age <= max_age_s and _pid_alive(pid)
+
+
+def read_heartbeat(settings: SyncSettings) -> dict[str, Any] | None:
+    try:
+        beat = json.loads(settings.heartbeat_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return beat if isinstance(beat, dict) else None
+
+
+@contextlib.contextmanager
+def journal_lock(settings: SyncSettings) -> Iterator[None]:
+    """One sync process per journal; a second one is refused with the holder's pid."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(settings.lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise SyncError(
+                f"another zr4 sync (pid {holder}) is running on {settings.journal_path}: "
+                "it uploads new outputs within seconds; stop it before `zr4 sync once`"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+class SyncEngine:
+    """State of one sync run; the public entry points are :func:`run_daemon` and :func:`sync_once`."""
+
+    def __init__(self, settings: SyncSettings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.client = client if client is not None else make_s3_client(settings)
+        self.transfer = make_transfer_manager(self.client, settings)
+        self.journal = Journal(settings.journal_path)
+        self.index = MetadataIndex(self.client, settings)
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            settings.file_concurrency, thread_name_prefix="zr4-sync"
+        )
+        self.records = self.journal.all()
+        self.candidates: dict[str, float] = {}  # relative path → earliest next check (monotonic)
+        self.in_flight: dict[str, concurrent.futures.Future[Outcome]] = {}
+        self.attempts: dict[str, int] = {}
+        self.paused_until = 0.0
+        self.last_permanent: str | None = None
+        self.last_error: str | None = None
+        self.index_due = 0.0
+        self.report = SyncReport()
+        self.excluded = (settings.state_dir,)
+
+    # --- candidates -----------------------------------------------------------------------
+    def _needs_upload(self, state: FileState) -> bool:
+        record = self.records.get(state.rel_path)
+        return not (
+            record and record.done and record.size == state.size and record.mtime_ns == state.mtime_ns
+        )
+
+    def add_candidate(self, rel_path: str, when: float | None = None) -> None:
+        if is_temporary(rel_path):
+            return
+        when = time.monotonic() if when is None else when
+        current = self.candidates.get(rel_path)
+        if current is None or when < current:
+            self.candidates[rel_path] = when
+
+    def rescan(self) -> None:
+        for rel, state in scan(self.settings.output_dir, self.excluded).items():
+            if rel not in self.in_flight and self._needs_upload(state):
+                self.add_candidate(rel)
+
+    def reconcile(self) -> None:
+        """Journal vs folder at start; uploaded-but-unindexed entries get indexed."""
+        self.settings.output_dir.mkdir(parents=True, exist_ok=True)
+        self.rescan()
+        if self.journal.unindexed():
+            self.index_due = time.monotonic()
+
+    # --- scheduling ----------------------------------------------------------------------------
+    def schedule(self, stopping: bool = False) -> None:
+        now = time.monotonic()
+        now_ns = time.time_ns()
+        limit = self.settings.file_concurrency * 2
+        for rel, when in sorted(self.candidates.items(), key=lambda item: item[1]):
+            if stopping or len(self.in_flight) >= limit:
+                return
+            if when > now or rel in self.in_flight:
+                continue
+            if now < self.paused_until:
+                return
+            state = stat_file(self.settings.output_dir, rel)
+            if state is None or not self._needs_upload(state):
+                del self.candidates[rel]
+                continue
+            if not is_complete(state, now_ns, self.settings.stable_seconds):
+                wait_s = (state.mtime_ns + int(self.settings.stable_seconds * 1e9) - now_ns) / 1e9
+                self.candidates[rel] = now + max(0.05, wait_s + 0.02)
+                continue
+            record = self.records.get(rel)
+            if record and record.next_try > time.time() and record.size == state.size:
+                self.candidates[rel] = now + (record.next_try - time.time())
+                continue
+            del self.candidates[rel]
+            self.in_flight[rel] = self.pool.submit(
+                upload_one, state, self.settings, self.client, self.transfer, self.journal
+            )
+
+    def collect(self) -> None:
+        for rel, future in list(self.in_flight.items()):
+            if not future.done():
+                continue
+            del self.in_flight[rel]
+            error = future.exception()
+            if error is None:
+                self._on_outcome(future.result())
+            else:
+                self._on_error(rel, error)
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        rel = outcome.rel_path
+        self.attempts.pop(rel, None)
+        if outcome.kind in (UPLOADED, ALREADY_PRESENT):
+            record = self.journal.get(rel)
+            if record is not None:
+                self.records[rel] = record
+            if self.last_permanent is not None:
+                log.info("uploads work again")
+                self.last_permanent = None
+            self.paused_until = 0.0
+            if outcome.kind == UPLOADED:
+                self.report.uploaded.append(outcome.key)
+                self.report.bytes_uploaded += outcome.size
+                rate = outcome.size / max(outcome.seconds, 1e-6) / 1e6
+                log.info(
+                    "uploaded %s (%s, %.1f s, %.0f MB/s)",
+                    outcome.key,
+                    _human(outcome.size),
+                    outcome.seconds,
+                    rate,
+                )
+            else:
+                self.report.already_present.append(outcome.key)
+                log.info("already in bucket: %s", outcome.key)
+            if outcome.deleted_local:
+                self.report.deleted_local.append(rel)
+                log.info("deleted local %s after verified upload", rel)
+            self.index_due = min(self.index_due or float("inf"), time.monotonic() + _INDEX_DEBOUNCE_SECONDS)
+        elif outcome.kind == CHANGED:
+            self.add_candidate(rel, time.monotonic() + self.settings.stable_seconds)
+        elif outcome.kind == VANISHED:
+            log.warning("%s disappeared before it was uploaded", rel)
+
+    def _on_error(self, rel: str, error: BaseException) -> None:
+        classified = classify(error)
+        message = redact(explain(classified, self.settings), self.settings.secrets())
+        self.last_error = message
+        state = stat_file(self.settings.output_dir, rel)
+        if classified.kind.permanent:
+            self.paused_until = time.monotonic() + self.settings.permanent_retry_seconds
+            if message != self.last_permanent:
+                log.error(
+                    "%s; local files are kept, retrying every %.0f s",
+                    message,
+                    self.settings.permanent_retry_seconds,
+                )
+                self.last_permanent = message
+            self.add_candidate(rel, self.paused_until)
+            self.report.failed[rel] = message
+            return
+        attempts = self.attempts.get(rel, 0) + 1
+        self.attempts[rel] = attempts
+        delay = min(self.settings.max_backoff_seconds, 0.5 * 2 ** (attempts - 1))
+        detail = _short(error, self.settings)
+        log.warning("%s: %s; retry %d in %.1f s", rel, detail, attempts, delay)
+        self.report.failed[rel] = detail
+        if state is not None:
+            self.journal.mark_failed(rel, state.size, state.mtime_ns, detail, time.time() + delay)
+            record = self.journal.get(rel)
+            if record is not None:
+                self.records[rel] = record
+            self.add_candidate(rel, time.monotonic() + delay)
+
+    def flush_index(self, force: bool = False) -> bool:
+        """Write fragments and metadata.json for uploaded-but-unindexed entries; False on error."""
+        if not force and (not self.index_due or time.monotonic() < self.index_due):
+            return True
+        pending = self.journal.unindexed()
+        if not pending:
+            self.index_due = 0.0
+            return True
+        by_day: dict[str, list[str]] = {}
+        for record in pending:
+            by_day.setdefault(record.day or "", []).append(record.rel_path)
+        try:
+            for day, rels in sorted(by_day.items()):
+                entries = [entry_for(r, self.settings) for r in self.journal.day_records(day)]
+                self.index.update_day(day, entries)
+                self.journal.mark_indexed(rels)
+        except Exception as error:
+            log.warning("metadata.json not updated yet: %s; will retry", _short(error, self.settings))
+            self.index_due = time.monotonic() + min(self.settings.max_backoff_seconds, 5.0)
+            return False
+        self.index_due = 0.0
+        return True
+
+    def write_heartbeat(self, watcher_kind: str) -> None:
+        beat = {
+            "pid": os.getpid(),
+            "time": time.time(),
+            "watcher": watcher_kind,
+            "candidates": len(self.candidates),
+            "in_flight": len(self.in_flight),
+            "uploaded": len(self.report.uploaded),
+            "last_error": self.last_permanent or self.last_error,
+        }
+        tmp = self.settings.heartbeat_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(beat), encoding="utf-8")
+        os.replace(tmp, self.settings.heartbeat_path)
+
+    def drain(self, deadline_s: float) -> bool:
+        """Wait for in-flight uploads up to the deadline; True when none is left."""
+        end = time.monotonic() + deadline_s
+        while self.in_flight and time.monotonic() < end:
+            concurrent.futures.wait(
+                list(self.in_flight.values()), timeout=min(0.2, max(0.0, end - time.monotonic()))
+            )
+            self.collect()
+        return not self.in_flight
+
+    def close(self, cancel: bool) -> None:
+        self.pool.shutdown(wait=not cancel, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.transfer.shutdown(cancel=cancel)
+        self.journal.close()
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def _short(error: BaseException, settings: SyncSettings) -> str:
+    classified: Classified = classify(error)
+    if classified.kind in (ErrorKind.TRANSIENT, ErrorKind.UNREACHABLE):
+        text = f"{explain(classified, settings)} [{type(error).__name__}]"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return redact(text, settings.secrets())
+
+
+def run_daemon(
+    settings: SyncSettings,
+    stop_event: threading.Event,
+    client: Any | None = None,
+    prefer_inotify: bool = True,
+) -> int:
+    """Watch and upload until ``stop_event`` is set, then finish in-flight uploads; returns 0.
+
+    Meant to run as the supervised child process ``zr4 sync run`` (SIGTERM sets ``stop_event``).
+    """
+    with journal_lock(settings):
+        engine = SyncEngine(settings, client)
+        settings.output_dir.mkdir(parents=True, exist_ok=True)
+        watcher = make_watcher(settings.output_dir, prefer_inotify)
+        log.info(
+            "watching %s (%s) → bucket %r prefix %r at %s, pod %s",
+            settings.output_dir,
+            watcher.kind,
+            settings.bucket,
+            settings.prefix,
+            settings.endpoint_url,
+            settings.pod_id,
+        )
+        try:
+            engine.reconcile()
+            last_scan = time.monotonic()
+            last_beat = 0.0
+            scan_every = (
+                settings.poll_seconds if isinstance(watcher, PollingWatcher) else settings.rescan_seconds
+            )
+            while not stop_event.is_set():
+                now = time.monotonic()
+                next_due = min(engine.candidates.values(), default=now + _TICK_SECONDS)
+                timeout = min(max(0.0, next_due - now), _TICK_SECONDS, max(0.0, last_scan + scan_every - now))
+                if isinstance(watcher, PollingWatcher):
+                    stop_event.wait(timeout)  # polling: the rescan below is the watch
+                    changes = None
+                else:
+                    changes = watcher.wait(timeout)
+                if stop_event.is_set():
+                    break
+                if changes is not None:
+                    for rel in changes.paths:
+                        engine.add_candidate(rel)
+                if (changes is not None and changes.rescan) or time.monotonic() - last_scan >= scan_every:
+                    engine.rescan()
+                    last_scan = time.monotonic()
+                engine.collect()
+                engine.schedule()
+                engine.flush_index()
+                if time.monotonic() - last_beat >= _HEARTBEAT_SECONDS:
+                    engine.write_heartbeat(watcher.kind)
+                    last_beat = time.monotonic()
+            log.info(
+                "stopping: taking no new files, %d upload(s) in flight get %.0f s",
+                len(engine.in_flight),
+                settings.shutdown_seconds,
+            )
+            finished = engine.drain(settings.shutdown_seconds)
+            engine.flush_index(force=True)
+            if not finished:
+                log.warning(
+                    "%d upload(s) unfinished at the deadline; they resume at the next start",
+                    len(engine.in_flight),
+                )
+            engine.write_heartbeat("stopped")
+        finally:
+            watcher.close()
+            engine.close(cancel=bool(engine.in_flight))
+        log.info("stopped")
+    return 0
+
+
+def sync_once(
+    settings: SyncSettings,
+    client: Any | None = None,
+    wait_incomplete_s: float = 60.0,
+    max_attempts: int = 4,
+) -> SyncReport:
+    """One full pass: every complete file uploaded once, the metadata indexed, then return.
+
+    Files still being written are waited for up to ``wait_incomplete_s``; transient errors are
+    retried ``max_attempts`` times; a permanent error ends the pass (``report.error``).
+    """
+    started = time.monotonic()
+    with journal_lock(settings):
+        engine = SyncEngine(settings, client)
+        try:
+            engine.reconcile()
+            give_up = time.monotonic() + wait_incomplete_s
+            while engine.candidates or engine.in_flight:
+                engine.collect()
+                if engine.last_permanent is not None:
+                    engine.report.error = engine.last_permanent
+                    break
+                for rel, count in engine.attempts.items():
+                    if count >= max_attempts and rel in engine.candidates:
+                        del engine.candidates[rel]
+                if time.monotonic() > give_up:
+                    for rel in list(engine.candidates):
+                        state = stat_file(settings.output_dir, rel)
+                        if state is not None and not is_complete(
+                            state, time.time_ns(), settings.stable_seconds
+                        ):
+                            engine.report.incomplete.append(rel)
+                            del engine.candidates[rel]
+                engine.schedule()
+                if engine.in_flight:
+                    concurrent.futures.wait(
+                        list(engine.in_flight.values()),
+                        timeout=_TICK_SECONDS,
+                        return_when=concurrent.futures.FIRST_COMPLETED,
+                    )
+                elif engine.candidates:
+                    next_due = min(engine.candidates.values())
+                    time.sleep(min(1.0, max(0.01, next_due - time.monotonic())))
+            engine.drain(settings.shutdown_seconds)
+            if engine.report.error is None and not engine.flush_index(force=True):
+                engine.report.error = engine.last_error or "metadata.json could not be updated"
+            # Files that finally succeeded are no longer failures.
+            for rel in list(engine.report.failed):
+                record = engine.journal.get(rel)
+                state = stat_file(settings.output_dir, rel)
+                if (
+                    record
+                    and record.done
+                    and (state is None or (record.size, record.mtime_ns) == (state.size, state.mtime_ns))
+                ):
+                    del engine.report.failed[rel]
+        finally:
+            engine.close(cancel=bool(engine.in_flight))
+    engine.report.seconds = time.monotonic() - started
+    return engine.report
+
+
+def state_dir_summary(settings: SyncSettings) -> dict[str, int]:
+    """Counts per journal state (for status lines)."""
+    if not Path(settings.journal_path).exists():
+        return {}
+    journal = Journal(settings.journal_path)
+    try:
+        return journal.counts()
+    finally:
+        journal.close()

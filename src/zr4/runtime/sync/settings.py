@@ -1,0 +1,205 @@
+"""Sync settings from the environment (the seed's Appendix A names plus R2 credentials).
+
+Seed names: ``ENABLE_R2_SYNC`` (default false), ``R2_ENDPOINT``, ``R2_BUCKET`` (default ``runpod``).
+Added here: ``R2_ACCOUNT_ID`` (endpoint built as ``https://<id>.r2.cloudflarestorage.com``, ERRATA 25),
+``R2_ACCESS_KEY_ID`` / ``R2_SECRET_ACCESS_KEY`` (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` also
+work), ``R2_PREFIX`` (default ``outputs``), ``R2_DELETE_AFTER_UPLOAD`` (default false) and the
+``R2_SYNC_*`` tuning knobs below. Credentials are held in :class:`Secret`, whose ``repr``/``str`` never
+show the value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from zr4.runtime.env import EnvError, env_bool, env_str
+
+DEFAULT_BUCKET = "runpod"
+DEFAULT_PREFIX = "outputs"
+DEFAULT_OUTPUT_DIR = "/workspace/ComfyUI/output"
+# /workspace is RunPod's persistent volume (DESIGN.md, "RunPod facts"): the journal must outlive the
+# container disk.
+DEFAULT_STATE_DIR = "/workspace/.zr4/sync"
+DEFAULT_PROFILE_JSON = "/opt/zr4/profile.json"
+MIB = 1024 * 1024
+# S3/R2 multipart limits: parts of 5 MiB to 5 GiB, all but the last equal, at most 10,000 (ERRATA 25).
+MIN_PART_BYTES = 5 * MIB
+MAX_PARTS = 10_000
+
+
+class SyncConfigError(EnvError):
+    """The sync settings cannot work (missing endpoint, credentials, bad numbers)."""
+
+
+class Secret:
+    """A credential: compares and hashes by value, prints as ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Everything the sync needs; build with :func:`settings_from_env` or directly in tests."""
+
+    endpoint_url: str
+    access_key_id: Secret
+    secret_access_key: Secret
+    output_dir: Path
+    state_dir: Path
+    bucket: str = DEFAULT_BUCKET
+    prefix: str = DEFAULT_PREFIX
+    enabled: bool = True
+    delete_after_upload: bool = False
+    # A file is complete once its size and mtime have not changed for this long.
+    stable_seconds: float = 1.0
+    # Polling fallback interval; with inotify, the interval of the safety rescan is rescan_seconds.
+    poll_seconds: float = 0.5
+    rescan_seconds: float = 30.0
+    # After a permanent error (403, missing bucket) the daemon re-tries this often.
+    permanent_retry_seconds: float = 30.0
+    # Longest back-off between retries of one file after transient errors.
+    max_backoff_seconds: float = 60.0
+    # SIGTERM: in-flight uploads get this long to finish.
+    shutdown_seconds: float = 20.0
+    file_concurrency: int = 4
+    request_concurrency: int = 8
+    part_size_bytes: int = 16 * MIB
+    pod_id: str = field(default_factory=socket.gethostname)
+    profile_name: str = ""
+    # botocore's per-request timeouts and attempts (standard retry mode).
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 60.0
+    max_attempts: int = 5
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.sqlite"
+
+    @property
+    def heartbeat_path(self) -> Path:
+        return self.state_dir / "heartbeat.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "daemon.lock"
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never be printed (for :func:`zr4.runtime.sync.redact.redact`)."""
+        return tuple(v for v in (self.secret_access_key.reveal(), self.access_key_id.reveal()) if v)
+
+    def with_(self, **changes: object) -> SyncSettings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def endpoint_from(endpoint: str | None, account_id: str | None) -> str | None:
+    """``R2_ENDPOINT`` wins; otherwise the account's R2 endpoint; ``None`` when neither is set."""
+    if endpoint:
+        if "://" not in endpoint:
+            endpoint = "https://" + endpoint
+        return endpoint.rstrip("/")
+    if account_id:
+        return f"https://{account_id}.r2.cloudflarestorage.com"
+    return None
+
+
+def _float(name: str, default: float, environ: Mapping[str, str]) -> float:
+    raw = env_str(name, None, environ)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SyncConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise SyncConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+def _int(name: str, default: int, environ: Mapping[str, str], minimum: int = 1) -> int:
+    raw = env_str(name, None, environ)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SyncConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SyncConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def profile_name_from(environ: Mapping[str, str]) -> str:
+    """``ZR4_PROFILE_NAME``, else the ``name`` of the baked profile JSON (``ZR4_PROFILE`` path)."""
+    explicit = env_str("ZR4_PROFILE_NAME", None, environ)
+    if explicit:
+        return explicit
+    path = Path(env_str("ZR4_PROFILE", DEFAULT_PROFILE_JSON, environ) or DEFAULT_PROFILE_JSON)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
+    """Read the sync settings; raise :class:`SyncConfigError` naming the variable that is wrong."""
+    env = os.environ if environ is None else environ
+    endpoint = endpoint_from(env_str("R2_ENDPOINT", None, env), env_str("R2_ACCOUNT_ID", None, env))
+    if endpoint is None:
+        raise SyncConfigError("set R2_ENDPOINT (https://<account>.r2.cloudflarestorage.com) or R2_ACCOUNT_ID")
+    key_id = env_str("R2_ACCESS_KEY_ID", None, env) or env_str("AWS_ACCESS_KEY_ID", None, env)
+    secret = env_str("R2_SECRET_ACCESS_KEY", None, env) or env_str("AWS_SECRET_ACCESS_KEY", None, env)
+    if not key_id or not secret:
+        raise SyncConfigError(
+            "set R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        )
+    part_mib = _int("R2_SYNC_PART_SIZE_MIB", 16, env, minimum=5)
+    return SyncSettings(
+        endpoint_url=endpoint,
+        access_key_id=Secret(key_id),
+        secret_access_key=Secret(secret),
+        bucket=env_str("R2_BUCKET", DEFAULT_BUCKET, env) or DEFAULT_BUCKET,
+        prefix=(env_str("R2_PREFIX", DEFAULT_PREFIX, env) or "").strip("/"),
+        enabled=env_bool("ENABLE_R2_SYNC", False, env),
+        delete_after_upload=env_bool("R2_DELETE_AFTER_UPLOAD", False, env),
+        output_dir=Path(env_str("R2_SYNC_OUTPUT_DIR", DEFAULT_OUTPUT_DIR, env) or DEFAULT_OUTPUT_DIR),
+        state_dir=Path(env_str("R2_SYNC_STATE_DIR", DEFAULT_STATE_DIR, env) or DEFAULT_STATE_DIR),
+        stable_seconds=_float("R2_SYNC_STABLE_SECONDS", 1.0, env),
+        poll_seconds=max(0.05, _float("R2_SYNC_POLL_SECONDS", 0.5, env)),
+        rescan_seconds=max(1.0, _float("R2_SYNC_RESCAN_SECONDS", 30.0, env)),
+        permanent_retry_seconds=_float("R2_SYNC_PERMANENT_RETRY_SECONDS", 30.0, env),
+        max_backoff_seconds=_float("R2_SYNC_MAX_BACKOFF_SECONDS", 60.0, env),
+        shutdown_seconds=_float("R2_SYNC_SHUTDOWN_SECONDS", 20.0, env),
+        file_concurrency=_int("R2_SYNC_FILE_CONCURRENCY", 4, env),
+        request_concurrency=_int("R2_SYNC_REQUEST_CONCURRENCY", 8, env),
+        part_size_bytes=part_mib * MIB,
+        pod_id=env_str("RUNPOD_POD_ID", None, env) or socket.gethostname(),
+        profile_name=profile_name_from(env),
+        max_attempts=_int("R2_SYNC_MAX_ATTEMPTS", 5, env),
+    )

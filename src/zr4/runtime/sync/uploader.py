@@ -1,0 +1,176 @@
+"""Upload one complete file, idempotently: a journal step before, a bucket check, a verify after.
+
+Order of one upload (each journal write is committed before the next step):
+hash → journal ``uploading`` → HEAD (same size + sha256 there already: done) → s3transfer upload →
+HEAD verify → journal ``uploaded`` → optional local delete → journal ``deleted``.
+A kill -9 anywhere repeats at most the HEAD and the transfer of that one object, to the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+
+from zr4.runtime.sync.journal import Journal
+from zr4.runtime.sync.scanner import (
+    FileState,
+    content_type_for,
+    day_for,
+    object_key,
+    pod_suffixed,
+    stat_file,
+)
+from zr4.runtime.sync.settings import SyncSettings
+
+_READ_BYTES = 8 * 1024 * 1024
+
+# Outcome kinds
+UPLOADED = "uploaded"
+ALREADY_PRESENT = "already_present"
+CHANGED = "changed"  # the file changed while we read it: not complete after all
+VANISHED = "vanished"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rel_path: str
+    kind: str
+    key: str = ""
+    size: int = 0
+    seconds: float = 0.0
+    deleted_local: bool = False
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    size: int
+    sha256: str | None
+    pod_id: str | None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def head_object(client: Any, bucket: str, key: str) -> RemoteObject | None:
+    """The object's size and our metadata, or None when absent. Other errors propagate."""
+    try:
+        response = client.head_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in {"404", "NoSuchKey", "NotFound"} and status == 404:
+            return None
+        raise
+    # Servers differ in the case of metadata names (rclone answers "Sha256").
+    meta = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
+    return RemoteObject(
+        int(response.get("ContentLength", -1)), meta.get("sha256"), _unquote(meta.get("pod-id"))
+    )
+
+
+def _quote(value: str) -> str:
+    # S3 user metadata travels in HTTP headers: ASCII only.
+    return urllib.parse.quote(value, safe="-_.~/:@ ")
+
+
+def _unquote(value: str | None) -> str | None:
+    return urllib.parse.unquote(value) if value is not None else None
+
+
+def object_metadata(settings: SyncSettings, sha256: str, state: FileState) -> dict[str, str]:
+    meta = {
+        "sha256": sha256,
+        "pod-id": _quote(settings.pod_id),
+        "source-path": _quote(state.rel_path),
+        "source-mtime-ns": str(state.mtime_ns),
+    }
+    if settings.profile_name:
+        meta["profile"] = _quote(settings.profile_name)
+    return meta
+
+
+def _same(a: FileState | None, b: FileState) -> bool:
+    return a is not None and a.size == b.size and a.mtime_ns == b.mtime_ns
+
+
+def upload_one(
+    state: FileState,
+    settings: SyncSettings,
+    client: Any,
+    transfer_manager: Any,
+    journal: Journal,
+) -> Outcome:
+    """Bring one complete file to the bucket once. Raises boto/network errors for the caller."""
+    started = time.monotonic()
+    path = settings.output_dir / state.rel_path
+    try:
+        sha256 = sha256_of(path)
+    except FileNotFoundError:
+        return Outcome(state.rel_path, VANISHED)
+    after_hash = stat_file(settings.output_dir, state.rel_path)
+    if after_hash is None:
+        return Outcome(state.rel_path, VANISHED)
+    if not _same(after_hash, state):
+        return Outcome(state.rel_path, CHANGED)
+
+    previous = journal.get(state.rel_path)
+    day = previous.day if previous and previous.day else day_for(state.mtime_ns)
+    key = previous.key if previous and previous.key else object_key(settings.prefix, day, state.rel_path)
+    journal.mark_uploading(state.rel_path, state.size, state.mtime_ns, sha256, key, day)
+
+    remote = head_object(client, settings.bucket, key)
+    if remote is not None and remote.pod_id and remote.pod_id != settings.pod_id and remote.sha256 != sha256:
+        # Another pod wrote a different file under this name today (ComfyUI counters restart per pod).
+        key = object_key(settings.prefix, day, pod_suffixed(state.rel_path, settings.pod_id))
+        journal.mark_uploading(state.rel_path, state.size, state.mtime_ns, sha256, key, day)
+        remote = head_object(client, settings.bucket, key)
+
+    if remote is not None and remote.size == state.size and remote.sha256 == sha256:
+        kind = ALREADY_PRESENT
+    else:
+        future = transfer_manager.upload(
+            str(path),
+            settings.bucket,
+            key,
+            extra_args={
+                "ContentType": content_type_for(state.rel_path),
+                "Metadata": object_metadata(settings, sha256, state),
+            },
+        )
+        future.result()
+        kind = UPLOADED
+        if not _same(stat_file(settings.output_dir, state.rel_path), state):
+            return Outcome(state.rel_path, CHANGED, key)
+        remote = head_object(client, settings.bucket, key)
+        if remote is None or remote.size != state.size:
+            raise OSError(
+                f"verify failed for {key}: the bucket holds {remote.size if remote else 'nothing'} bytes"
+            )
+    journal.mark_uploaded(state.rel_path)
+
+    deleted = False
+    verified = remote is not None and remote.size == state.size and remote.sha256 == sha256
+    if (
+        settings.delete_after_upload
+        and verified
+        and _same(stat_file(settings.output_dir, state.rel_path), state)
+    ):
+        try:
+            os.remove(path)
+            deleted = True
+        except FileNotFoundError:
+            deleted = True
+        journal.mark_deleted(state.rel_path)
+    return Outcome(state.rel_path, kind, key, state.size, time.monotonic() - started, deleted)
