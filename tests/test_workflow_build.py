@@ -162,7 +162,7 @@ def test_user_inputs_land_in_the_right_nodes():
 
     assert node(workflow, "image")["inputs"]["image"] == "me.png"
     assert node(workflow, "video")["inputs"]["video"] == "dance.mp4"
-    assert node(workflow, "video")["inputs"]["force_rate"] == 24
+    assert node(workflow, "video")["inputs"]["force_rate"] == 24.0
     assert node(workflow, "save")["inputs"]["filename_prefix"] == "runs/dance"
     assert node(workflow, "save")["inputs"]["frame_rate"] == 24.0
     assert node(workflow, "text")["inputs"]["positive_prompt"] == "a woman dancing"

@@ -432,7 +432,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
         "Driving video",
         {
             "video": spec.driving_video,
-            "force_rate": spec.fps,
+            "force_rate": float(spec.fps),
             "custom_width": spec.width,
             "custom_height": spec.height,
             "frame_load_cap": spec.frames,
