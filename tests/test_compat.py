@@ -1,0 +1,107 @@
+"""The compatibility matrix: every bundled profile passes; each rule catches what it is for."""
+
+from __future__ import annotations
+
+import pytest
+
+from zr4.compat import arch_runs_on_build, check_profile, flash_attn_wheel_url, mmcv_build_method
+from zr4.errors import CompatibilityError
+from zr4.profile import bundled_profile_names, load_profile
+from zr4.render import render_files
+
+CU124_IMAGES = [
+    "stack.cuda=12.4.1",
+    "stack.base_image_devel=nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04",
+    "stack.base_image_runtime=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04",
+]
+TORCH_251 = ["stack.torch=2.5.1", "stack.torch_cuda=cu124", "stack.torchvision=0.20.1", "stack.torchaudio=2.5.1", "stack.cxx11_abi=false"]
+
+
+def rules(profile_name: str, overrides: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for violation in check_profile(load_profile(profile_name, overrides)):
+        found[violation.rule] = (found.get(violation.rule, "") + " | " + violation.message).strip(" |")
+    return found
+
+
+@pytest.mark.parametrize("name", bundled_profile_names())
+def test_every_bundled_profile_is_inside_the_matrix(name: str) -> None:
+    assert check_profile(load_profile(name)) == []
+
+
+def test_5090_on_cu124_is_rejected_with_the_reason() -> None:
+    broken = rules("5090", CU124_IMAGES + TORCH_251)
+    assert "sm_120, which needs CUDA >= 12.8" in broken["cuda_min_for_arch"]
+    assert "none of which runs on sm_120" in broken["torch_arch"]
+
+
+def test_render_refuses_an_incompatible_profile() -> None:
+    with pytest.raises(CompatibilityError, match=r"\[cuda_min_for_arch\]"):
+        render_files(load_profile("5090", CU124_IMAGES + TORCH_251))
+
+
+def test_python_outside_torch_wheels() -> None:
+    assert "no wheels for Python 3.13" in rules("4080super", ["stack.python='3.13'"])["python_torch"]
+
+
+def test_torch_cuda_build_must_match_images() -> None:
+    broken = rules("4080super", ["stack.torch_cuda=cu121"])
+    assert "is the cu124 build, not cu121" in broken["torch_cuda"]
+
+
+def test_companion_versions() -> None:
+    assert "goes with torchvision 0.20.1, not 0.21.0" in rules("4080super", ["stack.torchvision=0.21.0"])["companions"]
+
+
+def test_flash_attn_rejects_turing() -> None:
+    broken = rules("4080super", ["gpu.compute_capability='7.5'"])
+    assert "not sm_75" in broken["flash_attn_arch"]
+
+
+def test_flash_attn_wheel_exists_for_the_default_stack() -> None:
+    url = flash_attn_wheel_url(load_profile("4080super"))
+    assert url is not None and url.endswith("flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl")
+
+
+def test_flash_attn_without_wheel_needs_a_source_build() -> None:
+    broken = rules("4080super", ["stack.python='3.12'", "stack.flash_attn=2.7.4.post1"])
+    assert "flash_attn_wheel" not in broken  # 3.12 has a wheel
+    no_wheel = rules("5090", ["features.flash_attn=true", "stack.flash_attn=2.7.4.post1", "gpu.compute_capability='9.0'"])
+    assert "flash_attn_source: source" in no_wheel["flash_attn_wheel"]
+
+
+def test_xformers_that_pins_another_torch() -> None:
+    broken = rules("5090", ["features.xformers=true", "stack.xformers=0.0.28.post3"])
+    assert "requires torch==2.5.1" in broken["xformers"]
+
+
+def test_mmcv_22_breaks_mmdet() -> None:
+    broken = rules("4080super", ["stack.mmcv=2.2.0"])
+    assert "mmdet 3.3.0 requires 2.0.0rc4 <= mmcv < 2.2.0" in broken["mmcv_consumers"]
+
+
+def test_mmcv_on_torch_25_is_a_source_build_and_on_torch_21_a_wheel() -> None:
+    assert mmcv_build_method(load_profile("4080super")) == "source"
+    assert mmcv_build_method(load_profile("4080super", ["stack.torch=2.1.0", "stack.torch_cuda=cu121"])) == "wheel"
+
+
+def test_onnxruntime_cuda13_build_on_cuda12() -> None:
+    assert "built for CUDA 13" in rules("4080super", ["stack.onnxruntime_gpu=1.27.0"])["onnxruntime_gpu"]
+
+
+def test_newer_comfyui_needs_newer_torch() -> None:
+    assert "needs torch >= 2.7" in rules("4080super", ["comfyui.version=v0.8.0"])["comfyui_torch"]
+    assert "comfyui_torch" not in rules("5090", ["comfyui.version=v0.8.0"])
+
+
+def test_base_images_need_patch_version_and_right_flavour() -> None:
+    broken = rules("4080super", ["stack.base_image_devel=nvidia/cuda:12.4-devel-ubuntu22.04"])
+    assert "tag must start with 12.4.1-" in broken["base_image"]
+
+
+@pytest.mark.parametrize(
+    ("gpu_sm", "arches", "runs"),
+    [(89, ["sm_80", "sm_86"], True), (120, ["sm_90"], False), (75, ["sm_80"], False), (90, ["sm_90"], True)],
+)
+def test_binary_compatibility_within_a_major(gpu_sm: int, arches: list[str], runs: bool) -> None:
+    assert arch_runs_on_build(gpu_sm, arches) is runs
