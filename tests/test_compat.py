@@ -14,7 +14,13 @@ CU124_IMAGES = [
     "stack.base_image_devel=nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04",
     "stack.base_image_runtime=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04",
 ]
-TORCH_251 = ["stack.torch=2.5.1", "stack.torch_cuda=cu124", "stack.torchvision=0.20.1", "stack.torchaudio=2.5.1", "stack.cxx11_abi=false"]
+TORCH_251 = [
+    "stack.torch=2.5.1",
+    "stack.torch_cuda=cu124",
+    "stack.torchvision=0.20.1",
+    "stack.torchaudio=2.5.1",
+    "stack.cxx11_abi=false",
+]
 
 
 def rules(profile_name: str, overrides: list[str]) -> dict[str, str]:
@@ -50,7 +56,10 @@ def test_torch_cuda_build_must_match_images() -> None:
 
 
 def test_companion_versions() -> None:
-    assert "goes with torchvision 0.20.1, not 0.21.0" in rules("4080super", ["stack.torchvision=0.21.0"])["companions"]
+    assert (
+        "goes with torchvision 0.20.1, not 0.21.0"
+        in rules("4080super", ["stack.torchvision=0.21.0"])["companions"]
+    )
 
 
 def test_flash_attn_rejects_turing() -> None:
@@ -60,13 +69,17 @@ def test_flash_attn_rejects_turing() -> None:
 
 def test_flash_attn_wheel_exists_for_the_default_stack() -> None:
     url = flash_attn_wheel_url(load_profile("4080super"))
-    assert url is not None and url.endswith("flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl")
+    assert url is not None and url.endswith(
+        "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
+    )
 
 
 def test_flash_attn_without_wheel_needs_a_source_build() -> None:
     broken = rules("4080super", ["stack.python='3.12'", "stack.flash_attn=2.7.4.post1"])
     assert "flash_attn_wheel" not in broken  # 3.12 has a wheel
-    no_wheel = rules("5090", ["features.flash_attn=true", "stack.flash_attn=2.7.4.post1", "gpu.compute_capability='9.0'"])
+    no_wheel = rules(
+        "5090", ["features.flash_attn=true", "stack.flash_attn=2.7.4.post1", "gpu.compute_capability='9.0'"]
+    )
     assert "flash_attn_source: source" in no_wheel["flash_attn_wheel"]
 
 
@@ -82,7 +95,10 @@ def test_mmcv_22_breaks_mmdet() -> None:
 
 def test_mmcv_on_torch_25_is_a_source_build_and_on_torch_21_a_wheel() -> None:
     assert mmcv_build_method(load_profile("4080super")) == "source"
-    assert mmcv_build_method(load_profile("4080super", ["stack.torch=2.1.0", "stack.torch_cuda=cu121"])) == "wheel"
+    assert (
+        mmcv_build_method(load_profile("4080super", ["stack.torch=2.1.0", "stack.torch_cuda=cu121"]))
+        == "wheel"
+    )
 
 
 def test_onnxruntime_cuda13_build_on_cuda12() -> None:

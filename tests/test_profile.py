@@ -35,7 +35,11 @@ def test_default_profile_is_the_seed_stack() -> None:
     profile = load_profile("4080super")
     assert (profile.gpu.vram_gib, profile.gpu.compute_capability) == (16, "8.9")
     assert (profile.stack.torch, profile.stack.torch_cuda, profile.stack.python) == ("2.5.1", "cu124", "3.11")
-    assert (profile.stack.flash_attn, profile.stack.mmcv, profile.stack.mmpose) == ("2.7.4.post1", "2.1.0", "1.3.2")
+    assert (profile.stack.flash_attn, profile.stack.mmcv, profile.stack.mmpose) == (
+        "2.7.4.post1",
+        "2.1.0",
+        "1.3.2",
+    )
     assert (profile.model.variant, profile.model.gguf_level) == ("gguf", "Q4_K_M")
     assert profile.features.pose_backend == "mmpose"
 

@@ -9,8 +9,15 @@ from zr4.cli.common import SET_OPTION
 from zr4.profile import bundled_profile_names, load_profile
 
 
-def list_profiles() -> None:
+def list_profiles(
+    names_only: bool = typer.Option(
+        False, "--names", help="Print only the names, one per line (for scripts)."
+    ),
+) -> None:
     """List the bundled profiles as a table."""
+    if names_only:
+        typer.echo("\n".join(bundled_profile_names()))
+        return
     rows = [("PROFILE", "GPU", "VRAM", "SM", "VARIANT", "TORCH", "POSE")]
     for name in bundled_profile_names():
         profile = load_profile(name)
