@@ -38,7 +38,15 @@ from zr4.runtime.sync.metadata_index import MetadataIndex, entry_for
 from zr4.runtime.sync.redact import LOGGER_NAME, redact
 from zr4.runtime.sync.scanner import FileState, is_complete, is_temporary, scan, stat_file
 from zr4.runtime.sync.settings import SyncSettings
-from zr4.runtime.sync.uploader import ALREADY_PRESENT, CHANGED, UPLOADED, VANISHED, Outcome, upload_one
+from zr4.runtime.sync.uploader import (
+    ALREADY_PRESENT,
+    CHANGED,
+    UPLOADED,
+    VANISHED,
+    Outcome,
+    UploadConditions,
+    upload_one,
+)
 from zr4.runtime.sync.watcher import PollingWatcher, make_watcher
 
 log = logging.getLogger(LOGGER_NAME)
@@ -143,6 +151,22 @@ class SyncEngine:
         self.index_due = 0.0
         self.report = SyncReport()
         self.excluded = (settings.state_dir,)
+        self.conditions: UploadConditions | None = None
+        self.conditional_known = False
+        self.conditional_next_try = 0.0
+
+    def detect_conditional_writes(self) -> None:
+        """Once per run: does the server honour If-None-Match? (Errors: ask again later.)"""
+        if self.conditional_known or time.monotonic() < self.conditional_next_try:
+            return
+        try:
+            supported = self.index.conditional
+        except Exception:
+            self.conditional_next_try = time.monotonic() + self.settings.permanent_retry_seconds
+            return
+        self.conditional_known = True
+        if supported:
+            self.conditions = UploadConditions(self.client)
 
     # --- candidates -----------------------------------------------------------------------
     def _needs_upload(self, state: FileState) -> bool:
@@ -196,8 +220,9 @@ class SyncEngine:
                 self.candidates[rel] = now + (record.next_try - time.time())
                 continue
             del self.candidates[rel]
+            self.detect_conditional_writes()
             self.in_flight[rel] = self.pool.submit(
-                upload_one, state, self.settings, self.client, self.transfer, self.journal
+                upload_one, state, self.settings, self.client, self.transfer, self.journal, self.conditions
             )
 
     def collect(self) -> None:

@@ -8,10 +8,13 @@ A kill -9 anywhere repeats at most the HEAD and the transfer of that one object,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,46 @@ class RemoteObject:
     size: int
     sha256: str | None
     pod_id: str | None
+    etag: str | None = None
+
+
+class UploadConditions:
+    """Adds ``If-None-Match``/``If-Match`` to the request that creates an object.
+
+    s3transfer does not pass these through (``ALLOWED_UPLOAD_ARGS`` in s3transfer/manager.py), so
+    they are added to PutObject / CompleteMultipartUpload in botocore's ``before-parameter-build``
+    hook, per key. Used only where the server honours them (R2 does; rclone serve s3 does not).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, dict[str, str]] = {}
+        for operation in ("PutObject", "CompleteMultipartUpload"):
+            client.meta.events.register(f"before-parameter-build.s3.{operation}", self._inject)
+
+    def _inject(self, params: dict[str, Any], **_: Any) -> None:
+        with self._lock:
+            condition = self._by_key.get(params.get("Key", ""))
+        if condition:
+            params.update(condition)
+
+    @contextlib.contextmanager
+    def applied(self, key: str, condition: dict[str, str]) -> Iterator[None]:
+        with self._lock:
+            self._by_key[key] = condition
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._by_key.pop(key, None)
+
+
+def _precondition_failed(error: BaseException) -> bool:
+    if not isinstance(error, botocore.exceptions.ClientError):
+        return False
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status in (409, 412) or code in {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
 def sha256_of(path: Path) -> str:
@@ -111,6 +154,7 @@ def upload_one(
     client: Any,
     transfer_manager: Any,
     journal: Journal,
+    conditions: UploadConditions | None = None,
 ) -> Outcome:
     """Bring one complete file to the bucket once. Raises boto/network errors for the caller."""
     started = time.monotonic()
@@ -130,34 +174,48 @@ def upload_one(
     key = previous.key if previous and previous.key else object_key(settings.prefix, day, state.rel_path)
     journal.mark_uploading(state.rel_path, state.size, state.mtime_ns, sha256, key, day)
 
-    remote = head_object(client, settings.bucket, key)
-    if remote is not None and remote.pod_id and remote.pod_id != settings.pod_id and remote.sha256 != sha256:
-        # Another pod wrote a different file under this name today (ComfyUI counters restart per pod).
-        key = object_key(settings.prefix, day, pod_suffixed(state.rel_path, settings.pod_id))
-        journal.mark_uploading(state.rel_path, state.size, state.mtime_ns, sha256, key, day)
+    plain_key = key
+    remote: RemoteObject | None = None
+    kind = ""
+    for _ in range(4):
         remote = head_object(client, settings.bucket, key)
-
-    if remote is not None and remote.size == state.size and remote.sha256 == sha256:
-        kind = ALREADY_PRESENT
-    else:
-        future = transfer_manager.upload(
-            str(path),
-            settings.bucket,
-            key,
-            extra_args={
-                "ContentType": content_type_for(state.rel_path),
-                "Metadata": object_metadata(settings, sha256, state),
-            },
-        )
-        future.result()
+        if (
+            remote is not None
+            and key == plain_key
+            and remote.pod_id
+            and remote.pod_id != settings.pod_id
+            and remote.sha256 != sha256
+        ):
+            # Another pod wrote a different file under this name today (ComfyUI counters restart per pod).
+            key = object_key(settings.prefix, day, pod_suffixed(state.rel_path, settings.pod_id))
+            journal.mark_uploading(state.rel_path, state.size, state.mtime_ns, sha256, key, day)
+            continue
+        if remote is not None and remote.size == state.size and remote.sha256 == sha256:
+            kind = ALREADY_PRESENT
+            break
+        extra_args = {
+            "ContentType": content_type_for(state.rel_path),
+            "Metadata": object_metadata(settings, sha256, state),
+        }
+        condition = {"IfNoneMatch": "*"} if remote is None else {"IfMatch": remote.etag or "*"}
+        try:
+            with conditions.applied(key, condition) if conditions else contextlib.nullcontext():
+                transfer_manager.upload(str(path), settings.bucket, key, extra_args=extra_args).result()
+        except botocore.exceptions.ClientError as error:
+            if conditions and _precondition_failed(error):
+                continue  # someone wrote this key since our HEAD: look again
+            raise
         kind = UPLOADED
+        break
+    if not kind:
+        raise OSError(f"{key} kept changing under concurrent writers; will retry")
+    if kind == UPLOADED:
         if not _same(stat_file(settings.output_dir, state.rel_path), state):
             return Outcome(state.rel_path, CHANGED, key)
         remote = head_object(client, settings.bucket, key)
         if remote is None or remote.size != state.size:
-            raise OSError(
-                f"verify failed for {key}: the bucket holds {remote.size if remote else 'nothing'} bytes"
-            )
+            held = remote.size if remote else "nothing"
+            raise OSError(f"verify failed for {key}: the bucket holds {held} bytes")
     journal.mark_uploaded(state.rel_path)
 
     deleted = False
