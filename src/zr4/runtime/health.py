@@ -1,0 +1,87 @@
+"""`zr4 health`: what the Dockerfile's HEALTHCHECK and compose's healthcheck ask.
+
+Healthy means ComfyUI answers HTTP on its port (``/system_stats``, a route of ComfyUI's
+``server.py``) and, when ``ENABLE_R2_SYNC=true``, the sync daemon's heartbeat is recent and its
+process alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from zr4.runtime.env import EnvError, env_bool, env_str
+
+# Heartbeats are written every 2 s (zr4.runtime.sync.daemon); 30 s allows a slow upload tick.
+SYNC_MAX_AGE_S = 30.0
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    name: str
+    ok: bool
+    detail: str
+
+
+def comfyui_port(environ: Mapping[str, str]) -> int:
+    """``COMFYUI_PORT`` (default 8188): the port `zr4 start` gives ComfyUI."""
+    raw = env_str("COMFYUI_PORT", "8188", environ) or "8188"
+    try:
+        port = int(raw)
+    except ValueError:
+        raise EnvError(f"COMFYUI_PORT={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise EnvError(f"COMFYUI_PORT={raw!r} is not a port number")
+    return port
+
+
+def check_comfyui(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> HealthCheck:
+    url = f"http://{host}:{port}/system_stats"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            body = response.read(65536)
+            status = response.status
+    except urllib.error.HTTPError as error:
+        return HealthCheck("comfyui", False, f"{url} answered HTTP {error.code}")
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return HealthCheck("comfyui", False, f"{url} does not answer ({reason})")
+    try:
+        stats = json.loads(body)
+        version = stats.get("system", {}).get("comfyui_version", "?")
+    except (ValueError, AttributeError):
+        return HealthCheck("comfyui", False, f"{url} answered HTTP {status} but not with JSON")
+    return HealthCheck("comfyui", True, f"answers on port {port} (ComfyUI {version})")
+
+
+def check_sync(environ: Mapping[str, str]) -> HealthCheck | None:
+    """None when the sync is off; otherwise whether its daemon is alive."""
+    if not env_bool("ENABLE_R2_SYNC", False, environ):
+        return None
+    from zr4.runtime.sync.daemon import daemon_is_alive
+    from zr4.runtime.sync.settings import settings_from_env
+
+    try:
+        settings = settings_from_env(environ)
+    except EnvError as error:
+        return HealthCheck("r2-sync", False, f"enabled but misconfigured: {error}")
+    if daemon_is_alive(settings, SYNC_MAX_AGE_S):
+        return HealthCheck("r2-sync", True, f"daemon alive (heartbeat {settings.heartbeat_path})")
+    return HealthCheck(
+        "r2-sync",
+        False,
+        f"no live daemon: heartbeat {settings.heartbeat_path} missing, stale or from a dead process",
+    )
+
+
+def check_health(environ: Mapping[str, str] | None = None, timeout_s: float = 5.0) -> list[HealthCheck]:
+    env = os.environ if environ is None else environ
+    checks = [check_comfyui(comfyui_port(env), timeout_s=timeout_s)]
+    sync = check_sync(env)
+    if sync is not None:
+        checks.append(sync)
+    return checks

@@ -1,0 +1,88 @@
+"""Put the SteadyDancer workflow for THIS boot into ComfyUI's workflow browser.
+
+The image carries a workflow rendered for the profile's defaults; at start the variant, GGUF
+level and block swap may differ (environment variables, the GGUF fallback, the VRAM planner), and
+the GGUF file name is only known once the model manager has listed the repository. So the start
+sequence rebuilds the workflow from the files the model manager actually resolved and writes it
+to ``<ComfyUI>/user/default/workflows/`` (where ComfyUI's frontend lists saved workflows).
+
+The same settings as ``zr4.render.extras.workflow_spec`` (which the build uses), but file names
+come from the resolved model files instead of the manifest defaults; this module stays free of
+the renderer (and so of Jinja2).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from zr4.profile.models import Profile
+from zr4.runtime.models.selection import FileTarget
+from zr4.workflow.build import WorkflowSpec, build_steadydancer_workflow, workflow_json
+
+WORKFLOWS_SUBDIR = Path("user") / "default" / "workflows"
+# Manifest entry ids (data/models.yaml) of the files the workflow loads by name.
+# The pose files go by id: the mmpose backend adds files of the same roles (DWPose, YOLOX).
+_YOLO_ID = "pose-yolov10m"
+_VITPOSE_MODEL_ID = "pose-vitpose-h-model"
+
+
+class MissingModelFile(ValueError):
+    """The resolved model files lack one the workflow loads."""
+
+
+def _by_role(targets: Iterable[FileTarget]) -> dict[str, FileTarget]:
+    found: dict[str, FileTarget] = {}
+    for target in targets:
+        key = target.entry_id if target.entry_id in (_YOLO_ID, _VITPOSE_MODEL_ID) else target.role
+        found.setdefault(key, target)
+    return found
+
+
+def workflow_spec_for_boot(
+    profile: Profile, targets: Iterable[FileTarget], variant: str, block_swap: int
+) -> WorkflowSpec:
+    """The workflow settings for the files this boot resolved (pure)."""
+    files = _by_role(targets)
+
+    def name(role: str) -> str:
+        if role not in files:
+            raise MissingModelFile(f"no {role} file among the resolved models")
+        return files[role].filename
+
+    return WorkflowSpec(
+        variant=variant,
+        diffusion_model_file=name("steadydancer"),
+        text_encoder_file=name("text_encoder"),
+        clip_vision_file=name("clip_vision"),
+        vae_file=name("vae"),
+        lora_file=files["lora"].filename if "lora" in files else None,
+        yolo_file=name(_YOLO_ID),
+        vitpose_file=name(_VITPOSE_MODEL_ID),
+        width=profile.workload.width,
+        height=profile.workload.height,
+        frames=profile.workload.frames,
+        steps=profile.workload.steps,
+        block_swap=block_swap,
+        attention=profile.features.attention,
+    )
+
+
+def install_workflow(comfyui_dir: Path, spec: WorkflowSpec) -> Path:
+    """Write ``steadydancer-<variant>.json`` into ComfyUI's user workflows folder (atomically)."""
+    folder = comfyui_dir / WORKFLOWS_SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"steadydancer-{spec.variant}.json"
+    text = workflow_json(build_steadydancer_workflow(spec))
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
