@@ -1,0 +1,611 @@
+"""Dependency locks for the image: compose a stack's input, compile it with uv, check it against profiles.
+
+A stack (``profile.stack.lock``, e.g. ``cu124-torch2.5.1``) has one lock, ``data/locks/<lock>.txt``: exact
+versions and hashes of everything ComfyUI and the custom nodes need, for the image's platform. Its input is
+
+* pins generated from the profile's ``stack:`` (torch family, xformers, onnxruntime-gpu, mmdet, mmpose),
+* ``data/locks/requirements/<lock>.in``: zr4's decisions (numpy < 2, tested versions), a comment each,
+* ComfyUI's and each pinned custom node's ``requirements.txt``, vendored byte for byte under
+  ``data/locks/requirements/`` with a ``#@`` header naming repository, commit and git blob id,
+* ``data/locks/requirements/<lock>.overrides`` as ``--override`` (packages kept out, e.g. chumpy).
+
+The files go to uv as separate ``-r`` inputs, so the lock's ``# via`` annotations name the file each
+requirement came from. mmcv (compiled in the builder stage) and flash-attn (GitHub release wheel) are
+never in a lock. zr4's own venv in the image gets a separate lock, ``data/locks/zr4-runtime.txt``.
+
+Decisions (composing, parsing, comparing) are pure functions; running uv and writing files sit at the edges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zr4 import __version__
+from zr4.errors import Zr4Error
+from zr4.paths import data_dir, source_root
+from zr4.profile.models import Profile, Stack
+
+# The image's platform: Ubuntu 22.04 (glibc 2.35) on x86_64 (DESIGN "Build notes").
+PYTHON_PLATFORM = "x86_64-manylinux_2_28"
+VENDORED_PREFIX = "#@ "
+PINS_FILE = "profile-stack-pins.in"
+RUNTIME_LOCK = "zr4-runtime"
+RUNTIME_PYTHON = "3.11"
+# zr4's own venv shares nothing with ComfyUI's pins, so it takes current releases, not the stacks' 2025 cut-off:
+# the last full UTC day before its lock was made. That resolves huggingface_hub 2.4.0 (the release ERRATA 24
+# measured, and what the development environment runs) and typer/click/rich as there. A fixed instant keeps
+# `zr4 lock --check` reproducible; move it forward deliberately to take newer releases.
+RUNTIME_EXCLUDE_NEWER = dt.date(2026, 11, 25)
+UV_TIMEOUT_S = 600
+
+
+class LockError(Zr4Error):
+    """A lock cannot be composed, compiled or written; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class VendoredRequirements:
+    """An upstream requirements file kept byte for byte, with the ``#@`` header that says where it came from."""
+
+    file_name: str
+    repo: str
+    commit: str
+    path: str
+    git_blob: str
+    body: bytes
+
+    @property
+    def source(self) -> str:
+        return f"{self.repo} @ {self.commit} {self.path}"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One ``-r`` (or ``--override``) file handed to uv: its name in the work folder, text, and origin."""
+
+    name: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class LockInput:
+    """Everything one ``uv pip compile`` run needs; the same input always gives the same lock."""
+
+    lock_name: str
+    python: str
+    exclude_newer: dt.date
+    requirements: tuple[InputFile, ...]
+    overrides: InputFile | None = None
+    omitted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """uv's output (without its own header) and how it was produced."""
+
+    body: str
+    command: str
+    uv_version: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str
+    version: str
+    hashes: frozenset[str] = field(default_factory=frozenset)
+
+
+# ---------------------------------------------------------------------------------------------- pure
+
+
+def git_blob_id(body: bytes) -> str:
+    """The id git gives a file with these bytes (``git hash-object``), to prove a vendored copy is verbatim."""
+    return hashlib.sha1(b"blob %d\x00" % len(body) + body, usedforsecurity=False).hexdigest()
+
+
+def parse_vendored(file_name: str, data: bytes) -> VendoredRequirements:
+    """Split a vendored file into its ``#@ key: value`` header and the upstream bytes, checking the blob id."""
+    fields: dict[str, str] = {}
+    offset = 0
+    prefix = VENDORED_PREFIX.encode()
+    while data.startswith(prefix, offset):
+        end = data.find(b"\n", offset)
+        end = len(data) if end < 0 else end + 1
+        line = data[offset + len(prefix) : end].decode("utf-8").strip()
+        key, sep, value = line.partition(":")
+        if sep and re.fullmatch(r"[a-z-]+", key):
+            fields[key] = value.strip()
+        offset = end
+    missing = [key for key in ("repo", "commit", "path", "git-blob") if key not in fields]
+    if missing:
+        raise LockError(
+            f"{file_name}: vendored requirements header lacks {', '.join('#@ ' + k for k in missing)}"
+        )
+    body = data[offset:]
+    actual = git_blob_id(body)
+    if actual != fields["git-blob"]:
+        raise LockError(
+            f"{file_name}: content is not the upstream file (git blob {actual}, header says {fields['git-blob']}); "
+            "vendored requirements are copied verbatim, put zr4's decisions in <stack>.in instead"
+        )
+    return VendoredRequirements(
+        file_name, fields["repo"], fields["commit"], fields["path"], fields["git-blob"], body
+    )
+
+
+def normalize_requirements(text: str) -> str:
+    """LF line endings and exactly one final newline, so the file can be read or joined safely.
+
+    Upstream requirement files often lack the final newline (DESIGN.md); joining two such files blindly
+    turns ``opencv-python`` + ``ftfy`` into ``opencv-pythonftfy``.
+    """
+    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def requirement_lines(text: str) -> list[str]:
+    """The requirement lines of a requirements text: comments, blank lines and inline comments removed."""
+    result = []
+    for raw in normalize_requirements(text).splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if line:
+            result.append(line)
+    return result
+
+
+def join_requirements(parts: Iterable[InputFile]) -> str:
+    """One requirements text from several, each under a ``# from <source>`` line (for reading, and for
+    tools that take a single file); every part is normalized first, so none runs into the next."""
+    return "".join(f"# from {part.source}\n{normalize_requirements(part.text)}" for part in parts)
+
+
+def stack_pin_lines(stack: Stack) -> list[str]:
+    """The exact pins a stack makes (PyPI names), in a stable order; None means "not in this stack"."""
+    pins = [
+        ("torch", stack.torch),
+        ("torchvision", stack.torchvision),
+        ("torchaudio", stack.torchaudio),
+        ("xformers", stack.xformers),
+        ("onnxruntime-gpu", stack.onnxruntime_gpu),
+        ("mmdet", stack.mmdet),
+        ("mmpose", stack.mmpose),
+    ]
+    return [f"{name}=={version}" for name, version in pins if version]
+
+
+def omitted_from_lock(stack: Stack) -> tuple[str, ...]:
+    """What the stack installs outside the lock (with --no-deps on top of it), for the lock's header."""
+    omitted = []
+    if stack.mmcv:
+        omitted.append(f"mmcv {stack.mmcv} (compiled in the builder stage)")
+    if stack.flash_attn:
+        omitted.append(f"flash-attn {stack.flash_attn} (GitHub release wheel or source build)")
+    return tuple(omitted)
+
+
+def pins_input(profile: Profile) -> InputFile:
+    stack = profile.stack
+    text = (
+        f"# Generated by zr4 from the `stack:` of profile {profile.name} (stack {stack.lock}).\n"
+        + "".join(f"{line}\n" for line in stack_pin_lines(stack))
+    )
+    return InputFile(PINS_FILE, text, f"profile {profile.name} stack pins")
+
+
+def compose_lock_input(
+    profile: Profile,
+    stack_text: str,
+    comfyui: VendoredRequirements,
+    nodes: Sequence[VendoredRequirements],
+    overrides_text: str | None = None,
+) -> LockInput:
+    """The uv input for a profile's stack from its pins, zr4's ``<lock>.in`` and the vendored files.
+
+    Checks that each vendored file is for the commit the profile pins, in the profile's node order.
+    """
+    if comfyui.commit != profile.comfyui.commit or comfyui.repo.lower() != profile.comfyui.repo.lower():
+        raise LockError(
+            f"{comfyui.file_name} is {comfyui.repo} at {comfyui.commit}, but the profile pins "
+            f"{profile.comfyui.repo} at {profile.comfyui.commit}; vendor the file at the pinned commit"
+        )
+    by_name = {node.file_name.removesuffix(".txt"): node for node in nodes}
+    files = [
+        pins_input(profile),
+        InputFile(
+            f"{profile.stack.lock}.in",
+            normalize_requirements(stack_text),
+            f"zr4 decisions for {profile.stack.lock}",
+        ),
+    ]
+    files.append(InputFile(comfyui.file_name, _vendored_text(comfyui), comfyui.source))
+    for node in profile.comfyui.custom_nodes:
+        vendored = by_name.get(node.name)
+        if vendored is None:
+            raise LockError(
+                f"no vendored requirements for custom node {node.name}: add data/locks/requirements/{node.name}.txt "
+                f"(its requirements.txt at {node.commit}, with a #@ header)"
+            )
+        if vendored.commit != node.commit or vendored.repo.lower() != node.repo.lower():
+            raise LockError(
+                f"{vendored.file_name} is {vendored.repo} at {vendored.commit}, but the profile pins "
+                f"{node.repo} at {node.commit}; vendor the file at the pinned commit"
+            )
+        files.append(InputFile(vendored.file_name, _vendored_text(vendored), vendored.source))
+    overrides = (
+        InputFile(
+            f"{profile.stack.lock}.overrides",
+            normalize_requirements(overrides_text),
+            f"zr4 overrides for {profile.stack.lock}",
+        )
+        if overrides_text is not None
+        else None
+    )
+    return LockInput(
+        lock_name=profile.stack.lock,
+        python=profile.stack.python,
+        exclude_newer=profile.stack.exclude_newer,
+        requirements=tuple(files),
+        overrides=overrides,
+        omitted=omitted_from_lock(profile.stack),
+    )
+
+
+def _vendored_text(vendored: VendoredRequirements) -> str:
+    header = f"# {vendored.source} (vendored by zr4, git blob {vendored.git_blob})\n"
+    return header + normalize_requirements(vendored.body.decode("utf-8"))
+
+
+def runtime_lock_input(pyproject_text: str) -> LockInput:
+    """The input of zr4's own runtime venv: ``[project].dependencies`` of zr4's pyproject.toml."""
+    dependencies = tomllib.loads(pyproject_text).get("project", {}).get("dependencies", [])
+    if not dependencies:
+        raise LockError("pyproject.toml lists no [project].dependencies")
+    text = "# zr4's [project].dependencies (pyproject.toml), for its own venv in the image (/opt/zr4).\n"
+    text += "".join(f"{dependency}\n" for dependency in dependencies)
+    return LockInput(
+        lock_name=RUNTIME_LOCK,
+        python=RUNTIME_PYTHON,
+        exclude_newer=RUNTIME_EXCLUDE_NEWER,
+        requirements=(InputFile("zr4-dependencies.in", text, "zr4 pyproject.toml [project].dependencies"),),
+    )
+
+
+def exclude_newer_timestamp(day: dt.date) -> str:
+    """uv's --exclude-newer for "released on or before ``day``": the next midnight, UTC.
+
+    A bare date is read by uv in the machine's time zone; an explicit instant gives the same lock everywhere.
+    """
+    return f"{(day + dt.timedelta(days=1)).isoformat()}T00:00:00Z"
+
+
+def uv_compile_args(lock_input: LockInput) -> list[str]:
+    """The ``uv pip compile`` arguments (after the uv binary), relative to a folder holding the input files."""
+    args = ["pip", "compile", *(item.name for item in lock_input.requirements)]
+    if lock_input.overrides is not None:
+        args += ["--override", lock_input.overrides.name]
+    args += [
+        "--generate-hashes",
+        "--python-platform",
+        PYTHON_PLATFORM,
+        "--python-version",
+        lock_input.python,
+        "--exclude-newer",
+        exclude_newer_timestamp(lock_input.exclude_newer),
+        "--index-url",
+        "https://pypi.org/simple",
+        "--no-header",
+        "--annotation-style",
+        "split",
+    ]
+    return args
+
+
+def render_lock(lock_input: LockInput, result: CompileResult, made_by: str, today: dt.date) -> str:
+    """The committed lock: zr4's header (what, how, from which files) and uv's output."""
+    lines = [
+        f"# Lock {lock_input.lock_name}: generated by `{made_by}` (zr4 {__version__}) on {today.isoformat()}. "
+        "Do not edit; rerun that command.",
+        f"# {result.uv_version}, run in a folder holding the input files below:",
+        f"#   {result.command}",
+        f"# --exclude-newer {exclude_newer_timestamp(lock_input.exclude_newer)}: nothing uploaded after "
+        f"{lock_input.exclude_newer.isoformat()} (UTC) enters this lock.",
+        "# Inputs (the `# via -r` notes below name them):",
+    ]
+    lines += [f"#   {item.name}: {item.source}" for item in lock_input.requirements]
+    if lock_input.overrides is not None:
+        lines.append(f"#   --override {lock_input.overrides.name}: {lock_input.overrides.source}")
+    if lock_input.omitted:
+        lines.append(
+            f"# Not in this lock, installed with --no-deps on top of it: {'; '.join(lock_input.omitted)}."
+        )
+    return "\n".join(lines) + "\n" + result.body
+
+
+def lock_body(lock_text: str) -> str:
+    """The lock without zr4's header: everything from the first line that is not a ``#`` comment."""
+    lines = lock_text.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if not line.startswith("#"):
+            return "".join(lines[index:])
+    return ""
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalized project name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+_HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
+
+
+def parse_lock(lock_text: str) -> dict[str, LockedPackage]:
+    """``name==version`` entries of a lock (names PEP 503 normalized) with their hashes."""
+    packages: dict[str, LockedPackage] = {}
+    current: str | None = None
+    hashes: dict[str, set[str]] = {}
+    versions: dict[str, tuple[str, str]] = {}
+    for line in lock_text.splitlines():
+        match = _PIN.match(line)
+        if match:
+            current = canonical_name(match.group(1))
+            versions[current] = (match.group(1), match.group(2))
+            hashes[current] = set(_HASH.findall(line))
+        elif current is not None and line[:1].isspace():
+            hashes[current].update(_HASH.findall(line))
+        else:
+            current = None
+    for name, (raw_name, version) in versions.items():
+        packages[name] = LockedPackage(raw_name, version, frozenset(hashes[name]))
+    return packages
+
+
+def _public_version(version: str) -> tuple[str, str]:
+    public, _, local = version.partition("+")
+    return public, local
+
+
+def lock_matches_profile(lock_text: str, profile: Profile) -> list[str]:
+    """Pins of the profile's stack that the lock contradicts (empty when they agree).
+
+    Checks torch, torchvision, torchaudio, xformers, onnxruntime-gpu, mmdet and mmpose (a pin the stack
+    leaves unset must be absent from the lock), the CUDA build torch pulls in, and that mmcv and
+    flash-attn, which the image installs outside the lock, are not in it.
+    """
+    stack = profile.stack
+    packages = parse_lock(lock_text)
+    problems: list[str] = []
+    pins = {
+        "torch": stack.torch,
+        "torchvision": stack.torchvision,
+        "torchaudio": stack.torchaudio,
+        "xformers": stack.xformers,
+        "onnxruntime-gpu": stack.onnxruntime_gpu,
+        "mmdet": stack.mmdet,
+        "mmpose": stack.mmpose,
+    }
+    for name, pinned in pins.items():
+        locked = packages.get(name)
+        if pinned is None:
+            if locked is not None:
+                problems.append(f"{name}: the profile's stack pins none, the lock has {locked.version}")
+            continue
+        if locked is None:
+            problems.append(f"{name}: the profile pins {pinned}, the lock has no {name}")
+            continue
+        public, local = _public_version(locked.version)
+        if public != pinned:
+            problems.append(f"{name}: the profile pins {pinned}, the lock has {locked.version}")
+        elif local.startswith("cu") and local != stack.torch_cuda:
+            problems.append(
+                f"{name}: the profile wants the {stack.torch_cuda} build, the lock has {locked.version}"
+            )
+    # PyPI's torch wheels carry no +cuXXX tag: the CUDA runtime wheel they require tells the build.
+    runtime = packages.get("nvidia-cuda-runtime-cu12")
+    wanted = re.fullmatch(r"cu(\d+)(\d)", stack.torch_cuda)
+    if runtime is not None and wanted is not None:
+        cuda_major_minor = f"{wanted.group(1)}.{wanted.group(2)}"
+        if not (runtime.version == cuda_major_minor or runtime.version.startswith(cuda_major_minor + ".")):
+            problems.append(
+                f"torch CUDA build: the profile wants {stack.torch_cuda}, the lock's torch pulls "
+                f"nvidia-cuda-runtime-cu12 {runtime.version}"
+            )
+    for name, how in (
+        ("mmcv", "compiled in the builder stage"),
+        ("flash-attn", "installed from its release wheel"),
+    ):
+        if name in packages:
+            problems.append(f"{name} {packages[name].version} is in the lock, but it is {how}; remove it")
+    return problems
+
+
+def diff_locks(committed_text: str, fresh_text: str) -> list[str]:
+    """Differences in packages, versions and hashes between two locks (annotations and headers ignored)."""
+    old, new = parse_lock(committed_text), parse_lock(fresh_text)
+    changes = []
+    for name in sorted(old.keys() | new.keys()):
+        before, after = old.get(name), new.get(name)
+        if before is None and after is not None:
+            changes.append(f"+ {after.name}=={after.version} (new)")
+        elif after is None and before is not None:
+            changes.append(f"- {before.name}=={before.version} (no longer resolved)")
+        elif before is not None and after is not None:
+            if before.version != after.version:
+                changes.append(f"~ {after.name}: {before.version} -> {after.version}")
+            elif before.hashes != after.hashes:
+                changes.append(f"~ {after.name}=={after.version}: hashes differ")
+    return changes
+
+
+# ---------------------------------------------------------------------------------------------- edges
+
+
+def requirements_dir() -> Path:
+    """Folder of the vendored requirement files and each stack's ``.in`` / ``.overrides``."""
+    return data_dir() / "locks" / "requirements"
+
+
+def lock_path(lock_name: str) -> Path:
+    return data_dir() / "locks" / f"{lock_name}.txt"
+
+
+def read_vendored(path: Path) -> VendoredRequirements:
+    if not path.is_file():
+        raise LockError(f"{path} is missing")
+    return parse_vendored(path.name, path.read_bytes())
+
+
+def load_lock_input(profile: Profile, folder: Path | None = None) -> LockInput:
+    """Read the stack's files and the vendored requirements for ``profile`` and compose the uv input."""
+    folder = folder or requirements_dir()
+    stack_file = folder / f"{profile.stack.lock}.in"
+    if not stack_file.is_file():
+        raise LockError(
+            f"{stack_file} is missing: each stack needs its zr4 decisions file (see docs/readme/lock.md)"
+        )
+    overrides_file = folder / f"{profile.stack.lock}.overrides"
+    comfyui = read_vendored(folder / f"comfyui-{profile.comfyui.version}.txt")
+    nodes = [read_vendored(folder / f"{node.name}.txt") for node in profile.comfyui.custom_nodes]
+    return compose_lock_input(
+        profile,
+        stack_file.read_text(encoding="utf-8"),
+        comfyui,
+        nodes,
+        overrides_file.read_text(encoding="utf-8") if overrides_file.is_file() else None,
+    )
+
+
+def load_runtime_lock_input() -> LockInput:
+    root = source_root()
+    if root is None:
+        raise LockError(
+            "zr4's runtime lock is made from a checkout (pyproject.toml); run `zr4 lock` from one"
+        )
+    return runtime_lock_input((root / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def find_uv() -> str:
+    """The uv binary: the ``uv`` Python package's (a test extra of zr4), else the one on PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    found = shutil.which("uv")
+    if found is None:
+        raise LockError("uv is not installed; `pip install uv` (or `pip install -e '.[test]'`)")
+    return found
+
+
+def compile_lock(
+    lock_input: LockInput, uv: str | None = None, timeout_s: float = UV_TIMEOUT_S
+) -> CompileResult:
+    """Run ``uv pip compile`` on the input in a temporary folder; needs PyPI."""
+    uv = uv or find_uv()
+    args = uv_compile_args(lock_input)
+    with tempfile.TemporaryDirectory(prefix="zr4-lock-") as work:
+        folder = Path(work)
+        for item in (*lock_input.requirements, *([lock_input.overrides] if lock_input.overrides else [])):
+            (folder / item.name).write_text(normalize_requirements(item.text), encoding="utf-8")
+        environment = {key: value for key, value in os.environ.items() if not key.startswith("UV_")}
+        environment["UV_NO_CONFIG"] = "1"
+        version = subprocess.run(
+            [uv, "--version"], capture_output=True, text=True, check=False, timeout=60, env=environment
+        ).stdout.strip()
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                [uv, *args],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                env=environment,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise LockError(
+                f"uv pip compile for {lock_input.lock_name} took over {timeout_s:.0f} s"
+            ) from error
+        seconds = time.monotonic() - started
+    if done.returncode != 0:
+        tail = " ".join(done.stderr.strip().splitlines()[-12:])
+        raise LockError(f"uv pip compile failed for {lock_input.lock_name}: {tail}")
+    return CompileResult(
+        body=done.stdout, command=shlex.join(["uv", *args]), uv_version=version, seconds=seconds
+    )
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` next to ``path`` and rename it into place, so a reader never sees half a lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a committed file gets the usual mode
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class LockOutcome:
+    """What ``zr4 lock`` did for one lock file."""
+
+    path: Path
+    packages: int
+    seconds: float
+    problems: tuple[str, ...] = ()
+    drift: tuple[str, ...] = ()
+
+
+def generate(
+    lock_input: LockInput, made_by: str, profile: Profile | None = None, today: dt.date | None = None
+) -> LockOutcome:
+    """Compile ``lock_input`` and write its lock atomically; with a profile, refuse a lock that contradicts it."""
+    result = compile_lock(lock_input)
+    text = render_lock(lock_input, result, made_by, today or dt.datetime.now(dt.UTC).date())
+    problems = tuple(lock_matches_profile(text, profile)) if profile is not None else ()
+    if problems:
+        raise LockError(
+            f"the resolved lock {lock_input.lock_name} contradicts the profile: {'; '.join(problems)}"
+        )
+    path = lock_path(lock_input.lock_name)
+    write_atomically(path, text)
+    return LockOutcome(path, len(parse_lock(text)), result.seconds)
+
+
+def check(lock_input: LockInput, profile: Profile | None = None) -> LockOutcome:
+    """Re-resolve ``lock_input`` and compare with the committed lock (and the profile's pins)."""
+    path = lock_path(lock_input.lock_name)
+    if not path.is_file():
+        raise LockError(f"{path} is missing; run `zr4 lock` to create it")
+    committed = path.read_text(encoding="utf-8")
+    result = compile_lock(lock_input)
+    problems = tuple(lock_matches_profile(committed, profile)) if profile is not None else ()
+    return LockOutcome(
+        path, len(parse_lock(committed)), result.seconds, problems, tuple(diff_locks(committed, result.body))
+    )

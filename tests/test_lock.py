@@ -1,0 +1,388 @@
+"""Dependency locks: composing a stack's uv input, reading locks, and checking them against the profiles.
+
+The committed locks are data: every bundled profile's lock must exist and agree with its pins. The tests
+that run uv for real need PyPI and skip without it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from zr4 import lock as locks
+from zr4.cli.lock import lock as lock_command
+from zr4.paths import data_dir
+from zr4.profile import bundled_profile_names, load_profile
+
+
+def _pypi_reachable() -> bool:
+    try:
+        with socket.create_connection(("pypi.org", 443), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+needs_pypi = pytest.mark.skipif(
+    not _pypi_reachable(), reason="needs PyPI (uv pip compile resolves against it)"
+)
+
+
+def _committed_lock(profile_name: str) -> str:
+    return locks.lock_path(load_profile(profile_name).stack.lock).read_text(encoding="utf-8")
+
+
+def _vendored(name: str, repo: str, commit: str, body: bytes) -> locks.VendoredRequirements:
+    header = f"#@ repo: {repo}\n#@ commit: {commit}\n#@ path: requirements.txt\n#@ git-blob: {locks.git_blob_id(body)}\n"
+    return locks.parse_vendored(name, header.encode() + body)
+
+
+# ------------------------------------------------------------------------------ lock_matches_profile
+
+
+def test_committed_lock_of_each_bundled_profile_exists_and_matches_its_pins() -> None:
+    names = bundled_profile_names()
+    assert {"4080super", "5090"} <= set(names)
+    for name in names:
+        profile = load_profile(name)
+        path = locks.lock_path(profile.stack.lock)
+        assert path.is_file(), f"{name}: {path} missing"
+        assert locks.lock_matches_profile(path.read_text(encoding="utf-8"), profile) == [], name
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("torch==2.5.1 ", "torch==2.6.0 ", "torch: the profile pins 2.5.1, the lock has 2.6.0"),
+        (
+            "torchvision==0.20.1 ",
+            "torchvision==0.21.0 ",
+            "torchvision: the profile pins 0.20.1, the lock has 0.21.0",
+        ),
+        ("xformers==0.0.28.post3 ", "xformers==0.0.29.post1 ", "xformers: the profile pins 0.0.28.post3"),
+        ("onnxruntime-gpu==1.23.2 ", "onnxruntime-gpu==1.27.0 ", "onnxruntime-gpu: the profile pins 1.23.2"),
+        ("mmpose==1.3.2 ", "mmpose==1.3.0 ", "mmpose: the profile pins 1.3.2, the lock has 1.3.0"),
+        ("torch==2.5.1 ", "torch==2.5.1+cu121 ", "torch: the profile wants the cu124 build"),
+        ("nvidia-cuda-runtime-cu12==12.4.127 ", "nvidia-cuda-runtime-cu12==12.1.105 ", "torch CUDA build"),
+    ],
+)
+def test_lock_matches_profile_catches_a_drifted_pin(old: str, new: str, expected: str) -> None:
+    text = _committed_lock("4080super")
+    assert old in text
+    problems = locks.lock_matches_profile(text.replace(old, new), load_profile("4080super"))
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_lock_matches_profile_catches_a_profile_pin_the_lock_never_saw() -> None:
+    profile = load_profile("4090", ["stack.mmdet=3.2.0"])
+    assert locks.lock_matches_profile(_committed_lock("4090"), profile) == [
+        "mmdet: the profile pins 3.2.0, the lock has 3.3.0"
+    ]
+
+
+def test_another_stacks_lock_contradicts_the_profile() -> None:
+    problems = locks.lock_matches_profile(_committed_lock("5090"), load_profile("4080super"))
+    text = "\n".join(problems)
+    for fragment in (
+        "torch: the profile pins 2.5.1, the lock has 2.9.1",
+        "no xformers",
+        "no mmdet",
+        "no mmpose",
+        "12.8",
+    ):
+        assert fragment in text
+    reverse = "\n".join(locks.lock_matches_profile(_committed_lock("4080super"), load_profile("5090")))
+    assert "xformers: the profile's stack pins none, the lock has 0.0.28.post3" in reverse
+
+
+def test_mmcv_or_flash_attn_in_a_lock_is_reported() -> None:
+    text = _committed_lock("4080super") + "mmcv==2.1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n"
+    assert locks.lock_matches_profile(text, load_profile("4080super")) == [
+        "mmcv 2.1.0 is in the lock, but it is compiled in the builder stage; remove it"
+    ]
+
+
+def test_committed_locks_keep_numpy_1_and_leave_out_what_the_overrides_remove() -> None:
+    for name in ("4080super", "5090"):
+        packages = locks.parse_lock(_committed_lock(name))
+        assert packages["numpy"].version.startswith("1."), name
+        assert packages["opencv-python"].version == "4.11.0.86"
+        assert packages["huggingface-hub"].version.startswith("0.")
+        assert "opencv-python-headless" not in packages and "chumpy" not in packages
+        assert all(package.hashes for package in packages.values()), name
+
+
+# ------------------------------------------------------------------------------ vendored requirement files
+
+
+def test_vendored_files_are_byte_for_byte_upstream_and_name_the_pinned_commits() -> None:
+    folder = locks.requirements_dir()
+    pinned = {}
+    for name in bundled_profile_names():
+        profile = load_profile(name)
+        pinned[f"comfyui-{profile.comfyui.version}.txt"] = (profile.comfyui.repo, profile.comfyui.commit)
+        pinned.update({f"{node.name}.txt": (node.repo, node.commit) for node in profile.comfyui.custom_nodes})
+    for file_name, (repo, commit) in pinned.items():
+        # read_vendored raises if the bytes are not the git blob the header records.
+        vendored = locks.read_vendored(folder / file_name)
+        assert (vendored.repo, vendored.commit) == (repo, commit)
+    # Upstream quirks kept verbatim: WanVideoWrapper has no final newline, ComfyUI-GGUF uses CRLF.
+    assert not locks.read_vendored(folder / "ComfyUI-WanVideoWrapper.txt").body.endswith(b"\n")
+    assert b"\r\n" in locks.read_vendored(folder / "ComfyUI-GGUF.txt").body
+
+
+def test_an_edited_vendored_file_is_rejected() -> None:
+    good = _vendored("X.txt", "https://github.com/a/b", "1" * 40, b"ftfy\nscipy")
+    data = (
+        b"#@ repo: a\n#@ commit: c\n#@ path: requirements.txt\n#@ git-blob: "
+        + good.git_blob.encode()
+        + b"\nftfy\nnumpy<2"
+    )
+    with pytest.raises(locks.LockError, match="not the upstream file"):
+        locks.parse_vendored("X.txt", data)
+    with pytest.raises(locks.LockError, match="lacks #@ git-blob"):
+        locks.parse_vendored("X.txt", b"#@ repo: a\n#@ commit: c\n#@ path: requirements.txt\nftfy\n")
+
+
+def test_git_blob_id_is_what_git_computes() -> None:
+    # `printf 'hello\n' | git hash-object --stdin`
+    assert locks.git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+# ------------------------------------------------------------------------------ composing the input
+
+
+def test_compose_keeps_node_requirements_apart_without_trailing_newlines() -> None:
+    profile = load_profile("4080super")
+    comfyui = _vendored(
+        "comfyui-v0.7.0.txt", profile.comfyui.repo, profile.comfyui.commit, b"torch\nnumpy>=1.25.0"
+    )
+    bodies = {
+        "ComfyUI-WanVideoWrapper": b"ftfy\naccelerate>=1.2.1\nopencv-python",
+        "ComfyUI-WanAnimatePreprocess": b"onnx\nonnxruntime-gpu\nopencv-python",
+        "ComfyUI-VideoHelperSuite": b"opencv-python\nimageio-ffmpeg\n",
+        "ComfyUI-KJNodes": b"pillow>=10.3.0\nscipy",
+        "ComfyUI-GGUF": b"# main\r\ngguf>=0.13.0\r\n# optional - tokenizer\r\nsentencepiece\r\nprotobuf",
+    }
+    nodes = [
+        _vendored(f"{node.name}.txt", node.repo, node.commit, bodies[node.name])
+        for node in profile.comfyui.custom_nodes
+    ]
+    lock_input = locks.compose_lock_input(
+        profile, "numpy<2", comfyui, nodes, "chumpy ; sys_platform == 'never'"
+    )
+
+    names = [item.name for item in lock_input.requirements]
+    assert names[:3] == [locks.PINS_FILE, "cu124-torch2.5.1.in", "comfyui-v0.7.0.txt"]
+    assert names[3:] == [f"{node.name}.txt" for node in profile.comfyui.custom_nodes]
+    assert all(item.text.endswith("\n") and "\r" not in item.text for item in lock_input.requirements)
+
+    joined = locks.join_requirements(lock_input.requirements)
+    assert locks.requirement_lines(joined) == [
+        *locks.stack_pin_lines(profile.stack),
+        "numpy<2",
+        "torch",
+        "numpy>=1.25.0",
+        "ftfy",
+        "accelerate>=1.2.1",
+        "opencv-python",
+        "onnx",
+        "onnxruntime-gpu",
+        "opencv-python",
+        "opencv-python",
+        "imageio-ffmpeg",
+        "pillow>=10.3.0",
+        "scipy",
+        "gguf>=0.13.0",
+        "sentencepiece",
+        "protobuf",
+    ]
+    assert (
+        "# from https://github.com/city96/ComfyUI-GGUF @ 795e45156ece99afbc3efef911e63fcb46e6a20d" in joined
+    )
+    assert lock_input.omitted == (
+        "mmcv 2.1.0 (compiled in the builder stage)",
+        "flash-attn 2.7.4.post1 (GitHub release wheel or source build)",
+    )
+
+
+def test_stack_pins_follow_the_profile() -> None:
+    assert locks.stack_pin_lines(load_profile("4080super").stack) == [
+        "torch==2.5.1",
+        "torchvision==0.20.1",
+        "torchaudio==2.5.1",
+        "xformers==0.0.28.post3",
+        "onnxruntime-gpu==1.23.2",
+        "mmdet==3.3.0",
+        "mmpose==1.3.2",
+    ]
+    assert locks.stack_pin_lines(load_profile("5090").stack) == [
+        "torch==2.9.1",
+        "torchvision==0.24.1",
+        "torchaudio==2.9.1",
+        "onnxruntime-gpu==1.23.2",
+    ]
+
+
+def test_compose_refuses_requirements_vendored_at_another_commit() -> None:
+    profile = load_profile("4080super")
+    folder = locks.requirements_dir()
+    comfyui = locks.read_vendored(folder / "comfyui-v0.7.0.txt")
+    nodes = [locks.read_vendored(folder / f"{node.name}.txt") for node in profile.comfyui.custom_nodes]
+    moved = profile.model_copy(deep=True)
+    moved.comfyui.custom_nodes[0].commit = "0" * 40
+    with pytest.raises(
+        locks.LockError, match=r"ComfyUI-WanVideoWrapper.txt is .* but the profile pins .* at 0{40}"
+    ):
+        locks.compose_lock_input(moved, "", comfyui, nodes)
+    with pytest.raises(locks.LockError, match="no vendored requirements for custom node ComfyUI-KJNodes"):
+        locks.compose_lock_input(
+            profile, "", comfyui, [node for node in nodes if "KJNodes" not in node.file_name]
+        )
+
+
+def test_every_bundled_profile_composes_from_the_committed_files() -> None:
+    for name in bundled_profile_names():
+        profile = load_profile(name)
+        lock_input = locks.load_lock_input(profile)
+        assert lock_input.lock_name == profile.stack.lock
+        assert lock_input.overrides is not None
+        assert lock_input.exclude_newer == dt.date(2025, 12, 31)
+
+
+def test_uv_arguments_resolve_for_the_image_platform_up_to_the_cutoff_day() -> None:
+    lock_input = locks.load_lock_input(load_profile("4080super"))
+    args = locks.uv_compile_args(lock_input)
+    assert args[:3] == ["pip", "compile", locks.PINS_FILE]
+    joined = " ".join(args)
+    for fragment in (
+        "--override cu124-torch2.5.1.overrides",
+        "--generate-hashes",
+        "--python-platform x86_64-manylinux_2_28",
+        "--python-version 3.11",
+        "--exclude-newer 2026-01-01T00:00:00Z",
+    ):
+        assert fragment in joined
+    assert locks.exclude_newer_timestamp(dt.date(2024, 2, 28)) == "2024-02-29T00:00:00Z"
+
+
+def test_committed_lock_header_records_the_command_and_inputs() -> None:
+    text = _committed_lock("4080super")
+    header = text[: len(text) - len(locks.lock_body(text))]
+    assert header.startswith("# Lock cu124-torch2.5.1: generated by `zr4 lock --profile ")
+    assert "#   uv pip compile profile-stack-pins.in cu124-torch2.5.1.in comfyui-v0.7.0.txt" in header
+    assert (
+        "ComfyUI-WanVideoWrapper.txt: https://github.com/kijai/ComfyUI-WanVideoWrapper @ f6e2d6dd" in header
+    )
+    assert "mmcv 2.1.0 (compiled in the builder stage)" in header
+    assert locks.lock_body(text).startswith("accelerate==")
+
+
+# ------------------------------------------------------------------------------ zr4's own runtime lock
+
+
+def test_runtime_lock_covers_every_dependency_in_pyproject() -> None:
+    root = Path(__file__).resolve().parents[1]
+    lock_input = locks.runtime_lock_input((root / "pyproject.toml").read_text(encoding="utf-8"))
+    wanted = {
+        locks.canonical_name(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0])
+        for line in locks.requirement_lines(lock_input.requirements[0].text)
+    }
+    packages = locks.parse_lock((data_dir() / "locks" / "zr4-runtime.txt").read_text(encoding="utf-8"))
+    assert {"jinja2", "typer", "pydantic", "pyyaml", "huggingface-hub", "boto3", "nvidia-ml-py"} <= wanted
+    assert wanted <= packages.keys()
+    assert lock_input.python == "3.11"
+
+
+# ------------------------------------------------------------------------------ reading and comparing locks
+
+
+def test_parse_and_diff_locks() -> None:
+    old = (
+        "# header\nfoo==1.0 \\\n    --hash=sha256:" + "a" * 64 + "\n    # via -r x.in\n"
+        "bar-baz==2.0 \\\n    --hash=sha256:" + "b" * 64 + "\n"
+    )
+    packages = locks.parse_lock(old)
+    assert packages["bar-baz"] == locks.LockedPackage("bar-baz", "2.0", frozenset({"sha256:" + "b" * 64}))
+    new = (
+        old.replace("foo==1.0", "foo==1.1").replace("b" * 64, "c" * 64)
+        + "qux==3 \\\n    --hash=sha256:"
+        + "d" * 64
+    )
+    assert locks.diff_locks(old, new) == [
+        "~ bar-baz==2.0: hashes differ",
+        "~ foo: 1.0 -> 1.1",
+        "+ qux==3 (new)",
+    ]
+    assert locks.diff_locks(old, "# only a different header\n" + locks.lock_body(old)) == []
+
+
+def test_write_atomically_replaces_the_file_with_a_normal_mode(tmp_path: Path) -> None:
+    target = tmp_path / "locks" / "x.txt"
+    locks.write_atomically(target, "one\n")
+    locks.write_atomically(target, "two\n")
+    assert target.read_text() == "two\n"
+    assert os.listdir(target.parent) == ["x.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+# ------------------------------------------------------------------------------ real uv runs (PyPI)
+
+
+@needs_pypi
+def test_uv_resolves_node_files_that_lack_a_trailing_newline() -> None:
+    lock_input = locks.LockInput(
+        lock_name="tiny",
+        python="3.11",
+        exclude_newer=dt.date(2025, 12, 31),
+        requirements=(
+            locks.InputFile("a.txt", "six", "a node without a final newline"),
+            locks.InputFile("b.txt", "# main\r\nidna", "a node with CRLF and no final newline"),
+        ),
+    )
+    result = locks.compile_lock(lock_input)
+    packages = locks.parse_lock(result.body)
+    assert packages.keys() == {"six", "idna"}
+    assert all(package.hashes for package in packages.values())
+    assert "-r a.txt" in result.body and "-r b.txt" in result.body
+    assert result.command.startswith("uv pip compile a.txt b.txt --generate-hashes")
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("lock")(lock_command)
+    app.command("version")(lambda: None)  # a second command keeps `lock` a named subcommand
+    return app
+
+
+@needs_pypi
+def test_zr4_lock_check_passes_on_the_committed_locks_and_fails_on_drift(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(data_dir() / "locks", tmp_path / "locks")
+    monkeypatch.setattr(locks, "data_dir", lambda: tmp_path)
+    runner = CliRunner()
+
+    clean = runner.invoke(_cli(), ["lock", "--profile", "5090", "--check"])
+    assert clean.exit_code == 0, clean.output
+    assert "cu128-torch2.9.1: up to date (131 packages" in clean.output
+    assert "zr4-runtime: up to date" in clean.output
+
+    drifted = tmp_path / "locks" / "cu128-torch2.9.1.txt"
+    drifted.write_text(drifted.read_text().replace("transformers==4.57.3", "transformers==4.57.1"))
+    result = runner.invoke(_cli(), ["lock", "--profile", "5090", "--check"])
+    assert result.exit_code != 0
+    assert "cu128-torch2.9.1: ~ transformers: 4.57.1 -> 4.57.3" in result.output
+    assert isinstance(result.exception, locks.LockError)
+    assert "run `zr4 lock --profile 5090`" in str(result.exception)
