@@ -45,7 +45,9 @@ def run_command() -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    raise typer.Exit(run_daemon(settings, stop))
+    code = run_daemon(settings, stop)
+    if code:
+        raise Zr4Error(f"sync daemon ended with code {code}")
 
 
 @app.command("once")
@@ -68,7 +70,7 @@ def once_command(
     if report.error:
         raise Zr4Error(redact(report.error, secrets))
     if not report.ok:
-        raise typer.Exit(1)
+        raise Zr4Error(f"{len(report.failed) + len(report.incomplete)} file(s) not uploaded; run it again")
 
 
 @app.command("test")
@@ -79,4 +81,4 @@ def test_command() -> None:
     for line in format_probe(report):
         typer.echo(line)
     if not report.ok:
-        raise typer.Exit(1)
+        raise Zr4Error("sync test failed: see the FAIL line above")

@@ -6,9 +6,9 @@ cloudflare-docs#19236), so checksums are computed only when an operation require
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import enum
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +128,8 @@ def server_clock_offset(response: dict[str, Any]) -> float | None:
         server = email.utils.parsedate_to_datetime(date).timestamp()
     except (TypeError, ValueError):
         return None
-    return server - time.time()
+    # The clock botocore signs with (datetime), so the offset is the one the server judges.
+    return server - dt.datetime.now(dt.UTC).timestamp()
 
 
 def classify(error: BaseException) -> Classified:
