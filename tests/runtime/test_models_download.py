@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support.hub_server import FakeHub, deterministic_bytes
 
+from support.hub_server import FakeHub, deterministic_bytes
 from zr4.runtime.models import (
     DiskSpaceError,
     DownloadOptions,
@@ -248,7 +248,7 @@ def test_missing_gguf_level_falls_back_to_fp8_loudly(
         m.startswith("WARNING: GGUF level Q3_K_M") and "FALLING BACK" in m and "Q4_K_M, Q5_K_M" in m
         for m in messages
     )
-    with pytest.raises(GgufLevelError, match="Q3_K_M.*--strict"):
+    with pytest.raises(GgufLevelError, match=r"Q3_K_M.*--strict"):
         ensure_models(replace(settings, strict=True), manifest=MANIFEST, options=FAST)
 
 

@@ -20,6 +20,7 @@ Counters: ``bytes_served[path]`` and ``requests``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,7 +50,9 @@ class HubFile:
     @property
     def git_oid(self) -> str:
         if self.lfs:
-            pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n"
+            pointer = (
+                f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {self.size}\n"
+            )
             body = pointer.encode()
         else:
             body = self.data or b""
@@ -96,6 +99,7 @@ class FakeHub:
         self.rate_bytes_per_s: float | None = None
         self.bytes_served: Counter[str] = Counter()
         self.requests: list[tuple[str, str, str | None]] = []
+        self.active_bodies = 0
         self._lock = threading.Lock()
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
@@ -137,6 +141,16 @@ class FakeHub:
         with self._lock:
             return self.bytes_served[path]
 
+    def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Wait until no response body is being written (e.g. after killing a client)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.active_bodies == 0:
+                    return
+            time.sleep(0.01)
+        raise TimeoutError("the fake Hub is still sending")
+
     @property
     def total_served(self) -> int:
         with self._lock:
@@ -148,7 +162,9 @@ class FakeHub:
         cdn_server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, cdn=True))
         for server in (hub_server, cdn_server):
             server.daemon_threads = True
-            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
@@ -271,7 +287,13 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
                     self._api(f"{segments[2]}/{segments[3]}", "revision", "main", "", parts.query)
                     return
                 elif segments[:2] == ["api", "models"] and len(segments) >= 6:
-                    self._api(f"{segments[2]}/{segments[3]}", segments[4], segments[5], "/".join(segments[6:]), parts.query)
+                    self._api(
+                        f"{segments[2]}/{segments[3]}",
+                        segments[4],
+                        segments[5],
+                        "/".join(segments[6:]),
+                        parts.query,
+                    )
                     return
                 elif len(segments) >= 5 and segments[2] == "resolve":
                     self._resolve(f"{segments[0]}/{segments[1]}", segments[3], "/".join(segments[4:]))
@@ -321,7 +343,11 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 end = min(end, entry.size)
                 status = 206
             self.send_response(status)
-            headers = {"ETag": f'"{entry.sha256}"', "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+            headers = {
+                "ETag": f'"{entry.sha256}"',
+                "Accept-Ranges": "bytes",
+                "Content-Type": "application/octet-stream",
+            }
             headers.update(extra or {})
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -331,7 +357,13 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command == "HEAD":
                 return
-            self._body(entry, start, end)
+            with hub._lock:
+                hub.active_bodies += 1
+            try:
+                self._body(entry, start, end)
+            finally:
+                with hub._lock:
+                    hub.active_bodies -= 1
 
         def _body(self, entry: HubFile, start: int, end: int) -> None:
             path = entry.path
@@ -345,13 +377,21 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
             flip_at = entry.size // 2 if corrupt else None
             limit = end if drop_at is None else min(end, drop_at)
             rate = hub.rate_bytes_per_s
-            plain = entry.file is not None and flip_at is None and rate is None and stall is None and drop_at is None
+            plain = (
+                entry.file is not None
+                and flip_at is None
+                and rate is None
+                and stall is None
+                and drop_at is None
+            )
             if plain:  # fast path: zero-copy
                 assert entry.file is not None
                 with open(entry.file, "rb") as handle:
                     offset, sent_total = start, 0
                     while offset < end:
-                        sent = os.sendfile(self.connection.fileno(), handle.fileno(), offset, min(end - offset, 8 << 20))
+                        sent = os.sendfile(
+                            self.connection.fileno(), handle.fileno(), offset, min(end - offset, 8 << 20)
+                        )
                         if sent <= 0:
                             break
                         offset += sent
@@ -383,10 +423,8 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
             if drop_at is not None and limit < end:
                 self.wfile.flush()
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
         def _api(self, name: str, kind: str, revision: str, rest: str, query: str) -> None:
             repo = self._repo(name, revision)
@@ -394,7 +432,19 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 return
             if kind == "revision" and self.command == "GET":
                 siblings = [{"rfilename": p} for p in sorted(repo.files)]
-                self._json({"_id": repo.commit[:24], "id": name, "modelId": name, "sha": repo.commit, "private": repo.token is not None, "siblings": siblings, "tags": [], "downloads": 0, "likes": 0})
+                self._json(
+                    {
+                        "_id": repo.commit[:24],
+                        "id": name,
+                        "modelId": name,
+                        "sha": repo.commit,
+                        "private": repo.token is not None,
+                        "siblings": siblings,
+                        "tags": [],
+                        "downloads": 0,
+                        "likes": 0,
+                    }
+                )
                 return
             if kind == "tree" and self.command == "GET":
                 recursive = parse_qs(query).get("recursive", ["false"])[0].lower() == "true"
@@ -427,7 +477,10 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
                     for depth in range(len(prefix.split("/")) if prefix else 0, len(parts)):
                         folders.add("/".join(parts[: depth + 1]))
                 out.append(_file_json(repo.files[path]))
-            out += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f} for f in sorted(folders)]
+            out += [
+                {"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f}
+                for f in sorted(folders)
+            ]
             return out
 
     return Handler

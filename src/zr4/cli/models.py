@@ -19,13 +19,21 @@ from zr4.runtime.models.preflight import human_bytes
 
 app = typer.Typer(no_args_is_help=True, help="Plan and download the models of the current settings.")
 
-_MODELS_DIR = typer.Option(None, "--models-dir", help="Models root (default: $MODELS_DIR or /workspace/models).")
-_MANIFEST = typer.Option(None, "--manifest", help="Model manifest YAML (default: the bundled data/models.yaml).")
-_STRICT = typer.Option(False, "--strict", help="A GGUF level missing upstream is an error, not an fp8 fallback.")
+_MODELS_DIR = typer.Option(
+    None, "--models-dir", help="Models root (default: $MODELS_DIR or /workspace/models)."
+)
+_MANIFEST = typer.Option(
+    None, "--manifest", help="Model manifest YAML (default: the bundled data/models.yaml)."
+)
+_STRICT = typer.Option(
+    False, "--strict", help="A GGUF level missing upstream is an error, not an fp8 fallback."
+)
 
 
 @app.command("plan")
-def plan_command(models_dir: Path | None = _MODELS_DIR, manifest: Path | None = _MANIFEST, strict: bool = _STRICT) -> None:
+def plan_command(
+    models_dir: Path | None = _MODELS_DIR, manifest: Path | None = _MANIFEST, strict: bool = _STRICT
+) -> None:
     """Show what `download` would fetch for the current settings, bytes to fetch and free disk; changes nothing."""
     settings = settings_from_env(strict=strict, models_dir=models_dir)
     plan = plan_models(settings, manifest=load_manifest(manifest))
@@ -39,9 +47,15 @@ def download_command(
     manifest: Path | None = _MANIFEST,
     strict: bool = _STRICT,
     jobs: int = typer.Option(3, "--jobs", "-j", min=1, max=16, help="Files fetched at once."),
-    retries: int = typer.Option(6, "--retries", min=1, help="Failed attempts in a row before giving up on a file."),
-    stall_timeout: float = typer.Option(60.0, "--stall-timeout", min=1.0, help="Seconds without a byte before reconnecting."),
-    log_interval: float = typer.Option(10.0, "--log-interval", min=0.1, help="Seconds between progress lines when not on a terminal."),
+    retries: int = typer.Option(
+        6, "--retries", min=1, help="Failed attempts in a row before giving up on a file."
+    ),
+    stall_timeout: float = typer.Option(
+        60.0, "--stall-timeout", min=1.0, help="Seconds without a byte before reconnecting."
+    ),
+    log_interval: float = typer.Option(
+        10.0, "--log-interval", min=0.1, help="Seconds between progress lines when not on a terminal."
+    ),
 ) -> None:
     """Fetch what is missing (resuming partial files), verify sha256, move into place. DRY_RUN=true only plans."""
     settings = settings_from_env(strict=strict, models_dir=models_dir)

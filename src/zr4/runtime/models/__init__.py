@@ -12,7 +12,14 @@ Importable without Jinja2 or Typer; huggingface_hub is imported only when the ne
 from __future__ import annotations
 
 from zr4.runtime.models.download import DownloadOptions
-from zr4.runtime.models.ensure import EnsureResult, ModelPlan, PlannedFile, describe_plan, ensure_models, plan_models
+from zr4.runtime.models.ensure import (
+    EnsureResult,
+    ModelPlan,
+    PlannedFile,
+    describe_plan,
+    ensure_models,
+    plan_models,
+)
 from zr4.runtime.models.errors import (
     DiskSpaceError,
     GgufLevelError,

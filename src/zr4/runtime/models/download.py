@@ -177,7 +177,9 @@ class _Hasher:
         return self.digest.hexdigest()
 
 
-def _open(url: str, headers: Mapping[str, str], offset: int, timeout_s: float) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+def _open(
+    url: str, headers: Mapping[str, str], offset: int, timeout_s: float
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
     """GET ``url`` from ``offset``, following redirects; auth is not sent to another host."""
     request_headers = {key: value for key, value in headers.items()}
     request_headers["Accept-Encoding"] = "identity"
@@ -185,7 +187,9 @@ def _open(url: str, headers: Mapping[str, str], offset: int, timeout_s: float) -
         request_headers["Range"] = f"bytes={offset}-"
     for _ in range(_MAX_REDIRECTS):
         parts = urlsplit(url)
-        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection_class = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
         connection = connection_class(parts.hostname or "", parts.port, timeout=timeout_s)
         target = parts.path or "/"
         if parts.query:
@@ -258,10 +262,12 @@ def _stream_once(
         while True:
             buffer = hasher.buffer()
             try:
-                length = response.readinto(memoryview(buffer))  # type: ignore[arg-type]
+                length = response.readinto(memoryview(buffer))
             except (OSError, http.client.HTTPException) as error:
                 hasher.recycle(buffer)
-                raise _Transient(f"connection dropped at byte {done}: {type(error).__name__}: {error}") from error
+                raise _Transient(
+                    f"connection dropped at byte {done}: {type(error).__name__}: {error}"
+                ) from error
             if not length:
                 hasher.recycle(buffer)
                 break
@@ -333,7 +339,9 @@ def download(
                 state = {"done": offset, "total": -1}
                 while True:
                     try:
-                        _stream_once(source, handle, offset, hasher, opts, _counting(on_bytes, state), dest, state)
+                        _stream_once(
+                            source, handle, offset, hasher, opts, _counting(on_bytes, state), dest, state
+                        )
                         offset = state["done"]
                         break
                     except _RestartFromZero as reason:
@@ -346,7 +354,9 @@ def download(
                         state["done"] = offset = 0
                         failures += 1
                         if failures >= opts.retries:
-                            raise NetworkError(f"{dest.name}: the server keeps refusing to resume ({reason})") from None
+                            raise NetworkError(
+                                f"{dest.name}: the server keeps refusing to resume ({reason})"
+                            ) from None
                     except _Transient as reason:
                         progressed = state["done"] > offset
                         offset = state["done"]
@@ -387,7 +397,9 @@ def download(
         if integrity_try == 1:
             log(f"{dest.name}: {problem}; deleted the partial file, downloading it again")
             continue
-        raise IntegrityError(f"{dest.name} from {source.identity or source.url}: {problem} (twice); nothing was installed")
+        raise IntegrityError(
+            f"{dest.name} from {source.identity or source.url}: {problem} (twice); nothing was installed"
+        )
     raise AssertionError("unreachable")
 
 

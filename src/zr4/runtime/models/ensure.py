@@ -144,7 +144,11 @@ def _fallback_warning(level: str, entry: ManifestEntry, levels: list[str], fallb
 
 class _Planner:
     def __init__(
-        self, settings: ModelSettings, manifest: Manifest, client_factory: ClientFactory, tolerate_offline: bool = False
+        self,
+        settings: ModelSettings,
+        manifest: Manifest,
+        client_factory: ClientFactory,
+        tolerate_offline: bool = False,
     ) -> None:
         self.settings = settings
         self.tolerate_offline = tolerate_offline
@@ -182,7 +186,9 @@ class _Planner:
             if not self.tolerate_offline:
                 raise NetworkError(f"{error} (needed to list the GGUF repository {entry.repo})") from error
             self.offline_reason = str(error)
-            placeholder = target_for(entry, path=f"<{level} file picked from the repository listing>", level=level)
+            placeholder = target_for(
+                entry, path=f"<{level} file picked from the repository listing>", level=level
+            )
             return [placeholder], "gguf", level
         chosen = pick_gguf_file(listing, level, entry.avoid)
         if chosen is not None:
@@ -220,7 +226,12 @@ class _Planner:
             record = self.journal.is_verified(self.root, target.rel, target.source, target.sha256)
             if record is not None:
                 planned.append(
-                    PlannedFile(replace(target, size=record.size, sha256=record.sha256), VERIFIED, record.size, record.commit)
+                    PlannedFile(
+                        replace(target, size=record.size, sha256=record.sha256),
+                        VERIFIED,
+                        record.size,
+                        record.commit,
+                    )
                 )
                 continue
             planned.append(PlannedFile(target, MISSING))
@@ -334,7 +345,9 @@ def ensure_models(
     before the failure stay (verified ones recorded, partial ones resumable).
     """
     started = time.monotonic()
-    planner = _Planner(settings, manifest or load_manifest(), client_factory, tolerate_offline=settings.dry_run)
+    planner = _Planner(
+        settings, manifest or load_manifest(), client_factory, tolerate_offline=settings.dry_run
+    )
     plan = _plan_with(planner)
     say = log or (progress.message if progress is not None else (lambda _m: None))
     for warning in plan.warnings:
@@ -355,14 +368,18 @@ def ensure_models(
     if progress is not None:
         progress.begin(
             plan.total_bytes,
-            sum(p.target.size or 0 for p in plan.files if p.status == VERIFIED) + sum(p.have_bytes for p in pending),
+            sum(p.target.size or 0 for p in plan.files if p.status == VERIFIED)
+            + sum(p.have_bytes for p in pending),
         )
 
     def ensure_one(item: PlannedFile) -> None:
         target = item.target
         dest = planner.root / target.rel
         journal = Journal(planner.root)
-        with FileLock(_lock_path(planner.root, target.rel), on_wait=lambda: say(f"waiting for {target.rel}: another process is fetching it")):
+        with FileLock(
+            _lock_path(planner.root, target.rel),
+            on_wait=lambda: say(f"waiting for {target.rel}: another process is fetching it"),
+        ):
             journal.reload()
             if journal.is_verified(planner.root, target.rel, target.source, target.sha256):
                 return
@@ -376,14 +393,20 @@ def ensure_models(
                     return
                 say(f"{target.rel}: on disk but its sha256 does not match; downloading it again")
             if progress is not None:
-                progress.file_started(target.rel, target.size, resumable_bytes(dest, source_for(item, headers)))
+                progress.file_started(
+                    target.rel, target.size, resumable_bytes(dest, source_for(item, headers))
+                )
             try:
                 done = download(
                     source_for(item, headers),
                     dest,
                     options=options,
-                    on_bytes=(lambda n: progress.advance(target.rel, n)) if progress is not None else (lambda _n: None),
-                    on_reset=(lambda n: progress.thrown_away(target.rel, n)) if progress is not None else (lambda _n: None),
+                    on_bytes=(lambda n: progress.advance(target.rel, n))
+                    if progress is not None
+                    else (lambda _n: None),
+                    on_reset=(lambda n: progress.thrown_away(target.rel, n))
+                    if progress is not None
+                    else (lambda _n: None),
                     log=say,
                 )
             finally:
@@ -410,7 +433,7 @@ def ensure_models(
             planner.journal.remember_choice(key, value)
     result.elapsed_s = time.monotonic() - started
     if errors:
-        rel, first = errors[0]
+        _rel, first = errors[0]
         if not isinstance(first, ModelsError):
             raise first
         if len(errors) == 1:
@@ -438,7 +461,9 @@ def describe_plan(plan: ModelPlan) -> list[str]:
     for planned in plan.files:
         target = planned.target
         size = target.size if target.size is not None else target.size_estimate
-        size_text = human_bytes(size) if target.size is not None else f"~{human_bytes(size)}" if size else "size ?"
+        size_text = (
+            human_bytes(size) if target.size is not None else f"~{human_bytes(size)}" if size else "size ?"
+        )
         action = {
             VERIFIED: "ok",
             PRESENT: "verify",
@@ -472,4 +497,3 @@ __all__ = [
     "plan_models",
     "source_for",
 ]
-

@@ -45,7 +45,9 @@ def is_transport_error(error: BaseException) -> bool:
     return any(cls.__name__ in _TRANSPORT_ERROR_NAMES for cls in type(error).__mro__)
 
 
-def describe_http_failure(status: int, repo: str | None, revision: str, path: str | None, url: str) -> ModelsError:
+def describe_http_failure(
+    status: int, repo: str | None, revision: str, path: str | None, url: str
+) -> ModelsError:
     """The user-facing error for an HTTP status from the Hub or a mirror."""
     where = f"{repo}@{revision}:{path}" if repo else url
     if status in (401, 403):
@@ -70,7 +72,9 @@ class HubClient:
 
         self.endpoint = endpoint.rstrip("/")
         self._token = token or None
-        self._api = HfApi(endpoint=self.endpoint, token=self._token, library_name="zr4", library_version=__version__)
+        self._api = HfApi(
+            endpoint=self.endpoint, token=self._token, library_name="zr4", library_version=__version__
+        )
         self._commits: dict[tuple[str, str], str] = {}
 
     def check_reachable(self, timeout_s: float = 10.0) -> None:
@@ -108,11 +112,15 @@ class HubClient:
         return self._commits[key]
 
     def list_files(self, repo: str, revision: str) -> list[str]:
-        return list(self._call(lambda: self._api.list_repo_files(repo, revision=revision), repo, revision, None))
+        return list(
+            self._call(lambda: self._api.list_repo_files(repo, revision=revision), repo, revision, None)
+        )
 
     def paths_info(self, repo: str, revision: str, paths: Iterable[str]) -> dict[str, RemoteFile]:
         wanted = sorted(set(paths))
-        infos = self._call(lambda: self._api.get_paths_info(repo, wanted, revision=revision), repo, revision, None)
+        infos = self._call(
+            lambda: self._api.get_paths_info(repo, wanted, revision=revision), repo, revision, None
+        )
         found: dict[str, RemoteFile] = {}
         for info in infos:
             size = getattr(info, "size", None)
@@ -121,8 +129,12 @@ class HubClient:
             lfs = getattr(info, "lfs", None)
             sha256 = None
             if lfs is not None:
-                sha256 = getattr(lfs, "sha256", None) or (lfs.get("sha256") if isinstance(lfs, dict) else None)
-            found[info.path] = RemoteFile(path=info.path, size=int(size), sha256=str(sha256).lower() if sha256 else None)
+                sha256 = getattr(lfs, "sha256", None) or (
+                    lfs.get("sha256") if isinstance(lfs, dict) else None
+                )
+            found[info.path] = RemoteFile(
+                path=info.path, size=int(size), sha256=str(sha256).lower() if sha256 else None
+            )
         return found
 
     def _call(self, action, repo: str, revision: str, path: str | None):  # type: ignore[no-untyped-def]
@@ -141,9 +153,13 @@ def translate_hub_error(
     name = type(error).__name__
     if status is not None:
         if name == "RevisionNotFoundError":
-            return HubNotFoundError(f"HTTP 404: revision {revision!r} not found in repository {repo!r} ({endpoint})")
+            return HubNotFoundError(
+                f"HTTP 404: revision {revision!r} not found in repository {repo!r} ({endpoint})"
+            )
         if name == "RepositoryNotFoundError" and status == 404:
-            return HubNotFoundError(f"HTTP 404: repository {repo!r} not found on {endpoint} (revision {revision!r})")
+            return HubNotFoundError(
+                f"HTTP 404: repository {repo!r} not found on {endpoint} (revision {revision!r})"
+            )
         return describe_http_failure(int(status), repo, revision, path, endpoint)
     if is_transport_error(error):
         return NetworkError(

@@ -58,7 +58,9 @@ class Journal:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def is_verified(self, models_root: Path, rel: str, source: str, sha256: str | None) -> VerifiedRecord | None:
+    def is_verified(
+        self, models_root: Path, rel: str, source: str, sha256: str | None
+    ) -> VerifiedRecord | None:
         """The record if ``rel`` is on disk unchanged since it was verified from ``source``."""
         record = self.files.get(rel)
         if record is None or record.source != source or (sha256 is not None and record.sha256 != sha256):
@@ -71,7 +73,9 @@ class Journal:
             return None
         return record
 
-    def record(self, models_root: Path, rel: str, sha256: str, source: str, commit: str | None) -> VerifiedRecord:
+    def record(
+        self, models_root: Path, rel: str, sha256: str, source: str, commit: str | None
+    ) -> VerifiedRecord:
         stat = os.stat(models_root / rel)
         record = VerifiedRecord(stat.st_size, stat.st_mtime_ns, sha256, source, commit)
         self._update(files={rel: record})
@@ -84,7 +88,10 @@ class Journal:
         self._update(drop=rel)
 
     def _update(
-        self, files: dict[str, VerifiedRecord] | None = None, choices: dict[str, str] | None = None, drop: str | None = None
+        self,
+        files: dict[str, VerifiedRecord] | None = None,
+        choices: dict[str, str] | None = None,
+        drop: str | None = None,
     ) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(self._lock_path):

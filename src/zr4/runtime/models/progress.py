@@ -118,7 +118,9 @@ class Progress:
             with self._lock:
                 if self._tty:
                     self._clear()
-                    lines = [self._summary_line()] + [self._file_line(rel, st) for rel, st in self._files.items()]
+                    lines = [self._summary_line()] + [
+                        self._file_line(rel, st) for rel, st in self._files.items()
+                    ]
                     self._stream.write("\n".join(lines) + "\n")
                     self._drawn_lines = len(lines)
                 elif self._files:

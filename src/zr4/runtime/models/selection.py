@@ -13,7 +13,9 @@ from zr4.runtime.models.settings import ModelSettings
 
 # GGUF quantisation tokens as llama.cpp/gguf name them (Q4_K_M, Q5_0, Q8_0, F16, BF16 ...),
 # delimited by anything that is not a letter or digit (so "fp16" in "SteadyDancer_fp16" is not F16).
-_LEVEL_TOKEN = re.compile(r"(?<![A-Za-z0-9])(Q[2-8]_K(?:_[SML])?|Q[4-8]_[01]|IQ[1-4]_[A-Z]+|BF16|F16|F32)(?![A-Za-z0-9])", re.I)
+_LEVEL_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9])(Q[2-8]_K(?:_[SML])?|Q[4-8]_[01]|IQ[1-4]_[A-Z]+|BF16|F16|F32)(?![A-Za-z0-9])", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,9 @@ def pick_gguf_file(listing: Iterable[str], level: str, avoid: Iterable[str] = ()
 
 def gguf_levels_in(listing: Iterable[str]) -> list[str]:
     """Levels the listing offers, for error messages."""
-    return sorted({level for path in listing if path.lower().endswith(".gguf") and (level := gguf_level_of(path))})
+    return sorted(
+        {level for path in listing if path.lower().endswith(".gguf") and (level := gguf_level_of(path))}
+    )
 
 
 def entry_applies(entry: ManifestEntry, settings: ModelSettings) -> bool:

@@ -73,10 +73,7 @@ def settings_from_env(
     env = os.environ if environ is None else environ
     if profile is None:
         profile_path = Path(env_str("ZR4_PROFILE", str(DEFAULT_PROFILE_PATH), env) or DEFAULT_PROFILE_PATH)
-        if "ZR4_PROFILE" in env or profile_path.is_file():
-            profile = _read_profile(profile_path)
-        else:
-            profile = {}
+        profile = _read_profile(profile_path) if "ZR4_PROFILE" in env or profile_path.is_file() else {}
     origins: dict[str, str] = {}
 
     def choose(name: str, env_name: str | None, section: str, key: str, default: Any) -> Any:
