@@ -85,3 +85,23 @@ def check_health(environ: Mapping[str, str] | None = None, timeout_s: float = 5.
     if sync is not None:
         checks.append(sync)
     return checks
+
+
+def format_checks(checks: list[HealthCheck]) -> list[str]:
+    return [f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}" for check in checks]
+
+
+def main() -> int:
+    """``python -m zr4.runtime.health``: the same as ``zr4 health``; exit 0 healthy, 1 not."""
+    try:
+        checks = check_health()
+    except EnvError as error:
+        print(f"FAIL config: {error}", flush=True)
+        return 1
+    for line in format_checks(checks):
+        print(line, flush=True)
+    return 0 if all(check.ok for check in checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,7 +6,7 @@
 3. write ComfyUI's ``extra_model_paths.yaml`` when ``MODELS_DIR`` is outside ComfyUI's models
    folder, and the SteadyDancer workflow for this boot's files into ComfyUI's workflow browser;
 4. with ``ENABLE_R2_SYNC=true``, run ``zr4 sync run`` as a supervised child (restarted if it dies);
-5. run ComfyUI with the planned flags plus the accepted ``COMFYUI_ARGS``, forwarding
+5. run ComfyUI with the planned flags (which include the accepted ``COMFYUI_ARGS``), forwarding
    SIGTERM/SIGINT/SIGHUP; when it exits, stop the daemon, run the final ``zr4 sync once``, and
    exit with ComfyUI's code.
 
@@ -58,7 +58,6 @@ class StartConfig:
     port: int
     skip_model_download: bool
     enable_r2_sync: bool
-    comfyui_args: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StartConfig:
@@ -77,7 +76,6 @@ class StartConfig:
                 port=comfyui_port(env),
                 skip_model_download=env_bool("SKIP_MODEL_DOWNLOAD", False, env),
                 enable_r2_sync=env_bool("ENABLE_R2_SYNC", False, env),
-                comfyui_args=env.get("COMFYUI_ARGS", ""),
             )
         except EnvError as error:
             raise StartError(f"zr4 start: {error}") from None
@@ -85,11 +83,13 @@ class StartConfig:
 
 @dataclass(frozen=True)
 class BootPlan:
-    """What step 1 hands on: ComfyUI flags, the block swap for the workflow, lines to print."""
+    """What step 1 hands on: ComfyUI flags, the block swap for the workflow, lines to print, and the
+    variables (variant, GGUF level, memory mode ...) the later steps read."""
 
     flags: tuple[str, ...]
     block_swap: int
     summary: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,10 +148,28 @@ def load_profile_json(path: Path):  # type: ignore[no-untyped-def]  # -> Profile
 
 
 def plan_boot(env: Mapping[str, str], profile: object) -> BootPlan:
-    """Detect the GPUs and plan VRAM with the `zr4 tune` logic (``zr4.runtime.tune``)."""
-    from zr4.runtime.tune import plan_for_start
+    """Detect the GPUs and plan VRAM with the `zr4 tune` logic; the plan already merges COMFYUI_ARGS."""
+    from zr4.runtime.gpu import detect
+    from zr4.runtime.tune import tune
 
-    return plan_for_start(env, profile)
+    profile_dict = profile.model_dump(mode="json")  # type: ignore[attr-defined]
+    result = tune(profile_dict, env, detect(env))
+    plan = result.plan
+    gpu = result.detection.primary
+    level = f" {plan.gguf_level}" if plan.gguf_level else ""
+    lines = [
+        f"GPU: {gpu.name}, {gpu.total_mib:,} MiB, compute capability {gpu.compute_capability or '?'} "
+        f"({result.detection.source}, {result.detection.gpu_count} GPU(s))"
+        if gpu is not None
+        else f"GPU: none found ({result.detection.source}); ComfyUI runs on the CPU",
+        f"plan: {plan.variant}{level}, memory mode {plan.memory_mode}, block swap {plan.block_swap}, "
+        f"attention {plan.attention}, peak {plan.peak_mib:,} of {plan.usable_mib:,} MiB ({plan.peak_phase}), tier {plan.tier}",
+        f"ComfyUI flags: {' '.join(plan.comfyui_args) or '(none)'}",
+    ]
+    lines += [f"WARNING: {w}" for w in (*result.detection.warnings, *result.warnings, *plan.warnings)]
+    if plan.error:
+        lines.append(f"WARNING: the plan does not fit: {plan.error}")
+    return BootPlan(tuple(plan.comfyui_args), plan.block_swap, tuple(lines), result.env())
 
 
 # --- step 2 ------------------------------------------------------------------------------------
@@ -306,6 +324,8 @@ def run_start(
         plan = planner(env, profile)
         for line in plan.summary:
             log(f"  {line}")
+    # The planned variant, GGUF level and memory mode are what the model manager fetches.
+    env.update(plan.env)
     with _step(report, 2, "models", log):
         models = ensure_step(env, config, log)
         for line in models.lines:
@@ -316,20 +336,19 @@ def run_start(
     with _step(report, 4, "R2 sync", log):
         supervisor = sync_step(env, config, log)
 
-    user_args = " ".join([config.comfyui_args, *(_quote(arg) for arg in extra_args)]).strip()
     launch_plan = comfyui_command(
         python=config.comfyui_python,
         comfyui_dir=config.comfyui_dir,
         output_dir=config.output_dir,
         planned_flags=plan.flags,
-        user_args=user_args,
+        user_args=list(extra_args),
         comfyui_version=profile.comfyui.version,
         port=config.port,
     )
     for rejected in launch_plan.rejected:
         log(f"WARNING: not passed to ComfyUI: {rejected}")
     for name in launch_plan.dropped_planned:
-        log(f"planned {name} replaced by your COMFYUI_ARGS")
+        log(f"planned {name} replaced by the command line's")
 
     process: subprocess.Popen[bytes] | None = None
     forward = ForwardingSignals(
@@ -361,7 +380,14 @@ def run_start(
     return code
 
 
-def _quote(arg: str) -> str:
-    import shlex
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m zr4.runtime.start [COMFYUI FLAGS]``: the same as ``zr4 start``, without Typer."""
+    try:
+        return run_start(extra_args=list(sys.argv[1:] if argv is None else argv))
+    except Zr4Error as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
 
-    return shlex.quote(arg)
+
+if __name__ == "__main__":
+    sys.exit(main())
