@@ -1,0 +1,104 @@
+"""`zr4 build`: render the profile, run the static checks, build with the container engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from zr4.cli.common import PROFILE_OPTION, SET_OPTION
+from zr4.errors import UsageError
+
+
+def build(
+    profile: str = PROFILE_OPTION,
+    overrides: list[str] = SET_OPTION,
+    engine: str | None = typer.Option(
+        None, "--engine", help="docker (buildx), podman or buildah; default: the first one installed."
+    ),
+    tag: str | None = typer.Option(
+        None, "--tag", "-t", help="Image reference; default <image.name>:<profile>-zr4-<version>."
+    ),
+    push: bool = typer.Option(False, "--push", help="Push the image after building it."),
+    platform: str | None = typer.Option(None, "--platform", help="Target platform(s), e.g. linux/amd64."),
+    cache_from: list[str] = typer.Option(
+        [], "--cache-from", help="Cache source, passed to the engine (repeatable)."
+    ),
+    cache_to: list[str] = typer.Option(
+        [], "--cache-to", help="Cache destination, passed to the engine (repeatable)."
+    ),
+    build_arg: list[str] = typer.Option([], "--build-arg", help="NAME=value build argument (repeatable)."),
+    target: str | None = typer.Option(None, "--target", help="Build only up to this stage, e.g. runtime."),
+    out: Path = typer.Option(
+        Path("docker"), "--out", "-o", help="Directory the build context is rendered into."
+    ),
+    zr4_source: Path | None = typer.Option(
+        None, "--zr4-source", help="zr4 checkout passed as the `zr4` build context (default: this checkout)."
+    ),
+    no_validate: bool = typer.Option(False, "--no-validate", help="Skip `zr4 validate`'s static checks."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Render, then print the engine command; build nothing."
+    ),
+) -> None:
+    """Render the profile, validate the context, and build the image (docker buildx, podman or buildah)."""
+    from zr4.build import (
+        BuildOptions,
+        Engine,
+        EngineError,
+        build_command,
+        describe,
+        detect_engine,
+        push_command,
+        run_build,
+        summary_lines,
+    )
+    from zr4.build.validation import ensure_valid
+    from zr4.paths import source_root
+    from zr4.profile import load_profile
+    from zr4.render import render_files, write_context
+
+    resolved = load_profile(profile, overrides)
+    root = zr4_source or source_root()
+    if root is None:
+        raise UsageError(
+            "the image copies zr4's own source through the build context `zr4`: run from a zr4 checkout "
+            "or pass --zr4-source <checkout>"
+        )
+    files = render_files(resolved)
+    write_context(files, out)
+    options = BuildOptions(
+        context_dir=out.resolve(),
+        source_root=root.resolve(),
+        tag=tag or f"{resolved.image.name}:{resolved.image_tag}",
+        push=push,
+        platform=platform,
+        cache_from=tuple(cache_from),
+        cache_to=tuple(cache_to),
+        build_args=tuple(build_arg),
+        target=target,
+    )
+    try:
+        chosen = detect_engine(engine)
+    except EngineError as error:
+        if not dry_run:
+            raise
+        # A dry run still shows the command, for the engine asked for (or docker) as if installed.
+        chosen = Engine(engine or "docker", engine or "docker", f"not usable here: {error}")
+    if dry_run:
+        typer.echo(
+            f"context: {options.context_dir} (rendered from profile {resolved.name}, {len(files)} files)"
+        )
+        typer.echo(f"engine: {chosen.name} ({chosen.version})")
+        typer.echo(describe(build_command(chosen.name, chosen.binary, options)))
+        push_argv = push_command(chosen.name, chosen.binary, options)
+        if push_argv is not None:
+            typer.echo(describe(push_argv))
+        return
+    if no_validate:
+        typer.echo("static checks skipped (--no-validate)")
+    else:
+        ensure_valid(out, resolved)
+        typer.echo(f"static checks passed for {out}")
+    result = run_build(chosen, options, echo=typer.echo)
+    for line in summary_lines(result):
+        typer.echo(line)

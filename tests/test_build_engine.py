@@ -1,0 +1,122 @@
+"""`zr4 build` with a real engine where one is installed (buildah here; skipped cleanly otherwise).
+
+Only stages that need no network are built: ``context-files`` (FROM scratch + the rendered files)
+of the real rendered Dockerfile, and a one-stage file whose COPY source is missing (the failure path).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from zr4.build import BuildFailed, BuildOptions, detect_engine, run_build, summary_lines
+from zr4.build.engine import EngineError
+from zr4.cli.build import build
+from zr4.paths import source_root
+from zr4.profile import load_profile
+from zr4.render import render_files, write_context
+
+
+def _usable_engine():  # type: ignore[no-untyped-def]
+    # Only daemonless buildah/podman: a docker CLI may be present without a daemon to build with.
+    for name in ("buildah", "podman"):
+        if shutil.which(name) is None:
+            continue
+        try:
+            return detect_engine(name)
+        except EngineError:
+            continue
+    return None
+
+
+ENGINE = _usable_engine()
+needs_engine = pytest.mark.skipif(ENGINE is None, reason="no buildah or podman on this machine")
+
+
+@pytest.fixture
+def tag() -> Iterator[str]:
+    name = f"localhost/zr4-test:{uuid.uuid4().hex[:10]}"
+    yield name
+    if ENGINE is not None:
+        subprocess.run([ENGINE.binary, "rmi", "-f", name], capture_output=True, check=False)
+
+
+@needs_engine
+@pytest.mark.slow
+def test_context_files_stage_of_the_rendered_dockerfile_builds(tmp_path: Path, tag: str) -> None:
+    assert ENGINE is not None
+    root = source_root()
+    assert root is not None
+    context = tmp_path / "docker"
+    write_context(render_files(load_profile("4080super")), context)
+    lines: list[str] = []
+    result = run_build(
+        ENGINE,
+        BuildOptions(context_dir=context, source_root=root, tag=tag, target="context-files"),
+        echo=lines.append,
+    )
+    assert result.image == tag
+    assert result.size is not None and result.size[0].isdigit()
+    assert [name for name, _ in result.timings.stages] == ["context-files"]
+    assert result.timings.steps == 5  # FROM scratch + four COPYs
+    summary = summary_lines(result)
+    assert summary[0] == f"image: {tag}" and summary[-1].startswith("total: ")
+    assert any(line.startswith("$ ") and "--target context-files" in line for line in lines)
+
+
+@needs_engine
+def test_a_failing_step_exits_with_the_engines_code_and_names_the_step(tmp_path: Path, tag: str) -> None:
+    assert ENGINE is not None
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch AS files\nCOPY missing.txt /missing.txt\n")
+    with pytest.raises(BuildFailed) as caught:
+        run_build(
+            ENGINE, BuildOptions(context_dir=context, source_root=tmp_path, tag=tag), echo=lambda _l: None
+        )
+    assert caught.value.exit_code == 125  # buildah's and podman's exit code for a failed build
+    message = str(caught.value)
+    assert "failed at STEP 2/2: COPY missing.txt /missing.txt" in message
+    assert "no such file or directory" in message
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(build)
+    app.command("noop")(lambda: None)  # two commands: Typer keeps `build` as a subcommand
+    return app
+
+
+def test_dry_run_prints_the_command_and_context(tmp_path: Path) -> None:
+    out = tmp_path / "docker"
+    result = CliRunner().invoke(
+        _cli(),
+        ["build", "--profile", "4080super", "--out", str(out), "--engine", "podman", "--dry-run",
+         "--build-arg", "MAX_JOBS=2", "--tag", "ghcr.io/me/zr4:test", "--push"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    count = len(render_files(load_profile("4080super")))
+    assert lines[0] == f"context: {out.resolve()} (rendered from profile 4080super, {count} files)"
+    command = next(line for line in lines if " build --layers " in line)
+    assert command.endswith(f"--build-arg MAX_JOBS=2 {out.resolve()}")
+    assert f"--build-context zr4={source_root()}" in command
+    assert lines[-1].endswith("push ghcr.io/me/zr4:test")
+    assert (out / "Dockerfile").is_file()
+
+
+def test_default_tag_comes_from_the_profile(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        _cli(),
+        ["build", "--profile", "4090", "--out", str(tmp_path / "d"), "--engine", "buildah", "--dry-run"],
+    )
+    assert result.exit_code == 0, result.output
+    profile = load_profile("4090")
+    assert f"--tag {profile.image.name}:{profile.image_tag} " in result.output
