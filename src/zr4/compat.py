@@ -82,7 +82,12 @@ def check_python_torch(profile: Profile, matrix: dict[str, Any]) -> list[Violati
     row = _torch_row(matrix, stack.torch)
     if row is None:
         known = ", ".join(str(r["torch"]) for r in matrix["torch_builds"])
-        return [Violation("torch_builds", f"torch {stack.torch} is not in the matrix (known: {known}); add a row with its source")]
+        return [
+            Violation(
+                "torch_builds",
+                f"torch {stack.torch} is not in the matrix (known: {known}); add a row with its source",
+            )
+        ]
     if stack.python not in row["python"]:
         return [
             Violation(
@@ -101,7 +106,10 @@ def check_torch_cuda(profile: Profile, matrix: dict[str, Any]) -> list[Violation
     problems = []
     if stack.torch_cuda not in row["cuda"]:
         problems.append(
-            Violation("torch_cuda", f"torch {stack.torch} is not built for {stack.torch_cuda}; builds: {', '.join(row['cuda'])}")
+            Violation(
+                "torch_cuda",
+                f"torch {stack.torch} is not built for {stack.torch_cuda}; builds: {', '.join(row['cuda'])}",
+            )
         )
     if stack.torch_cuda != row["pypi_cuda"]:
         problems.append(
@@ -122,15 +130,32 @@ def check_torch_cuda(profile: Profile, matrix: dict[str, Any]) -> list[Violation
         )
     if stack.cxx11_abi != bool(row["cxx11_abi"]):
         problems.append(
-            Violation("torch_cuda", f"torch {stack.torch} wheels use cxx11_abi={row['cxx11_abi']}; set stack.cxx11_abi accordingly")
+            Violation(
+                "torch_cuda",
+                f"torch {stack.torch} wheels use cxx11_abi={row['cxx11_abi']}; set stack.cxx11_abi accordingly",
+            )
         )
     for tag in (stack.base_image_devel, stack.base_image_runtime):
         if f":{stack.cuda}-" not in tag:
-            problems.append(Violation("base_image", f"{tag} is not a CUDA {stack.cuda} image; its tag must start with {stack.cuda}-"))
+            problems.append(
+                Violation(
+                    "base_image",
+                    f"{tag} is not a CUDA {stack.cuda} image; its tag must start with {stack.cuda}-",
+                )
+            )
     if "-devel-" not in stack.base_image_devel:
-        problems.append(Violation("base_image", f"stack.base_image_devel {stack.base_image_devel} is not a devel image (no nvcc)"))
+        problems.append(
+            Violation(
+                "base_image",
+                f"stack.base_image_devel {stack.base_image_devel} is not a devel image (no nvcc)",
+            )
+        )
     if "-runtime-" not in stack.base_image_runtime:
-        problems.append(Violation("base_image", f"stack.base_image_runtime {stack.base_image_runtime} is not a runtime image"))
+        problems.append(
+            Violation(
+                "base_image", f"stack.base_image_runtime {stack.base_image_runtime} is not a runtime image"
+            )
+        )
     return problems
 
 
@@ -138,12 +163,21 @@ def check_companions(profile: Profile, matrix: dict[str, Any]) -> list[Violation
     stack = profile.stack
     row = next((r for r in matrix["companions"] if str(r["torch"]) == stack.torch), None)
     if row is None:
-        return [Violation("companions", f"no torchvision/torchaudio row for torch {stack.torch}; add one with its source")]
+        return [
+            Violation(
+                "companions",
+                f"no torchvision/torchaudio row for torch {stack.torch}; add one with its source",
+            )
+        ]
     problems = []
     for package in ("torchvision", "torchaudio"):
         pinned = getattr(stack, package)
         if pinned != str(row[package]):
-            problems.append(Violation("companions", f"torch {stack.torch} goes with {package} {row[package]}, not {pinned}"))
+            problems.append(
+                Violation(
+                    "companions", f"torch {stack.torch} goes with {package} {row[package]}, not {pinned}"
+                )
+            )
     return problems
 
 
@@ -153,13 +187,20 @@ def check_gpu_arch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
     problems = []
     minimum = next((row["cuda"] for row in matrix["cuda_min_for_arch"] if row["arch"] == sm), None)
     if minimum is None:
-        problems.append(Violation("cuda_min_for_arch", f"compute capability {profile.gpu.compute_capability} ({sm}) is not in the matrix"))
+        problems.append(
+            Violation(
+                "cuda_min_for_arch",
+                f"compute capability {profile.gpu.compute_capability} ({sm}) is not in the matrix",
+            )
+        )
     elif version_tuple(stack.cuda) < version_tuple(str(minimum)):
         problems.append(
             Violation(
                 "cuda_min_for_arch",
                 f"{profile.gpu.name} is {sm}, which needs CUDA >= {minimum}; the stack has CUDA {stack.cuda}. "
-                "Use a CUDA >= " + str(minimum) + " stack (for sm_120: torch >= 2.7 with cu128, as in the 5090 profile)",
+                "Use a CUDA >= "
+                + str(minimum)
+                + " stack (for sm_120: torch >= 2.7 with cu128, as in the 5090 profile)",
             )
         )
     row = _torch_row(matrix, stack.torch)
@@ -184,7 +225,11 @@ def flash_attn_wheel_url(profile: Profile, matrix: dict[str, Any] | None = None)
         return None
     cuda_major = stack.cuda.split(".")[0]
     torch_minor = minor_of(stack.torch)
-    if cuda_major not in row["wheel_cuda_major"] or torch_minor not in row["wheel_torch"] or stack.python not in row["wheel_python"]:
+    if (
+        cuda_major not in row["wheel_cuda_major"]
+        or torch_minor not in row["wheel_torch"]
+        or stack.python not in row["wheel_python"]
+    ):
         return None
     py = stack.python.replace(".", "")
     return str(row["wheel_url"]).format(
@@ -202,8 +247,13 @@ def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation
     stack = profile.stack
     row = next((r for r in matrix["flash_attn"] if str(r["version"]) == stack.flash_attn), None)
     if row is None:
-        return [Violation("flash_attn", f"flash-attn {stack.flash_attn} is not in the matrix; known: "
-                          + ", ".join(str(r["version"]) for r in matrix["flash_attn"]))]
+        return [
+            Violation(
+                "flash_attn",
+                f"flash-attn {stack.flash_attn} is not in the matrix; known: "
+                + ", ".join(str(r["version"]) for r in matrix["flash_attn"]),
+            )
+        ]
     problems = []
     sm = _sm(profile)
     if sm not in row["arches"]:
@@ -232,8 +282,13 @@ def check_xformers(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
     stack = profile.stack
     row = next((r for r in matrix["xformers"] if str(r["version"]) == stack.xformers), None)
     if row is None:
-        return [Violation("xformers", f"xformers {stack.xformers} is not in the matrix; known: "
-                          + ", ".join(str(r["version"]) for r in matrix["xformers"]))]
+        return [
+            Violation(
+                "xformers",
+                f"xformers {stack.xformers} is not in the matrix; known: "
+                + ", ".join(str(r["version"]) for r in matrix["xformers"]),
+            )
+        ]
     if str(row["torch"]) != stack.torch:
         return [
             Violation(
@@ -253,7 +308,12 @@ def mmcv_build_method(profile: Profile, matrix: dict[str, Any] | None = None) ->
         return None
     for row in matrix["mmcv"]:
         wheels = row.get("wheels")
-        if str(row["version"]) == stack.mmcv and wheels and minor_of(stack.torch) in wheels["torch"] and stack.torch_cuda in wheels["cuda"]:
+        if (
+            str(row["version"]) == stack.mmcv
+            and wheels
+            and minor_of(stack.torch) in wheels["torch"]
+            and stack.torch_cuda in wheels["cuda"]
+        ):
             return "wheel"
     return "source"
 
@@ -266,8 +326,10 @@ def check_mmcv(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
     problems = []
     if mmcv_build_method(profile, matrix) == "source":
         buildable = [
-            row for row in matrix["mmcv"]
-            if str(row["version"]) == stack.mmcv and minor_of(stack.torch) in row.get("source_build_torch", [])
+            row
+            for row in matrix["mmcv"]
+            if str(row["version"]) == stack.mmcv
+            and minor_of(stack.torch) in row.get("source_build_torch", [])
         ]
         if not buildable:
             problems.append(
