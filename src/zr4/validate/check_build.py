@@ -121,31 +121,47 @@ def check_build(context: BuildContext) -> CheckResult:
         (buildah.root / "policy.json").write_text(
             json.dumps({"default": [{"type": "insecureAcceptAnything"}]}), encoding="utf-8"
         )
-        probe = buildah.root / "probe"
-        probe.mkdir()
-        (probe / "Dockerfile").write_text("FROM scratch\nLABEL zr4.validate=probe\n", encoding="utf-8")
-        code, output = buildah.bud(probe / "Dockerfile", probe, None, [])
-        if code != 0:
-            return skipped("build", TITLE, f"buildah cannot build here: {_error_line(output)}")
         findings: list[Finding] = []
         notes: list[str] = []
         named = {name: path for name, path in context.named_contexts.items() if path.is_dir()}
-        contexts = [arg for name, path in named.items() for arg in ("--build-context", f"{name}={path}")]
+        failures: list[str] = []
         for stage in offline_stages(model, named):
             if stage.name is None:
                 continue
+            used = {i.flag("from") for i in stage.instructions if i.cmd == "COPY"}
+            contexts = [a for n, p in named.items() if n in used for a in ("--build-context", f"{n}={p}")]
             code, output = buildah.bud(context.root / file, context.root, stage.name, contexts)
             if code == 0:
                 notes.append(f"built stage {stage.name} ({len(stage.instructions)} instructions)")
             else:
+                failures.append(output)
                 findings.append(_finding_for(output, model, file, f"stage {stage.name}"))
         for name, path in named.items():
-            findings.extend(_build_named(buildah, model, name, path, file, notes))
+            findings.extend(_build_named(buildah, model, name, path, file, notes, failures))
+        if any(_STEP_ERROR.search(output) is None for output in failures):
+            reason = _environment_problem(buildah)
+            if reason:
+                return skipped("build", TITLE, f"buildah cannot build here: {reason}")
     return outcome("build", TITLE, findings, notes)
 
 
+def _environment_problem(buildah: _Buildah) -> str | None:
+    """Why buildah cannot build even an empty image here (rootless without user namespaces...)."""
+    probe = buildah.root / "probe"
+    probe.mkdir(exist_ok=True)
+    (probe / "Dockerfile").write_text("FROM scratch\nLABEL zr4.validate=probe\n", encoding="utf-8")
+    code, output = buildah.bud(probe / "Dockerfile", probe, None, [])
+    return None if code == 0 else _error_line(output) or f"exit status {code}"
+
+
 def _build_named(
-    buildah: _Buildah, model: DockerfileModel, name: str, path: Path, file: str, notes: list[str]
+    buildah: _Buildah,
+    model: DockerfileModel,
+    name: str,
+    path: Path,
+    file: str,
+    notes: list[str],
+    failures: list[str],
 ) -> list[Finding]:
     """Every `COPY --from=<name>` replayed in a FROM scratch stage whose context is ``path``."""
     copies = [i for i in model.instructions if i.cmd == "COPY" and i.flag("from") == name]
@@ -158,6 +174,7 @@ def _build_named(
     if code == 0:
         notes.append(f"built {len(copies)} COPY --from={name} against {path} and its .dockerignore")
         return []
+    failures.append(output)
     finding = _finding_for(output, model, file, f"COPY --from={name} (replayed against {path})")
     step = _STEP_ERROR.search(output)
     if step:  # map the derived step back to the Dockerfile line

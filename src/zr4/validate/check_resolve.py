@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from zr4.validate.check_pins import EXACT_PIN
 from zr4.validate.context import BuildContext
@@ -247,7 +248,52 @@ def check_resolve(
                 )
             else:
                 notes.append(f"{requirement}: source only, compiled during the build")
+    for line, url in url_wheels(context):
+        problem = wheel_tag_problem(url, python)
+        if problem:
+            findings.append(
+                Finding(
+                    f"{problem}; use the wheel for cp{python.replace('.', '')}", context.dockerfile_name, line
+                )
+            )
+        else:
+            notes.append(f"{unquote(url.rsplit('/', 1)[-1])}: URL wheel, tags match (not downloaded here)")
     return outcome("resolve", TITLE, findings, notes)
+
+
+def url_wheels(context: BuildContext) -> list[tuple[int, str]]:
+    """(line, URL) of wheels the Dockerfile installs straight from a URL (e.g. a GitHub release)."""
+    found: list[tuple[int, str]] = []
+    for instruction in context.instructions("RUN"):
+        for command in split_commands(instruction.shell_text):
+            if INSTALL_COMMAND.search(command.text):
+                found.extend(
+                    (instruction.line, w)
+                    for w in command.words
+                    if "://" in w and w.split("?")[0].endswith(".whl")
+                )
+    return found
+
+
+def wheel_tag_problem(url: str, python: str) -> str | None:
+    """Why a wheel file name cannot install on CPython ``python`` / linux x86_64 (None = it can)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    name = unquote(url.split("?")[0].rsplit("/", 1)[-1])
+    try:
+        _, _, _, tags = parse_wheel_filename(name)
+    except InvalidWheelFilename as error:
+        return f"{name} is not a valid wheel file name ({error})"
+    cp = f"cp{python.replace('.', '')}"
+    for tag in tags:
+        python_ok = tag.interpreter in (cp, "py3", f"py{python.replace('.', '')}") or tag.abi == "abi3"
+        platform_ok = tag.platform == "any" or (
+            tag.platform.endswith("x86_64") and tag.platform.startswith(("linux", "manylinux"))
+        )
+        if python_ok and platform_ok:
+            return None
+    shown = ", ".join(sorted(str(t) for t in tags))
+    return f"{name} is built for {shown}, not CPython {python} on linux x86_64"
 
 
 def _built_in_builder(context: BuildContext) -> dict[str, str]:
