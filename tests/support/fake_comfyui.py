@@ -29,6 +29,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 VERSION = "0.7.0"
 OUTPUT_NAME = "ComfyUI_00001_.png"
@@ -39,31 +40,35 @@ PNG_BYTES = bytes.fromhex(
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The DESIGN.md v0.7.0 flag set with ComfyUI's arities and exclusive groups (comfy/cli_args.py)."""
+def build_parser(exclude: frozenset[str] = frozenset()) -> argparse.ArgumentParser:
+    """The DESIGN.md v0.7.0 flag set with ComfyUI's arities and exclusive groups (comfy/cli_args.py).
+
+    ``exclude`` leaves flags out, to play an older ComfyUI that lacks them.
+    """
     parser = argparse.ArgumentParser(prog="main.py")
-    parser.add_argument("--listen", type=str, default="127.0.0.1", nargs="?", const="0.0.0.0,::")
-    parser.add_argument("--port", type=int, default=8188)
-    parser.add_argument("--output-directory", type=str, default=None)
-    parser.add_argument("--extra-model-paths-config", type=str, default=None, nargs="+", action="append")
-    parser.add_argument("--disable-auto-launch", action="store_true")
-    parser.add_argument(
-        "--preview-method", type=str, default="none", choices=["none", "auto", "latent2rgb", "taesd"]
-    )
-    parser.add_argument("--reserve-vram", type=float, default=None)
-    parser.add_argument("--cpu-vae", action="store_true")
-    parser.add_argument("--force-fp16", action="store_true")
-    parser.add_argument("--disable-smart-memory", action="store_true")
-    parser.add_argument("--async-offload", action="store_true")
-    parser.add_argument("--disable-pinned-memory", action="store_true")
-    parser.add_argument("--fast", nargs="*", default=None)
-    parser.add_argument("--quick-test-for-ci", action="store_true")
+
+    def add(target: Any, flag: str, **options: Any) -> None:
+        if flag not in exclude:
+            target.add_argument(flag, **options)
+
+    add(parser, "--listen", type=str, default="127.0.0.1", nargs="?", const="0.0.0.0,::")
+    add(parser, "--port", type=int, default=8188)
+    add(parser, "--output-directory", type=str, default=None)
+    add(parser, "--extra-model-paths-config", type=str, default=None, nargs="+", action="append")
+    add(parser, "--disable-auto-launch", action="store_true")
+    add(parser, "--preview-method", type=str, default="none", choices=["none", "auto", "latent2rgb", "taesd"])
+    add(parser, "--reserve-vram", type=float, default=None)
+    for flag in ("--cpu-vae", "--force-fp16", "--disable-smart-memory", "--async-offload"):
+        add(parser, flag, action="store_true")
+    add(parser, "--disable-pinned-memory", action="store_true")
+    add(parser, "--fast", nargs="*", default=None)
+    add(parser, "--quick-test-for-ci", action="store_true")
     vram = parser.add_mutually_exclusive_group()
     for flag in ("--gpu-only", "--highvram", "--normalvram", "--lowvram", "--novram", "--cpu"):
-        vram.add_argument(flag, action="store_true")
+        add(vram, flag, action="store_true")
     attention = parser.add_mutually_exclusive_group()
     for flag in ("--use-pytorch-cross-attention", "--use-sage-attention", "--use-flash-attention"):
-        attention.add_argument(flag, action="store_true")
+        add(attention, flag, action="store_true")
     return parser
 
 
