@@ -214,9 +214,7 @@ Runner = Callable[[Sequence[str]], str]
 
 def run_command(argv: Sequence[str]) -> str:
     """Run ``argv`` with a timeout; its stdout, or raise OSError/SubprocessError."""
-    completed = subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=True
-    )
+    completed = subprocess.run(list(argv), capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=True)
     return completed.stdout
 
 

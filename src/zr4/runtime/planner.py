@@ -14,7 +14,7 @@ blocks in host RAM and streams them in one at a time while sampling.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -160,6 +160,7 @@ class TuningPlan:
     block_swap: int
     prefetch_blocks: int
     text_encoder_device: Literal["gpu", "cpu"]
+    pose_device: Literal["gpu", "cpu"]
     vae_tiling: bool
     attention: str
     items: tuple[BudgetItem, ...]
@@ -198,6 +199,7 @@ class TuningPlan:
             "block_swap": self.block_swap,
             "prefetch_blocks": self.prefetch_blocks,
             "text_encoder_device": self.text_encoder_device,
+            "pose_device": self.pose_device,
             "vae_tiling": self.vae_tiling,
             "attention": self.attention,
             "budget": [item.__dict__ for item in self.items],
@@ -355,6 +357,7 @@ class _Layout:
     prefetch: int
     text_on_gpu: bool
     vae_tiled: bool
+    pose_on_gpu: bool = True
 
 
 @dataclass(frozen=True)
@@ -410,28 +413,29 @@ class _Planner:
             ),
         ]
         backend = r.pose_backend
-        items.append(
-            BudgetItem(
-                "pose_weights",
-                f"pose models ({backend})",
-                _mib(f.num("pose", backend, "bytes")),
-                "pose",
-                "weights",
-                "file sizes",
-                f.text("pose", backend, "source"),
+        if layout.pose_on_gpu:
+            items.append(
+                BudgetItem(
+                    "pose_weights",
+                    f"pose models ({backend})",
+                    _mib(f.num("pose", backend, "bytes")),
+                    "pose",
+                    "weights",
+                    "file sizes",
+                    f.text("pose", backend, "source"),
+                )
             )
-        )
-        items.append(
-            BudgetItem(
-                "pose_workspace",
-                "pose inference workspace",
-                int(f.num("pose", backend, "workspace_mib")),
-                "pose",
-                "transient",
-                "onnxruntime/mmdet arena and workspace",
-                "estimate",
+            items.append(
+                BudgetItem(
+                    "pose_workspace",
+                    "pose inference workspace",
+                    int(f.num("pose", backend, "workspace_mib")),
+                    "pose",
+                    "transient",
+                    "onnxruntime/mmdet arena and workspace",
+                    "estimate",
+                )
             )
-        )
         encoder_activation = int(f.num("encoders", "activation_mib"))
         if layout.text_on_gpu:
             items.append(
@@ -629,15 +633,13 @@ class _Planner:
 
     def _offload_layout(self, mode: str, swap: int, prefetch: int) -> _Evaluation:
         """The cheapest offload layout: text encoder on the GPU and an untiled decode when they fit."""
-        text_on_gpu, tiled = True, False
-        evaluation = self.evaluate(_Layout(mode, swap, prefetch, text_on_gpu, tiled))
+        evaluation = self.evaluate(_Layout(mode, swap, prefetch, True, False, True))
         usable = self.gpu.usable_mib
-        if evaluation.phase_mib["text"] > usable:
-            text_on_gpu = False
-        if evaluation.phase_mib["decode"] > usable:
-            tiled = True
-        if not text_on_gpu or tiled:
-            evaluation = self.evaluate(_Layout(mode, swap, prefetch, text_on_gpu, tiled))
+        text_on_gpu = evaluation.phase_mib["text"] <= usable
+        tiled = evaluation.phase_mib["decode"] > usable
+        pose_on_gpu = evaluation.phase_mib["pose"] <= usable
+        if not text_on_gpu or tiled or not pose_on_gpu:
+            evaluation = self.evaluate(_Layout(mode, swap, prefetch, text_on_gpu, tiled, pose_on_gpu))
         return evaluation
 
     def search(self, mode: str) -> _Evaluation:
@@ -660,10 +662,13 @@ class _Planner:
         # sequential: the fewest swapped blocks that make sampling fit, with one block prefetched
         # ahead when there is room for it, else without
         for prefetch in (1, 0):
-            for swap in range(1, self.blocks + 1):
-                candidate = self._offload_layout("sequential_cpu_offload", swap, prefetch)
-                if self.fits(candidate):
-                    return candidate
+            swap = _smallest(
+                1,
+                self.blocks,
+                lambda n, ahead=prefetch: self.fits(self._offload_layout("sequential_cpu_offload", n, ahead)),
+            )
+            if swap is not None:
+                return self._offload_layout("sequential_cpu_offload", swap, prefetch)
         return self._offload_layout("sequential_cpu_offload", self.blocks, 0)
 
     def _with_prefetch(self, mode: str, swap: int) -> _Evaluation:
@@ -673,6 +678,32 @@ class _Planner:
             return plain
         prefetched = self._offload_layout(mode, swap, 1)
         return prefetched if self.fits(prefetched) else plain
+
+
+def _smallest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
+    """The smallest n in [low, high] with ok(n), for ok monotone (False...False True...True)."""
+    if low > high or not ok(high):
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if ok(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int | None:
+    """The largest n in [low, high] with ok(n), for ok monotone (True...True False...False)."""
+    if low > high or not ok(low):
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        if ok(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _flags_for(mode: str, attention: str, flags: FlagSet) -> tuple[list[str], list[Decision]]:
@@ -740,6 +771,7 @@ def _cpu_plan(request: PlanRequest, flags: FlagSet) -> TuningPlan:
         block_swap=0,
         prefetch_blocks=0,
         text_encoder_device="cpu",
+        pose_device="cpu",
         vae_tiling=False,
         attention=request.attention,
         items=(),
@@ -846,6 +878,15 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
     )
     decisions.append(
         Decision(
+            "pose device",
+            "gpu" if layout.pose_on_gpu else "cpu",
+            "fits on the card"
+            if layout.pose_on_gpu
+            else "does not fit on the card: run pose detection on the CPU (ONNX CPUExecutionProvider)",
+        )
+    )
+    decisions.append(
+        Decision(
             "VAE tiling",
             "on" if layout.vae_tiled else "off",
             "an untiled decode does not fit: 272 px tiles" if layout.vae_tiled else "the untiled decode fits",
@@ -896,6 +937,7 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
         block_swap=layout.swap,
         prefetch_blocks=layout.prefetch,
         text_encoder_device="gpu" if layout.text_on_gpu else "cpu",
+        pose_device="gpu" if layout.pose_on_gpu else "cpu",
         vae_tiling=layout.vae_tiled,
         attention=request.attention,
         items=evaluation.items,
@@ -948,11 +990,17 @@ def _alternatives(request: PlanRequest, facts: Facts, flags: FlagSet, failed: _E
         if result is not None:
             out.append(f"{prefix}the fp8 text encoder (umt5_xxl_fp8_e4m3fn_scaled, 6.74 GB)")
     w = request.workload
-    for frames in range(w.frames - 4, 0, -4):
-        shorter = replace(request, workload=replace(w, frames=frames), memory_mode="auto", block_swap=None)
-        if fits(shorter) is not None:
-            out.append(f"{prefix}{frames} frames instead of {w.frames} at {w.width}×{w.height}")
-            break
+    # fewer frames never need more memory: the most latent frames that fit, by bisection
+    latent = _largest(
+        1,
+        w.latent_frames - 1,
+        lambda n: (
+            fits(replace(request, workload=replace(w, frames=4 * n - 3), memory_mode="auto", block_swap=None))
+            is not None
+        ),
+    )
+    if latent is not None:
+        out.append(f"{prefix}{4 * latent - 3} frames instead of {w.frames} at {w.width}×{w.height}")
     out.append(f"a card with at least {failed.peak_mib / GIB_MIB:.1f} GiB free for this plan")
     return out
 

@@ -60,6 +60,7 @@ class TuneResult:
             "ZR4_BLOCK_SWAP": str(p.block_swap),
             "ZR4_PREFETCH_BLOCKS": str(p.prefetch_blocks),
             "ZR4_TEXT_ENCODER_DEVICE": p.text_encoder_device,
+            "ZR4_POSE_DEVICE": p.pose_device,
             "ZR4_VAE_TILING": "true" if p.vae_tiling else "false",
             "ZR4_PLAN_FITS": "true" if p.fits else "false",
             "ZR4_VRAM_PEAK_MIB": str(p.peak_mib),
