@@ -120,3 +120,30 @@ def test_default_tag_comes_from_the_profile(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     profile = load_profile("4090")
     assert f"--tag {profile.image.name}:{profile.image_tag} " in result.output
+
+
+@needs_engine
+@pytest.mark.slow
+def test_build_command_validates_then_builds(tmp_path: Path, tag: str) -> None:
+    assert ENGINE is not None
+    result = CliRunner().invoke(
+        _cli(),
+        ["build", "--profile", "4080super", "--out", str(tmp_path / "docker"), "--engine", ENGINE.name,
+         "--target", "context-files", "--tag", tag],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"static checks passed for {tmp_path / 'docker'}" in result.output
+    assert f"image: {tag}" in result.output and "total: " in result.output
+
+
+def test_a_context_failing_the_static_checks_stops_the_build(tmp_path: Path) -> None:
+    from zr4.build.validation import ValidationFailed, ensure_valid
+
+    root = source_root()
+    assert root is not None
+    context = tmp_path / "docker"
+    write_context(render_files(load_profile("4080super")), context)
+    (context / "models.yaml").unlink()  # a COPY source of the Dockerfile
+    with pytest.raises(ValidationFailed) as caught:
+        ensure_valid(context, root)
+    assert "models.yaml" in str(caught.value) and "--no-validate" in str(caught.value)

@@ -8,20 +8,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from zr4.errors import Zr4Error
-from zr4.profile.models import Profile
 
 
 class ValidationFailed(Zr4Error):
     """A static check failed; the build did not start."""
 
 
-def static_problems(context_dir: Path, profile: Profile) -> list[str]:
-    """One line per finding of a failed static check (empty: all passed)."""
-    from zr4.validate import run_static_checks
+def static_problems(context_dir: Path, source_root: Path) -> list[str]:
+    """One line per finding of a failed static check (empty: all passed).
 
-    results = run_static_checks(context_dir, profile)
+    The static checks are every check of ``zr4 validate`` except ``resolve`` (needs the package
+    index) and ``build`` (runs an engine: `zr4 build` is about to do that for real).
+    """
+    from zr4.validate import CHECK_IDS, Options, validate_directory
+
+    static = [check for check in CHECK_IDS if check not in ("resolve", "build")]
+    report = validate_directory(
+        context_dir, Options(resolve=False, build=False), named_contexts={"zr4": source_root}, only=static
+    )
     problems: list[str] = []
-    for result in results:
+    for result in report.results:
         if result.failed:
             problems.extend(f"{result.check}: {finding}" for finding in result.findings)
             if not result.findings:
@@ -29,8 +35,8 @@ def static_problems(context_dir: Path, profile: Profile) -> list[str]:
     return problems
 
 
-def ensure_valid(context_dir: Path, profile: Profile) -> None:
-    problems = static_problems(context_dir, profile)
+def ensure_valid(context_dir: Path, source_root: Path) -> None:
+    problems = static_problems(context_dir, source_root)
     if problems:
         shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
         raise ValidationFailed(

@@ -97,7 +97,7 @@ def build(
     if no_validate:
         typer.echo("static checks skipped (--no-validate)")
     else:
-        ensure_valid(out, resolved)
+        ensure_valid(options.context_dir, options.source_root)
         typer.echo(f"static checks passed for {out}")
     result = run_build(chosen, options, echo=typer.echo)
     for line in summary_lines(result):
