@@ -43,8 +43,9 @@ from zr4.runtime.sync.uploader import (
     CHANGED,
     UPLOADED,
     VANISHED,
+    DayListing,
     Outcome,
-    UploadConditions,
+    UploadHooks,
     upload_one,
 )
 from zr4.runtime.sync.watcher import PollingWatcher, make_watcher
@@ -151,7 +152,8 @@ class SyncEngine:
         self.index_due = 0.0
         self.report = SyncReport()
         self.excluded = (settings.state_dir,)
-        self.conditions: UploadConditions | None = None
+        self.hooks = UploadHooks(self.client)
+        self.listing = DayListing(self.client, settings.bucket)
         self.conditional_known = False
         self.conditional_next_try = 0.0
 
@@ -165,8 +167,7 @@ class SyncEngine:
             self.conditional_next_try = time.monotonic() + self.settings.permanent_retry_seconds
             return
         self.conditional_known = True
-        if supported:
-            self.conditions = UploadConditions(self.client)
+        self.hooks.conditional = supported
 
     # --- candidates -----------------------------------------------------------------------
     def _needs_upload(self, state: FileState) -> bool:
@@ -222,7 +223,14 @@ class SyncEngine:
             del self.candidates[rel]
             self.detect_conditional_writes()
             self.in_flight[rel] = self.pool.submit(
-                upload_one, state, self.settings, self.client, self.transfer, self.journal, self.conditions
+                upload_one,
+                state,
+                self.settings,
+                self.client,
+                self.transfer,
+                self.journal,
+                self.hooks,
+                self.listing,
             )
 
     def collect(self) -> None:

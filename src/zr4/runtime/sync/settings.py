@@ -86,7 +86,7 @@ class SyncSettings:
     max_backoff_seconds: float = 60.0
     # SIGTERM: in-flight uploads get this long to finish.
     shutdown_seconds: float = 20.0
-    file_concurrency: int = 4
+    file_concurrency: int = 8
     request_concurrency: int = 8
     part_size_bytes: int = 16 * MIB
     pod_id: str = field(default_factory=socket.gethostname)
@@ -196,7 +196,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
         permanent_retry_seconds=_float("R2_SYNC_PERMANENT_RETRY_SECONDS", 30.0, env),
         max_backoff_seconds=_float("R2_SYNC_MAX_BACKOFF_SECONDS", 60.0, env),
         shutdown_seconds=_float("R2_SYNC_SHUTDOWN_SECONDS", 20.0, env),
-        file_concurrency=_int("R2_SYNC_FILE_CONCURRENCY", 4, env),
+        file_concurrency=_int("R2_SYNC_FILE_CONCURRENCY", 8, env),
         request_concurrency=_int("R2_SYNC_REQUEST_CONCURRENCY", 8, env),
         part_size_bytes=part_mib * MIB,
         pod_id=env_str("RUNPOD_POD_ID", None, env) or socket.gethostname(),

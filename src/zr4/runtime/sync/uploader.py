@@ -2,7 +2,8 @@
 
 Order of one upload (each journal write is committed before the next step):
 hash → journal ``uploading`` → HEAD (same size + sha256 there already: done) → s3transfer upload →
-HEAD verify → journal ``uploaded`` → optional local delete → journal ``deleted``.
+verify (single part: the ETag is the MD5 we computed; multipart: HEAD) → journal ``uploaded`` →
+optional local delete → journal ``deleted``.
 A kill -9 anywhere repeats at most the HEAD and the transfer of that one object, to the same key.
 """
 
@@ -26,11 +27,12 @@ from zr4.runtime.sync.scanner import (
     FileState,
     content_type_for,
     day_for,
+    day_prefix,
     object_key,
     pod_suffixed,
     stat_file,
 )
-from zr4.runtime.sync.settings import SyncSettings
+from zr4.runtime.sync.settings import MIN_PART_BYTES, SyncSettings
 
 _READ_BYTES = 8 * 1024 * 1024
 
@@ -59,35 +61,88 @@ class RemoteObject:
     etag: str | None = None
 
 
-class UploadConditions:
-    """Adds ``If-None-Match``/``If-Match`` to the request that creates an object.
+class UploadHooks:
+    """Per-client request hooks for uploads.
 
-    s3transfer does not pass these through (``ALLOWED_UPLOAD_ARGS`` in s3transfer/manager.py), so
-    they are added to PutObject / CompleteMultipartUpload in botocore's ``before-parameter-build``
-    hook, per key. Used only where the server honours them (R2 does; rclone serve s3 does not).
+    * Conditions: ``If-None-Match``/``If-Match`` on the request that creates the object.
+      s3transfer does not pass them through (``ALLOWED_UPLOAD_ARGS`` in s3transfer/manager.py), so
+      they are added to PutObject / CompleteMultipartUpload in botocore's ``before-parameter-build``
+      hook, per key; only where the server honours them (R2 does, rclone serve s3 does not).
+    * The ETag a PutObject answered, per key: for a single-part upload it is the content's MD5
+      (S3, R2), which verifies the upload without another request.
     """
 
     def __init__(self, client: Any) -> None:
         self._lock = threading.Lock()
-        self._by_key: dict[str, dict[str, str]] = {}
+        self._conditions: dict[str, dict[str, str]] = {}
+        self._etags: dict[str, str] = {}
+        self.conditional = False
         for operation in ("PutObject", "CompleteMultipartUpload"):
             client.meta.events.register(f"before-parameter-build.s3.{operation}", self._inject)
+        client.meta.events.register("after-call.s3.PutObject", self._record_etag)
 
-    def _inject(self, params: dict[str, Any], **_: Any) -> None:
+    def _inject(self, params: dict[str, Any], context: dict[str, Any] | None = None, **_: Any) -> None:
+        key = params.get("Key", "")
+        if context is not None:
+            context["zr4_key"] = key
         with self._lock:
-            condition = self._by_key.get(params.get("Key", ""))
+            condition = self._conditions.get(key)
         if condition:
             params.update(condition)
+
+    def _record_etag(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        key = context.get("zr4_key")
+        etag = parsed.get("ETag") if isinstance(parsed, dict) else None
+        if key and etag:
+            with self._lock:
+                self._etags[key] = str(etag).strip('"')
 
     @contextlib.contextmanager
     def applied(self, key: str, condition: dict[str, str]) -> Iterator[None]:
         with self._lock:
-            self._by_key[key] = condition
+            self._etags.pop(key, None)
+            if self.conditional:
+                self._conditions[key] = condition
         try:
             yield
         finally:
             with self._lock:
-                self._by_key.pop(key, None)
+                self._conditions.pop(key, None)
+
+    def take_etag(self, key: str) -> str | None:
+        with self._lock:
+            return self._etags.pop(key, None)
+
+
+class DayListing:
+    """Keys under ``<prefix>/<day>/``, listed once per day and kept current with our own uploads.
+
+    Where conditional writes work, a key absent from the listing is uploaded with
+    ``If-None-Match: *`` and no HEAD first: a concurrent writer makes it fail with 412, then we look.
+    """
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._lock = threading.Lock()
+        self._days: dict[str, set[str]] = {}
+
+    def may_exist(self, day_folder: str, key: str) -> bool:
+        with self._lock:
+            keys = self._days.get(day_folder)
+        if keys is None:
+            listed: set[str] = set()
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=day_folder
+            ):
+                listed.update(o["Key"] for o in page.get("Contents", []))
+            with self._lock:
+                keys = self._days.setdefault(day_folder, listed)
+        return key in keys
+
+    def add(self, day_folder: str, key: str) -> None:
+        with self._lock:
+            self._days.setdefault(day_folder, set()).add(key)
 
 
 def _precondition_failed(error: BaseException) -> bool:
@@ -98,12 +153,16 @@ def _precondition_failed(error: BaseException) -> bool:
     return status in (409, 412) or code in {"PreconditionFailed", "ConditionalRequestConflict"}
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def hash_file(path: Path, with_md5: bool) -> tuple[str, str | None]:
+    """(sha256, md5 or None) in one read."""
+    sha = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
     with open(path, "rb") as handle:
         while chunk := handle.read(_READ_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest() if md5 is not None else None
 
 
 def head_object(client: Any, bucket: str, key: str) -> RemoteObject | None:
@@ -154,13 +213,15 @@ def upload_one(
     client: Any,
     transfer_manager: Any,
     journal: Journal,
-    conditions: UploadConditions | None = None,
+    hooks: UploadHooks,
+    listing: DayListing | None = None,
 ) -> Outcome:
     """Bring one complete file to the bucket once. Raises boto/network errors for the caller."""
     started = time.monotonic()
     path = settings.output_dir / state.rel_path
+    single_part = state.size < max(settings.part_size_bytes, MIN_PART_BYTES)
     try:
-        sha256 = sha256_of(path)
+        sha256, md5 = hash_file(path, with_md5=single_part)
     except FileNotFoundError:
         return Outcome(state.rel_path, VANISHED)
     after_hash = stat_file(settings.output_dir, state.rel_path)
@@ -177,8 +238,12 @@ def upload_one(
     plain_key = key
     remote: RemoteObject | None = None
     kind = ""
-    for _ in range(4):
-        remote = head_object(client, settings.bucket, key)
+    folder = day_prefix(settings.prefix, day)
+    for attempt in range(4):
+        if attempt == 0 and hooks.conditional and listing is not None and not listing.may_exist(folder, key):
+            remote = None  # not there at listing time; If-None-Match guards against newer writers
+        else:
+            remote = head_object(client, settings.bucket, key)
         if (
             remote is not None
             and key == plain_key
@@ -199,10 +264,10 @@ def upload_one(
         }
         condition = {"IfNoneMatch": "*"} if remote is None else {"IfMatch": remote.etag or "*"}
         try:
-            with conditions.applied(key, condition) if conditions else contextlib.nullcontext():
+            with hooks.applied(key, condition):
                 transfer_manager.upload(str(path), settings.bucket, key, extra_args=extra_args).result()
         except botocore.exceptions.ClientError as error:
-            if conditions and _precondition_failed(error):
+            if hooks.conditional and _precondition_failed(error):
                 continue  # someone wrote this key since our HEAD: look again
             raise
         kind = UPLOADED
@@ -210,9 +275,16 @@ def upload_one(
     if not kind:
         raise OSError(f"{key} kept changing under concurrent writers; will retry")
     if kind == UPLOADED:
+        if listing is not None:
+            listing.add(folder, key)
         if not _same(stat_file(settings.output_dir, state.rel_path), state):
             return Outcome(state.rel_path, CHANGED, key)
-        remote = head_object(client, settings.bucket, key)
+        etag = hooks.take_etag(key)
+        if single_part and md5 is not None and etag == md5:
+            # Single-part ETag is the MD5 of what the server stored: verified without a HEAD.
+            remote = RemoteObject(state.size, sha256, settings.pod_id, etag)
+        else:
+            remote = head_object(client, settings.bucket, key)
         if remote is None or remote.size != state.size:
             held = remote.size if remote else "nothing"
             raise OSError(f"verify failed for {key}: the bucket holds {held} bytes")

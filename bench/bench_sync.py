@@ -1,0 +1,212 @@
+"""Benchmark: `zr4 sync once` vs `rclone copy`, and the daemon's complete→visible latency.
+
+Against one local `rclone serve s3` (loopback, data on local disk), in one run:
+  (a) one large file (default 2 GB), (b) many small files (default 500 x 1 MB): wall time of
+  `zr4 sync once` (a fresh journal and prefix each time) and of `rclone copy` with its defaults to a
+  fresh prefix; median of --reps runs each, alternating the order.
+  (c) `zr4 sync run` with its default settings (stable time 1 s, inotify): for --latency-files files,
+  the time from the file's last write (close) to a HEAD on its key succeeding; the median is reported.
+
+Usage: python bench/bench_sync.py [--big-mb 2000] [--small-count 500] [--small-mb 1] [--reps 3]
+Prints a Markdown report on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from support.s3_server import ACCESS_KEY, SECRET_KEY, RcloneS3
+from zr4.runtime.sync.scanner import day_for
+
+MB = 1_000_000
+
+
+def _write_random(path: Path, size: int) -> None:
+    chunk = os.urandom(min(size, 8 * 1024 * 1024))
+    with open(path, "wb") as handle:
+        left = size
+        while left > 0:
+            handle.write(chunk[: min(left, len(chunk))])
+            left -= len(chunk)
+
+
+def _zr4_env(server: RcloneS3, source: Path, state: Path, prefix: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R2_"))}
+    env.update(
+        {
+            "ENABLE_R2_SYNC": "true",
+            "R2_ENDPOINT": server.endpoint,
+            "R2_ACCESS_KEY_ID": ACCESS_KEY,
+            "R2_SECRET_ACCESS_KEY": SECRET_KEY,
+            "R2_PREFIX": prefix,
+            "R2_SYNC_OUTPUT_DIR": str(source),
+            "R2_SYNC_STATE_DIR": str(state),
+            "RUNPOD_POD_ID": "bench",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def _time(command: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    return elapsed
+
+
+def run_zr4_once(server: RcloneS3, source: Path, work: Path, tag: str) -> float:
+    state = work / f"state-{tag}"
+    shutil.rmtree(state, ignore_errors=True)
+    env = _zr4_env(server, source, state, f"zr4-{tag}", R2_SYNC_STABLE_SECONDS="0")
+    return _time([sys.executable, "-m", "zr4.cli.main", "sync", "once"], env)
+
+
+def run_rclone_copy(server: RcloneS3, source: Path, tag: str) -> float:
+    config = source.parent / "bench-rclone.conf"
+    config.touch()
+    command = [
+        server.rclone,
+        "copy",
+        str(source),
+        f":s3:{server.bucket}/rclone-{tag}",
+        "--config",
+        str(config),
+        "--s3-provider",
+        "Other",
+        "--s3-endpoint",
+        server.endpoint,
+        "--s3-access-key-id",
+        ACCESS_KEY,
+        "--s3-secret-access-key",
+        SECRET_KEY,
+        "--s3-force-path-style=true",
+    ]
+    return _time(command)
+
+
+def compare(server: RcloneS3, source: Path, work: Path, name: str, reps: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"zr4 sync once": [], "rclone copy": []}
+    for rep in range(reps):
+        order = ["zr4", "rclone"] if rep % 2 == 0 else ["rclone", "zr4"]
+        for tool in order:
+            tag = f"{name}-{rep}"
+            if tool == "zr4":
+                times["zr4 sync once"].append(run_zr4_once(server, source, work, tag))
+            else:
+                times["rclone copy"].append(run_rclone_copy(server, source, tag))
+        # Free the server's disk before the next repetition.
+        for folder in (server.data_dir / server.bucket).glob(f"*-{name}-{rep}"):
+            shutil.rmtree(folder, ignore_errors=True)
+    return times
+
+
+def latency(server: RcloneS3, work: Path, files: int, size: int) -> list[float]:
+    source = work / "latency-src"
+    source.mkdir()
+    env = _zr4_env(server, source, work / "state-latency", "latency")
+    log = open(work / "latency-daemon.log", "wb")  # noqa: SIM115
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "zr4.cli.main", "sync", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    client = server.client()
+    results: list[float] = []
+    try:
+        time.sleep(2.0)  # daemon up and watching
+        for i in range(files):
+            path = source / f"clip_{i:03d}.mp4"
+            _write_random(path, size)
+            complete = time.time()  # the last write just closed
+            key = f"latency/{day_for(path.stat().st_mtime_ns)}/{path.name}"
+            deadline = complete + 30
+            while time.time() < deadline:
+                try:
+                    client.head_object(Bucket=server.bucket, Key=key)
+                    break
+                except client.exceptions.ClientError:
+                    time.sleep(0.01)
+            else:
+                raise SystemExit(f"{key} never became visible")
+            results.append(time.time() - complete)
+            time.sleep(0.3)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+        log.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--big-mb", type=int, default=2000)
+    parser.add_argument("--small-count", type=int, default=500)
+    parser.add_argument("--small-mb", type=float, default=1.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--latency-files", type=int, default=20)
+    parser.add_argument("--latency-mb", type=float, default=5.0)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="zr4-bench-sync-", dir=args.workdir))
+    server = RcloneS3(work / "server").start()
+    try:
+        big = work / "big"
+        big.mkdir()
+        _write_random(big / "video.mp4", args.big_mb * MB)
+        small = work / "small"
+        small.mkdir()
+        for i in range(args.small_count):
+            _write_random(small / f"frame_{i:04d}.png", int(args.small_mb * MB))
+        # Files were written long enough ago: both tools read from the page cache.
+        rows = []
+        for name, source, total in (
+            (f"(a) 1 x {args.big_mb} MB", big, args.big_mb * MB),
+            (f"(b) {args.small_count} x {args.small_mb:g} MB", small, args.small_count * args.small_mb * MB),
+        ):
+            times = compare(server, source, work, "big" if source == big else "small", args.reps)
+            zr4 = statistics.median(times["zr4 sync once"])
+            rclone = statistics.median(times["rclone copy"])
+            rows.append((name, zr4, rclone, total))
+            print(f"{name}: zr4 {times['zr4 sync once']} rclone {times['rclone copy']}", file=sys.stderr)
+        lat = latency(server, work, args.latency_files, int(args.latency_mb * MB))
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    rclone_version = subprocess.run([server.rclone, "version"], capture_output=True, text=True).stdout.split(
+        "\n"
+    )[0]
+    print(
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; server: {rclone_version} `serve s3` on loopback"
+    )
+    print()
+    print("| case | zr4 sync once (s) | rclone copy (s) | ratio rclone/zr4 (goal >= 1.0) | zr4 MB/s |")
+    print("|---|---|---|---|---|")
+    for name, zr4, rclone, total in rows:
+        print(f"| {name} | {zr4:.2f} | {rclone:.2f} | {rclone / zr4:.2f}x | {total / MB / zr4:.0f} |")
+    print()
+    print(
+        f"Daemon (`zr4 sync run`, defaults: stable 1 s, inotify), {len(lat)} files of {args.latency_mb:g} MB: "
+        f"complete->visible median {statistics.median(lat):.2f} s, min {min(lat):.2f} s, max {max(lat):.2f} s "
+        "(goal < 2 s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
