@@ -52,7 +52,7 @@ def source_problem(root: Path, ignore: DockerIgnore, source: str, label: str) ->
             assert pattern is not None
             return (
                 f"source {source} matches only files that {ignore.source} {pattern.describe()} excludes "
-                f"from the {label} ({', '.join(matches[:3])}); add an exception like !{matches[0]}"
+                f"from the {label} ({', '.join(matches[:3])}); add an exception like `!{matches[0]}`"
             )
         return f"source {source} matches nothing in the {label} ({root}); check the name"
     path = root / relative
@@ -66,21 +66,21 @@ def source_problem(root: Path, ignore: DockerIgnore, source: str, label: str) ->
             return None
         if pattern is not None:
             return (
-                f"source {source}/ is excluded by {ignore.source} {pattern.describe()}, so the build never "
-                f"sees it; remove that line or add `!{relative}/` after it"
+                f"source {source}/ is excluded by {ignore.source} {pattern.describe()} of the {label}, so "
+                f"the build never sees it; remove that line or add `!{relative}/` after it"
             )
         if inside:
             first = ignore.excluded_by(inside[0])
             assert first is not None
             return (
-                f"every file under {source}/ is excluded by {ignore.source} {first.describe()}, so COPY "
-                f"would create an empty directory; add an exception for them"
+                f"every file under {source}/ is excluded by {ignore.source} {first.describe()} of the "
+                f"{label}, so COPY would create an empty directory; add an exception for them"
             )
         return None
     if pattern is not None:
         return (
-            f"source {source} is excluded by {ignore.source} {pattern.describe()}, so the build fails with "
-            f"'not found'; remove that line or add `!{relative}` after it"
+            f"source {source} is excluded by {ignore.source} {pattern.describe()} of the {label}, so the "
+            f"build fails with 'not found'; remove that line or add `!{relative}` after it"
         )
     return None
 

@@ -96,7 +96,7 @@ def check_parse(context: BuildContext) -> CheckResult:
     if context.dockerfile_text is None:
         return outcome("parse", PARSE_TITLE, [Finding(f"{name} is missing; render the context first", name)])
     if context.parse_error is not None:
-        line = locate_parse_error(context.dockerfile_text)
+        line = locate_parse_error(context.dockerfile_text, context.parse_error)
         return outcome(
             "parse",
             PARSE_TITLE,

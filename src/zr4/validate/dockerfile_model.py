@@ -114,14 +114,16 @@ def parse_text(text: str) -> list[Instruction]:
     ]
 
 
-def locate_parse_error(text: str) -> int | None:
-    """The first line at which BuildKit's parser fails (it reports no line itself)."""
+def locate_parse_error(text: str, message: str) -> int | None:
+    """The first line at which BuildKit's parser fails with ``message`` (it reports no line itself):
+    the shortest prefix of the file that fails the same way."""
     lines = text.splitlines(keepends=True)
     for end in range(1, len(lines) + 1):
         try:
             dockerfile.parse_string("".join(lines[:end]))
-        except dockerfile.GoParseError:
-            return end
+        except dockerfile.GoParseError as error:
+            if str(error) == message:
+                return end
     return None
 
 

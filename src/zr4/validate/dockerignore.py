@@ -17,6 +17,7 @@ BuildKit also prefers `<Dockerfile name>.dockerignore` next to the Dockerfile ov
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -153,21 +154,34 @@ def read_patterns(text: str) -> list[tuple[int, str, str]]:
     return result
 
 
+def _new_pattern(kept: str, line: int, original: str, source: str) -> Pattern:
+    """One pattern as `patternmatcher.New` builds it: trimmed, cleaned, `!` split off, compiled."""
+    pattern = go_clean(kept.strip())
+    exclusion = pattern.startswith("!")
+    if exclusion:
+        if len(pattern) == 1:
+            raise BadPatternError(f'{source} line {line}: illegal exclusion pattern: "!"')
+        pattern = pattern[1:]
+    kind, regex = _compile(pattern)
+    return Pattern(pattern, exclusion, line, original, regex, kind)
+
+
 class DockerIgnore:
     """The patterns of one ignore file; `excluded_by(path)` is the pattern that excludes a path."""
 
     def __init__(self, text: str = "", source: str = ".dockerignore") -> None:
+        """Patterns of an ignore file's ``text``, read as `ignorefile.ReadAll` then `New` do."""
         self.source = source
-        self.patterns: list[Pattern] = []
-        for line, kept, original in read_patterns(text):
-            pattern = go_clean(kept.strip())
-            exclusion = pattern.startswith("!")
-            if exclusion:
-                if len(pattern) == 1:
-                    raise BadPatternError(f'{source} line {line}: illegal exclusion pattern: "!"')
-                pattern = pattern[1:]
-            kind, regex = _compile(pattern)
-            self.patterns.append(Pattern(pattern, exclusion, line, original, regex, kind))
+        self.patterns = [_new_pattern(kept, line, original, source) for line, kept, original in read_patterns(text)]
+
+    @classmethod
+    def from_patterns(cls, patterns: list[str]) -> DockerIgnore:
+        """`patternmatcher.New(patterns)` without reading a file (blank patterns are dropped)."""
+        matcher = cls("", "patterns")
+        matcher.patterns = [
+            _new_pattern(p, number, p, "patterns") for number, p in enumerate(patterns, start=1) if p.strip()
+        ]
+        return matcher
 
     @classmethod
     def for_context(cls, context_dir: Path, dockerfile_name: str = "Dockerfile") -> DockerIgnore:
@@ -179,11 +193,17 @@ class DockerIgnore:
         return cls("", "(no .dockerignore)")
 
     def excluded_by(self, path: str) -> Pattern | None:
-        """`MatchesOrParentMatches`, returning the pattern that decided an exclusion (None = sent)."""
+        """The pattern that excludes the context-relative ``path`` from the build (None = it is sent)."""
         path = go_clean(path.strip("/"))
         if path == ".":
             return None
-        parents = path.split("/")[:-1]
+        return self.matches_or_parent_matches(path)
+
+    def matches_or_parent_matches(self, path: str) -> Pattern | None:
+        """`PatternMatcher.MatchesOrParentMatches` on a slash path as given, returning the deciding
+        pattern instead of a bool."""
+        parent = go_clean(posixpath.dirname(path))  # Go: filepath.Dir cleans its result
+        parents = parent.split("/") if parent != "." else []
         deciding: Pattern | None = None
         for pattern in self.patterns:
             if pattern.exclusion != (deciding is not None):

@@ -1,0 +1,220 @@
+"""Checks 1-3: the Dockerfile parses, its stage graph is sound, and every COPY source arrives.
+
+Each broken context is the rendered 4080super context with one of the seed PRD's own mistakes put
+back in (ERRATA 1, 2, 4); the check must fail and say where and why.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zr4.paths import source_root
+from zr4.profile import load_profile
+from zr4.render import render_files, write_context
+from zr4.validate import BuildContext
+from zr4.validate.check_context import check_context
+from zr4.validate.check_dockerfile import check_parse, check_stages
+from zr4.validate.model import CheckResult
+
+REPO = source_root()
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rendered") / "docker"
+    write_context(render_files(load_profile("4080super")), out)
+    return out
+
+
+@pytest.fixture
+def ctx(rendered: Path, tmp_path: Path) -> Path:
+    """A private copy of the rendered 4080super context to break."""
+    return Path(shutil.copytree(rendered, tmp_path / "docker"))
+
+
+def context_of(directory: Path) -> BuildContext:
+    assert REPO is not None
+    return BuildContext(directory, named_contexts={"zr4": REPO})
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def messages(result: CheckResult) -> str:
+    return "\n".join(str(f) for f in result.findings)
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), start=1) if needle in line)
+
+
+# ---- check 1: parse -----------------------------------------------------------------------------
+
+
+def test_rendered_dockerfile_parses(ctx: Path) -> None:
+    assert check_parse(context_of(ctx)).status == "pass"
+
+
+def test_syntax_error_is_reported_with_its_line(ctx: Path) -> None:
+    dockerfile = ctx / "Dockerfile"
+    edit(dockerfile, "ENV DEBIAN_FRONTEND=noninteractive\nRUN", "ENV DEBIAN_FRONTEND\nRUN")
+    result = check_parse(context_of(ctx))
+    assert result.status == "fail"
+    (finding,) = result.findings
+    assert "ENV must have two arguments" in finding.message
+    assert finding.line == dockerfile.read_text().splitlines().index("ENV DEBIAN_FRONTEND") + 1
+
+
+def test_instruction_errors_buildkit_would_raise(ctx: Path) -> None:
+    dockerfile = ctx / "Dockerfile"
+    text = dockerfile.read_text()
+    text = text.replace("COPY requirements.lock /tmp/requirements.lock", "COPY requirements.lock", 1)
+    text = text.replace("FROM scratch AS context-files", "FROM scratch AS Context_Files!", 1)
+    text = text.replace("EXPOSE 8188", "EXPOSE 8188\nSTOPSIGNL SIGTERM\nCOPY --chwon=1000 start.sh /x", 1)
+    dockerfile.write_text(text)
+    report = messages(check_parse(context_of(ctx)))
+    assert f"Dockerfile:{line_of(dockerfile, 'COPY requirements.lock')}: COPY requires at least two arguments" in report
+    assert "invalid stage name 'Context_Files!'" in report
+    assert "unknown instruction STOPSIGNL" in report
+    assert "COPY has no flag --chwon" in report
+
+
+# ---- check 2: stages ----------------------------------------------------------------------------
+
+
+def test_rendered_stage_graph_passes(ctx: Path) -> None:
+    result = check_stages(context_of(ctx))
+    assert result.status == "pass", messages(result)
+
+
+SEED_STAGES = """\
+FROM nvidia/cuda:12.4-devel-ubuntu22.04 AS base
+ENV CUDA_VERSION=12.4
+
+FROM base AS python-env
+RUN python3 -m venv /opt/venv
+ENV PATH="/opt/venv/bin:$PATH"
+
+FROM python-env AS pytorch-core
+RUN pip install --no-cache-dir torch==2.5.1 torchvision==0.20.1 torchaudio==2.5.1
+
+FROM pytorch-core AS flash-attn
+RUN pip install --no-cache-dir flash_attn==2.7.4.post1 --no-build-isolation
+
+FROM steadydancer-deps AS model-management
+RUN mkdir -p /workspace/ComfyUI/models/gguf
+
+FROM nvidia/cuda:12.4-runtime-ubuntu22.04 AS production
+COPY --from=python-env /opt/venv /opt/venv
+COPY --from=model-management /download_models.sh /download_models.sh
+"""
+
+
+def test_the_seeds_stage_mistakes_are_caught(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(SEED_STAGES)
+    result = check_stages(BuildContext(tmp_path))
+    report = messages(result)
+    assert result.status == "fail"
+    # ERRATA 2: the venv is copied from the stage where it is still empty.
+    assert (
+        "Dockerfile:18: COPY --from=python-env /opt/venv copies /opt/venv as stage 'python-env' left it, "
+        "but the stages built on it change /opt/venv afterwards: pytorch-core (line 9), flash-attn (line 12)"
+    ) in report
+    # ERRATA 1: CUDA tags without the patch version, on both bases.
+    assert "Dockerfile:1: nvidia/cuda:12.4-devel-ubuntu22.04 has no patch version in its tag" in report
+    assert "use nvidia/cuda:12.4.<patch>-devel-ubuntu22.04" in report
+    assert "Dockerfile:17: nvidia/cuda:12.4-runtime-ubuntu22.04 has no patch version" in report
+    # A base that is neither a stage above nor a tagged image.
+    assert "Dockerfile:14: FROM steadydancer-deps names 'steadydancer-deps', which is no stage defined above" in report
+
+
+def test_final_stage_on_a_devel_image_fails(ctx: Path) -> None:
+    dockerfile = ctx / "Dockerfile"
+    edit(dockerfile, "FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 AS runtime", "FROM builder AS runtime")
+    report = messages(check_stages(context_of(ctx)))
+    assert "the final stage 'runtime' is based on nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04, a devel image" in report
+
+
+def test_stage_used_before_it_is_defined(ctx: Path) -> None:
+    dockerfile = ctx / "Dockerfile"
+    edit(dockerfile, "COPY --from=uv /uv /usr/local/bin/uv", "COPY --from=venv /uv /usr/local/bin/uv")
+    report = messages(check_stages(context_of(ctx)))
+    assert "COPY --from=venv uses stage 'venv' before it is defined" in report
+
+
+def test_named_context_must_be_declared(ctx: Path) -> None:
+    result = check_stages(BuildContext(ctx, named_contexts={}))
+    report = messages(result)
+    assert result.status == "fail"
+    assert "COPY --from=zr4 names 'zr4', which is no stage defined above, no named build context" in report
+
+
+def test_copy_from_scratch_stage_of_a_path_it_never_creates(ctx: Path) -> None:
+    edit(ctx / "Dockerfile", "COPY --from=context-files /opt/zr4 /opt/zr4", "COPY --from=context-files /opt/zr5 /opt/zr4")
+    report = messages(check_stages(context_of(ctx)))
+    assert "stage 'context-files' (FROM scratch) never creates /opt/zr5" in report
+
+
+# ---- check 3: context ---------------------------------------------------------------------------
+
+
+def test_rendered_copy_sources_all_arrive(ctx: Path) -> None:
+    result = check_context(context_of(ctx))
+    assert result.status == "pass", messages(result)
+
+
+def test_the_seeds_dockerignore_breaks_the_lock_and_workflow_copies(ctx: Path) -> None:
+    (ctx / "requirements.txt").write_text("torch==2.5.1\n")
+    edit(ctx / "Dockerfile", "COPY requirements.lock /tmp/requirements.lock", "COPY requirements.txt /tmp/requirements.lock")
+    (ctx / ".dockerignore").write_text("# seed PRD .dockerignore\n*.txt\n*.md\nworkflows/\n")
+    result = check_context(context_of(ctx))
+    report = messages(result)
+    assert result.status == "fail"
+    assert "source requirements.txt is excluded by .dockerignore line 2 `*.txt`" in report
+    assert "add `!requirements.txt` after it" in report
+    assert "source workflows/ is excluded by .dockerignore line 4 `workflows/`" in report
+
+
+def test_missing_source_and_a_path_outside_the_context(ctx: Path) -> None:
+    (ctx / "start.sh").unlink()
+    edit(ctx / "Dockerfile", "COPY models.yaml /opt/zr4/models.yaml", "COPY ../models.yaml /opt/zr4/models.yaml")
+    report = messages(check_context(context_of(ctx)))
+    assert "source start.sh does not exist in the build context" in report
+    assert "source ../models.yaml points outside the build context" in report
+
+
+def test_every_file_of_a_copied_directory_excluded(ctx: Path) -> None:
+    (ctx / ".dockerignore").write_text("workflows/*.json\n")
+    report = messages(check_context(context_of(ctx)))
+    assert "every file under workflows/ is excluded by .dockerignore line 1 `workflows/*.json`" in report
+
+
+def test_wildcard_source_matching_only_ignored_files(ctx: Path) -> None:
+    (ctx / "extra-a.lock").write_text("")
+    (ctx / ".dockerignore").write_text("*.lock\n")
+    edit(ctx / "Dockerfile", "COPY zr4-runtime.lock /tmp/zr4-runtime.lock", "COPY extra-*.lock /tmp/")
+    report = messages(check_context(context_of(ctx)))
+    assert "source extra-*.lock matches only files that .dockerignore line 1 `*.lock` excludes" in report
+
+
+def test_named_context_sources_are_checked_against_its_own_dockerignore(ctx: Path, tmp_path: Path) -> None:
+    assert REPO is not None
+    fake_root = tmp_path / "zr4-root"
+    for name in ("pyproject.toml", "README.md"):
+        (fake_root).mkdir(exist_ok=True)
+        (fake_root / name).write_text("x\n")
+    for folder in ("src", "profiles", "templates", "data"):
+        (fake_root / folder).mkdir()
+        (fake_root / folder / "file").write_text("x\n")
+    (fake_root / ".dockerignore").write_text("*\n!pyproject.toml\n!src/\n")
+    result = check_context(BuildContext(ctx, named_contexts={"zr4": fake_root}))
+    report = messages(result)
+    assert "source README.md is excluded by .dockerignore line 1 `*` of the named build context 'zr4'" in report
+    assert "source profiles/ is excluded by .dockerignore line 1 `*` of the named build context 'zr4'" in report
+    assert "source src" not in report
