@@ -9,7 +9,11 @@ from pathlib import Path
 
 import typer
 
-from zr4.errors import UsageError
+from zr4.errors import UsageError, Zr4Error
+
+
+class PlanDoesNotFit(Zr4Error):
+    """The workload does not fit the card; the plan printed above lists alternatives."""
 
 
 def _resolution(text: str) -> tuple[int, int]:
@@ -86,7 +90,7 @@ def plan_command(
             typer.echo(f"warning: {warning}")
         typer.echo(format_plan(result), nl=False)
     if not result.fits:
-        raise typer.Exit(1)
+        raise PlanDoesNotFit(result.error or "the plan does not fit")
 
 
 def tune_command(
@@ -123,7 +127,9 @@ def tune_command(
     if write_json is not None:
         write_json.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     if strict and not result.plan.fits:
-        raise typer.Exit(3)
+        error = PlanDoesNotFit(result.plan.error or "the plan does not fit")
+        error.exit_code = 3
+        raise error
 
 
 def register(app: typer.Typer) -> None:

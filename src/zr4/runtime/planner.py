@@ -592,6 +592,7 @@ class _Planner:
         items = tuple(self.items(layout))
         overhead = sum(item.mib for item in items if item.phase == "always")
         phase_mib: dict[str, int] = {}
+        peak_phase: str
         for phase in PHASES:
             phase_mib[phase] = overhead + sum(item.mib for item in items if item.phase == phase)
         if layout.mode == "full":
@@ -662,13 +663,13 @@ class _Planner:
         # sequential: the fewest swapped blocks that make sampling fit, with one block prefetched
         # ahead when there is room for it, else without
         for prefetch in (1, 0):
-            swap = _smallest(
-                1,
-                self.blocks,
-                lambda n, ahead=prefetch: self.fits(self._offload_layout("sequential_cpu_offload", n, ahead)),
-            )
-            if swap is not None:
-                return self._offload_layout("sequential_cpu_offload", swap, prefetch)
+
+            def fits_with(n: int, ahead: int = prefetch) -> bool:
+                return self.fits(self._offload_layout("sequential_cpu_offload", n, ahead))
+
+            fewest = _smallest(1, self.blocks, fits_with)
+            if fewest is not None:
+                return self._offload_layout("sequential_cpu_offload", fewest, prefetch)
         return self._offload_layout("sequential_cpu_offload", self.blocks, 0)
 
     def _with_prefetch(self, mode: str, swap: int) -> _Evaluation:
