@@ -1,10 +1,11 @@
 """The durable record of every output file's sync state (SQLite on the persistent volume).
 
-Each state change is one committed transaction (WAL, ``synchronous=FULL``), so a kill -9 at any
-instant leaves the journal at the last completed step. The steps are ordered so that replaying any
-of them is harmless: ``uploading`` is written before the upload starts (a restart then checks the
-bucket before sending again), ``uploaded`` after the object is verified, ``indexed`` after the day's
-metadata fragment lists it.
+Each state change is one committed transaction, so a kill -9 at any instant leaves the journal at
+the last completed step (WAL with ``synchronous=NORMAL`` is durable across a process crash; a power
+loss may roll back the newest steps, which only costs a re-check against the bucket). The steps are
+ordered so that replaying any of them is harmless: ``uploading`` is written before the upload
+starts (a restart then checks the bucket before sending again), ``uploaded`` after the object is
+verified, ``indexed`` after the day's metadata fragment lists it.
 """
 
 from __future__ import annotations
