@@ -79,7 +79,10 @@ def test_instruction_errors_buildkit_would_raise(ctx: Path) -> None:
     text = text.replace("EXPOSE 8188", "EXPOSE 8188\nSTOPSIGNL SIGTERM\nCOPY --chwon=1000 start.sh /x", 1)
     dockerfile.write_text(text)
     report = messages(check_parse(context_of(ctx)))
-    assert f"Dockerfile:{line_of(dockerfile, 'COPY requirements.lock')}: COPY requires at least two arguments" in report
+    assert (
+        f"Dockerfile:{line_of(dockerfile, 'COPY requirements.lock')}: COPY requires at least two arguments"
+        in report
+    )
     assert "invalid stage name 'Context_Files!'" in report
     assert "unknown instruction STOPSIGNL" in report
     assert "COPY has no flag --chwon" in report
@@ -131,14 +134,22 @@ def test_the_seeds_stage_mistakes_are_caught(tmp_path: Path) -> None:
     assert "use nvidia/cuda:12.4.<patch>-devel-ubuntu22.04" in report
     assert "Dockerfile:17: nvidia/cuda:12.4-runtime-ubuntu22.04 has no patch version" in report
     # A base that is neither a stage above nor a tagged image.
-    assert "Dockerfile:14: FROM steadydancer-deps names 'steadydancer-deps', which is no stage defined above" in report
+    assert (
+        "Dockerfile:14: FROM steadydancer-deps names 'steadydancer-deps', which is no stage defined above"
+        in report
+    )
 
 
 def test_final_stage_on_a_devel_image_fails(ctx: Path) -> None:
     dockerfile = ctx / "Dockerfile"
-    edit(dockerfile, "FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 AS runtime", "FROM builder AS runtime")
+    edit(
+        dockerfile, "FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 AS runtime", "FROM builder AS runtime"
+    )
     report = messages(check_stages(context_of(ctx)))
-    assert "the final stage 'runtime' is based on nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04, a devel image" in report
+    assert (
+        "the final stage 'runtime' is based on nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04, a devel image"
+        in report
+    )
 
 
 def test_stage_used_before_it_is_defined(ctx: Path) -> None:
@@ -156,7 +167,11 @@ def test_named_context_must_be_declared(ctx: Path) -> None:
 
 
 def test_copy_from_scratch_stage_of_a_path_it_never_creates(ctx: Path) -> None:
-    edit(ctx / "Dockerfile", "COPY --from=context-files /opt/zr4 /opt/zr4", "COPY --from=context-files /opt/zr5 /opt/zr4")
+    edit(
+        ctx / "Dockerfile",
+        "COPY --from=context-files /opt/zr4 /opt/zr4",
+        "COPY --from=context-files /opt/zr5 /opt/zr4",
+    )
     report = messages(check_stages(context_of(ctx)))
     assert "stage 'context-files' (FROM scratch) never creates /opt/zr5" in report
 
@@ -171,7 +186,11 @@ def test_rendered_copy_sources_all_arrive(ctx: Path) -> None:
 
 def test_the_seeds_dockerignore_breaks_the_lock_and_workflow_copies(ctx: Path) -> None:
     (ctx / "requirements.txt").write_text("torch==2.5.1\n")
-    edit(ctx / "Dockerfile", "COPY requirements.lock /tmp/requirements.lock", "COPY requirements.txt /tmp/requirements.lock")
+    edit(
+        ctx / "Dockerfile",
+        "COPY requirements.lock /tmp/requirements.lock",
+        "COPY requirements.txt /tmp/requirements.lock",
+    )
     (ctx / ".dockerignore").write_text("# seed PRD .dockerignore\n*.txt\n*.md\nworkflows/\n")
     result = check_context(context_of(ctx))
     report = messages(result)
@@ -183,7 +202,11 @@ def test_the_seeds_dockerignore_breaks_the_lock_and_workflow_copies(ctx: Path) -
 
 def test_missing_source_and_a_path_outside_the_context(ctx: Path) -> None:
     (ctx / "start.sh").unlink()
-    edit(ctx / "Dockerfile", "COPY models.yaml /opt/zr4/models.yaml", "COPY ../models.yaml /opt/zr4/models.yaml")
+    edit(
+        ctx / "Dockerfile",
+        "COPY models.yaml /opt/zr4/models.yaml",
+        "COPY ../models.yaml /opt/zr4/models.yaml",
+    )
     report = messages(check_context(context_of(ctx)))
     assert "source start.sh does not exist in the build context" in report
     assert "source ../models.yaml points outside the build context" in report
@@ -215,6 +238,10 @@ def test_named_context_sources_are_checked_against_its_own_dockerignore(ctx: Pat
     (fake_root / ".dockerignore").write_text("*\n!pyproject.toml\n!src/\n")
     result = check_context(BuildContext(ctx, named_contexts={"zr4": fake_root}))
     report = messages(result)
-    assert "source README.md is excluded by .dockerignore line 1 `*` of the named build context 'zr4'" in report
-    assert "source profiles/ is excluded by .dockerignore line 1 `*` of the named build context 'zr4'" in report
+    assert (
+        "source README.md is excluded by .dockerignore line 1 `*` of the named build context 'zr4'" in report
+    )
+    assert (
+        "source profiles/ is excluded by .dockerignore line 1 `*` of the named build context 'zr4'" in report
+    )
     assert "source src" not in report

@@ -111,13 +111,26 @@ def test_malformed_patterns_are_rejected_like_moby() -> None:
 
 
 def test_go_clean_is_go_filepath_clean() -> None:
-    cases = {"": ".", ".": ".", "//a//b/": "/a/b", "./a": "a", "a/../../b": "../b", "/../a": "/a", "a/./b/.": "a/b"}
+    cases = {
+        "": ".",
+        ".": ".",
+        "//a//b/": "/a/b",
+        "./a": "a",
+        "a/../../b": "../b",
+        "/../a": "/a",
+        "a/./b/.": "a/b",
+    }
     assert {raw: go_clean(raw) for raw in cases} == cases
 
 
 def test_ignore_file_reading_follows_readall() -> None:
     text = "\ufeff# comment\n  /abs/path  \n!/keep\n\n  # not a comment (leading space)\n./dot/\n"
-    assert [kept for _, kept, _ in read_patterns(text)] == ["abs/path", "!keep", "# not a comment (leading space)", "dot"]
+    assert [kept for _, kept, _ in read_patterns(text)] == [
+        "abs/path",
+        "!keep",
+        "# not a comment (leading space)",
+        "dot",
+    ]
 
 
 def test_the_seeds_dockerignore_excludes_locks_and_workflows_and_names_the_line() -> None:

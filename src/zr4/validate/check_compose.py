@@ -72,10 +72,16 @@ def check_compose(context: BuildContext) -> CheckResult:
     findings: list[Finding] = []
     validator = Draft202012Validator(compose_schema())
     for problem in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path))):
-        findings.append(
-            Finding(
-                f"at {_path(problem.absolute_path)}: {problem.message} (Compose Specification schema)", file
+        message = problem.message
+        if problem.validator == "additionalProperties" and isinstance(problem.instance, dict):
+            allowed = set(problem.schema.get("properties", {}))
+            unknown = sorted(k for k in problem.instance if k not in allowed and not str(k).startswith("x-"))
+            message = (
+                f"unknown key {', '.join(map(repr, unknown))}: the Compose Specification allows only its "
+                f"own keys and x- extensions"
             )
+        findings.append(
+            Finding(f"at {_path(problem.absolute_path)}: {message} (Compose Specification schema)", file)
         )
     services = document.get("services") or {}
     if not isinstance(services, dict) or not services:

@@ -154,6 +154,9 @@ def _install_problems(command: SimpleCommand, copied: dict[str, str], context: B
         elif word in _VALUE_OPTIONS:
             i += 2
             continue
+        elif re.match(r"^[0-9&]*[<>]", word):
+            i += 2 if re.fullmatch(r"[0-9&]*[<>]{1,2}", word) else 1  # `2> file` vs `2>/dev/null`
+            continue
         elif not word.startswith("-"):
             problem = _requirement_problem(word)
             if problem:
@@ -177,6 +180,27 @@ def _lock_reference_problems(
     return [f"{source} line {line}: {problem}" for line, problem in lock_problems(text, require_hashes)]
 
 
+# git clone / fetch options that take a separate value (git-clone(1), git-fetch(1)).
+_GIT_VALUE_OPTIONS = {
+    "--depth", "-b", "--branch", "-o", "--origin", "--filter", "-j", "--jobs", "--reference",
+    "--separate-git-dir", "-c", "--config", "--shallow-since", "--shallow-exclude", "--template",
+    "-u", "--upload-pack", "--deepen", "--negotiation-tip", "--server-option", "--recurse-submodules-default",
+}  # fmt: skip
+
+
+def _positionals(args: list[str]) -> list[str]:
+    found: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _GIT_VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            found.append(arg)
+    return found
+
+
 def _git_problems(commands: list[SimpleCommand]) -> list[str]:
     problems: list[str] = []
     clones: list[str] = []
@@ -191,7 +215,7 @@ def _git_problems(commands: list[SimpleCommand]) -> list[str]:
             args = args[2:]
         if not args:
             continue
-        verb, rest = args[0], [a for a in args[1:] if not a.startswith("-")]
+        verb, rest = args[0], _positionals(args[1:])
         if verb == "clone" and rest:
             clones.append(rest[0])
         elif verb == "fetch" and rest:

@@ -172,7 +172,9 @@ class DockerIgnore:
     def __init__(self, text: str = "", source: str = ".dockerignore") -> None:
         """Patterns of an ignore file's ``text``, read as `ignorefile.ReadAll` then `New` do."""
         self.source = source
-        self.patterns = [_new_pattern(kept, line, original, source) for line, kept, original in read_patterns(text)]
+        self.patterns = [
+            _new_pattern(kept, line, original, source) for line, kept, original in read_patterns(text)
+        ]
 
     @classmethod
     def from_patterns(cls, patterns: list[str]) -> DockerIgnore:

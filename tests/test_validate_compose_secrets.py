@@ -1,0 +1,139 @@
+"""Checks 6 and 7: the compose file against the Compose schema, and no credential baked in."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zr4.paths import data_dir, source_root
+from zr4.profile import load_profile
+from zr4.render import render_files, write_context
+from zr4.validate import BuildContext
+from zr4.validate.check_compose import check_compose, compose_schema
+from zr4.validate.check_secrets import check_secrets
+from zr4.validate.model import CheckResult
+
+REPO = source_root()
+# A token of the right shape that is not one (hf_ + 34 letters).
+FAKE_HF_TOKEN = "hf_" + "abcdefghijklmnopqrstuvwxyzABCDEFGH"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rendered") / "docker"
+    write_context(render_files(load_profile("4080super")), out)
+    return out
+
+
+@pytest.fixture
+def ctx(rendered: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(rendered, tmp_path / "docker"))
+
+
+def context_of(directory: Path) -> BuildContext:
+    assert REPO is not None
+    return BuildContext(directory, named_contexts={"zr4": REPO})
+
+
+def messages(result: CheckResult) -> str:
+    return "\n".join(str(f) for f in result.findings)
+
+
+def compose_of(ctx: Path) -> dict:
+    return yaml.safe_load((ctx / "docker-compose.yml").read_text())
+
+
+def write_compose(ctx: Path, document: dict) -> None:
+    (ctx / "docker-compose.yml").write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+# ---- check 6 ------------------------------------------------------------------------------------
+
+
+def test_vendored_schema_names_its_source() -> None:
+    schema = compose_schema()
+    assert schema["title"] == "Compose Specification"
+    readme = (data_dir() / "compose-spec.README.md").read_text()
+    assert "compose-spec/compose-go" in readme and "v2.13.0" in readme
+
+
+def test_rendered_compose_passes(ctx: Path) -> None:
+    result = check_compose(context_of(ctx))
+    assert result.status == "pass", messages(result)
+
+
+def test_schema_violations_are_reported_with_their_path(ctx: Path) -> None:
+    document = compose_of(ctx)
+    document["services"]["comfyui"]["restart"] = ["always"]
+    document["services"]["comfyui"]["gpu_count"] = 1
+    write_compose(ctx, document)
+    report = messages(check_compose(context_of(ctx)))
+    assert "at services.comfyui.restart: ['always'] is not of type 'string'" in report
+    assert "at services.comfyui: unknown key 'gpu_count'" in report
+
+
+def test_missing_gpu_port_and_healthcheck(ctx: Path) -> None:
+    document = compose_of(ctx)
+    service = document["services"]["comfyui"]
+    del service["deploy"], service["healthcheck"]
+    service["ports"] = ["8080:8080"]
+    write_compose(ctx, document)
+    report = messages(check_compose(context_of(ctx)))
+    assert "services.comfyui reserves no GPU" in report
+    assert "does not publish ComfyUI's port 8188" in report
+    assert "services.comfyui has no healthcheck" in report
+
+
+def test_named_context_missing_from_compose_build(ctx: Path) -> None:
+    document = compose_of(ctx)
+    del document["services"]["comfyui"]["build"]["additional_contexts"]
+    write_compose(ctx, document)
+    report = messages(check_compose(context_of(ctx)))
+    assert "services.comfyui.build lacks additional_contexts.zr4" in report
+
+
+# ---- check 7 ------------------------------------------------------------------------------------
+
+
+def test_rendered_context_holds_no_credentials(ctx: Path) -> None:
+    result = check_secrets(context_of(ctx))
+    assert result.status == "pass", messages(result)
+
+
+def test_env_hf_token_in_the_dockerfile_fails(ctx: Path) -> None:
+    dockerfile = ctx / "Dockerfile"
+    text = dockerfile.read_text().replace(
+        "ENV DEBIAN_FRONTEND=noninteractive\nRUN",
+        f"ENV DEBIAN_FRONTEND=noninteractive\nENV HF_TOKEN={FAKE_HF_TOKEN}\nARG R2_SECRET_ACCESS_KEY\nRUN",
+        1,
+    )
+    dockerfile.write_text(text)
+    line = text.splitlines().index(f"ENV HF_TOKEN={FAKE_HF_TOKEN}") + 1
+    result = check_secrets(context_of(ctx))
+    report = messages(result)
+    assert f"Dockerfile:{line}: ENV HF_TOKEN with a value puts a credential into the image" in report
+    assert f"Dockerfile:{line + 1}: ARG R2_SECRET_ACCESS_KEY puts a credential into the image" in report
+    assert f"Dockerfile:{line}: this line holds what looks like a Hugging Face token" in report
+    assert FAKE_HF_TOKEN[3:] not in report  # never echo the secret
+
+
+def test_credential_values_in_compose_and_runpod_template_fail(ctx: Path) -> None:
+    document = compose_of(ctx)
+    document["services"]["comfyui"]["environment"]["R2_SECRET_ACCESS_KEY"] = "literal-secret"
+    document["services"]["comfyui"]["environment"]["HF_TOKEN"] = "${HF_TOKEN:-hf_default}"
+    write_compose(ctx, document)
+    template = json.loads((ctx / "runpod-template.json").read_text())
+    for entry in template["env"]:
+        if entry["key"] == "HF_TOKEN":
+            entry["value"] = "hf_pasted_here"
+    (ctx / "runpod-template.json").write_text(json.dumps(template))
+    report = messages(check_secrets(context_of(ctx)))
+    assert "services.comfyui.environment.R2_SECRET_ACCESS_KEY is given a value in the compose file" in report
+    assert "services.comfyui.environment.HF_TOKEN is given a value" in report
+    assert (
+        "runpod-template.json: env HF_TOKEN has a literal value; use {{ RUNPOD_SECRET_HF_TOKEN }}" in report
+    )
