@@ -272,17 +272,28 @@ def _vendored_text(vendored: VendoredRequirements) -> str:
 
 
 def runtime_lock_input(pyproject_text: str) -> LockInput:
-    """The input of zr4's own runtime venv: ``[project].dependencies`` of zr4's pyproject.toml."""
-    dependencies = tomllib.loads(pyproject_text).get("project", {}).get("dependencies", [])
+    """The input of zr4's own runtime venv: ``[project].dependencies`` of zr4's pyproject.toml, plus its
+    ``[build-system].requires`` (the image installs zr4 itself into that venv with --no-build-isolation)."""
+    pyproject = tomllib.loads(pyproject_text)
+    dependencies = pyproject.get("project", {}).get("dependencies", [])
     if not dependencies:
         raise LockError("pyproject.toml lists no [project].dependencies")
+    build_requires = pyproject.get("build-system", {}).get("requires", [])
     text = "# zr4's [project].dependencies (pyproject.toml), for its own venv in the image (/opt/zr4).\n"
     text += "".join(f"{dependency}\n" for dependency in dependencies)
+    text += "# [build-system].requires: the image builds zr4 into that venv with --no-build-isolation.\n"
+    text += "".join(f"{requirement}\n" for requirement in build_requires)
     return LockInput(
         lock_name=RUNTIME_LOCK,
         python=RUNTIME_PYTHON,
         exclude_newer=RUNTIME_EXCLUDE_NEWER,
-        requirements=(InputFile("zr4-dependencies.in", text, "zr4 pyproject.toml [project].dependencies"),),
+        requirements=(
+            InputFile(
+                "zr4-dependencies.in",
+                text,
+                "zr4 pyproject.toml [project].dependencies and [build-system].requires",
+            ),
+        ),
     )
 
 
