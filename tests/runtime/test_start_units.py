@@ -124,7 +124,8 @@ def test_workflow_names_the_resolved_files(tmp_path: Path) -> None:
             targets.append(target_for(entry, path="Wan21_I2V_SteadyDancer_fp16-Q5_K_M_fix_5d_tensor.gguf"))
         else:
             targets.append(target_for(entry))
-    spec = workflow_spec_for_boot(profile, targets, "gguf", block_swap=20)
+    data = profile.model_dump(mode="json")
+    spec = workflow_spec_for_boot(data, targets, "gguf", block_swap=20)
     assert spec.diffusion_model_file == "Wan21_I2V_SteadyDancer_fp16-Q5_K_M_fix_5d_tensor.gguf"
     assert spec.yolo_file == "yolov10m.onnx"  # the ONNX detector, not the mmpose backend's YOLOX
     assert spec.block_swap == 20 and spec.lora_file is not None
@@ -132,7 +133,7 @@ def test_workflow_names_the_resolved_files(tmp_path: Path) -> None:
     assert path == tmp_path / "user" / "default" / "workflows" / "steadydancer-gguf.json"
     assert any(node["class_type"] == "WanVideoBlockSwap" for node in json.loads(path.read_text()).values())
     with pytest.raises(MissingModelFile, match="no vae file"):
-        workflow_spec_for_boot(profile, [t for t in targets if t.role != "vae"], "gguf", block_swap=20)
+        workflow_spec_for_boot(data, [t for t in targets if t.role != "vae"], "gguf", block_swap=20)
 
 
 # --- the supervisor -----------------------------------------------------------------------------

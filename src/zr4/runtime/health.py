@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -40,6 +38,9 @@ def comfyui_port(environ: Mapping[str, str]) -> int:
 
 
 def check_comfyui(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> HealthCheck:
+    import urllib.error  # here, not at the top: `zr4 start` imports this module for comfyui_port
+    import urllib.request
+
     url = f"http://{host}:{port}/system_stats"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:

@@ -16,6 +16,7 @@ manager's journal answers with ``stat`` calls), which keeps them well under a se
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from zr4.errors import Zr4Error
 from zr4.runtime.env import EnvError, env_bool, env_str
@@ -134,6 +136,7 @@ def _step(report: StartReport, number: int, title: str, log: Log) -> Iterator[No
 
 
 def load_profile_json(path: Path):  # type: ignore[no-untyped-def]  # -> Profile (pydantic import kept local)
+    """The baked profile as a validated ``Profile`` (for `zr4 doctor`; the start reads plain JSON)."""
     from zr4.profile.models import Profile
 
     try:
@@ -144,16 +147,33 @@ def load_profile_json(path: Path):  # type: ignore[no-untyped-def]  # -> Profile
         raise StartError(f"the baked profile {path} is not a valid profile: {error}") from None
 
 
+def read_profile_data(path: Path) -> dict[str, Any]:
+    """The baked resolved profile as JSON data. It was validated when the image was built; reading
+    it without Pydantic keeps a warm start fast (Pydantic's import alone is ~0.1-0.2 s)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as error:
+        raise StartError(f"cannot read the baked profile {path} (ZR4_PROFILE): {error.strerror}") from None
+    except ValueError as error:
+        raise StartError(f"the baked profile {path} is not JSON: {error}") from None
+    try:
+        data["name"], data["comfyui"]["version"], data["workload"]["width"], data["features"]["attention"]
+    except (TypeError, KeyError) as error:
+        raise StartError(
+            f"the baked profile {path} lacks {error}: rebuild the image with `zr4 build`"
+        ) from None
+    return dict(data)
+
+
 # --- step 1 ------------------------------------------------------------------------------------
 
 
-def plan_boot(env: Mapping[str, str], profile: object) -> BootPlan:
+def plan_boot(env: Mapping[str, str], profile: Mapping[str, Any]) -> BootPlan:
     """Detect the GPUs and plan VRAM with the `zr4 tune` logic; the plan already merges COMFYUI_ARGS."""
     from zr4.runtime.gpu import detect
     from zr4.runtime.tune import tune
 
-    profile_dict = profile.model_dump(mode="json")  # type: ignore[attr-defined]
-    result = tune(profile_dict, env, detect(env))
+    result = tune(profile, env, detect(env))
     plan = result.plan
     gpu = result.detection.primary
     level = f" {plan.gguf_level}" if plan.gguf_level else ""
@@ -228,7 +248,7 @@ def local_targets(settings, manifest):  # type: ignore[no-untyped-def]
 
 
 def files_step(
-    config: StartConfig, profile: object, models: ModelsOutcome, block_swap: int, log: Log
+    config: StartConfig, profile: Mapping[str, Any], models: ModelsOutcome, block_swap: int, log: Log
 ) -> None:
     from zr4.runtime.extra_paths import sync_extra_model_paths
     from zr4.runtime.models import load_manifest, model_folders
@@ -309,7 +329,7 @@ def run_start(
     environ: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     log: Log = _say,
-    planner: Callable[[Mapping[str, str], object], BootPlan] = plan_boot,
+    planner: Callable[[Mapping[str, str], Mapping[str, Any]], BootPlan] = plan_boot,
 ) -> int:
     """The whole start sequence; returns ComfyUI's exit code (128+N when a signal N ended it)."""
     from zr4.runtime.comfy_launch import ForwardingSignals, comfyui_command, exit_code_of, launch
@@ -317,8 +337,9 @@ def run_start(
     env = dict(os.environ if environ is None else environ)
     report = StartReport()
     config = StartConfig.from_env(env)
-    profile = load_profile_json(config.profile_path)
-    log(f"profile {profile.name}, ComfyUI {profile.comfyui.version} in {config.comfyui_dir}")
+    profile = read_profile_data(config.profile_path)
+    comfyui_version = str(profile["comfyui"]["version"])
+    log(f"profile {profile['name']}, ComfyUI {comfyui_version} in {config.comfyui_dir}")
 
     with _step(report, 1, "detect GPU + plan VRAM", log):
         plan = planner(env, profile)
@@ -342,7 +363,7 @@ def run_start(
         output_dir=config.output_dir,
         planned_flags=plan.flags,
         user_args=list(extra_args),
-        comfyui_version=profile.comfyui.version,
+        comfyui_version=comfyui_version,
         port=config.port,
     )
     for rejected in launch_plan.rejected:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from zr4.profile.models import Profile
 from zr4.runtime.models.selection import FileTarget
 from zr4.workflow.build import WorkflowSpec, build_steadydancer_workflow, workflow_json
 
@@ -42,10 +42,15 @@ def _by_role(targets: Iterable[FileTarget]) -> dict[str, FileTarget]:
 
 
 def workflow_spec_for_boot(
-    profile: Profile, targets: Iterable[FileTarget], variant: str, block_swap: int
+    profile: Mapping[str, Any], targets: Iterable[FileTarget], variant: str, block_swap: int
 ) -> WorkflowSpec:
-    """The workflow settings for the files this boot resolved (pure)."""
+    """The workflow settings for the files this boot resolved (pure).
+
+    ``profile`` is the resolved profile as JSON data (``Profile.model_dump(mode="json")``, i.e.
+    the baked ``profile.json``): the start sequence reads it without importing Pydantic.
+    """
     files = _by_role(targets)
+    workload = profile["workload"]
 
     def name(role: str) -> str:
         if role not in files:
@@ -61,12 +66,12 @@ def workflow_spec_for_boot(
         lora_file=files["lora"].filename if "lora" in files else None,
         yolo_file=name(_YOLO_ID),
         vitpose_file=name(_VITPOSE_MODEL_ID),
-        width=profile.workload.width,
-        height=profile.workload.height,
-        frames=profile.workload.frames,
-        steps=profile.workload.steps,
+        width=int(workload["width"]),
+        height=int(workload["height"]),
+        frames=int(workload["frames"]),
+        steps=int(workload["steps"]),
         block_swap=block_swap,
-        attention=profile.features.attention,
+        attention=str(profile["features"]["attention"]),
     )
 
 
