@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def _compile(
     requirements: list[str],
     python: str,
     platform: str,
-    index_url: str | None,
+    index_args: Sequence[str],
     timeout_s: float,
     workdir: Path,
 ) -> tuple[dict[str, Any] | None, str]:
@@ -111,9 +112,11 @@ def _compile(
         "--python-platform", platform, "--python-version", python,
         "--format", "pylock.toml", "-o", str(output),
     ]  # fmt: skip
-    if index_url:
-        command += ["--index-url", index_url]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    command += list(index_args)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return None, f"uv pip compile did not finish in {timeout_s:.0f} s"
     if result.returncode == 0 and output.is_file():
         return tomllib.loads(output.read_text(encoding="utf-8")), ""
     return None, (result.stderr or result.stdout).strip()
@@ -124,7 +127,7 @@ def resolve_requirements(
     entries: list[tuple[str, str, set[str]]],
     python: str,
     platform: str,
-    index_url: str | None = None,
+    index_args: Sequence[str] = (),
     timeout_s: float = 240.0,
 ) -> Resolution:
     """Resolve ``entries``; a requirement uv cannot satisfy is reported and dropped, then uv reruns."""
@@ -135,7 +138,7 @@ def resolve_requirements(
             if not remaining:
                 return resolution
             document, error = _compile(
-                [r for _, r, _ in remaining], python, platform, index_url, timeout_s, Path(folder)
+                [r for _, r, _ in remaining], python, platform, index_args, timeout_s, Path(folder)
             )
             if document is not None:
                 _classify(resolution, remaining, document)
@@ -186,9 +189,9 @@ def _classify(
 
 
 def check_resolve(
-    context: BuildContext, timeout_s: float = 240.0, index_url: str | None = None
+    context: BuildContext, timeout_s: float = 240.0, index_args: Sequence[str] = ()
 ) -> CheckResult:
-    """Check 12."""
+    """Check 12. ``index_args`` go to uv as they are (default: uv's own index, PyPI, or $UV_INDEX_URL)."""
     if shutil.which("uv") is None:
         return skipped("resolve", TITLE, "uv is not installed (pip install uv)")
     profile, problem = context.profile
@@ -210,7 +213,7 @@ def check_resolve(
         inputs.append((f"{context.dockerfile_name} pins", extra))
     built = _built_in_builder(context)
     for source, entries in inputs:
-        resolution = resolve_requirements(source, entries, python, platform, index_url, timeout_s)
+        resolution = resolve_requirements(source, entries, python, platform, index_args, timeout_s)
         if resolution.error:
             findings.append(Finding(f"uv could not resolve it: {resolution.error}", source))
             continue
