@@ -90,6 +90,12 @@ def test_merge_prefers_the_users_choice_within_a_group() -> None:
     assert not user.rejected
 
 
+def test_asking_for_the_planned_flag_again_is_not_an_override() -> None:
+    final, _, dropped = merge_args(["--lowvram", "--disable-smart-memory"], "--lowvram", FLAGS)
+    assert final == ("--disable-smart-memory", "--lowvram")
+    assert dropped == ()
+
+
 def test_planner_flags_are_checked_against_the_emittable_set() -> None:
     check_emitted(["--lowvram", "--disable-smart-memory"], FLAGS)
     with pytest.raises(FlagDataError, match="may not choose"):

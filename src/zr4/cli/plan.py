@@ -90,7 +90,11 @@ def plan_command(
             typer.echo(f"warning: {warning}")
         typer.echo(format_plan(result), nl=False)
     if not result.fits:
-        raise PlanDoesNotFit(result.error or "the plan does not fit")
+        raise PlanDoesNotFit(
+            (result.error or "the plan does not fit")
+            if as_json
+            else "the plan does not fit this card; the alternatives are listed above"
+        )
 
 
 def tune_command(

@@ -292,7 +292,8 @@ def merge_args(
     for name, tokens in planned_split.by_flag.items():
         spec = flags.flags[name]
         if name in user_split.by_flag or (spec.group is not None and spec.group in user_groups):
-            dropped.append(name)
+            if user_split.by_flag.get(name) != tokens:  # the same flag asked twice is no override
+                dropped.append(name)
             continue
         final.extend(tokens)
     final.extend(user_split.accepted)

@@ -853,7 +853,8 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
     swap_why = (
         "no swap needed"
         if layout.swap == 0
-        else f"fewest blocks that let sampling fit ({planner.block_bytes / 1e6:.0f} MB each)"
+        else f"fewest blocks that let sampling fit; {layout.swap} × {planner.block_bytes / 1e6:.0f} MB = "
+        f"{layout.swap * planner.block_bytes / 1e9:.1f} GB streamed from host RAM per model call"
     )
     if request.block_swap is not None:
         swap_why = "forced by the profile (memory.block_swap)"
@@ -1065,7 +1066,7 @@ def format_plan(result: TuningPlan) -> str:
     lines.append("")
     lines.append("decisions:")
     for decision in result.decisions:
-        lines.append(f"  {decision.name:<30} {decision.value:<22} {decision.why}")
+        lines.append(f"  {decision.name:<30} {decision.value:<24} {decision.why}")
     lines.append("")
     lines.append(f"ComfyUI arguments: {' '.join(result.comfyui_args) or '(none)'}")
     for warning in result.warnings:

@@ -224,6 +224,8 @@ def tune(
     warnings += env_warnings
     host_ram = detection.host_ram.total_mib if detection.host_ram is not None else None
     request = replace(request, gpu=gpu_facts(detection), host_ram_mib=host_ram)
+    if detection.gpu_count > 1:
+        warnings.append(f"{detection.gpu_count} GPUs: ComfyUI runs on one; planned for GPU 0 only")
     try:
         result = plan(request)
     except ValueError as error:  # e.g. an unknown memory mode or GGUF level in the profile
