@@ -271,3 +271,14 @@ def test_no_comfyui_interpreter_stops_at_step_5(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().endswith(f"cannot run {tmp_path / 'no-python'}: No such file or directory")
     assert "error: zr4 start stopped at step 5 (ComfyUI)" in result.stderr
+
+
+def test_the_container_runtime_imports_neither_jinja2_nor_typer() -> None:
+    code = (
+        "import sys\n"
+        "import zr4.runtime.start, zr4.runtime.health, zr4.runtime.doctor, zr4.runtime.supervise\n"
+        "import zr4.runtime.comfy_launch, zr4.runtime.extra_paths, zr4.runtime.workflow_install\n"
+        "bad = sorted(m for m in ('jinja2', 'typer', 'click') if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

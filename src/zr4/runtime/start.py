@@ -204,6 +204,7 @@ class ModelsOutcome:
 
 def ensure_step(env: Mapping[str, str], config: StartConfig, log: Log) -> ModelsOutcome:
     from zr4.runtime.models import Progress, ensure_models, load_manifest, settings_from_env
+    from zr4.runtime.models.preflight import human_bytes
 
     settings = settings_from_env(env, models_dir=config.models_dir)
     manifest = load_manifest(config.manifest_path)
@@ -216,7 +217,7 @@ def ensure_step(env: Mapping[str, str], config: StartConfig, log: Log) -> Models
     plan = result.plan
     lines = [f"{len(plan.files)} files verified in {plan.models_root} ({plan.variant})"]
     if result.fetched:
-        lines.append(f"fetched {len(result.fetched)} file(s), {result.fetched_bytes / 1e9:.2f} GB")
+        lines.append(f"fetched {len(result.fetched)} file(s), {human_bytes(result.fetched_bytes)}")
     lines += [f"WARNING: {warning}" for warning in result.warnings]
     return ModelsOutcome(plan.variant, [planned.target for planned in plan.files], lines)
 
