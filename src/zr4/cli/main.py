@@ -11,6 +11,7 @@ import sys
 import typer
 
 from zr4 import __version__
+from zr4.cli import lock as lock_cli
 from zr4.cli import models as models_cli
 from zr4.cli import plan as plan_cli
 from zr4.cli import profiles as profiles_cli
@@ -32,6 +33,7 @@ plan_cli.register(app)
 profiles_cli.register(app)
 app.command("render")(render_cli.render)
 app.command("schema")(schema_cli.schema)
+app.command("lock")(lock_cli.lock)
 
 
 @app.command()
