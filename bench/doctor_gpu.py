@@ -24,7 +24,9 @@ def main(names: list[str]) -> int:
         profile = load_profile(name)
         print(f"## zr4 doctor --gpu, profile {name} (TORCH_CUDA_ARCH_LIST {profile.gpu.cuda_arch_list})")
         started = time.perf_counter()
-        rows = run_doctor(profile, python=sys.executable, comfyui_dir=Path("/nonexistent"), build_time=False, gpu=True)
+        rows = run_doctor(
+            profile, python=sys.executable, comfyui_dir=Path("/nonexistent"), build_time=False, gpu=True
+        )
         for line in format_table(rows):
             print(line)
         print(f"({time.perf_counter() - started:.1f} s)\n")
