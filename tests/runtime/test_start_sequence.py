@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from support.hub_server import FakeHub, deterministic_bytes
 from support.s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, RcloneS3, free_port, s3_client
-
 from zr4.paths import data_dir
 from zr4.profile import load_profile
 
