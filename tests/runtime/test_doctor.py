@@ -276,3 +276,17 @@ def test_gpu_rows_from_probe_facts() -> None:
     assert flash.status == ("FAIL" if profile.features.flash_attn else "skip")
     assert rows["mmcv.ops.nms on the GPU"].found == "not installed"
     assert gpu_rows(profile, {"gpu": {"available": False}})[0].status == "FAIL"
+
+
+def test_the_quick_test_writes_nothing_into_the_image_and_uses_only_known_flags(tmp_path: Path) -> None:
+    from zr4.runtime.comfy_flags import flag_set, split_args
+    from zr4.runtime.doctor import quick_test_argv
+
+    argv = quick_test_argv(tmp_path)
+    assert argv[0] == "main.py"
+    for flag in ("--output-directory", "--temp-directory", "--user-directory"):
+        assert argv[argv.index(flag) + 1].startswith(str(tmp_path))
+    assert argv[argv.index("--database-url") + 1] == "sqlite:///:memory:"
+    # Known to ComfyUI v0.7.0 (the --quick-test-for-ci refusal is for users' COMFYUI_ARGS only).
+    split = split_args(argv[1:], flag_set("v0.7.0"))
+    assert [r.tokens[0] for r in split.rejected] == ["--quick-test-for-ci"]

@@ -54,6 +54,10 @@ def build_parser(exclude: frozenset[str] = frozenset()) -> argparse.ArgumentPars
     add(parser, "--listen", type=str, default="127.0.0.1", nargs="?", const="0.0.0.0,::")
     add(parser, "--port", type=int, default=8188)
     add(parser, "--output-directory", type=str, default=None)
+    # Also taken by ComfyUI v0.7.0 (data/comfyui_flags.yaml, source "both"); `zr4 doctor` passes them.
+    add(parser, "--temp-directory", type=str, default=None)
+    add(parser, "--user-directory", type=str, default=None)
+    add(parser, "--database-url", type=str, default=None)
     add(parser, "--extra-model-paths-config", type=str, default=None, nargs="+", action="append")
     add(parser, "--disable-auto-launch", action="store_true")
     add(parser, "--preview-method", type=str, default="none", choices=["none", "auto", "latent2rgb", "taesd"])

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,23 +157,47 @@ def run_probe(python: str, request: Mapping[str, Any], timeout_s: float = 600.0)
     return facts
 
 
+def quick_test_argv(scratch: Path) -> list[str]:
+    """ComfyUI's own CI start: load everything on the CPU, then exit.
+
+    Everything ComfyUI would write goes to ``scratch`` or memory, not into the image: the doctor
+    runs as root during the build, and root-owned ``user/`` files (its SQLite database, settings)
+    would be read-only for the image's user later. All four flags are in ComfyUI's
+    ``comfy/cli_args.py`` before and after v0.7.0 (data/comfyui_flags.yaml, source "both"/"design").
+    """
+    return [
+        "main.py",
+        "--cpu",
+        "--quick-test-for-ci",
+        "--output-directory",
+        str(scratch / "output"),
+        "--temp-directory",
+        str(scratch / "temp"),
+        "--user-directory",
+        str(scratch / "user"),
+        "--database-url",
+        "sqlite:///:memory:",
+    ]
+
+
 def comfyui_quick_test(
     python: str, comfyui_dir: Path, timeout_s: float = COMFYUI_TEST_TIMEOUT_S
 ) -> tuple[int, str]:
     """Start ComfyUI once on the CPU with --quick-test-for-ci; (exit code, combined output)."""
-    try:
-        result = subprocess.run(
-            [python, "main.py", "--cpu", "--quick-test-for-ci"],
-            cwd=str(comfyui_dir),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except FileNotFoundError:
-        return 127, f"{python} or {comfyui_dir}/main.py not found"
-    except subprocess.TimeoutExpired:
-        return 124, f"ComfyUI did not finish --quick-test-for-ci in {timeout_s:.0f} s"
+    with tempfile.TemporaryDirectory(prefix="zr4-doctor-") as scratch:
+        try:
+            result = subprocess.run(
+                [python, *quick_test_argv(Path(scratch))],
+                cwd=str(comfyui_dir),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        except FileNotFoundError:
+            return 127, f"{python} or {comfyui_dir}/main.py not found"
+        except subprocess.TimeoutExpired:
+            return 124, f"ComfyUI did not finish --quick-test-for-ci in {timeout_s:.0f} s"
     return result.returncode, result.stdout + result.stderr
 
 
