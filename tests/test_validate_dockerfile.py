@@ -140,6 +140,43 @@ def test_the_seeds_stage_mistakes_are_caught(tmp_path: Path) -> None:
     )
 
 
+def test_the_seeds_flash_attn_build_lacks_its_arch_list(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(SEED_STAGES)
+    report = messages(check_stages(BuildContext(tmp_path)))
+    # ERRATA 11/14: pip builds flash-attn from the PyPI sdist inside `docker build`, where no GPU is visible.
+    assert (
+        "Dockerfile:12: stage 'flash-attn' compiles flash_attn==2.7.4.post1 without FLASH_ATTN_CUDA_ARCHS"
+    ) in report
+
+
+def test_extension_built_on_a_runtime_image_or_without_arches(ctx: Path) -> None:
+    dockerfile = ctx / "Dockerfile"
+    edit(dockerfile, 'TORCH_CUDA_ARCH_LIST="8.9" \\\n    ', "")
+    edit(
+        dockerfile,
+        "RUN ln -s /opt/zr4/bin/zr4 /usr/local/bin/zr4",
+        "RUN pip install --no-build-isolation sageattention==1.0.6",
+    )
+    report = messages(check_stages(context_of(ctx)))
+    assert "stage 'mmcv-wheel' compiles mmcv==2.1.0 without TORCH_CUDA_ARCH_LIST" in report
+    assert (
+        "stage 'runtime' compiles sageattention==1.0.6 but is based on nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04, "
+        "which has no nvcc"
+    ) in report
+
+
+def test_docker_build_commands_in_the_context_use_real_flags_and_targets(ctx: Path) -> None:
+    (ctx / "build.sh").write_text(
+        "#!/usr/bin/env bash\n"
+        "docker build -e HF_TOKEN=x -t test-pytorch --target=0 .\n"
+        "docker buildx build --target runtime -t ok .\n"
+    )
+    report = messages(check_stages(context_of(ctx)))
+    assert "build.sh:2: `docker build` has no -e flag; pass build-time values with --build-arg" in report
+    assert "build.sh:2: `docker build --target 0` names no stage of the Dockerfile" in report
+    assert "build.sh:3" not in report
+
+
 def test_final_stage_on_a_devel_image_fails(ctx: Path) -> None:
     dockerfile = ctx / "Dockerfile"
     edit(

@@ -90,6 +90,7 @@ def ctx(tmp_path: Path, index: Path) -> Path:
         "RUN pip wheel --no-deps --wheel-dir /wheels demo-built==3.0\n"
         "FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 AS runtime\n"
         "RUN pip install --no-deps https://example.org/demo_gpu-1.0-cp310-cp310-linux_x86_64.whl\n"
+        "RUN pip install --no-deps demo-sdist==1.0\n"
     )
     return out
 
@@ -120,7 +121,15 @@ def test_wheels_sdists_missing_and_hashes_are_told_apart(ctx: Path, index: Path)
     )
     assert "demo-wheel==1.0" not in report
     # A source-only package that a stage compiles into a wheel is fine (mmcv's case).
-    assert "demo-built==3.0: source only, compiled in stage builder" in notes
+    assert (
+        "demo-built==3.0: source only, compiled in stage builder (nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04)"
+        in notes
+    )
+    # ... but not in a stage FROM the runtime image, which has no compilers (ERRATA 11).
+    assert (
+        "Dockerfile:5: demo-sdist==1.0 has no wheel for x86_64-manylinux_2_35/cp311, so it compiles in stage runtime, "
+        "whose base nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 has no compiler toolchain"
+    ) in report
     # A wheel installed straight from a URL must match the image's Python.
     assert (
         "Dockerfile:4: demo_gpu-1.0-cp310-cp310-linux_x86_64.whl is built for cp310-cp310-linux_x86_64"

@@ -135,6 +135,31 @@ def test_broken_workflow_fails_with_node_and_input(ctx: Path) -> None:
     assert "node 999 (SteadyDancerLoader): unknown node type 'SteadyDancerLoader'" in report
 
 
+def test_unrelated_node_pack_is_reported(ctx: Path) -> None:
+    dockerfile = ctx / "Dockerfile"
+    text = dockerfile.read_text()
+    marker = "# ---- the files of this build context"
+    seed = (  # the seed PRD's comfyui-nodes stage (ERRATA 6)
+        "WORKDIR /opt/ComfyUI/custom_nodes\n"
+        "RUN git clone --depth 1 https://github.com/Enemyx-net/VibeVoice-ComfyUI.git && \\\n"
+        "    cd VibeVoice-ComfyUI && pip install -r requirements.txt --no-cache-dir\n\n"
+    )
+    dockerfile.write_text(text.replace(marker, seed + marker, 1))
+    line = (
+        dockerfile.read_text()
+        .splitlines()
+        .index("RUN git clone --depth 1 https://github.com/Enemyx-net/VibeVoice-ComfyUI.git && \\")
+        + 1
+    )
+    report = messages(check_workflows(context_of(ctx)))
+    assert (
+        f"Dockerfile:{line}: custom node pack VibeVoice-ComfyUI is installed but no workflow uses any of its nodes "
+        "and it is not in the pinned node set (object_info)"
+    ) in report
+    # ComfyUI-GGUF is unused by the SteadyDancer workflow but the profile marks it optional.
+    assert "ComfyUI-GGUF" not in report
+
+
 def test_no_workflow_at_all(ctx: Path) -> None:
     shutil.rmtree(ctx / "workflows")
     assert "no workflows/*.json in the context" in messages(check_workflows(context_of(ctx)))

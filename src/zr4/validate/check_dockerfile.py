@@ -21,7 +21,7 @@ from zr4.validate.dockerfile_model import (
     parse_image,
 )
 from zr4.validate.model import CheckResult, Finding, outcome
-from zr4.validate.shell import INSTALL_COMMAND, commands_of
+from zr4.validate.shell import INSTALL_COMMAND, commands_of, split_commands
 
 KNOWN_INSTRUCTIONS = {
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
@@ -39,7 +39,10 @@ _CUDA_PATCH_TAG = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-|$)")
 _CUDA_MINOR_TAG = re.compile(r"^([0-9]+\.[0-9]+)(-.*)?$")
 
 PARSE_TITLE = "Dockerfile parses (BuildKit parser)"
-STAGES_TITLE = "Stage graph and base images"
+STAGES_TITLE = "Stage graph, base images, extension builds"
+# A torch CUDA extension built during `docker build` sees no GPU, so the arches must be given
+# (ERRATA 14): TORCH_CUDA_ARCH_LIST for torch's cpp_extension (mmcv), FLASH_ATTN_CUDA_ARCHS for flash-attn.
+_FLASH_ATTN = re.compile(r"^flash[-_]attn\b", re.I)
 
 
 def _instruction_problems(instruction: Instruction) -> list[str]:
@@ -178,7 +181,7 @@ def _descendants(model: DockerfileModel, stage: Stage) -> list[Stage]:
     return found
 
 
-def _root_image(model: DockerfileModel, stage: Stage) -> str:
+def root_image(model: DockerfileModel, stage: Stage) -> str:
     current = stage
     while (parent := _parent(model, current)) is not None:
         current = parent
@@ -303,8 +306,10 @@ def check_stages(context: BuildContext) -> CheckResult:
                     continue
                 if instruction.cmd == "COPY":
                     findings.extend(_stale_copy(model, envs, stage, instruction, source, name))
+    findings.extend(_extension_build_findings(model, envs, name))
+    findings.extend(_docker_command_findings(context, model))
     final = model.stages[-1]
-    root = _root_image(model, final)
+    root = root_image(model, final)
     image = parse_image(root)
     if root.lower() == "scratch" or not image.is_nvidia_cuda or "runtime" not in (image.tag or ""):
         kind = "a devel image with compilers" if "devel" in (image.tag or "") else "not a CUDA runtime image"
@@ -376,3 +381,96 @@ def _stale_copy(
 def stage_summary(model: DockerfileModel) -> str:
     """One line: the stages and their bases (for notes)."""
     return json.dumps({stage.label: stage.base for stage in model.stages})
+
+
+def _extension_build_findings(model: DockerfileModel, envs: list[dict[str, str]], file: str) -> list[Finding]:
+    """Stages that compile a CUDA extension (an install/wheel of a named package with
+    `--no-build-isolation`, or FORCE_CUDA set) need a devel base and the arch list (ERRATA 14)."""
+    findings: list[Finding] = []
+    for stage in model.stages:
+        env = dict(envs[stage.index])
+        for instruction in stage.instructions:
+            if instruction.cmd == "ENV":
+                env.update(zip(instruction.args[::2], instruction.args[1::2], strict=False))
+            if instruction.cmd != "RUN":
+                continue
+            for command in split_commands(instruction.shell_text):
+                if not INSTALL_COMMAND.search(command.text):
+                    continue
+                words = command.words
+                named = [w for w in words if re.match(r"^[A-Za-z][A-Za-z0-9._-]*(\[.*\])?(==|>=|<=|~=|$)", w)]
+                named = [
+                    w
+                    for w in named
+                    if w not in {"pip", "pip3", "python", "python3", "uv", "install", "wheel"}
+                    and not w.endswith((".txt", ".lock", ".in", ".whl"))
+                ]
+                builds = "--no-build-isolation" in words and bool(named)
+                if not builds and env.get("FORCE_CUDA", "").strip('"') != "1":
+                    continue
+                root = parse_image(root_image(model, stage))
+                if "devel" not in (root.tag or ""):
+                    findings.append(
+                        Finding(
+                            f"stage {stage.label!r} compiles {', '.join(named) or 'a CUDA extension'} but is based on "
+                            f"{root_image(model, stage)}, which has no nvcc; build it in a stage FROM a CUDA devel image",
+                            file,
+                            instruction.line,
+                        )
+                    )
+                for package in named or ["(extension)"]:
+                    variable = (
+                        "FLASH_ATTN_CUDA_ARCHS" if _FLASH_ATTN.match(package) else "TORCH_CUDA_ARCH_LIST"
+                    )
+                    if not env.get(variable, "").strip('"'):
+                        findings.append(
+                            Finding(
+                                f"stage {stage.label!r} compiles {package} without {variable}: a build sees no GPU, "
+                                f'so set ENV {variable}="8.9" (the profile\'s compute capability) before this RUN',
+                                file,
+                                instruction.line,
+                            )
+                        )
+    return findings
+
+
+_DOCKER_BUILD = re.compile(r"\bdocker\s+(?:buildx\s+)?build\b[^\n]*")
+
+
+def _docker_command_findings(context: BuildContext, model: DockerfileModel) -> list[Finding]:
+    """`docker build` lines in the context (scripts, comments, docs): real flags, real targets (ERRATA 3)."""
+    stage_names = {stage.name for stage in model.stages if stage.name}
+    findings: list[Finding] = []
+    for relative in [
+        context.dockerfile_name,
+        *context.shell_scripts,
+        *(f for f in context.files if f.endswith(".md")),
+    ]:
+        for number, line in enumerate((context.read(relative) or "").splitlines(), start=1):
+            match = _DOCKER_BUILD.search(line)
+            if not match:
+                continue
+            words = match.group(0).split()
+            for index, word in enumerate(words):
+                flag, _, value = word.partition("=")
+                if flag in ("-e", "--env"):
+                    findings.append(
+                        Finding(
+                            f"`docker build` has no {flag} flag; pass build-time values with --build-arg NAME=value "
+                            f"and run-time values with `docker run -e`",
+                            relative,
+                            number,
+                        )
+                    )
+                elif flag == "--target":
+                    target = value or (words[index + 1] if index + 1 < len(words) else "")
+                    if target and target not in stage_names and not target.startswith("$"):
+                        findings.append(
+                            Finding(
+                                f"`docker build --target {target}` names no stage of the Dockerfile; targets are stage "
+                                f"names: {', '.join(sorted(stage_names))}",
+                                relative,
+                                number,
+                            )
+                        )
+    return findings

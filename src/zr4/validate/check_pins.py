@@ -188,7 +188,7 @@ _GIT_VALUE_OPTIONS = {
 }  # fmt: skip
 
 
-def _positionals(args: list[str]) -> list[str]:
+def git_positionals(args: list[str]) -> list[str]:
     found: list[str] = []
     skip = False
     for arg in args:
@@ -215,7 +215,7 @@ def _git_problems(commands: list[SimpleCommand]) -> list[str]:
             args = args[2:]
         if not args:
             continue
-        verb, rest = args[0], _positionals(args[1:])
+        verb, rest = args[0], git_positionals(args[1:])
         if verb == "clone" and rest:
             clones.append(rest[0])
         elif verb == "fetch" and rest:

@@ -211,7 +211,7 @@ def check_resolve(
     ]
     if extra:
         inputs.append((f"{context.dockerfile_name} pins", extra))
-    built = _built_in_builder(context)
+    pin_stages = _pin_stages(context)
     for source, entries in inputs:
         resolution = resolve_requirements(source, entries, python, platform, index_args, timeout_s)
         if resolution.error:
@@ -238,9 +238,7 @@ def check_resolve(
             )
         for requirement in resolution.sdists:
             name = _normalise(re.split(r"[=\[]", requirement)[0])
-            if name in built:
-                notes.append(f"{requirement}: source only, compiled in stage {built[name]}")
-            elif source in LOCKS:
+            if source in LOCKS:
                 findings.append(
                     Finding(
                         f"{requirement} has no wheel for {platform}/cp{python.replace('.', '')}: the lock install "
@@ -249,8 +247,20 @@ def check_resolve(
                         source,
                     )
                 )
+                continue
+            stage, root, line = pin_stages.get(name, ("?", "", 0))
+            if "devel" in (parse_image(root).tag or ""):
+                notes.append(f"{requirement}: source only, compiled in stage {stage} ({root})")
             else:
-                notes.append(f"{requirement}: source only, compiled during the build")
+                findings.append(
+                    Finding(
+                        f"{requirement} has no wheel for {platform}/cp{python.replace('.', '')}, so it compiles in "
+                        f"stage {stage}, whose base {root or '(unknown)'} has no compiler toolchain; build its wheel in "
+                        f"a devel stage and copy the wheel",
+                        context.dockerfile_name,
+                        line or None,
+                    )
+                )
     for line, url in url_wheels(context):
         problem = wheel_tag_problem(url, python)
         if problem:
@@ -299,18 +309,23 @@ def wheel_tag_problem(url: str, python: str) -> str | None:
     return f"{name} is built for {shown}, not CPython {python} on linux x86_64"
 
 
-def _built_in_builder(context: BuildContext) -> dict[str, str]:
-    """Package -> stage for packages a stage turns into a wheel (`pip wheel ... name==x`)."""
-    built: dict[str, str] = {}
+def _pin_stages(context: BuildContext) -> dict[str, tuple[str, str, int]]:
+    """Package -> (stage, root image, line) of the RUN that installs or wheels its exact pin."""
+    from zr4.validate.check_dockerfile import root_image
+
+    found: dict[str, tuple[str, str, int]] = {}
     if context.model is None:
-        return built
+        return found
     for stage in context.model.stages:
         for instruction in stage.instructions:
             if instruction.cmd != "RUN":
                 continue
             for command in split_commands(instruction.shell_text):
-                if re.search(r"\bpip\s+wheel\b|\buv\s+build\b", command.text):
+                if INSTALL_COMMAND.search(command.text):
                     for word in command.words:
-                        if EXACT_PIN.match(word):
-                            built[_normalise(re.split(r"[=\[]", word)[0])] = stage.label
-    return built
+                        if EXACT_PIN.match(word) and "==" in word:
+                            name = _normalise(re.split(r"[=\[]", word)[0])
+                            found.setdefault(
+                                name, (stage.label, root_image(context.model, stage), instruction.line)
+                            )
+    return found
