@@ -11,12 +11,14 @@ import sys
 import typer
 
 from zr4 import __version__
+from zr4.cli import build as build_cli
 from zr4.cli import lock as lock_cli
 from zr4.cli import models as models_cli
 from zr4.cli import plan as plan_cli
 from zr4.cli import profiles as profiles_cli
 from zr4.cli import render as render_cli
 from zr4.cli import schema as schema_cli
+from zr4.cli import start as start_cli
 from zr4.cli import sync as sync_cli
 from zr4.errors import Zr4Error
 
@@ -34,6 +36,10 @@ profiles_cli.register(app)
 app.command("render")(render_cli.render)
 app.command("schema")(schema_cli.schema)
 app.command("lock")(lock_cli.lock)
+app.command("build")(build_cli.build)
+app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(start_cli.start)
+app.command("health")(start_cli.health)
+app.command("doctor")(start_cli.doctor)
 
 
 @app.command()

@@ -3,4 +3,5 @@
 # Thin launcher: everything the container decides at boot lives in `zr4 start` (GPU plan, models,
 # output sync, ComfyUI), so it is tested Python rather than shell.
 set -euo pipefail
-exec /opt/zr4/bin/zr4 start "$@"
+# `python -m zr4.runtime.start` skips the CLI layer (Typer, boto3 imports) to keep a warm boot under 1 s.
+exec /opt/zr4/bin/python -m zr4.runtime.start "$@"
