@@ -27,6 +27,7 @@ set -euo pipefail
 if [ -z "${COMFYUI_ARGS:-}" ]; then
     export COMFYUI_ARGS="--medvram --cpu-text-encoder --force-fp16"
 fi
+COMFYUI_ARGS="${COMFYUI_ARGS:-} --preview-method auto"
 cd /opt/ComfyUI
 # shellcheck disable=SC2086
 exec python main.py --listen 0.0.0.0 --port 8188 --normalvram --lowvram ${COMFYUI_ARGS}
@@ -76,10 +77,10 @@ def test_the_seeds_comfyui_args_fail(ctx: Path) -> None:
     assert "start.sh:4: ComfyUI v0.7.0 rejects `--cpu-text-encoder`" in report
     # argparse's mutually exclusive VRAM group: --normalvram and --lowvram together make it exit.
     assert (
-        "start.sh:8: ComfyUI v0.7.0 rejects `--lowvram` (--lowvram cannot be combined with --normalvram"
+        "start.sh:9: ComfyUI v0.7.0 rejects `--lowvram` (--lowvram cannot be combined with --normalvram"
         in report
     )
-    assert "--force-fp16" not in report
+    assert "--force-fp16" not in report and "--preview-method" not in report and "$" not in report
 
 
 def test_flags_from_dockerfile_compose_and_runpod_template_are_collected(ctx: Path) -> None:

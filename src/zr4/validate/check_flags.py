@@ -28,10 +28,12 @@ _ASSIGNMENT = re.compile(r"(?:^|\s|export\s+)([A-Z_][A-Z0-9_]*)=(\"[^\"]*\"|'[^'
 
 
 def _tokens(text: str) -> list[str]:
+    """Shell words, without the ones that expand a variable (their value is checked where it is set)."""
     try:
-        return shlex.split(text)
+        words = shlex.split(text)
     except ValueError:
-        return text.split()
+        words = text.split()
+    return [word for word in words if not word.startswith("$")]
 
 
 def _flags_after_main(command: str) -> list[str] | None:
