@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from zr4.cli.validate import validate
-from zr4.errors import UsageError
+from zr4.errors import Zr4Error
 from zr4.paths import source_root
 from zr4.profile import bundled_profile_names, load_profile
 from zr4.render import render_files, write_context
@@ -29,10 +29,10 @@ def _version() -> None:  # a second command keeps `validate` a named subcommand,
 
 
 def invoke(*args: str) -> tuple[int, str]:
-    """Run `zr4 validate ARGS` as the console script does: a UsageError is exit code 2."""
+    """Run `zr4 validate ARGS` as the console script does: a Zr4Error becomes its exit code (usage: 2)."""
     result = CliRunner().invoke(app, ["validate", *args])
-    if isinstance(result.exception, UsageError):
-        return result.exception.exit_code, str(result.exception)
+    if isinstance(result.exception, Zr4Error):
+        return result.exception.exit_code, result.output + str(result.exception)
     return result.exit_code, result.output
 
 
@@ -76,7 +76,9 @@ def test_cli_directory_fails_with_exit_1_and_json(tmp_path: Path) -> None:
     assert REPO is not None
     code, output = invoke(str(out), "--json", "--no-build", "--build-context", f"zr4={REPO}")
     assert code == 1
-    document = json.loads(output)
+    output, _, error = output.rpartition("\n}")
+    assert error.strip() == "2 check(s) failed: context, flags; fix the findings above"
+    document = json.loads(output + "\n}")
     by_check = {c["check"]: c for c in document["checks"]}
     assert document["ok"] is False
     assert by_check["context"]["status"] == "fail"

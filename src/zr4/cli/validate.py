@@ -12,8 +12,12 @@ from pathlib import Path
 import typer
 
 from zr4.cli.common import SET_OPTION
-from zr4.errors import UsageError
+from zr4.errors import UsageError, Zr4Error
 from zr4.validate import CHECK_IDS, Options, format_json, format_table, validate_directory, validate_profile
+
+
+class ValidationFailed(Zr4Error):
+    """At least one check failed (the table above says which and why)."""
 
 
 def _named_contexts(values: list[str]) -> dict[str, Path] | None:
@@ -77,4 +81,6 @@ def validate(
             )
         report = validate_directory(directory, options, contexts, only)
     typer.echo(format_json(report) if as_json else format_table(report, verbose=verbose))
-    raise typer.Exit(report.exit_code)
+    failed = [result.check for result in report.results if result.failed]
+    if failed:
+        raise ValidationFailed(f"{len(failed)} check(s) failed: {', '.join(failed)}; fix the findings above")
