@@ -287,3 +287,34 @@ def test_progress_lines_in_logs(hub: FakeHub, contents: dict[str, bytes], tmp_pa
     lines = stream.getvalue().splitlines()
     assert len(lines) >= 2 and all(line.startswith("[models] ") for line in lines)
     assert "100%" in lines[-1]
+
+
+def test_plain_url_source_is_checked_against_its_published_sha256_prefix(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    data = deterministic_bytes(300_000, "yolox")
+    served = hub.add_file("mirror/files", "yolox_l.pth", data, lfs=False)
+    url = f"{hub.endpoint}/mirror/files/resolve/main/yolox_l.pth"
+
+    def manifest(prefix: str) -> Manifest:
+        entry = replace(
+            load_manifest().entry("yolox-l"), url=url, sha256_prefix=prefix, when={}, filename="yolox.pth"
+        )
+        return replace(load_manifest(), entries=(entry,), gguf_fallback=None)
+
+    with pytest.raises(IntegrityError, match="does not start with the published 00000000"):
+        ensure_models(settings_for(hub, tmp_path), manifest=manifest("00000000"), options=FAST)
+    result = ensure_models(settings_for(hub, tmp_path), manifest=manifest(served.sha256[:8]), options=FAST)
+    assert result.fetched == ["dwpose/yolox.pth"] and (tmp_path / "dwpose/yolox.pth").read_bytes() == data
+
+
+def test_terminal_progress_draws_bars(hub: FakeHub, contents: dict[str, bytes], tmp_path: Path) -> None:
+    import io
+
+    stream = io.StringIO()
+    hub.rate_bytes_per_s = 3_000_000
+    ensure_models(
+        settings_for(hub, tmp_path), manifest=MANIFEST, options=FAST, progress=Progress(stream, tty=True)
+    )
+    drawn = stream.getvalue()
+    assert "\x1b[" in drawn and "[#" in drawn and "diffusion_models/" in drawn

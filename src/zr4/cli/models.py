@@ -88,3 +88,20 @@ def download_command(
     typer.echo("models ready: " + ", ".join(parts))
     if plan.diffusion_model:
         typer.echo(f"diffusion model: {plan.variant} diffusion_models/{plan.diffusion_model}")
+
+
+def main() -> None:
+    """``python -m zr4.cli.models``: the same commands without loading zr4's other command groups."""
+    import sys
+
+    from zr4.errors import Zr4Error
+
+    try:
+        app(standalone_mode=False)
+    except Zr4Error as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()
