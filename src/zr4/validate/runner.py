@@ -158,7 +158,7 @@ def validate_profile(
         context = BuildContext(out)
         context.named_contexts = dict(named_contexts)
         report = validate_context(context, options, only)
-    return Report(f"(rendered from profile {profile.name})", report.profile, report.results)
+    return Report(f"profile {profile.name}, rendered to a temporary folder", report.profile, report.results)
 
 
 # ---- presentation ------------------------------------------------------------------------------
@@ -169,7 +169,10 @@ _MARK = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}
 def format_table(report: Report, verbose: bool = False) -> str:
     """The human table: one row per check, then one line per finding."""
     width = max(len(r.title) for r in report.results) if report.results else 10
-    lines = [f"zr4 validate: {report.context}" + (f" (profile {report.profile})" if report.profile else "")]
+    profile = (
+        f" (profile {report.profile})" if report.profile and report.profile not in report.context else ""
+    )
+    lines = [f"zr4 validate: {report.context}{profile}"]
     lines.append(f"  {'#':>2}  {'check':<10}  {'result':<6}  {'what':<{width}}  time")
     for number, result in enumerate(report.results, start=1):
         lines.append(
