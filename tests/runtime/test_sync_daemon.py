@@ -327,6 +327,12 @@ def daemons() -> Iterator[list[CliDaemon]]:
         daemon.kill()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _journal_states(state_dir: Path) -> dict[str, str]:
     try:
         with sqlite3.connect(state_dir / "journal.sqlite", timeout=1) as db:
@@ -423,7 +429,9 @@ def test_wrong_credentials_clear_error_file_kept_then_uploaded_when_fixed(
         video.write_bytes(os.urandom(4096))
         daemons.append(CliDaemon(env, tmp_path / "daemon.log"))
         _wait_for(lambda: "refused the credentials" in daemons[0].text(), 20, "the credentials error")
+        cpu_before = _cpu_seconds(daemons[0].process.pid)
         time.sleep(2.5)  # a few retry rounds: still one line, file still here
+        assert _cpu_seconds(daemons[0].process.pid) - cpu_before < 1.0  # paused, not spinning
         text = daemons[0].text()
         assert text.count("refused the credentials") == 1
         assert "R2_SECRET_ACCESS_KEY" in text  # says what to fix

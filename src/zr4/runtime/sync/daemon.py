@@ -156,6 +156,7 @@ class SyncEngine:
         self.listing = DayListing(self.client, settings.bucket)
         self.conditional_known = False
         self.conditional_next_try = 0.0
+        self.busy_until = 0.0
 
     def detect_conditional_writes(self) -> None:
         """Once per run: does the server honour If-None-Match? (Errors: ask again later.)"""
@@ -168,6 +169,8 @@ class SyncEngine:
             return
         self.conditional_known = True
         self.hooks.conditional = supported
+        if supported:
+            self.listing.max_age_s = float("inf")
 
     # --- candidates -----------------------------------------------------------------------
     def _needs_upload(self, state: FileState) -> bool:
@@ -201,13 +204,20 @@ class SyncEngine:
         now = time.monotonic()
         now_ns = time.time_ns()
         limit = self.settings.file_concurrency * 2
+        if now < self.paused_until:
+            # Paused after a permanent error: nothing is due before the pause ends.
+            for rel, when in self.candidates.items():
+                if when < self.paused_until:
+                    self.candidates[rel] = self.paused_until
+            return
         for rel, when in sorted(self.candidates.items(), key=lambda item: item[1]):
-            if stopping or len(self.in_flight) >= limit:
+            if stopping:
+                return
+            if len(self.in_flight) >= limit:
+                self.busy_until = now + _TICK_SECONDS  # wake when a slot may be free, not before
                 return
             if when > now or rel in self.in_flight:
                 continue
-            if now < self.paused_until:
-                return
             state = stat_file(self.settings.output_dir, rel)
             if state is None or not self._needs_upload(state):
                 del self.candidates[rel]
@@ -412,7 +422,9 @@ def run_daemon(
             )
             while not stop_event.is_set():
                 now = time.monotonic()
-                next_due = min(engine.candidates.values(), default=now + _TICK_SECONDS)
+                next_due = max(
+                    min(engine.candidates.values(), default=now + _TICK_SECONDS), engine.busy_until
+                )
                 timeout = min(max(0.0, next_due - now), _TICK_SECONDS, max(0.0, last_scan + scan_every - now))
                 if isinstance(watcher, PollingWatcher):
                     stop_event.wait(timeout)  # polling: the rescan below is the watch

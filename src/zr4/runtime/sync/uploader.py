@@ -1,9 +1,10 @@
-"""Upload one complete file, idempotently: a journal step before, a bucket check, a verify after.
+"""Upload one complete file, idempotently: a journal step before, a bucket check, then the bytes.
 
 Order of one upload (each journal write is committed before the next step):
-hash → journal ``uploading`` → HEAD (same size + sha256 there already: done) → s3transfer upload →
-verify (single part: the ETag is the MD5 we computed; multipart: HEAD) → journal ``uploaded`` →
-optional local delete → journal ``deleted``.
+hash → journal ``uploading`` → already there? (the day folder's LIST; a HEAD for a listed key: same
+size + sha256 → done) → PutObject, or s3transfer multipart above one part size →
+journal ``uploaded`` → with ``R2_DELETE_AFTER_UPLOAD`` only: verify (single part: the returned ETag
+is the MD5 we computed; multipart: HEAD shows size and sha256), local delete, journal ``deleted``.
 A kill -9 anywhere repeats at most the HEAD and the transfer of that one object, to the same key.
 """
 
@@ -62,45 +63,30 @@ class RemoteObject:
 
 
 class UploadHooks:
-    """Per-client request hooks for uploads.
+    """Adds ``If-None-Match``/``If-Match`` to the request that completes a multipart upload.
 
-    * Conditions: ``If-None-Match``/``If-Match`` on the request that creates the object.
-      s3transfer does not pass them through (``ALLOWED_UPLOAD_ARGS`` in s3transfer/manager.py), so
-      they are added to PutObject / CompleteMultipartUpload in botocore's ``before-parameter-build``
-      hook, per key; only where the server honours them (R2 does, rclone serve s3 does not).
-    * The ETag a PutObject answered, per key: for a single-part upload it is the content's MD5
-      (S3, R2), which verifies the upload without another request.
+    s3transfer does not pass these through (``ALLOWED_UPLOAD_ARGS`` in s3transfer/manager.py), so
+    they are added to CompleteMultipartUpload in botocore's ``before-parameter-build`` hook, per key;
+    only where the server honours them (``conditional``; R2 does, rclone serve s3 does not).
+    Single-part uploads are one PutObject that takes them directly.
     """
 
     def __init__(self, client: Any) -> None:
         self._lock = threading.Lock()
         self._conditions: dict[str, dict[str, str]] = {}
-        self._etags: dict[str, str] = {}
         self.conditional = False
         for operation in ("PutObject", "CompleteMultipartUpload"):
             client.meta.events.register(f"before-parameter-build.s3.{operation}", self._inject)
-        client.meta.events.register("after-call.s3.PutObject", self._record_etag)
 
-    def _inject(self, params: dict[str, Any], context: dict[str, Any] | None = None, **_: Any) -> None:
-        key = params.get("Key", "")
-        if context is not None:
-            context["zr4_key"] = key
+    def _inject(self, params: dict[str, Any], **_: Any) -> None:
         with self._lock:
-            condition = self._conditions.get(key)
+            condition = self._conditions.get(params.get("Key", ""))
         if condition:
             params.update(condition)
-
-    def _record_etag(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        key = context.get("zr4_key")
-        etag = parsed.get("ETag") if isinstance(parsed, dict) else None
-        if key and etag:
-            with self._lock:
-                self._etags[key] = str(etag).strip('"')
 
     @contextlib.contextmanager
     def applied(self, key: str, condition: dict[str, str]) -> Iterator[None]:
         with self._lock:
-            self._etags.pop(key, None)
             if self.conditional:
                 self._conditions[key] = condition
         try:
@@ -109,40 +95,42 @@ class UploadHooks:
             with self._lock:
                 self._conditions.pop(key, None)
 
-    def take_etag(self, key: str) -> str | None:
-        with self._lock:
-            return self._etags.pop(key, None)
-
 
 class DayListing:
-    """Keys under ``<prefix>/<day>/``, listed once per day and kept current with our own uploads.
+    """Keys under ``<prefix>/<day>/`` from one LIST, kept current with our own uploads.
 
-    Where conditional writes work, a key absent from the listing is uploaded with
-    ``If-None-Match: *`` and no HEAD first: a concurrent writer makes it fail with 412, then we look.
+    A key absent from the listing is uploaded without a HEAD first. Where conditional writes work
+    the listing never expires: ``If-None-Match: *`` makes a write that raced another writer fail
+    with 412, and then we look. Elsewhere it is re-listed when older than ``max_age_s``, so a
+    same-named object another pod wrote is still seen (one LIST per folder and interval instead of
+    one HEAD per file).
     """
 
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, max_age_s: float = 10.0) -> None:
         self._client = client
         self._bucket = bucket
         self._lock = threading.Lock()
-        self._days: dict[str, set[str]] = {}
+        self._days: dict[str, tuple[float, set[str]]] = {}
+        self.max_age_s = max_age_s
 
     def may_exist(self, day_folder: str, key: str) -> bool:
         with self._lock:
-            keys = self._days.get(day_folder)
-        if keys is None:
+            cached = self._days.get(day_folder)
+        if cached is None or time.monotonic() - cached[0] > self.max_age_s:
+            listed_at = time.monotonic()
             listed: set[str] = set()
             for page in self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self._bucket, Prefix=day_folder
             ):
                 listed.update(o["Key"] for o in page.get("Contents", []))
             with self._lock:
-                keys = self._days.setdefault(day_folder, listed)
-        return key in keys
+                self._days[day_folder] = cached = (listed_at, listed)
+        return key in cached[1]
 
     def add(self, day_folder: str, key: str) -> None:
         with self._lock:
-            self._days.setdefault(day_folder, set()).add(key)
+            if day_folder in self._days:
+                self._days[day_folder][1].add(key)
 
 
 def _precondition_failed(error: BaseException) -> bool:
@@ -221,7 +209,8 @@ def upload_one(
     path = settings.output_dir / state.rel_path
     single_part = state.size < max(settings.part_size_bytes, MIN_PART_BYTES)
     try:
-        sha256, md5 = hash_file(path, with_md5=single_part)
+        # MD5 only to verify before a local delete (a single-part ETag is the MD5 of what was stored).
+        sha256, md5 = hash_file(path, with_md5=single_part and settings.delete_after_upload)
     except FileNotFoundError:
         return Outcome(state.rel_path, VANISHED)
     after_hash = stat_file(settings.output_dir, state.rel_path)
@@ -240,8 +229,8 @@ def upload_one(
     kind = ""
     folder = day_prefix(settings.prefix, day)
     for attempt in range(4):
-        if attempt == 0 and hooks.conditional and listing is not None and not listing.may_exist(folder, key):
-            remote = None  # not there at listing time; If-None-Match guards against newer writers
+        if attempt == 0 and listing is not None and not listing.may_exist(folder, key):
+            remote = None  # absent at listing time (see DayListing for why that is enough)
         else:
             remote = head_object(client, settings.bucket, key)
         if (
@@ -258,14 +247,27 @@ def upload_one(
         if remote is not None and remote.size == state.size and remote.sha256 == sha256:
             kind = ALREADY_PRESENT
             break
-        extra_args = {
+        extra_args: dict[str, Any] = {
             "ContentType": content_type_for(state.rel_path),
             "Metadata": object_metadata(settings, sha256, state),
         }
         condition = {"IfNoneMatch": "*"} if remote is None else {"IfMatch": remote.etag or "*"}
         try:
-            with hooks.applied(key, condition):
-                transfer_manager.upload(str(path), settings.bucket, key, extra_args=extra_args).result()
+            if single_part:
+                # One PutObject, straight: s3transfer's queues cost more than the request here.
+                with open(path, "rb") as body:
+                    response = client.put_object(
+                        Bucket=settings.bucket,
+                        Key=key,
+                        Body=body,
+                        **extra_args,
+                        **(condition if hooks.conditional else {}),
+                    )
+                etag = str(response.get("ETag", "")).strip('"')
+            else:
+                with hooks.applied(key, condition):
+                    transfer_manager.upload(str(path), settings.bucket, key, extra_args=extra_args).result()
+                etag = None
         except botocore.exceptions.ClientError as error:
             if hooks.conditional and _precondition_failed(error):
                 continue  # someone wrote this key since our HEAD: look again
@@ -279,9 +281,10 @@ def upload_one(
             listing.add(folder, key)
         if not _same(stat_file(settings.output_dir, state.rel_path), state):
             return Outcome(state.rel_path, CHANGED, key)
-        etag = hooks.take_etag(key)
-        if single_part and md5 is not None and etag == md5:
-            # Single-part ETag is the MD5 of what the server stored: verified without a HEAD.
+        if not settings.delete_after_upload:
+            # A 200 to PutObject/CompleteMultipartUpload means stored; nothing is deleted on its word.
+            remote = RemoteObject(state.size, sha256, settings.pod_id, etag)
+        elif single_part and md5 is not None and etag == md5:
             remote = RemoteObject(state.size, sha256, settings.pod_id, etag)
         else:
             remote = head_object(client, settings.bucket, key)
