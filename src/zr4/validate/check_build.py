@@ -116,7 +116,7 @@ def check_build(context: BuildContext) -> CheckResult:
     file = context.dockerfile_name
     if model is None:
         return outcome("build", TITLE, [Finding("the Dockerfile does not parse (see check 1)", file)])
-    with tempfile.TemporaryDirectory(prefix="zr4-buildah-") as folder:
+    with tempfile.TemporaryDirectory(prefix="zr4-buildah-", ignore_cleanup_errors=True) as folder:
         buildah = _Buildah(binary, Path(folder))
         (buildah.root / "policy.json").write_text(
             json.dumps({"default": [{"type": "insecureAcceptAnything"}]}), encoding="utf-8"
