@@ -141,6 +141,9 @@ def test_defaults_without_profile_and_seed_variables() -> None:
         settings_from_env({"STEADYDANCER_VARIANT": "int4"}, profile={})
     with pytest.raises(SettingsError, match="ENABLE_STEADYDANCER"):
         settings_from_env({"ENABLE_STEADYDANCER": "maybe"}, profile={})
+    with pytest.raises(SettingsError, match=r"cannot read the baked profile /nonexistent/profile\.json"):
+        settings_from_env({"ZR4_PROFILE": "/nonexistent/profile.json"})
+    assert settings_from_env({"ZR4_PROFILE": ""}).variant == "gguf"
 
 
 def test_bundled_manifest_entries_are_complete() -> None:

@@ -72,8 +72,13 @@ def settings_from_env(
     """
     env = os.environ if environ is None else environ
     if profile is None:
-        profile_path = Path(env_str("ZR4_PROFILE", str(DEFAULT_PROFILE_PATH), env) or DEFAULT_PROFILE_PATH)
-        profile = _read_profile(profile_path) if "ZR4_PROFILE" in env or profile_path.is_file() else {}
+        explicit = env_str("ZR4_PROFILE", None, env)
+        if explicit is not None:
+            profile = _read_profile(Path(explicit))
+        elif DEFAULT_PROFILE_PATH.is_file():
+            profile = _read_profile(DEFAULT_PROFILE_PATH)
+        else:
+            profile = {}
     origins: dict[str, str] = {}
 
     def choose(name: str, env_name: str | None, section: str, key: str, default: Any) -> Any:
