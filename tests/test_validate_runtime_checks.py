@@ -66,7 +66,8 @@ def test_rendered_context_emits_only_accepted_flags(ctx: Path) -> None:
     result = check_flags(context_of(ctx))
     assert result.status == "pass", messages(result)
     assert any(
-        note.startswith("zr4 start on this GPU: --listen --port --output-directory") for note in result.notes
+        note.startswith("flags zr4 start passes on this GPU: --listen --port --output-directory")
+        for note in result.notes
     )
 
 

@@ -184,5 +184,5 @@ def _runtime_findings(profile: Any, flags: Any, notes: list[str]) -> list[Findin
     findings.extend(
         Finding(f"the VRAM planner would pass `{' '.join(r.tokens)}`: {r.reason}") for r in split.rejected
     )
-    notes.append(f"zr4 start on this GPU: {' '.join((*own, *planned.comfyui_args))}")
+    notes.append(f"flags zr4 start passes on this GPU: {' '.join((*own, *planned.comfyui_args))}")
     return findings
