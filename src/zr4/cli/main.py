@@ -20,6 +20,7 @@ from zr4.cli import render as render_cli
 from zr4.cli import schema as schema_cli
 from zr4.cli import start as start_cli
 from zr4.cli import sync as sync_cli
+from zr4.cli import validate as validate_cli
 from zr4.errors import Zr4Error
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ profiles_cli.register(app)
 app.command("render")(render_cli.render)
 app.command("schema")(schema_cli.schema)
 app.command("lock")(lock_cli.lock)
+app.command("validate")(validate_cli.validate)
 app.command("build")(build_cli.build)
 app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(start_cli.start)
 app.command("health")(start_cli.health)
