@@ -248,6 +248,9 @@ def test_missing_gguf_level_falls_back_to_fp8_loudly(
         m.startswith("WARNING: GGUF level Q3_K_M") and "FALLING BACK" in m and "Q4_K_M, Q5_K_M" in m
         for m in messages
     )
+    plan_text = "\n".join(describe_plan(plan_models(settings, manifest=MANIFEST)))
+    assert plan_text.startswith("[SteadyDancer] variant fp8 (FALLBACK: gguf q3 is not available)")
+    assert "WARNING: GGUF level Q3_K_M" in plan_text
     with pytest.raises(GgufLevelError, match=r"Q3_K_M.*--strict"):
         ensure_models(replace(settings, strict=True), manifest=MANIFEST, options=FAST)
 

@@ -452,9 +452,12 @@ def describe_plan(plan: ModelPlan) -> list[str]:
         return ["[SteadyDancer] disabled (ENABLE_STEADYDANCER=false): no models needed"]
     origins = settings.origins
     level = f" {plan.gguf_level}" if plan.gguf_level else ""
+    chosen_from = f"from {origins.get('variant', 'default')}"
+    if plan.variant != settings.variant:
+        chosen_from = f"FALLBACK: {settings.variant} {settings.gguf_level} is not available"
     lines = [
         f"[SteadyDancer] variant {plan.variant}{level} "
-        f"(from {origins.get('variant', 'default')}), text encoder {settings.text_encoder}, "
+        f"({chosen_from}), text encoder {settings.text_encoder}, "
         f"pose {'+'.join(sorted(settings.pose_backends))}, step-distill LoRA {'on' if settings.step_distill_lora else 'off'}",
         f"[SteadyDancer] models folder {plan.models_root} ({origins.get('models_dir', 'default')})",
     ]

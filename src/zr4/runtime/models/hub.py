@@ -9,12 +9,15 @@ huggingface_hub 2.x does not resume across processes (ERRATA 24).
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from zr4 import __version__
 from zr4.runtime.models.errors import HubAuthError, HubNotFoundError, ModelsError, NetworkError
+
+_T = TypeVar("_T")
 
 _TRANSPORT_ERROR_NAMES = {
     "ConnectionError",
@@ -137,7 +140,7 @@ class HubClient:
             )
         return found
 
-    def _call(self, action, repo: str, revision: str, path: str | None):  # type: ignore[no-untyped-def]
+    def _call(self, action: Callable[[], _T], repo: str, revision: str, path: str | None) -> _T:
         try:
             return action()
         except Exception as error:
