@@ -104,7 +104,7 @@ def runpod_fields(profile: Profile) -> dict[str, Any]:
     from zr4.render.sizing import container_disk_gb, volume_gb
 
     return {
-        "container_disk_gb": profile.runpod.container_disk_gb or container_disk_gb(profile),
+        "container_disk_gb": profile.runpod.container_disk_gb or container_disk_gb(),
         "volume_gb": profile.runpod.volume_gb or volume_gb(profile),
         "volume_mount_path": profile.runpod.volume_mount_path,
         "template_name": profile.runpod.template_name,

@@ -32,19 +32,24 @@ def _entry_bytes(entry: ManifestEntry, gguf_level: str) -> int:
     return max(entry.size_estimates.values(), default=0)
 
 
+def model_settings(profile: Profile, gguf_level: str) -> ModelSettings:
+    """The model manager's settings for a profile's defaults (no environment overrides)."""
+    return ModelSettings(
+        variant=profile.model.variant,
+        gguf_level=gguf_level,
+        text_encoder=profile.model.text_encoder,
+        pose_backends=frozenset({"onnx", profile.features.pose_backend}),
+        step_distill_lora=profile.model.step_distill_lora,
+    )
+
+
 def model_bytes(profile: Profile) -> int:
     """Bytes of the model files the profile's default settings download."""
     manifest = load_manifest()
     level = profile.model.gguf_level if profile.model.gguf_level != "auto" else manifest.gguf_default_level
-    backends = {"onnx", profile.features.pose_backend}
-    settings = ModelSettings(
-        variant=profile.model.variant,
-        gguf_level=level,
-        text_encoder=profile.model.text_encoder,
-        pose_backends=frozenset(backends),
-        step_distill_lora=profile.model.step_distill_lora,
+    return sum(
+        _entry_bytes(entry, level) for entry in select_entries(manifest, model_settings(profile, level))
     )
-    return sum(_entry_bytes(entry, level) for entry in select_entries(manifest, settings))
 
 
 def volume_gb(profile: Profile) -> int:
@@ -52,7 +57,6 @@ def volume_gb(profile: Profile) -> int:
     return math.ceil(model_bytes(profile) * VOLUME_HEADROOM / _GB) + VOLUME_FREE_GB
 
 
-def container_disk_gb(profile: Profile) -> int:
-    """Container disk: the image and scratch; models live on the volume."""
-    del profile  # same stack size for every bundled profile today
+def container_disk_gb() -> int:
+    """Container disk: the image and scratch, the same for every bundled stack; models live on the volume."""
     return IMAGE_AND_SCRATCH_GB
