@@ -7,7 +7,10 @@ Against one local `rclone serve s3` (loopback, data on local disk), in one run:
   (c) `zr4 sync run` with its default settings (stable time 1 s, inotify): for --latency-files files,
   the time from the file's last write (close) to a HEAD on its key succeeding; the median is reported.
 
-Usage: python bench/bench_sync.py [--big-mb 2000] [--small-count 500] [--small-mb 1] [--reps 3]
+Usage: python bench/bench_sync.py [--tls] [--big-mb 2000] [--small-count 500] [--small-mb 1] [--reps 3]
+(--tls: HTTPS with a self-signed certificate, as R2 is HTTPS-only. Over plain HTTP botocore must
+SHA-256 every request body for the signature; over HTTPS it sends UNSIGNED-PAYLOAD, see
+botocore/auth.py ``_should_sha256_sign_payload``.)
 Prints a Markdown report on stdout.
 """
 
@@ -56,6 +59,8 @@ def _zr4_env(server: RcloneS3, source: Path, state: Path, prefix: str, **extra: 
             "RUNPOD_POD_ID": "bench",
         }
     )
+    if server.ca_cert:
+        env["AWS_CA_BUNDLE"] = str(server.ca_cert)  # botocore's CA bundle variable
     env.update(extra)
     return env
 
@@ -96,6 +101,8 @@ def run_rclone_copy(server: RcloneS3, source: Path, tag: str) -> float:
         SECRET_KEY,
         "--s3-force-path-style=true",
     ]
+    if server.ca_cert:
+        command += ["--ca-cert", str(server.ca_cert)]
     return _time(command)
 
 
@@ -161,10 +168,11 @@ def main() -> None:
     parser.add_argument("--latency-files", type=int, default=20)
     parser.add_argument("--latency-mb", type=float, default=5.0)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed), as R2 does")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="zr4-bench-sync-", dir=args.workdir))
-    server = RcloneS3(work / "server").start()
+    server = RcloneS3(work / "server", tls=args.tls).start()
     try:
         big = work / "big"
         big.mkdir()
@@ -193,7 +201,8 @@ def main() -> None:
         "\n"
     )[0]
     print(
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; server: {rclone_version} `serve s3` on loopback"
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; server: {rclone_version} `serve s3` on loopback, "
+        f"{'HTTPS' if args.tls else 'HTTP'}"
     )
     print()
     print("| case | zr4 sync once (s) | rclone copy (s) | ratio rclone/zr4 (goal >= 1.0) | zr4 MB/s |")

@@ -91,6 +91,18 @@ def test_sync_test_on_moto_sees_conditional_writes(moto_server: MotoS3, tmp_path
     assert "metadata.json merging: conditional writes" in done.stdout
 
 
+def test_sync_test_over_https_with_a_private_ca(tmp_path: Path) -> None:
+    server = RcloneS3(tmp_path / "data", tls=True).start()
+    try:
+        env = _env(server, tmp_path)
+        refused = _zr4(env, "sync", "test")
+        assert refused.returncode == 1 and "TLS certificate of https://127.0.0.1" in refused.stdout
+        trusted = _zr4({**env, "AWS_CA_BUNDLE": str(server.ca_cert)}, "sync", "test")
+        assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def not_s3_endpoint() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)

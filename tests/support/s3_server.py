@@ -48,11 +48,14 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 2
     raise RuntimeError(f"server did not listen on 127.0.0.1:{port} within {timeout_s} s")
 
 
-def s3_client(endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY) -> Any:
+def s3_client(
+    endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, verify: str | None = None
+) -> Any:
     """A plain client for test assertions (same R2-style options as the sync's)."""
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,
+        verify=verify,
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         region_name="us-east-1",
@@ -76,8 +79,10 @@ class RcloneS3:
         secret_key: str = SECRET_KEY,
         bucket: str = BUCKET,
         log_path: Path | None = None,
+        tls: bool = False,
     ) -> None:
         self.data_dir = data_dir
+        self.tls = tls
         self.port = port or free_port()
         self.access_key = access_key
         self.secret_key = secret_key
@@ -91,12 +96,32 @@ class RcloneS3:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_cert(self) -> Path | None:
+        """Self-signed certificate of the TLS server (give it to clients as their CA bundle)."""
+        return self.data_dir.parent / "s3-cert.pem" if self.tls else None
+
+    def _make_cert(self) -> list[str]:
+        cert, key = self.data_dir.parent / "s3-cert.pem", self.data_dir.parent / "s3-key.pem"
+        if not cert.exists():
+            subprocess.run(
+                [
+                    *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                    *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+                    *("-addext", "subjectAltName=IP:127.0.0.1"),
+                ],
+                check=True,
+                capture_output=True,
+            )
+        return ["--cert", str(cert), "--key", str(key)]
 
     def start(self) -> RcloneS3:
         (self.data_dir / self.bucket).mkdir(parents=True, exist_ok=True)
         config = self.data_dir.parent / "rclone.conf"
         config.touch()
+        tls_args = self._make_cert() if self.tls else []
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child process
         self.process = subprocess.Popen(
             [
@@ -110,6 +135,7 @@ class RcloneS3:
                 f"127.0.0.1:{self.port}",
                 "--auth-key",
                 f"{self.access_key},{self.secret_key}",
+                *tls_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -135,7 +161,8 @@ class RcloneS3:
         self.start()
 
     def client(self) -> Any:
-        return s3_client(self.endpoint, self.access_key, self.secret_key)
+        ca = self.ca_cert
+        return s3_client(self.endpoint, self.access_key, self.secret_key, str(ca) if ca else None)
 
 
 class MotoS3:

@@ -78,11 +78,18 @@ class ErrorKind(enum.Enum):
     NO_BUCKET = "no_bucket"
     CLOCK_SKEW = "clock_skew"
     NOT_S3 = "not_s3"  # something answered, but not an S3 API
+    TLS = "tls"  # the server's certificate was refused
     OTHER = "other"  # a permanent error of another kind
 
     @property
     def permanent(self) -> bool:
-        return self in {ErrorKind.AUTH, ErrorKind.NO_BUCKET, ErrorKind.CLOCK_SKEW, ErrorKind.NOT_S3}
+        return self in {
+            ErrorKind.AUTH,
+            ErrorKind.NO_BUCKET,
+            ErrorKind.CLOCK_SKEW,
+            ErrorKind.NOT_S3,
+            ErrorKind.TLS,
+        }
 
 
 _AUTH_CODES = {
@@ -134,6 +141,8 @@ def server_clock_offset(response: dict[str, Any]) -> float | None:
 
 def classify(error: BaseException) -> Classified:
     """Sort an exception from boto3/s3transfer into what the daemon should do about it."""
+    if isinstance(error, botocore.exceptions.SSLError):
+        return Classified(ErrorKind.TLS, "SSLError", None)
     if isinstance(
         error,
         botocore.exceptions.EndpointConnectionError
@@ -184,6 +193,11 @@ def explain(classified: Classified, settings: SyncSettings) -> str:
         return f"bucket {settings.bucket!r} does not exist at {settings.endpoint_url}: create it or set R2_BUCKET"
     if kind is ErrorKind.CLOCK_SKEW:
         return "this machine's clock differs too much from the server's: the request signature is refused; fix the clock (NTP)"
+    if kind is ErrorKind.TLS:
+        return (
+            f"the TLS certificate of {settings.endpoint_url} was not accepted: check R2_ENDPOINT "
+            "(a private CA goes in AWS_CA_BUNDLE)"
+        )
     if kind is ErrorKind.NOT_S3:
         return f"{settings.endpoint_url} answered, but not as an S3 API: check R2_ENDPOINT"
     if kind is ErrorKind.TRANSIENT:

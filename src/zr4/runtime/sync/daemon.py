@@ -33,7 +33,7 @@ from zr4.runtime.sync.client import (
     make_s3_client,
     make_transfer_manager,
 )
-from zr4.runtime.sync.journal import Journal
+from zr4.runtime.sync.journal import UPLOADING, Journal
 from zr4.runtime.sync.metadata_index import MetadataIndex, entry_for
 from zr4.runtime.sync.redact import LOGGER_NAME, redact
 from zr4.runtime.sync.scanner import FileState, is_complete, is_temporary, scan, stat_file
@@ -198,6 +198,26 @@ class SyncEngine:
         self.rescan()
         if self.journal.unindexed():
             self.index_due = time.monotonic()
+        self.abort_interrupted_multipart()
+
+    def abort_interrupted_multipart(self) -> None:
+        """Abort multipart uploads a kill left open on our ``uploading`` keys (they hold storage).
+
+        Best effort: the re-upload starts a new one anyway, and R2 also aborts them after 7 days.
+        """
+        keys = {r.key for r in self.records.values() if r.state == UPLOADING and r.key}
+        for key in sorted(keys):
+            try:
+                listed = self.client.list_multipart_uploads(Bucket=self.settings.bucket, Prefix=key)
+                for upload in listed.get("Uploads", []):
+                    if upload.get("Key") == key:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.settings.bucket, Key=key, UploadId=upload["UploadId"]
+                        )
+                        log.info("aborted an interrupted multipart upload of %s", key)
+            except Exception as error:
+                log.debug("could not list multipart uploads of %s: %s", key, _short(error, self.settings))
+                return
 
     # --- scheduling ----------------------------------------------------------------------------
     def schedule(self, stopping: bool = False) -> None:
