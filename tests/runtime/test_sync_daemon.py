@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from support import s3_server
-from support.s3_server import ACCESS_KEY, SECRET_KEY, MotoS3, RcloneS3, sync_settings
-from zr4.runtime.sync import SyncSettings, read_day_index, run_daemon, sync_once
+from support.s3_server import ACCESS_KEY, SECRET_KEY, MotoS3, RcloneS3, free_port, sync_settings
+from zr4.runtime.sync import SyncSettings, daemon_is_alive, read_day_index, run_daemon, sync_once
 from zr4.runtime.sync.client import make_s3_client
 from zr4.runtime.sync.scanner import day_for
 
@@ -153,6 +153,29 @@ def test_polling_fallback_uploads_new_files(rclone_server: RcloneS3, tmp_path: P
     assert len(sent) == 20 and set(sent.values()) == {1}
     beat = json.loads(settings.heartbeat_path.read_text())
     assert beat["watcher"] == "stopped" and beat["uploaded"] == 20
+
+
+def test_unreachable_endpoint_keeps_the_daemon_alive_and_retrying(tmp_path: Path) -> None:
+    settings = sync_settings(
+        RcloneS3(tmp_path / "never-started"), tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}"
+    )
+    video = settings.output_dir / "waiting.mp4"
+    video.write_bytes(b"not lost")
+    with DaemonThread(settings):
+        _wait_for(
+            lambda: (
+                "cannot reach the endpoint"
+                in (json.loads(settings.heartbeat_path.read_text())["last_error"] or "")
+                if settings.heartbeat_path.exists()
+                else False
+            ),
+            20,
+            "the error in the heartbeat",
+        )
+        for _ in range(3):  # retries go on in the workers; the loop keeps beating
+            time.sleep(1.0)
+            assert daemon_is_alive(settings, max_age_s=2.5)
+    assert video.read_bytes() == b"not lost"
 
 
 def test_file_still_being_written_is_uploaded_once_complete(rclone_server: RcloneS3, tmp_path: Path) -> None:

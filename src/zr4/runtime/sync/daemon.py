@@ -157,20 +157,37 @@ class SyncEngine:
         self.conditional_known = False
         self.conditional_next_try = 0.0
         self.busy_until = 0.0
+        self._probe_lock = threading.Lock()
+        # metadata.json is written off the loop, so a slow server never stalls watching or the heartbeat.
+        self.background = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="zr4-sync-index")
+        self.index_future: concurrent.futures.Future[bool] | None = None
 
     def detect_conditional_writes(self) -> None:
-        """Once per run: does the server honour If-None-Match? (Errors: ask again later.)"""
+        """Once per run: does the server honour If-None-Match? (Errors: ask again later.)
+
+        Runs in an upload worker, never in the loop: an unreachable server must not stall it.
+        Until it is known, uploads take the path for servers without conditional writes.
+        """
         if self.conditional_known or time.monotonic() < self.conditional_next_try:
             return
-        try:
-            supported = self.index.conditional
-        except Exception:
-            self.conditional_next_try = time.monotonic() + self.settings.permanent_retry_seconds
-            return
-        self.conditional_known = True
-        self.hooks.conditional = supported
-        if supported:
-            self.listing.max_age_s = float("inf")
+        with self._probe_lock:
+            if self.conditional_known or time.monotonic() < self.conditional_next_try:
+                return
+            try:
+                supported = self.index.conditional
+            except Exception:
+                self.conditional_next_try = time.monotonic() + self.settings.permanent_retry_seconds
+                return
+            self.hooks.conditional = supported
+            if supported:
+                self.listing.max_age_s = float("inf")
+            self.conditional_known = True
+
+    def _upload(self, state: FileState) -> Outcome:
+        self.detect_conditional_writes()
+        return upload_one(
+            state, self.settings, self.client, self.transfer, self.journal, self.hooks, self.listing
+        )
 
     # --- candidates -----------------------------------------------------------------------
     def _needs_upload(self, state: FileState) -> bool:
@@ -251,17 +268,7 @@ class SyncEngine:
                 self.candidates[rel] = now + (record.next_try - time.time())
                 continue
             del self.candidates[rel]
-            self.detect_conditional_writes()
-            self.in_flight[rel] = self.pool.submit(
-                upload_one,
-                state,
-                self.settings,
-                self.client,
-                self.transfer,
-                self.journal,
-                self.hooks,
-                self.listing,
-            )
+            self.in_flight[rel] = self.pool.submit(self._upload, state)
 
     def collect(self) -> None:
         for rel, future in list(self.in_flight.items()):
@@ -338,13 +345,26 @@ class SyncEngine:
                 self.records[rel] = record
             self.add_candidate(rel, time.monotonic() + delay)
 
-    def flush_index(self, force: bool = False) -> bool:
+    def flush_index_soon(self) -> None:
+        """From the loop: start a background index update when one is due and none is running."""
+        if not self.index_due or time.monotonic() < self.index_due:
+            return
+        if self.index_future is not None and not self.index_future.done():
+            return
+        self.index_due = 0.0
+        self.index_future = self.background.submit(self._write_index)
+
+    def flush_index(self) -> bool:
+        """Now, from the loop's thread (shutdown, end of ``sync once``): False on error."""
+        if self.index_future is not None:
+            with contextlib.suppress(Exception):
+                self.index_future.result(timeout=self.settings.shutdown_seconds)
+        return self._write_index()
+
+    def _write_index(self) -> bool:
         """Write fragments and metadata.json for uploaded-but-unindexed entries; False on error."""
-        if not force and (not self.index_due or time.monotonic() < self.index_due):
-            return True
         pending = self.journal.unindexed()
         if not pending:
-            self.index_due = 0.0
             return True
         by_day: dict[str, list[str]] = {}
         for record in pending:
@@ -354,11 +374,12 @@ class SyncEngine:
                 entries = [entry_for(r, self.settings) for r in self.journal.day_records(day)]
                 self.index.update_day(day, entries)
                 self.journal.mark_indexed(rels)
+            if self.journal.unindexed():  # uploads finished meanwhile
+                self.index_due = time.monotonic() + _INDEX_DEBOUNCE_SECONDS
         except Exception as error:
             log.warning("metadata.json not updated yet: %s; will retry", _short(error, self.settings))
             self.index_due = time.monotonic() + min(self.settings.max_backoff_seconds, 5.0)
             return False
-        self.index_due = 0.0
         return True
 
     def write_heartbeat(self, watcher_kind: str) -> None:
@@ -387,6 +408,7 @@ class SyncEngine:
 
     def close(self, cancel: bool) -> None:
         self.pool.shutdown(wait=not cancel, cancel_futures=True)
+        self.background.shutdown(wait=True, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.transfer.shutdown(cancel=cancel)
         self.journal.close()
@@ -461,7 +483,7 @@ def run_daemon(
                     last_scan = time.monotonic()
                 engine.collect()
                 engine.schedule()
-                engine.flush_index()
+                engine.flush_index_soon()
                 if time.monotonic() - last_beat >= _HEARTBEAT_SECONDS:
                     engine.write_heartbeat(watcher.kind)
                     last_beat = time.monotonic()
@@ -471,7 +493,7 @@ def run_daemon(
                 settings.shutdown_seconds,
             )
             finished = engine.drain(settings.shutdown_seconds)
-            engine.flush_index(force=True)
+            engine.flush_index()
             if not finished:
                 log.warning(
                     "%d upload(s) unfinished at the deadline; they resume at the next start",
@@ -529,7 +551,7 @@ def sync_once(
                     next_due = min(engine.candidates.values())
                     time.sleep(min(1.0, max(0.01, next_due - time.monotonic())))
             engine.drain(settings.shutdown_seconds)
-            if engine.report.error is None and not engine.flush_index(force=True):
+            if engine.report.error is None and not engine.flush_index():
                 engine.report.error = engine.last_error or "metadata.json could not be updated"
             # Files that finally succeeded are no longer failures.
             for rel in list(engine.report.failed):

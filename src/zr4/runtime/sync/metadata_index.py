@@ -152,7 +152,7 @@ def supports_conditional_writes(client: Any, bucket: str, prefix: str, pod_id: s
         else:
             raise
     finally:
-        with contextlib.suppress(botocore.exceptions.ClientError):
+        with contextlib.suppress(Exception):  # never hide the error that brought us here
             client.delete_object(Bucket=bucket, Key=probe)
     return supported
 
