@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import types
 
@@ -46,8 +48,11 @@ def run_command() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     code = run_daemon(settings, stop)
-    if code:
-        raise Zr4Error(f"sync daemon ended with code {code}")
+    # Uploads still stuck in network retries past the deadline must not hold the exit: their state
+    # is in the journal, exactly as after a kill, and they resume at the next start.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command("once")

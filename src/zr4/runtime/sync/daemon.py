@@ -215,7 +215,7 @@ class SyncEngine:
         self.rescan()
         if self.journal.unindexed():
             self.index_due = time.monotonic()
-        self.abort_interrupted_multipart()
+        self.background.submit(self.abort_interrupted_multipart)
 
     def abort_interrupted_multipart(self) -> None:
         """Abort multipart uploads a kill left open on our ``uploading`` keys (they hold storage).
@@ -354,12 +354,18 @@ class SyncEngine:
         self.index_due = 0.0
         self.index_future = self.background.submit(self._write_index)
 
-    def flush_index(self) -> bool:
-        """Now, from the loop's thread (shutdown, end of ``sync once``): False on error."""
-        if self.index_future is not None:
+    def flush_index(self, timeout_s: float | None = None) -> bool:
+        """Now (shutdown, end of ``sync once``), waiting at most ``timeout_s``: False on error/timeout."""
+        if self.index_future is not None and not self.index_future.done():
             with contextlib.suppress(Exception):
-                self.index_future.result(timeout=self.settings.shutdown_seconds)
-        return self._write_index()
+                self.index_future.result(timeout=timeout_s)
+        if self.index_future is not None and not self.index_future.done():
+            return False
+        self.index_future = self.background.submit(self._write_index)
+        try:
+            return self.index_future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            return False
 
     def _write_index(self) -> bool:
         """Write fragments and metadata.json for uploaded-but-unindexed entries; False on error."""
@@ -408,7 +414,7 @@ class SyncEngine:
 
     def close(self, cancel: bool) -> None:
         self.pool.shutdown(wait=not cancel, cancel_futures=True)
-        self.background.shutdown(wait=True, cancel_futures=True)
+        self.background.shutdown(wait=not cancel, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.transfer.shutdown(cancel=cancel)
         self.journal.close()
@@ -475,25 +481,31 @@ def run_daemon(
                     changes = watcher.wait(timeout)
                 if stop_event.is_set():
                     break
-                if changes is not None:
-                    for rel in changes.paths:
-                        engine.add_candidate(rel)
-                if (changes is not None and changes.rescan) or time.monotonic() - last_scan >= scan_every:
-                    engine.rescan()
-                    last_scan = time.monotonic()
-                engine.collect()
-                engine.schedule()
-                engine.flush_index_soon()
-                if time.monotonic() - last_beat >= _HEARTBEAT_SECONDS:
-                    engine.write_heartbeat(watcher.kind)
-                    last_beat = time.monotonic()
+                try:
+                    if changes is not None:
+                        for rel in changes.paths:
+                            engine.add_candidate(rel)
+                    if (changes is not None and changes.rescan) or time.monotonic() - last_scan >= scan_every:
+                        engine.rescan()
+                        last_scan = time.monotonic()
+                    engine.collect()
+                    engine.schedule()
+                    engine.flush_index_soon()
+                    if time.monotonic() - last_beat >= _HEARTBEAT_SECONDS:
+                        engine.write_heartbeat(watcher.kind)
+                        last_beat = time.monotonic()
+                except Exception as error:  # a full disk, a vanished folder...: log, wait, go on
+                    log.error("sync loop: %s; continuing", _short(error, settings))
+                    stop_event.wait(1.0)
             log.info(
                 "stopping: taking no new files, %d upload(s) in flight get %.0f s",
                 len(engine.in_flight),
                 settings.shutdown_seconds,
             )
+            deadline = time.monotonic() + settings.shutdown_seconds
             finished = engine.drain(settings.shutdown_seconds)
-            engine.flush_index()
+            # metadata.json with what remains of the deadline; what misses it is indexed at the next start.
+            engine.flush_index(timeout_s=max(0.0, deadline - time.monotonic()))
             if not finished:
                 log.warning(
                     "%d upload(s) unfinished at the deadline; they resume at the next start",
@@ -502,7 +514,8 @@ def run_daemon(
             engine.write_heartbeat("stopped")
         finally:
             watcher.close()
-            engine.close(cancel=bool(engine.in_flight))
+            index_busy = engine.index_future is not None and not engine.index_future.done()
+            engine.close(cancel=bool(engine.in_flight) or index_busy)
         log.info("stopped")
     return 0
 
