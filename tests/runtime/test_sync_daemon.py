@@ -9,6 +9,7 @@ import collections
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -220,6 +221,7 @@ def test_server_stopped_mid_multipart_then_restarted_upload_completes(tmp_path: 
         assert _index_keys(server, "outputs", "2026-01-01") == [key]
     finally:
         server.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_restart_with_a_new_journal_finds_objects_already_in_the_bucket(
@@ -420,6 +422,7 @@ def test_sigkill_mid_upload_then_restart_arrives_once(
     document = json.loads(_body(client, "runpod", "killed/2026-01-01/metadata.json"))
     assert [entry["key"] for entry in document["objects"]] == [key]
     assert SECRET_KEY not in text and ACCESS_KEY not in text
+    path.unlink()
 
 
 def _as_settings(env: dict[str, str]) -> SyncSettings:
@@ -453,6 +456,7 @@ def test_sigterm_finishes_the_upload_in_flight_and_exits_0(
     assert _keys(client, "runpod", "termed").get("termed/2026-01-01/termed.mp4") == len(data)
     assert "stopping: taking no new files" in daemons[0].text()
     assert _journal_states(tmp_path / "state").get("termed.mp4") == "uploaded"
+    path.unlink()
 
 
 def test_wrong_credentials_clear_error_file_kept_then_uploaded_when_fixed(

@@ -209,11 +209,13 @@ class MotoS3:
 
 @pytest.fixture(scope="module")
 def rclone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneS3]:
-    server = RcloneS3(tmp_path_factory.mktemp("rclone") / "data").start()
+    root = tmp_path_factory.mktemp("rclone")
+    server = RcloneS3(root / "data").start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the objects: up to a few hundred MB
 
 
 @pytest.fixture(scope="module")
