@@ -60,12 +60,17 @@ class PutCounter:
     def __init__(self, client: Any) -> None:
         self.by_key: collections.Counter[str] = collections.Counter()
         self.first_part = threading.Event()
+        self.part_sizes: list[int] = []
         for op in ("PutObject", "CreateMultipartUpload"):
             client.meta.events.register(f"provide-client-params.s3.{op}", self._count)
+        client.meta.events.register("provide-client-params.s3.UploadPart", self._part_size)
         client.meta.events.register("after-call.s3.UploadPart", self._part)
 
     def _count(self, params: dict[str, Any], **_: Any) -> None:
         self.by_key[params["Key"]] += 1
+
+    def _part_size(self, params: dict[str, Any], **_: Any) -> None:
+        self.part_sizes.append(len(params["Body"]))
 
     def _part(self, **_: Any) -> None:
         self.first_part.set()
@@ -219,6 +224,7 @@ def test_server_stopped_mid_multipart_then_restarted_upload_completes(tmp_path: 
             _wait_for(lambda: _keys(client, server.bucket, "outputs").get(key) == len(data), 60, "the object")
         assert hashlib.sha256(_body(client, server.bucket, key)).digest() == hashlib.sha256(data).digest()
         assert _index_keys(server, "outputs", "2026-01-01") == [key]
+        assert set(daemon.puts.part_sizes) == {5 * 1024 * 1024}  # equal parts of 5 MiB (60 MiB file)
     finally:
         server.stop()
         shutil.rmtree(tmp_path, ignore_errors=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from zr4.runtime.sync.client import ErrorKind, classify, part_size_for
+from zr4.runtime.sync.client import ErrorKind, classify
 from zr4.runtime.sync.journal import UPLOADED, UPLOADING, Journal
 from zr4.runtime.sync.metadata_index import merge_entries
 from zr4.runtime.sync.redact import redact
@@ -23,7 +23,7 @@ from zr4.runtime.sync.scanner import (
     pod_suffixed,
     scan,
 )
-from zr4.runtime.sync.settings import MIB, Secret, SyncConfigError, settings_from_env
+from zr4.runtime.sync.settings import Secret, SyncConfigError, settings_from_env
 from zr4.runtime.sync.watcher import InotifyWatcher, make_watcher
 
 BASE_ENV = {
@@ -129,20 +129,6 @@ def test_completeness_is_mtime_age() -> None:
     state = FileState("a.mp4", 10, 1_000_000_000)
     assert not is_complete(state, 1_500_000_000, 1.0)
     assert is_complete(state, 2_000_000_000, 1.0)
-
-
-@pytest.mark.parametrize(
-    ("size", "preferred", "expected"),
-    [
-        (100 * MIB, 16 * MIB, 16 * MIB),
-        (100 * MIB, 1 * MIB, 5 * MIB),  # S3's minimum part
-        (200_000 * MIB, 16 * MIB, 20 * MIB),  # 10,000 parts at most
-    ],
-)
-def test_part_sizes(size: int, preferred: int, expected: int) -> None:
-    part = part_size_for(size, preferred)
-    assert part == expected
-    assert -(-size // part) <= 10_000
 
 
 def test_merge_entries_is_a_union_by_key_newest_wins() -> None:

@@ -17,7 +17,7 @@ import botocore.exceptions
 from botocore.config import Config
 from s3transfer.manager import TransferConfig, TransferManager
 
-from zr4.runtime.sync.settings import MAX_PARTS, MIB, MIN_PART_BYTES, SyncSettings
+from zr4.runtime.sync.settings import MIN_PART_BYTES, SyncSettings
 
 # A server clock further than this from ours means signatures will be refused (S3 allows 15 min).
 SKEW_LIMIT_SECONDS = 15 * 60
@@ -45,21 +45,12 @@ def make_s3_client(settings: SyncSettings) -> Any:
     )
 
 
-def part_size_for(size_bytes: int, preferred_bytes: int) -> int:
-    """Equal multipart parts: at least 5 MiB, whole MiB, and few enough for 10,000 parts.
-
-    s3transfer applies the same limits (``ChunksizeAdjuster`` in s3transfer/utils.py); computing
-    it here keeps the choice visible and testable.
-    """
-    part = max(preferred_bytes, MIN_PART_BYTES)
-    needed = -(-size_bytes // MAX_PARTS)
-    if needed > part:
-        part = -(-needed // MIB) * MIB
-    return part
-
-
 def make_transfer_manager(client: Any, settings: SyncSettings) -> TransferManager:
-    """Multipart above one part size; at most ``request_concurrency`` requests in flight."""
+    """Multipart above one part size; at most ``request_concurrency`` requests in flight.
+
+    Parts are equal (the last one shorter) and at least 5 MiB; s3transfer raises the part size
+    when a file would need more than 10,000 parts (``ChunksizeAdjuster`` in s3transfer/utils.py).
+    """
     part = max(settings.part_size_bytes, MIN_PART_BYTES)
     config = TransferConfig(
         multipart_threshold=part,

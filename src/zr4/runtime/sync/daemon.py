@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from zr4.errors import Zr4Error
@@ -580,14 +579,3 @@ def sync_once(
             engine.close(cancel=bool(engine.in_flight))
     engine.report.seconds = time.monotonic() - started
     return engine.report
-
-
-def state_dir_summary(settings: SyncSettings) -> dict[str, int]:
-    """Counts per journal state (for status lines)."""
-    if not Path(settings.journal_path).exists():
-        return {}
-    journal = Journal(settings.journal_path)
-    try:
-        return journal.counts()
-    finally:
-        journal.close()

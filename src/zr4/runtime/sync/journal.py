@@ -115,11 +115,6 @@ class Journal:
     def day_records(self, day: str) -> list[FileRecord]:
         return self._rows("WHERE day = ? AND state IN (?, ?) ORDER BY key", (day, UPLOADED, DELETED))
 
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
-        return {state: count for state, count in rows}
-
     def mark_uploading(
         self, rel_path: str, size: int, mtime_ns: int, sha256: str, key: str, day: str
     ) -> None:
