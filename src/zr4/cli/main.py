@@ -53,7 +53,8 @@ def version() -> None:
 def run() -> None:
     """Console-script entry: user errors become one line on stderr, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False, click returns typer.Exit's code instead of exiting.
+        exit_code = app(standalone_mode=False)
     except Zr4Error as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(error.exit_code)
@@ -69,6 +70,7 @@ def run() -> None:
             click_error.show()
             sys.exit(click_error.exit_code)
         raise
+    sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 
 if __name__ == "__main__":

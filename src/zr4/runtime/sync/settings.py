@@ -21,7 +21,8 @@ from zr4.runtime.env import EnvError, env_bool, env_str
 
 DEFAULT_BUCKET = "runpod"
 DEFAULT_PREFIX = "outputs"
-DEFAULT_OUTPUT_DIR = "/workspace/ComfyUI/output"
+# The image sets OUTPUT_DIR (ComfyUI's --output-directory); R2_SYNC_OUTPUT_DIR overrides it for sync alone.
+DEFAULT_OUTPUT_DIR = "/workspace/outputs"
 # /workspace is RunPod's persistent volume (DESIGN.md, "RunPod facts"): the journal must outlive the
 # container disk.
 DEFAULT_STATE_DIR = "/workspace/.zr4/sync"
@@ -188,7 +189,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
         prefix=(env_str("R2_PREFIX", DEFAULT_PREFIX, env) or "").strip("/"),
         enabled=env_bool("ENABLE_R2_SYNC", False, env),
         delete_after_upload=env_bool("R2_DELETE_AFTER_UPLOAD", False, env),
-        output_dir=Path(env_str("R2_SYNC_OUTPUT_DIR", DEFAULT_OUTPUT_DIR, env) or DEFAULT_OUTPUT_DIR),
+        output_dir=Path(
+            env_str("R2_SYNC_OUTPUT_DIR", None, env) or env_str("OUTPUT_DIR", DEFAULT_OUTPUT_DIR, env) or DEFAULT_OUTPUT_DIR
+        ),
         state_dir=Path(env_str("R2_SYNC_STATE_DIR", DEFAULT_STATE_DIR, env) or DEFAULT_STATE_DIR),
         stable_seconds=_float("R2_SYNC_STABLE_SECONDS", 1.0, env),
         poll_seconds=max(0.05, _float("R2_SYNC_POLL_SECONDS", 0.5, env)),
