@@ -45,7 +45,7 @@ def request(vram_gib: float, variant: str, ram_gib: float | None = 64, **changes
 
 # card GiB, variant, host RAM GiB -> memory mode, blocks swapped, blocks prefetched, text encoder
 # device, VAE tiling, host-RAM warning. The 16 GiB rows are the RTX 4080 SUPER reference answer
-# (docs/readme/planner.md).
+# (README, "VRAM planner").
 EXPECTED = [
     (8, "fp16", 32, "seq", 39, 1, "cpu", False, True),
     (8, "fp16", 64, "seq", 39, 1, "cpu", False, False),
