@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +24,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default profile rendered once per test module (read-only: copy it with ``ctx``)."""
+    from support.validate_context import render
+
+    return render(tmp_path_factory.mktemp("rendered"))
+
+
+@pytest.fixture
+def ctx(rendered: Path, tmp_path: Path) -> Path:
+    """A private, editable copy of the rendered default context."""
+    return Path(shutil.copytree(rendered, tmp_path / "docker"))

@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
-from zr4.paths import data_dir, source_root
-from zr4.profile import load_profile
-from zr4.render import render_files, write_context
-from zr4.validate import BuildContext
+from support.validate_context import context_of, messages
+from zr4.paths import data_dir
 from zr4.validate.check_compose import check_compose, compose_schema
 from zr4.validate.check_secrets import check_secrets
-from zr4.validate.model import CheckResult
 
-REPO = source_root()
 # A token of the right shape that is not one (hf_ + 34 letters).
 FAKE_HF_TOKEN = "hf_" + "abcdefghijklmnopqrstuvwxyzABCDEFGH"
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rendered") / "docker"
-    write_context(render_files(load_profile("4080super")), out)
-    return out
-
-
-@pytest.fixture
-def ctx(rendered: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(rendered, tmp_path / "docker"))
-
-
-def context_of(directory: Path) -> BuildContext:
-    assert REPO is not None
-    return BuildContext(directory, named_contexts={"zr4": REPO})
-
-
-def messages(result: CheckResult) -> str:
-    return "\n".join(str(f) for f in result.findings)
 
 
 def compose_of(ctx: Path) -> dict:

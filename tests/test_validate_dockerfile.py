@@ -6,48 +6,18 @@ back in (ERRATA 1, 2, 4); the check must fail and say where and why.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
-
-from zr4.paths import source_root
-from zr4.profile import load_profile
-from zr4.render import render_files, write_context
+from support.validate_context import REPO, context_of, messages
 from zr4.validate import BuildContext
 from zr4.validate.check_context import check_context
 from zr4.validate.check_dockerfile import check_parse, check_stages
-from zr4.validate.model import CheckResult
-
-REPO = source_root()
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rendered") / "docker"
-    write_context(render_files(load_profile("4080super")), out)
-    return out
-
-
-@pytest.fixture
-def ctx(rendered: Path, tmp_path: Path) -> Path:
-    """A private copy of the rendered 4080super context to break."""
-    return Path(shutil.copytree(rendered, tmp_path / "docker"))
-
-
-def context_of(directory: Path) -> BuildContext:
-    assert REPO is not None
-    return BuildContext(directory, named_contexts={"zr4": REPO})
 
 
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path.name}"
     path.write_text(text.replace(old, new, 1))
-
-
-def messages(result: CheckResult) -> str:
-    return "\n".join(str(f) for f in result.findings)
 
 
 def line_of(path: Path, needle: str) -> int:

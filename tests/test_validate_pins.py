@@ -3,19 +3,10 @@ failure is swallowed (the seed PRD's `2>/dev/null || echo` pattern, ERRATA 5).""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
-
-from zr4.paths import source_root
-from zr4.profile import load_profile
-from zr4.render import render_files, write_context
-from zr4.validate import BuildContext
+from support.validate_context import context_of, messages
 from zr4.validate.check_pins import check_pins, lock_problems
-from zr4.validate.model import CheckResult
-
-REPO = source_root()
 
 # The seed PRD's own install lines (seed STEP 1 and its xformers / ComfyUI stages).
 SEED_RUNS = """\
@@ -30,27 +21,6 @@ RUN cd ComfyUI && pip install --no-cache-dir -r requirements.txt
 RUN git init -q . && git fetch -q --depth 1 origin master && git checkout -q FETCH_HEAD
 ADD https://example.org/tool-1.0.tar.gz /tmp/
 """
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rendered") / "docker"
-    write_context(render_files(load_profile("4080super")), out)
-    return out
-
-
-@pytest.fixture
-def ctx(rendered: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(rendered, tmp_path / "docker"))
-
-
-def context_of(directory: Path) -> BuildContext:
-    assert REPO is not None
-    return BuildContext(directory, named_contexts={"zr4": REPO})
-
-
-def messages(result: CheckResult) -> str:
-    return "\n".join(str(f) for f in result.findings)
 
 
 def test_rendered_installs_are_all_pinned(ctx: Path) -> None:

@@ -7,18 +7,10 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
-from zr4.paths import source_root
-from zr4.profile import load_profile
-from zr4.render import render_files, write_context
-from zr4.validate import BuildContext
+from support.validate_context import context_of, messages, render
 from zr4.validate.check_budget import check_budget, disk_findings
 from zr4.validate.check_flags import check_flags, collect_arguments
 from zr4.validate.check_workflow import check_workflows
-from zr4.validate.model import CheckResult
-
-REPO = source_root()
 
 # The seed's start.sh picks COMFYUI_ARGS by VRAM (ERRATA 17: not ComfyUI flags).
 SEED_START = """\
@@ -32,31 +24,6 @@ cd /opt/ComfyUI
 # shellcheck disable=SC2086
 exec python main.py --listen 0.0.0.0 --port 8188 --normalvram --lowvram ${COMFYUI_ARGS}
 """
-
-
-def render(tmp_path: Path, *overrides: str) -> Path:
-    out = tmp_path / "docker"
-    write_context(render_files(load_profile("4080super", overrides)), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return render(tmp_path_factory.mktemp("rendered"))
-
-
-@pytest.fixture
-def ctx(rendered: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(rendered, tmp_path / "docker"))
-
-
-def context_of(directory: Path) -> BuildContext:
-    assert REPO is not None
-    return BuildContext(directory, named_contexts={"zr4": REPO})
-
-
-def messages(result: CheckResult) -> str:
-    return "\n".join(str(f) for f in result.findings)
 
 
 # ---- check 9: flags -----------------------------------------------------------------------------

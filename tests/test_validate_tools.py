@@ -7,37 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from zr4.paths import source_root
-from zr4.profile import load_profile
-from zr4.render import render_files, write_context
+from support.validate_context import REPO, context_of, messages
 from zr4.validate import BuildContext
 from zr4.validate.check_build import check_build, offline_stages
 from zr4.validate.check_lint import check_hadolint, check_shellcheck, hadolint_config
-from zr4.validate.model import CheckResult
 
-REPO = source_root()
 needs_buildah = pytest.mark.skipif(shutil.which("buildah") is None, reason="buildah is not installed")
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("rendered") / "docker"
-    write_context(render_files(load_profile("4080super")), out)
-    return out
-
-
-@pytest.fixture
-def ctx(rendered: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(rendered, tmp_path / "docker"))
-
-
-def context_of(directory: Path) -> BuildContext:
-    assert REPO is not None
-    return BuildContext(directory, named_contexts={"zr4": REPO})
-
-
-def messages(result: CheckResult) -> str:
-    return "\n".join(str(f) for f in result.findings)
 
 
 # ---- check 4: hadolint --------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from zr4 import __version__
 from zr4.errors import Zr4Error
 from zr4.paths import data_dir, source_root
 from zr4.profile.models import Profile, Stack
+from zr4.runtime.atomic import write_text_atomically
 
 # The image's platform: Ubuntu 22.04 (glibc 2.35) on x86_64 (DESIGN "Build notes").
 PYTHON_PLATFORM = "x86_64-manylinux_2_28"
@@ -565,21 +566,10 @@ def compile_lock(
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` next to ``path`` and rename it into place, so a reader never sees half a lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write a lock so a reader never sees half of it; a committed file gets the usual mode."""
     umask = os.umask(0)
     os.umask(umask)
-    try:
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a committed file gets the usual mode
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text, 0o666 & ~umask)
 
 
 @dataclass(frozen=True)

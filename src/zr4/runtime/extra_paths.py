@@ -8,11 +8,10 @@ flag, and models downloaded once to ``/workspace/models`` are never copied into 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from zr4.runtime.atomic import write_text_atomically
 from zr4.runtime.models.layout import extra_model_paths_yaml
 
 FILE_NAME = "extra_model_paths.yaml"
@@ -50,13 +49,5 @@ def sync_extra_model_paths(comfyui_dir: Path, models_dir: Path, folders: Iterabl
     text = extra_model_paths_yaml(models_dir, folders)
     if existing == text:
         return f"{target} already points at {models_dir}"
-    handle, temporary = tempfile.mkstemp(prefix=f".{FILE_NAME}.", dir=comfyui_dir)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(target, text)
     return f"wrote {target} -> {models_dir}"

@@ -13,12 +13,11 @@ the renderer (and so of Jinja2).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from zr4.runtime.atomic import write_text_atomically
 from zr4.runtime.models.selection import FileTarget
 from zr4.workflow.build import WorkflowSpec, build_steadydancer_workflow, workflow_json
 
@@ -77,17 +76,6 @@ def workflow_spec_for_boot(
 
 def install_workflow(comfyui_dir: Path, spec: WorkflowSpec) -> Path:
     """Write ``steadydancer-<variant>.json`` into ComfyUI's user workflows folder (atomically)."""
-    folder = comfyui_dir / WORKFLOWS_SUBDIR
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"steadydancer-{spec.variant}.json"
-    text = workflow_json(build_steadydancer_workflow(spec))
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    target = comfyui_dir / WORKFLOWS_SUBDIR / f"steadydancer-{spec.variant}.json"
+    write_text_atomically(target, workflow_json(build_steadydancer_workflow(spec)))
     return target
