@@ -36,7 +36,9 @@ moto_server = s3_server.moto_server
 FIXED_MTIME = 1_767_268_800  # 2026-01-01T12:00:00Z: a fixed day, far from midnight
 
 
-def _wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+def _wait_for(
+    check: Callable[[], bool], timeout_s: float, what: str, explain: Callable[[], str] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -48,7 +50,8 @@ def _wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
             # the test's poll does the same rather than fail on a read of a file in flux.
             pass
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{detail}")
 
 
 def _keys(client: Any, bucket: str, prefix: str = "") -> dict[str, int]:
@@ -120,6 +123,20 @@ def _index_keys(server: Any, prefix: str, day: str) -> list[str]:
 
 def _data_keys(keys: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in keys.items() if "/metadata" not in k}
+
+
+def _publish(path: Path, data: bytes, mtime: float = FIXED_MTIME) -> None:
+    """Make ``path`` appear with its final bytes and mtime at once (a rename), under a running daemon.
+
+    Writing in place and back-dating afterwards races the daemon: a file whose mtime is older than
+    ``stable_seconds`` is complete, so on a loaded machine a pause over ``stable_seconds`` between
+    the write and ``os.utime`` uploads it under today's folder, and it keeps that key (see
+    test_a_file_redated_after_its_upload_keeps_its_key). The hidden ``.tmp`` name is never a candidate.
+    """
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_bytes(data)
+    os.utime(staging, (mtime, mtime))
+    os.replace(staging, path)
 
 
 @pytest.mark.parametrize("target", ["rclone", "moto"])
@@ -269,6 +286,47 @@ def test_delete_after_upload_only_removes_verified_files(rclone_server: RcloneS3
     assert f"drop/{day_for(time.time_ns())}/a.gif" in _keys(rclone_server.client(), "runpod", "drop")
 
 
+def _explain_index(
+    client: Any, bucket: str, prefix: str, pods: list[SyncSettings], expected: set[str]
+) -> str:
+    """What the bucket and each pod's journal hold, for a failure message."""
+    lines: list[str] = []
+    try:
+        entries = read_day_index(client, pods[0], "2026-01-01")
+        keys = [e["key"] for e in entries]
+        lines.append(f"read_day_index: {len(keys)} entries")
+        lines.append(f"  missing: {sorted(expected - set(keys))}")
+        lines.append(f"  unexpected: {sorted(set(keys) - expected)}")
+    except Exception as error:  # the explanation must not hide the timeout
+        lines.append(f"read_day_index failed: {error!r}")
+    try:
+        stored = _keys(client, bucket, prefix)
+        lines.append(f"objects under {prefix}/ not expected: {sorted(set(stored) - expected)}")
+        lines.append(f"expected objects absent: {sorted(expected - set(stored))}")
+        for key in sorted(k for k in stored if k.endswith(".json")):
+            try:
+                listed = [o["key"] for o in json.loads(_body(client, bucket, key)).get("objects", [])]
+                twice = sorted(k for k, n in collections.Counter(listed).items() if n > 1)
+                lines.append(
+                    f"{key}: {len(listed)} entries, duplicates {twice}, missing {sorted(expected - set(listed))}"
+                )
+            except Exception as error:
+                lines.append(f"{key}: unreadable {error!r}")
+    except Exception as error:
+        lines.append(f"listing failed: {error!r}")
+    for settings in pods:
+        try:
+            with sqlite3.connect(settings.journal_path, timeout=1) as db:
+                rows = db.execute("SELECT rel_path, key, day, state, indexed, mtime_ns FROM files").fetchall()
+            odd = [r for r in rows if r[3] != "uploaded" or not r[4] or r[2] != "2026-01-01"]
+            lines.append(
+                f"journal {settings.pod_id}: {len(rows)} rows, not uploaded+indexed on the day: {odd}"
+            )
+        except Exception as error:
+            lines.append(f"journal {settings.pod_id}: {error!r}")
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("target", ["rclone", "moto"])
 def test_two_daemons_writing_the_same_day_lose_no_entries(
     target: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -282,12 +340,15 @@ def test_two_daemons_writing_the_same_day_lose_no_entries(
     with DaemonThread(pods[0]), DaemonThread(pods[1]):
         for i in range(30):  # both pods finish a file every ~60 ms, on the same day
             for settings in pods:
-                path = settings.output_dir / f"{settings.pod_id}_{i:03d}.mp4"
-                path.write_bytes(os.urandom(2000))
-                os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+                _publish(settings.output_dir / f"{settings.pod_id}_{i:03d}.mp4", os.urandom(2000))
             time.sleep(0.06)
         client = server.client()
-        _wait_for(lambda: len(read_day_index(client, pods[0], "2026-01-01")) == 60, 60, "60 entries")
+        expected = {f"{prefix}/2026-01-01/{s.pod_id}_{i:03d}.mp4" for s in pods for i in range(30)}
+
+        def explain() -> str:
+            return _explain_index(client, server.bucket, prefix, pods, expected)
+
+        _wait_for(lambda: len(read_day_index(client, pods[0], "2026-01-01")) == 60, 60, "60 entries", explain)
         # metadata.json itself converges to the union (each writer re-checks after writing).
         _wait_for(
             lambda: len(_index_keys(server, prefix, "2026-01-01")) == 60, 30, "60 entries in metadata.json"
@@ -295,6 +356,26 @@ def test_two_daemons_writing_the_same_day_lose_no_entries(
     keys = _index_keys(server, prefix, "2026-01-01")
     assert len(keys) == len(set(keys)) == 60
     assert sorted(_data_keys(_keys(client, server.bucket, prefix))) == sorted(keys)
+
+
+def test_a_file_redated_after_its_upload_keeps_its_key(rclone_server: RcloneS3, tmp_path: Path) -> None:
+    """One file, one key: an mtime moved to another day after the upload neither moves nor copies it.
+
+    This is what a pause between writing a file and back-dating it does under a running daemon.
+    """
+    settings = sync_settings(rclone_server, tmp_path, pod_id="redated", prefix="redated", stable_seconds=0.1)
+    path = settings.output_dir / "clip.mp4"
+    path.write_bytes(os.urandom(3000))
+    today = day_for(path.stat().st_mtime_ns)
+    time.sleep(0.2)
+    assert sync_once(settings).uploaded == [f"redated/{today}/clip.mp4"]
+    os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+    again = sync_once(settings)
+    assert again.ok and again.uploaded == [] and again.already_present == [f"redated/{today}/clip.mp4"]
+    client = rclone_server.client()
+    assert sorted(_data_keys(_keys(client, rclone_server.bucket, "redated"))) == [f"redated/{today}/clip.mp4"]
+    assert [e["key"] for e in read_day_index(client, settings, today)] == [f"redated/{today}/clip.mp4"]
+    assert read_day_index(client, settings, "2026-01-01") == []
 
 
 def test_same_file_name_from_two_pods_keeps_both_objects(moto_server: MotoS3, tmp_path: Path) -> None:
