@@ -497,9 +497,15 @@ def test_sigkill_mid_upload_then_restart_arrives_once(
         30,
         "upload start",
     )
-    time.sleep(0.1)
-    daemons[0].kill()  # SIGKILL: no handler, no cleanup
     client = rclone_server.client()
+    # Kill only once the multipart upload exists on the server, so the kill is truly mid-upload
+    # (a fixed sleep lost that race on a loaded machine).
+    _wait_for(
+        lambda: bool(client.list_multipart_uploads(Bucket="runpod", Prefix=key).get("Uploads")),
+        30,
+        "the multipart upload to be created",
+    )
+    daemons[0].kill()  # SIGKILL: no handler, no cleanup
     assert _keys(client, "runpod", "killed").get(key) is None  # the kill came mid-upload
     daemons.append(CliDaemon(env, log))
     _wait_for(
