@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -282,3 +283,15 @@ def test_the_container_runtime_imports_neither_jinja2_nor_typer() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_volume_the_image_user_cannot_write_stops_the_start_with_the_fix() -> None:
+    from zr4.runtime.start import StartReport, _step
+
+    report = StartReport()
+    with pytest.raises(StartError) as caught, _step(report, 2, "models", lambda line: None):
+        raise PermissionError(13, "Permission denied", "/workspace/models")
+    message = str(caught.value)
+    assert "step 2 (models)" in message and "cannot write /workspace/models" in message
+    assert f"writable by uid {os.getuid()}" in message
+    assert "models" not in report.steps  # a failed step records no duration

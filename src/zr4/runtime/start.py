@@ -130,6 +130,13 @@ def _step(report: StartReport, number: int, title: str, log: Log) -> Iterator[No
         raise StartError(
             f"zr4 start stopped at step {number} ({title}) after {elapsed:.2f} s: {error}"
         ) from error
+    except PermissionError as error:
+        # The image runs as a non-root user; a volume mounted root-owned is the usual cause.
+        raise StartError(
+            f"zr4 start stopped at step {number} ({title}): cannot write {error.filename}: permission denied. "
+            f"Make the volume writable by uid {os.getuid()} (e.g. `chown -R {os.getuid()} /workspace` once) "
+            "or run the container as root"
+        ) from error
     elapsed = time.perf_counter() - started
     report.steps[title] = elapsed
     log(f"step {number}/5 {title}: done in {elapsed:.2f} s")
