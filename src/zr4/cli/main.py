@@ -39,7 +39,9 @@ app.command("schema")(schema_cli.schema)
 app.command("lock")(lock_cli.lock)
 app.command("validate")(validate_cli.validate)
 app.command("build")(build_cli.build)
-app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(start_cli.start)
+app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    start_cli.start
+)
 app.command("health")(start_cli.health)
 app.command("doctor")(start_cli.doctor)
 

@@ -8,7 +8,9 @@ from zr4.errors import Zr4Error
 from zr4.profile.schema import profile_json_schema, schema_path
 
 
-def schema(check: bool = typer.Option(False, "--check", help="Exit 1 if the committed schema is stale.")) -> None:
+def schema(
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the committed schema is stale."),
+) -> None:
     """Regenerate profiles/profile.schema.json from the profile models."""
     path = schema_path()
     fresh = profile_json_schema()

@@ -12,12 +12,13 @@ from typing import Any
 from zr4 import __version__
 from zr4.compat import ensure_compatible, flash_attn_wheel_url, mmcv_build_method
 from zr4.profile.models import Profile
+from zr4.runtime import image_layout
 
 # Paths inside the image; the runtime reads the same values from the environment.
-COMFYUI_DIR = "/opt/ComfyUI"
-VENV_DIR = "/opt/venv"
-ZR4_DIR = "/opt/zr4"
-PYTHON_DIR = "/opt/python"
+COMFYUI_DIR = image_layout.COMFYUI_DIR
+VENV_DIR = image_layout.VENV_DIR
+ZR4_DIR = image_layout.ZR4_DIR
+PYTHON_DIR = image_layout.PYTHON_DIR
 
 # Build-only tools installed into the builder's venv for `--no-build-isolation` builds.
 # setuptools < 82 because mmcv 2.1.0's setup.py imports pkg_resources (DESIGN.md build notes);
@@ -83,7 +84,10 @@ def build_context_vars(profile: Profile) -> dict[str, Any]:
         "venv_dir": VENV_DIR,
         "zr4_dir": ZR4_DIR,
         "python_dir": PYTHON_DIR,
-        "python_bin": f"{VENV_DIR}/bin/python",
+        "workspace_dir": image_layout.WORKSPACE_DIR,
+        "models_dir": image_layout.MODELS_DIR,
+        "output_dir": image_layout.OUTPUT_DIR,
+        "python_bin": image_layout.COMFYUI_PYTHON,
         "build_tool_pins": BUILD_TOOL_PINS,
         "runtime_apt": RUNTIME_APT,
         "builder_apt": BUILDER_APT,

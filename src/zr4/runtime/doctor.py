@@ -27,6 +27,7 @@ from typing import Any, Literal
 from zr4.errors import Zr4Error
 from zr4.paths import data_dir
 from zr4.profile.models import Profile
+from zr4.runtime import image_layout
 
 Status = Literal["ok", "FAIL", "skip"]
 PROBE = Path(__file__).with_name("doctor_probe.py")
@@ -486,7 +487,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> tuple[Path, s
     """(profile path, ComfyUI python, ComfyUI folder) from the image's environment."""
     env = os.environ if environ is None else environ
     return (
-        Path(env.get("ZR4_PROFILE") or "/opt/zr4/profile.json"),
-        env.get("COMFYUI_PYTHON") or "/opt/venv/bin/python",
-        Path(env.get("COMFYUI_DIR") or "/opt/ComfyUI"),
+        Path(env.get("ZR4_PROFILE") or image_layout.PROFILE_JSON),
+        env.get("COMFYUI_PYTHON") or image_layout.COMFYUI_PYTHON,
+        Path(env.get("COMFYUI_DIR") or image_layout.COMFYUI_DIR),
     )

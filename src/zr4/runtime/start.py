@@ -28,16 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from zr4.errors import Zr4Error
+from zr4.runtime import image_layout
 from zr4.runtime.env import EnvError, env_bool, env_str
 
 Log = Callable[[str], None]
 
 # Paths of the image (the Dockerfile's ENV); a developer machine sets these variables itself.
-DEFAULT_COMFYUI_DIR = "/opt/ComfyUI"
-DEFAULT_COMFYUI_PYTHON = "/opt/venv/bin/python"
-DEFAULT_PROFILE = "/opt/zr4/profile.json"
-DEFAULT_OUTPUT_DIR = "/workspace/outputs"
-DEFAULT_MODELS_DIR = "/workspace/models"
+DEFAULT_COMFYUI_DIR = image_layout.COMFYUI_DIR
+DEFAULT_COMFYUI_PYTHON = image_layout.COMFYUI_PYTHON
+DEFAULT_PROFILE = image_layout.PROFILE_JSON
+DEFAULT_OUTPUT_DIR = image_layout.OUTPUT_DIR
+DEFAULT_MODELS_DIR = image_layout.MODELS_DIR
 # The daemon drains in-flight uploads on SIGTERM for R2_SYNC_SHUTDOWN_SECONDS (default 20 s).
 SYNC_STOP_TIMEOUT_S = 30.0
 FINAL_SYNC_TIMEOUT_S = 300.0

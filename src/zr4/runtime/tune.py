@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from zr4.runtime import image_layout
 from zr4.runtime.gpu import Detection, detect
 from zr4.runtime.planner import (
     MEMORY_MODES,
@@ -34,7 +35,7 @@ from zr4.runtime.planner import (
     plan,
 )
 
-DEFAULT_PROFILE_PATH = Path("/opt/zr4/profile.json")
+DEFAULT_PROFILE_PATH = Path(image_layout.PROFILE_JSON)
 TIERS = ("consumer", "prosumer", "datacenter")
 VARIANTS = ("fp16", "fp8", "gguf")
 # The seed's short spellings (STEP 7: q2..q8), as data/models.yaml's gguf.aliases spells them.

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from zr4.runtime import image_layout
 from zr4.validate.context import BuildContext
 from zr4.validate.model import CheckResult, Finding, outcome
 
 TITLE = "models fit RunPod disks; variant fits VRAM"
 GB = 1_000_000_000
-_DEFAULT_MODELS_DIR = "/workspace/models"
+_DEFAULT_MODELS_DIR = image_layout.MODELS_DIR
 
 
 def plan_for_profile(profile: Any) -> Any:

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zr4.runtime import image_layout
 from zr4.runtime.env import EnvError, env_bool, env_str
 from zr4.runtime.models.errors import SettingsError
 
 # DESIGN.md "RunPod facts": /workspace is the persistent volume, so models live there and survive
 # a pod stop; ComfyUI finds them through --extra-model-paths-config (see paths.extra_model_paths_yaml).
-DEFAULT_MODELS_DIR = Path("/workspace/models")
-DEFAULT_PROFILE_PATH = Path("/opt/zr4/profile.json")
+DEFAULT_MODELS_DIR = Path(image_layout.MODELS_DIR)
+DEFAULT_PROFILE_PATH = Path(image_layout.PROFILE_JSON)
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 VARIANTS = ("fp16", "fp8", "gguf")
 

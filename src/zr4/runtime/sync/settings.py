@@ -17,16 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from zr4.runtime import image_layout
 from zr4.runtime.env import EnvError, env_bool, env_str
 
 DEFAULT_BUCKET = "runpod"
 DEFAULT_PREFIX = "outputs"
 # The image sets OUTPUT_DIR (ComfyUI's --output-directory); R2_SYNC_OUTPUT_DIR overrides it for sync alone.
-DEFAULT_OUTPUT_DIR = "/workspace/outputs"
+DEFAULT_OUTPUT_DIR = image_layout.OUTPUT_DIR
 # /workspace is RunPod's persistent volume (DESIGN.md, "RunPod facts"): the journal must outlive the
 # container disk.
-DEFAULT_STATE_DIR = "/workspace/.zr4/sync"
-DEFAULT_PROFILE_JSON = "/opt/zr4/profile.json"
+DEFAULT_STATE_DIR = image_layout.SYNC_STATE_DIR
+DEFAULT_PROFILE_JSON = image_layout.PROFILE_JSON
 MIB = 1024 * 1024
 # S3/R2 multipart limits: parts of 5 MiB to 5 GiB, all but the last equal, at most 10,000 (ERRATA 25).
 MIN_PART_BYTES = 5 * MIB
@@ -190,7 +191,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
         enabled=env_bool("ENABLE_R2_SYNC", False, env),
         delete_after_upload=env_bool("R2_DELETE_AFTER_UPLOAD", False, env),
         output_dir=Path(
-            env_str("R2_SYNC_OUTPUT_DIR", None, env) or env_str("OUTPUT_DIR", DEFAULT_OUTPUT_DIR, env) or DEFAULT_OUTPUT_DIR
+            env_str("R2_SYNC_OUTPUT_DIR", None, env)
+            or env_str("OUTPUT_DIR", DEFAULT_OUTPUT_DIR, env)
+            or DEFAULT_OUTPUT_DIR
         ),
         state_dir=Path(env_str("R2_SYNC_STATE_DIR", DEFAULT_STATE_DIR, env) or DEFAULT_STATE_DIR),
         stable_seconds=_float("R2_SYNC_STABLE_SECONDS", 1.0, env),

@@ -1,0 +1,20 @@
+"""Where things live inside the image: the one contract between the Dockerfile template and the runtime.
+
+The renderer writes these paths into the Dockerfile (and its ENV lines); the runtime falls back to
+them when the environment does not say otherwise. Keeping them here means a path can never differ
+between what the image builds and what its boot code looks for.
+"""
+
+from __future__ import annotations
+
+PYTHON_DIR = "/opt/python"  # uv-managed CPython, the same path in builder and runtime stages
+VENV_DIR = "/opt/venv"  # ComfyUI's venv
+COMFYUI_DIR = "/opt/ComfyUI"
+COMFYUI_PYTHON = f"{VENV_DIR}/bin/python"
+ZR4_DIR = "/opt/zr4"  # zr4's own venv, plus the baked context files
+PROFILE_JSON = f"{ZR4_DIR}/profile.json"
+# RunPod's persistent volume (DESIGN.md "RunPod facts"): models, outputs and sync state outlive the pod.
+WORKSPACE_DIR = "/workspace"
+MODELS_DIR = f"{WORKSPACE_DIR}/models"
+OUTPUT_DIR = f"{WORKSPACE_DIR}/outputs"
+SYNC_STATE_DIR = f"{WORKSPACE_DIR}/.zr4/sync"
