@@ -145,13 +145,7 @@ class RcloneS3:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        _terminate(self.process)
         self.process = None
 
     def restart(self, access_key: str | None = None, secret_key: str | None = None) -> None:
@@ -163,6 +157,17 @@ class RcloneS3:
     def client(self) -> Any:
         ca = self.ca_cert
         return s3_client(self.endpoint, self.access_key, self.secret_key, str(ca) if ca else None)
+
+
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a test server never outlives its fixture."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 class MotoS3:
@@ -194,13 +199,7 @@ class MotoS3:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        _terminate(self.process)
         self.process = None
 
     def client(self) -> Any:
