@@ -1,62 +1,117 @@
 """Entry point of the ``zr4`` console script.
 
-Each command group lives in its own module and is registered here; this module only turns
-``Zr4Error`` into one red line and an exit code.
+Each command group lives in its own module. Modules are imported lazily: ``zr4 models download``
+and ``zr4 sync run`` run inside the image at every boot, and importing the renderer, the validator
+or boto3 for them would cost most of their run time. ``run()`` looks at the command name and
+registers only the module that defines it; help and unknown commands register them all.
+This module also turns ``Zr4Error`` into one red line and an exit code.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable, Sequence
 
 import typer
 
 from zr4 import __version__
-from zr4.cli import build as build_cli
-from zr4.cli import lock as lock_cli
-from zr4.cli import models as models_cli
-from zr4.cli import plan as plan_cli
-from zr4.cli import profiles as profiles_cli
-from zr4.cli import render as render_cli
-from zr4.cli import schema as schema_cli
-from zr4.cli import start as start_cli
-from zr4.cli import sync as sync_cli
-from zr4.cli import validate as validate_cli
 from zr4.errors import Zr4Error
 
-app = typer.Typer(
-    name="zr4",
-    help="Profiles in, a working ComfyUI + SteadyDancer GPU image out.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(models_cli.app, name="models")
-app.add_typer(sync_cli.app, name="sync")
-plan_cli.register(app)
-profiles_cli.register(app)
-app.command("render")(render_cli.render)
-app.command("schema")(schema_cli.schema)
-app.command("lock")(lock_cli.lock)
-app.command("validate")(validate_cli.validate)
-app.command("build")(build_cli.build)
-app.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
-    start_cli.start
-)
-app.command("health")(start_cli.health)
-app.command("doctor")(start_cli.doctor)
+_START_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-@app.command()
+def _sub_app(module: str, name: str) -> Callable[[typer.Typer], None]:
+    def register(app: typer.Typer) -> None:
+        app.add_typer(importlib.import_module(module).app, name=name)
+
+    return register
+
+
+def _command(module: str, function: str, name: str, **settings: object) -> Callable[[typer.Typer], None]:
+    def register(app: typer.Typer) -> None:
+        callback = getattr(importlib.import_module(module), function)
+        app.command(name, context_settings=settings or None)(callback)
+
+    return register
+
+
+def _module_register(module: str) -> Callable[[typer.Typer], None]:
+    def register(app: typer.Typer) -> None:
+        importlib.import_module(module).register(app)
+
+    return register
+
+
+# Command name -> how to register it; the order is the order of `zr4 --help`.
+# A module whose ``register(app)`` adds several commands is listed under each of them.
+COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
+    "models": _sub_app("zr4.cli.models", "models"),
+    "sync": _sub_app("zr4.cli.sync", "sync"),
+    "plan": _module_register("zr4.cli.plan"),
+    "tune": _module_register("zr4.cli.plan"),
+    "profiles": _module_register("zr4.cli.profiles"),
+    "show": _module_register("zr4.cli.profiles"),
+    "render": _command("zr4.cli.render", "render", "render"),
+    "schema": _command("zr4.cli.schema", "schema", "schema"),
+    "lock": _command("zr4.cli.lock", "lock", "lock"),
+    "validate": _command("zr4.cli.validate", "validate", "validate"),
+    "build": _command("zr4.cli.build", "build", "build"),
+    "start": _command("zr4.cli.start", "start", "start", **_START_SETTINGS),
+    "health": _command("zr4.cli.start", "health", "health"),
+    "doctor": _command("zr4.cli.start", "doctor", "doctor"),
+}
+
+
 def version() -> None:
     """Print zr4's version."""
     typer.echo(__version__)
 
 
-def run() -> None:
+def make_app(names: Sequence[str] | None = None) -> typer.Typer:
+    """The Typer app with the commands ``names`` registered (all of them when None)."""
+    app = typer.Typer(
+        name="zr4",
+        help="Profiles in, a working ComfyUI + SteadyDancer GPU image out.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _group() -> None:
+        """Profiles in, a working ComfyUI + SteadyDancer GPU image out."""
+
+    wanted = list(COMMANDS) if names is None else [n for n in names if n in COMMANDS]
+    done: set[Callable[[typer.Typer], None]] = set()
+    for name in wanted:
+        register = COMMANDS[name]
+        if register in done:
+            continue
+        done.add(register)
+        register(app)
+    if names is None or "version" in names:
+        app.command("version")(version)
+    return app
+
+
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The command the arguments name, when it is a known one and comes before any option."""
+    for arg in argv:
+        if arg.startswith("-"):
+            return None
+        return arg if arg in COMMANDS or arg == "version" else None
+    return None
+
+
+def run(argv: Sequence[str] | None = None) -> None:
     """Console-script entry: user errors become one line on stderr, never a traceback."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    name = _command_name(args)
+    app = make_app(None if name is None else [name])
     try:
         # With standalone_mode=False, click returns typer.Exit's code instead of exiting.
-        exit_code = app(standalone_mode=False)
+        exit_code = app(args=args, prog_name="zr4", standalone_mode=False)
     except Zr4Error as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(error.exit_code)
