@@ -146,10 +146,10 @@ def _show_choices(choices: list[Any]) -> str:
     return shown + (f", … ({len(choices)} in all)" if len(choices) > _SHOWN_CHOICES else "")
 
 
-def _value_problem(spec: _InputSpec, value: Any) -> str | None:
+def _value_problem(spec: _InputSpec, value: Any, strict_files: bool = False) -> str | None:
     kind = spec.type
     if isinstance(kind, list):
-        if _is_file_combo(spec):
+        if _is_file_combo(spec) and not strict_files:
             if isinstance(value, str) and value.strip():
                 return None
             return f"must be a file name (a non-empty string), got {value!r}"
@@ -210,7 +210,11 @@ def _link_problem(
 
 
 def _check_node(
-    node_id: str, node: Mapping[str, Any], workflow: Mapping[str, Any], object_info: Mapping[str, Any]
+    node_id: str,
+    node: Mapping[str, Any],
+    workflow: Mapping[str, Any],
+    object_info: Mapping[str, Any],
+    strict_files: bool = False,
 ) -> list[WorkflowProblem]:
     class_type = node.get("class_type")
     if not isinstance(class_type, str) or not class_type:
@@ -253,7 +257,7 @@ def _check_node(
         elif isinstance(value, list):
             message = f'bad link {value!r}: a link is ["<node id>", <output index>]'
         else:
-            message = _value_problem(spec, value)
+            message = _value_problem(spec, value, strict_files)
         if message:
             problem(name, message)
 
@@ -295,8 +299,15 @@ def _cycle(workflow: Mapping[str, Any]) -> list[str] | None:
     return None
 
 
-def check_workflow(workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -> list[WorkflowProblem]:
-    """Every problem found, errors and warnings, in node-id order. Empty means it would queue."""
+def check_workflow(
+    workflow: Mapping[str, Any], object_info: Mapping[str, Any], strict_files: bool = False
+) -> list[WorkflowProblem]:
+    """Every problem found, errors and warnings, in node-id order. Empty means it would queue.
+
+    ``strict_files``: file-name COMBOs must name a listed file too. For a live ``/object_info``
+    whose folders hold the files (the conformance suite's placeholders); the bundled capture lists
+    none, so by default only a non-empty name is required.
+    """
     if not isinstance(workflow, Mapping) or not workflow:
         return [WorkflowProblem("", "", None, "the workflow must be a non-empty object of node id -> node")]
     problems: list[WorkflowProblem] = []
@@ -308,7 +319,7 @@ def check_workflow(workflow: Mapping[str, Any], object_info: Mapping[str, Any]) 
                 WorkflowProblem(str(node_id), "?", None, "must be an object with class_type and inputs")
             )
             continue
-        problems.extend(_check_node(str(node_id), node, workflow, object_info))
+        problems.extend(_check_node(str(node_id), node, workflow, object_info, strict_files))
         node_info = object_info.get(node.get("class_type", ""))
         has_output = has_output or bool(node_info and node_info.get("output_node"))
     if not has_output:
