@@ -132,7 +132,7 @@ def warm_start(work: Path, runs: int) -> dict[str, float]:
     """Sparse files at the bundled manifest's paths (fp8 variant), recorded as verified."""
     models = work / "warm"
     sizes = {
-        # fp8 size from the manifest (ERRATA 19); the others: DESIGN.md approximate sizes.
+        # fp8 size from the manifest (the Hub's file listing); the others: the manifest's size estimates.
         "steadydancer-fp8": 16_410_198_058,
         "text-encoder-bf16": 11_400_000_000,
         "clip-vision-h": 1_260_000_000,

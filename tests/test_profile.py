@@ -31,7 +31,7 @@ def test_bundled_profile_resolves_with_its_own_name(name: str) -> None:
     assert profile.comfyui.commit == "f59f71cf34067d46713f6243312f7f0b360d061f"
 
 
-def test_default_profile_is_the_seed_stack() -> None:
+def test_default_profile_is_the_torch_2_5_1_stack() -> None:
     profile = load_profile("4080super")
     assert (profile.gpu.vram_gib, profile.gpu.compute_capability) == (16, "8.9")
     assert (profile.stack.torch, profile.stack.torch_cuda, profile.stack.python) == ("2.5.1", "cu124", "3.11")

@@ -1,7 +1,7 @@
 """Checks 1-3: the Dockerfile parses, its stage graph is sound, and every COPY source arrives.
 
-Each broken context is the rendered 4080super context with one of the seed PRD's own mistakes put
-back in (ERRATA 1, 2, 4); the check must fail and say where and why.
+Each broken context is the rendered 4080super context with one common mistake put
+back in (unpatched CUDA tags, a venv copied from an empty stage, a .dockerignore that drops COPY sources); the check must fail and say where and why.
 """
 
 from __future__ import annotations
@@ -89,17 +89,17 @@ COPY --from=model-management /download_models.sh /download_models.sh
 """
 
 
-def test_the_seeds_stage_mistakes_are_caught(tmp_path: Path) -> None:
+def test_stage_mistakes_are_caught(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(SEED_STAGES)
     result = check_stages(BuildContext(tmp_path))
     report = messages(result)
     assert result.status == "fail"
-    # ERRATA 2: the venv is copied from the stage where it is still empty.
+    # The venv is copied from the stage where it is still empty.
     assert (
         "Dockerfile:18: COPY --from=python-env /opt/venv copies /opt/venv as stage 'python-env' left it, "
         "but the stages built on it change /opt/venv afterwards: pytorch-core (line 9), flash-attn (line 12)"
     ) in report
-    # ERRATA 1: CUDA tags without the patch version, on both bases.
+    # CUDA tags without the patch version, on both bases.
     assert "Dockerfile:1: nvidia/cuda:12.4-devel-ubuntu22.04 has no patch version in its tag" in report
     assert "use nvidia/cuda:12.4.<patch>-devel-ubuntu22.04" in report
     assert "Dockerfile:17: nvidia/cuda:12.4-runtime-ubuntu22.04 has no patch version" in report
@@ -110,10 +110,10 @@ def test_the_seeds_stage_mistakes_are_caught(tmp_path: Path) -> None:
     )
 
 
-def test_the_seeds_flash_attn_build_lacks_its_arch_list(tmp_path: Path) -> None:
+def test_a_flash_attn_sdist_build_without_its_arch_list_fails(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(SEED_STAGES)
     report = messages(check_stages(BuildContext(tmp_path)))
-    # ERRATA 11/14: pip builds flash-attn from the PyPI sdist inside `docker build`, where no GPU is visible.
+    # pip builds flash-attn from the PyPI sdist inside `docker build`, where no GPU is visible.
     assert (
         "Dockerfile:12: stage 'flash-attn' compiles flash_attn==2.7.4.post1 without FLASH_ATTN_CUDA_ARCHS"
     ) in report
@@ -191,14 +191,14 @@ def test_rendered_copy_sources_all_arrive(ctx: Path) -> None:
     assert result.status == "pass", messages(result)
 
 
-def test_the_seeds_dockerignore_breaks_the_lock_and_workflow_copies(ctx: Path) -> None:
+def test_a_dockerignore_that_drops_the_lock_and_workflows_fails(ctx: Path) -> None:
     (ctx / "requirements.txt").write_text("torch==2.5.1\n")
     edit(
         ctx / "Dockerfile",
         "COPY requirements.lock /tmp/requirements.lock",
         "COPY requirements.txt /tmp/requirements.lock",
     )
-    (ctx / ".dockerignore").write_text("# seed PRD .dockerignore\n*.txt\n*.md\nworkflows/\n")
+    (ctx / ".dockerignore").write_text("# a .dockerignore that drops COPY sources\n*.txt\n*.md\nworkflows/\n")
     result = check_context(context_of(ctx))
     report = messages(result)
     assert result.status == "fail"

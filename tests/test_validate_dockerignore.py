@@ -133,7 +133,7 @@ def test_ignore_file_reading_follows_readall() -> None:
     ]
 
 
-def test_the_seeds_dockerignore_excludes_locks_and_workflows_and_names_the_line() -> None:
+def test_a_broad_dockerignore_excludes_locks_and_workflows_and_names_the_line() -> None:
     seed = DockerIgnore("*.txt\n*.md\nworkflows/\n")
     by_txt = seed.excluded_by("requirements.txt")
     by_dir = seed.excluded_by("workflows/steadydancer-gguf.json")

@@ -125,7 +125,7 @@ def test_wheels_sdists_missing_and_hashes_are_told_apart(ctx: Path, index: Path)
         "demo-built==3.0: source only, compiled in stage builder (nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04)"
         in notes
     )
-    # ... but not in a stage FROM the runtime image, which has no compilers (ERRATA 11).
+    # ... but not in a stage FROM the runtime image, which has no compilers.
     assert (
         "Dockerfile:5: demo-sdist==1.0 has no wheel for x86_64-manylinux_2_35/cp311, so it compiles in stage runtime, "
         "whose base nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 has no compiler toolchain"

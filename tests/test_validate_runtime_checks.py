@@ -1,5 +1,5 @@
 """Checks 9-11: ComfyUI flags the context can emit, the workflow against object_info, and the
-model/VRAM budget, each made to fail the way the seed PRD would."""
+model/VRAM budget, each made to fail the way a naive image would."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from zr4.validate.check_budget import check_budget, disk_findings
 from zr4.validate.check_flags import check_flags, collect_arguments
 from zr4.validate.check_workflow import check_workflows
 
-# The seed's start.sh picks COMFYUI_ARGS by VRAM (ERRATA 17: not ComfyUI flags).
+# A naive start.sh picks COMFYUI_ARGS by VRAM from other UIs' flags (not in comfy/cli_args.py).
 SEED_START = """\
 #!/usr/bin/env bash
 set -euo pipefail
@@ -38,7 +38,7 @@ def test_rendered_context_emits_only_accepted_flags(ctx: Path) -> None:
     )
 
 
-def test_the_seeds_comfyui_args_fail(ctx: Path) -> None:
+def test_other_uis_comfyui_args_fail(ctx: Path) -> None:
     (ctx / "start.sh").write_text(SEED_START)
     report = messages(check_flags(context_of(ctx)))
     assert "start.sh:4: ComfyUI v0.7.0 rejects `--medvram` (ComfyUI v0.7.0 has no --medvram flag)" in report
@@ -108,7 +108,7 @@ def test_unrelated_node_pack_is_reported(ctx: Path) -> None:
     dockerfile = ctx / "Dockerfile"
     text = dockerfile.read_text()
     marker = "# ---- the files of this build context"
-    seed = (  # the seed PRD's comfyui-nodes stage (ERRATA 6)
+    seed = (  # a comfyui-nodes stage with an unrelated pack
         "WORKDIR /opt/ComfyUI/custom_nodes\n"
         "RUN git clone --depth 1 https://github.com/Enemyx-net/VibeVoice-ComfyUI.git && \\\n"
         "    cd VibeVoice-ComfyUI && pip install -r requirements.txt --no-cache-dir\n\n"

@@ -101,7 +101,7 @@ def test_buildah_builds_the_rendered_network_free_stages(ctx: Path) -> None:
 
 
 @needs_buildah
-def test_buildah_fails_on_a_workflows_dir_the_seeds_dockerignore_drops(ctx: Path) -> None:
+def test_buildah_fails_on_a_workflows_dir_a_dockerignore_drops(ctx: Path) -> None:
     (ctx / ".dockerignore").write_text("*.txt\n*.md\nworkflows/\n")
     result = check_build(context_of(ctx))
     if result.status == "skip":

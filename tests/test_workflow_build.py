@@ -21,7 +21,7 @@ from zr4.workflow import (
     workflow_json,
 )
 
-# A real file name from MCG-NJU/SteadyDancer-GGUF (ERRATA.md 18).
+# A real file name from MCG-NJU/SteadyDancer-GGUF (its Hub file listing).
 GGUF_FILE = "Wan21_I2V_SteadyDancer_fp16-Q5_K_M_fix_5d_tensor.gguf"
 
 

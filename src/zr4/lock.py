@@ -38,14 +38,14 @@ from zr4.paths import data_dir, source_root
 from zr4.profile.models import Profile, Stack
 from zr4.runtime.atomic import write_text_atomically
 
-# The image's platform: Ubuntu 22.04 (glibc 2.35) on x86_64 (DESIGN "Build notes").
+# The image's platform: Ubuntu 22.04 (glibc 2.35) on x86_64 (the nvidia/cuda 12.4.1 images' OS).
 PYTHON_PLATFORM = "x86_64-manylinux_2_28"
 VENDORED_PREFIX = "#@ "
 PINS_FILE = "profile-stack-pins.in"
 RUNTIME_LOCK = "zr4-runtime"
 RUNTIME_PYTHON = "3.11"
 # zr4's own venv shares nothing with ComfyUI's pins, so it takes current releases, not the stacks' 2025 cut-off:
-# the last full UTC day before its lock was made. That resolves huggingface_hub 2.4.0 (the release ERRATA 24
+# the last full UTC day before its lock was made. That resolves huggingface_hub 2.4.0 (the release bench/results/models.md
 # measured, and what the development environment runs) and typer/click/rich as there. A fixed instant keeps
 # `zr4 lock --check` reproducible; move it forward deliberately to take newer releases.
 RUNTIME_EXCLUDE_NEWER = dt.date(2026, 11, 25)
@@ -151,7 +151,7 @@ def parse_vendored(file_name: str, data: bytes) -> VendoredRequirements:
 def normalize_requirements(text: str) -> str:
     """LF line endings and exactly one final newline, so the file can be read or joined safely.
 
-    Upstream requirement files often lack the final newline (DESIGN.md); joining two such files blindly
+    Upstream requirement files often lack the final newline (e.g. the pinned nodes' requirements.txt); joining two such files blindly
     turns ``opencv-python`` + ``ftfy`` into ``opencv-pythonftfy``.
     """
     lines = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")

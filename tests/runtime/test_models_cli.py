@@ -16,7 +16,7 @@ from support.hub_server import FakeHub, deterministic_bytes
 from zr4.runtime.models import load_manifest
 
 GGUF_REPO = "MCG-NJU/SteadyDancer-GGUF"
-GGUF_Q4 = "Wan21_I2V_SteadyDancer_fp16-Q4_K_M_fix_5d_tensor.gguf"  # ERRATA 18 naming (test data)
+GGUF_Q4 = "Wan21_I2V_SteadyDancer_fp16-Q4_K_M_fix_5d_tensor.gguf"  # the Hub repository's naming (test data)
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def write_manifest(path: Path, files: dict[str, str]) -> Path:
     return path
 
 
-def test_seed_dry_run_command_prints_the_plan(hub: FakeHub, tmp_path: Path) -> None:
+def test_dry_run_command_prints_the_plan(hub: FakeHub, tmp_path: Path) -> None:
     for entry in load_manifest().entries:
         if entry.repo and entry.path and entry.size is None:
             hub.add_file(entry.repo, entry.path, deterministic_bytes(1000, entry.path))

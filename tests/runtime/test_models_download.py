@@ -29,7 +29,7 @@ from zr4.runtime.models import (
 from zr4.runtime.models.download import partial_path, sidecar_path
 
 GGUF_REPO = "MCG-NJU/SteadyDancer-GGUF"
-# ERRATA 18: how the repository names its files (test data only; zr4 never guesses them).
+# How the repository names its files (test data only; zr4 never guesses them).
 GGUF_Q4 = "Wan21_I2V_SteadyDancer_fp16-Q4_K_M_fix_5d_tensor.gguf"
 GGUF_Q4_FROM_FP8 = "Wan21_I2V_SteadyDancer_fp16-Q4_K_M_fix_5d_tensor_from_fp8_e4m3fn_scaled_KJ.gguf"
 GGUF_Q5 = "Wan21_I2V_SteadyDancer_fp16-Q5_K_M_fix_5d_tensor.gguf"

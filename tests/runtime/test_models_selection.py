@@ -131,7 +131,7 @@ def test_env_overrides_the_baked_profile(tmp_path: Path) -> None:
     assert "hf_x" not in repr(settings)
 
 
-def test_defaults_without_profile_and_seed_variables() -> None:
+def test_defaults_without_profile_and_variables() -> None:
     settings = settings_from_env(
         {"ZR4_PROFILE": "", "DRY_RUN": "true", "ENABLE_DWPOSE": "true", "STEADYDANCER_GGUF_MODEL": "q4_k_m"},
         profile={},
@@ -151,8 +151,8 @@ def test_bundled_manifest_entries_are_complete() -> None:
         assert entry.folder and (entry.url or entry.repo), entry.id
         if entry.pick is None:
             assert entry.dest_name and "/" not in entry.dest_name
-    assert MANIFEST.entry("steadydancer-fp8").size == 16_410_198_058  # ERRATA 19
-    assert MANIFEST.entry("dwpose-ll-ucoco-384").size == 406_878_486  # ERRATA 20
+    assert MANIFEST.entry("steadydancer-fp8").size == 16_410_198_058  # Kijai/WanVideo_comfy_fp8_scaled file listing
+    assert MANIFEST.entry("dwpose-ll-ucoco-384").size == 406_878_486  # yzd-v/DWPose file listing
     assert MANIFEST.gguf_fallback == "steadydancer-fp8"
 
 

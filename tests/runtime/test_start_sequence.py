@@ -27,7 +27,7 @@ from zr4.profile import load_profile
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 GGUF_REPO = "MCG-NJU/SteadyDancer-GGUF"
-# ERRATA 18: how MCG-NJU/SteadyDancer-GGUF names its files (test data; zr4 lists the repository).
+# How MCG-NJU/SteadyDancer-GGUF names its files (test data; zr4 lists the repository).
 GGUF_Q4 = "Wan21_I2V_SteadyDancer_fp16-Q4_K_M_fix_5d_tensor.gguf"
 FILE_BYTES = 300_000
 OUTPUT_NAME = "ComfyUI_00001_.png"

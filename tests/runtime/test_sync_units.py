@@ -33,7 +33,7 @@ BASE_ENV = {
 }
 
 
-def test_settings_defaults_follow_the_seed() -> None:
+def test_settings_defaults_follow_the_documented_values() -> None:
     settings = settings_from_env(BASE_ENV)
     assert settings.bucket == "runpod"
     assert settings.enabled is False

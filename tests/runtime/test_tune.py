@@ -1,4 +1,4 @@
-"""`zr4 tune` and `zr4 plan`: the seed's variables, COMFYUI_ARGS checking, and the real commands."""
+"""`zr4 tune` and `zr4 plan`: the documented variables, COMFYUI_ARGS checking, and the real commands."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ CPU_ONLY = Detection(source="none", warnings=("nvidia-smi not found; running CPU
     ("args", "accepted", "rejected"),
     [
         ("--lowvram --force-fp16", ["--lowvram", "--force-fp16"], []),
-        ("--medvram", [], ["--medvram"]),  # A1111's flag, not ComfyUI's (ERRATA 17)
+        ("--medvram", [], ["--medvram"]),  # A1111's flag, not ComfyUI's (absent from comfy/cli_args.py)
         ("--cpu-text-encoder", [], ["--cpu-text-encoder"]),
         ("--reserve-vram 1.5", ["--reserve-vram", "1.5"], []),
         ("--reserve-vram=2", ["--reserve-vram=2"], []),
@@ -105,7 +105,7 @@ def test_planner_flags_are_checked_against_the_emittable_set() -> None:
 
 
 def test_every_flag_the_design_lists_for_v070_is_accepted() -> None:
-    # ../shared/DESIGN.md: "ComfyUI v0.7.0 accepts ..."
+    # Each defined in comfyanonymous/ComfyUI@f59f71cf:comfy/cli_args.py.
     design = [
         *("--lowvram", "--normalvram", "--highvram", "--novram", "--cpu", "--gpu-only", "--reserve-vram"),
         *("--cpu-vae", "--force-fp16", "--use-sage-attention", "--use-flash-attention"),
@@ -113,12 +113,12 @@ def test_every_flag_the_design_lists_for_v070_is_accepted() -> None:
         *("--disable-pinned-memory", "--fast", "--listen", "--port", "--output-directory"),
         *("--extra-model-paths-config", "--disable-auto-launch", "--preview-method"),
     ]
-    assert all(FLAGS.flags[flag].source == "design" for flag in design)
+    assert all(FLAGS.flags[flag].source == "v0.7.0" for flag in design)
     with pytest.raises(FlagDataError, match=r"no accepted-flag set for ComfyUI v9\.9\.9"):
         flag_set("v9.9.9")
 
 
-# --- the seed's variables ----------------------------------------------------------------------
+# --- the documented variables ----------------------------------------------------------------------
 
 
 def test_profile_then_environment() -> None:
@@ -167,7 +167,7 @@ def test_gguf_spellings() -> None:
     assert normalise_gguf_level("q5_k_m", levels) is None
 
 
-def test_tune_on_a_4080_super_with_auto_level_and_seed_flags() -> None:
+def test_tune_on_a_4080_super_with_auto_level_and_other_uis_flags() -> None:
     env = {"STEADYDANCER_GGUF_MODEL": "auto", "COMFYUI_ARGS": "--medvram --cpu-text-encoder --force-fp16"}
     result = tune(PROFILE, env, RTX_4080_SUPER)
     values = result.env()

@@ -1,6 +1,6 @@
 """A stand-in for ComfyUI v0.7.0's ``main.py``, for the start-sequence and doctor tests.
 
-It parses the same command-line flags (the v0.7.0 set in ../shared/DESIGN.md, with ComfyUI's
+It parses the same command-line flags (the v0.7.0 set of comfyanonymous/ComfyUI@f59f71cf:comfy/cli_args.py, with ComfyUI's
 mutually exclusive VRAM and attention groups, so an unknown flag or a clash exits 2 like argparse
 in ComfyUI does), then behaves like ComfyUI seen from outside:
 
@@ -41,7 +41,7 @@ PNG_BYTES = bytes.fromhex(
 
 
 def build_parser(exclude: frozenset[str] = frozenset()) -> argparse.ArgumentParser:
-    """The DESIGN.md v0.7.0 flag set with ComfyUI's arities and exclusive groups (comfy/cli_args.py).
+    """The v0.7.0 flag set with ComfyUI's arities and exclusive groups (comfy/cli_args.py).
 
     ``exclude`` leaves flags out, to play an older ComfyUI that lacks them.
     """

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Known GGUF quantisation levels for Wan 2.1 14B; "auto" lets the VRAM planner pick the largest that fits.
-# Source: MCG-NJU/SteadyDancer-GGUF and city96/Wan2.1-I2V-14B GGUF level names (ERRATA 18, 23).
+# Source: MCG-NJU/SteadyDancer-GGUF and city96/Wan2.1-I2V-14B GGUF level names (their Hub file listings).
 GGUF_LEVELS = (
     "Q2_K",
     "Q3_K_S",
@@ -155,12 +155,12 @@ class Features(StrictModel):
     xformers: bool = False
     pose_backend: Literal["onnx", "mmpose"] = "onnx"
     r2_sync: bool = True
-    # WanVideoModelLoader's attention_mode choices (shared/comfyui/object_info-v0.7.0.json).
+    # WanVideoModelLoader's attention_mode choices (data/comfyui/object_info-v0.7.0.json.gz).
     attention: Literal["sdpa", "flash_attn_2", "sageattn"] = "sdpa"
 
 
 class Memory(StrictModel):
-    """Default memory plan; the seed's GPU_MEMORY_MODE variables override it at run time."""
+    """Default memory plan; the GPU_MEMORY_MODE variables override it at run time."""
 
     mode: Literal["auto", "full", "model_cpu_offload", "sequential_cpu_offload"] = "auto"
     block_swap: Literal["auto"] | Annotated[int, Field(ge=0, le=40)] = "auto"

@@ -21,7 +21,7 @@ ZR4_DIR = image_layout.ZR4_DIR
 PYTHON_DIR = image_layout.PYTHON_DIR
 
 # Build-only tools installed into the builder's venv for `--no-build-isolation` builds.
-# setuptools < 82 because mmcv 2.1.0's setup.py imports pkg_resources (DESIGN.md build notes);
+# setuptools < 82 because mmcv 2.1.0's setup.py imports pkg_resources (mmcv v2.1.0 setup.py; pkg_resources left setuptools in 82);
 # versions are PyPI releases from before the stack's exclude-newer date.
 BUILD_TOOL_PINS = ("setuptools==75.8.0", "wheel==0.45.1", "ninja==1.11.1.3", "packaging==24.2")
 
@@ -40,7 +40,7 @@ def header(profile: Profile, comment: str = "#") -> str:
 
 
 def appendix_a_defaults(profile: Profile) -> list[tuple[str, str]]:
-    """The seed's Appendix A variables with this profile's defaults (the compose file's env)."""
+    """The run-time variables (docs/reference/environment.md) with this profile's defaults (the compose file's env)."""
     variant = profile.model.variant
     level = profile.model.gguf_level.lower()
     return [

@@ -40,7 +40,7 @@ def manifest_file(profile: Profile) -> bytes:
 
 
 def gguf_file_name(level: str) -> str:
-    """The name MCG-NJU/SteadyDancer-GGUF uses for a level (DESIGN.md / ERRATA 18); the runtime lists
+    """The name MCG-NJU/SteadyDancer-GGUF uses for a level (its Hub file listing); the runtime lists
     the repository and rewrites the workflow with the file it actually picked."""
     return f"Wan21_I2V_SteadyDancer_fp16-{level}_fix_5d_tensor.gguf"
 

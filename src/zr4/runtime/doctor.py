@@ -1,4 +1,4 @@
-"""`zr4 doctor`: check the installed stack against the profile and the lock (the seed's §5.2-5.4).
+"""`zr4 doctor`: check the installed stack against the profile and the lock.
 
 The facts come from ComfyUI's own interpreter (``$COMFYUI_PYTHON``, a different venv from zr4's):
 ``doctor_probe.py`` runs there and prints JSON; ComfyUI itself is started once with
@@ -164,7 +164,7 @@ def quick_test_argv(scratch: Path) -> list[str]:
     Everything ComfyUI would write goes to ``scratch`` or memory, not into the image: the doctor
     runs as root during the build, and root-owned ``user/`` files (its SQLite database, settings)
     would be read-only for the image's user later. All four flags are in ComfyUI's
-    ``comfy/cli_args.py`` before and after v0.7.0 (data/comfyui_flags.yaml, source "both"/"design").
+    ``comfy/cli_args.py`` before and after v0.7.0 (data/comfyui_flags.yaml, source "both"/"v0.7.0").
     """
     return [
         "main.py",

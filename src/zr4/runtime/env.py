@@ -1,4 +1,4 @@
-"""Reading the seed's environment-variable contract (Appendix A) in one way everywhere."""
+"""Reading zr4's environment variables (docs/reference/environment.md) in one way everywhere."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ COMFYUI_DIR = "/opt/ComfyUI"
 COMFYUI_PYTHON = f"{VENV_DIR}/bin/python"
 ZR4_DIR = "/opt/zr4"  # zr4's own venv, plus the baked context files
 PROFILE_JSON = f"{ZR4_DIR}/profile.json"
-# RunPod's persistent volume (DESIGN.md "RunPod facts"): models, outputs and sync state outlive the pod.
+# RunPod's persistent volume (docs.runpod.io/pods/storage/types): models, outputs and sync state outlive the pod.
 WORKSPACE_DIR = "/workspace"
 MODELS_DIR = f"{WORKSPACE_DIR}/models"
 OUTPUT_DIR = f"{WORKSPACE_DIR}/outputs"

@@ -333,7 +333,7 @@ def vae_decode_bytes(width: int, height: int, frames: int, tiled: bool, facts: F
 
 
 def tier_for(total_mib: int) -> str:
-    """The seed's GPU_TIER thresholds (MiB as nvidia-smi reports them)."""
+    """The GPU_TIER thresholds (docs/reference/environment.md) (MiB as nvidia-smi reports them)."""
     if total_mib >= 48000:
         return "datacenter"
     if total_mib >= 20000:
@@ -748,7 +748,7 @@ def _level_candidates(request: PlanRequest, facts: Facts) -> list[str | None]:
     return [request.gguf_level.upper()]
 
 
-# The seed's default STEADYDANCER_GGUF_MODEL (Appendix A), used for "auto" when there is no GPU to size for.
+# The documented default STEADYDANCER_GGUF_MODEL, used for "auto" when there is no GPU to size for.
 CPU_GGUF_LEVEL = "Q4_K_M"
 
 

@@ -1,7 +1,7 @@
 """``zr4 tune``: detect the GPU, plan, and hand the result to the start command.
 
 Inputs, later ones winning: the resolved profile baked into the image (``/opt/zr4/profile.json``,
-or ``$ZR4_PROFILE``), then the seed's environment variables (Appendix A): ``STEADYDANCER_VARIANT``,
+or ``$ZR4_PROFILE``), then the environment variables (docs/reference/environment.md): ``STEADYDANCER_VARIANT``,
 ``STEADYDANCER_GGUF_MODEL`` (a level or ``auto``), ``GPU_MEMORY_MODE`` and the more specific
 ``STEADYDANCER_GPU_MEMORY_MODE``, ``GPU_TIER``, and ``COMFYUI_ARGS`` (the user's own ComfyUI flags;
 ones the pinned ComfyUI rejects are reported and dropped). A bad value is a warning, never a crash.
@@ -38,7 +38,7 @@ from zr4.runtime.planner import (
 DEFAULT_PROFILE_PATH = Path(image_layout.PROFILE_JSON)
 TIERS = ("consumer", "prosumer", "datacenter")
 VARIANTS = ("fp16", "fp8", "gguf")
-# The seed's short spellings (STEP 7: q2..q8), as data/models.yaml's gguf.aliases spells them.
+# The short spellings (q2..q8), as data/models.yaml's gguf.aliases spells them.
 GGUF_ALIASES = {"Q2": "Q2_K", "Q3": "Q3_K_M", "Q4": "Q4_K_M", "Q5": "Q5_K_M", "Q6": "Q6_K", "Q8": "Q8_0"}
 
 
@@ -50,7 +50,7 @@ class TuneResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)  # from reading inputs
 
     def env(self) -> dict[str, str]:
-        """What the start command exports (seed names first, zr4's own after)."""
+        """What the start command exports (documented names first, zr4's own after)."""
         p = self.plan
         values = {
             "GPU_TIER": p.tier,
@@ -141,7 +141,7 @@ def request_from_profile(profile: Mapping[str, Any]) -> tuple[PlanRequest, list[
 
 
 def apply_env(request: PlanRequest, environ: Mapping[str, str]) -> tuple[PlanRequest, list[str]]:
-    """The seed's variables over the profile's choices; invalid values are reported and ignored."""
+    """The environment variables over the profile's choices; invalid values are reported and ignored."""
     warnings: list[str] = []
     changes: dict[str, Any] = {}
     variant = _env(environ, "STEADYDANCER_VARIANT")

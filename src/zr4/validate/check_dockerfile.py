@@ -3,7 +3,7 @@
 Instruction rules are those of moby/buildkit `frontend/dockerfile/instructions/parse.go` (commit
 73ed682, read from the repository): allowed flags per instruction, `FROM` taking one or three
 arguments, stage names matching `^[a-z][a-z0-9-_.]*$`, COPY/ADD needing a destination, SHELL in
-JSON form. Image tags of nvidia/cuda carry the patch version (ERRATA 1).
+JSON form. Image tags of nvidia/cuda carry the patch version (hub.docker.com/r/nvidia/cuda tags; replicate/cog pkg/config/cuda_compatibility.json).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _CUDA_MINOR_TAG = re.compile(r"^([0-9]+\.[0-9]+)(-.*)?$")
 PARSE_TITLE = "Dockerfile parses (BuildKit parser)"
 STAGES_TITLE = "Stage graph, base images, extension builds"
 # A torch CUDA extension built during `docker build` sees no GPU, so the arches must be given
-# (ERRATA 14): TORCH_CUDA_ARCH_LIST for torch's cpp_extension (mmcv), FLASH_ATTN_CUDA_ARCHS for flash-attn.
+# (torch.utils.cpp_extension._get_cuda_arch_flags; flash-attention setup.py): TORCH_CUDA_ARCH_LIST for torch's cpp_extension (mmcv), FLASH_ATTN_CUDA_ARCHS for flash-attn.
 _FLASH_ATTN = re.compile(r"^flash[-_]attn\b", re.I)
 
 
@@ -385,7 +385,7 @@ def stage_summary(model: DockerfileModel) -> str:
 
 def _extension_build_findings(model: DockerfileModel, envs: list[dict[str, str]], file: str) -> list[Finding]:
     """Stages that compile a CUDA extension (an install/wheel of a named package with
-    `--no-build-isolation`, or FORCE_CUDA set) need a devel base and the arch list (ERRATA 14)."""
+    `--no-build-isolation`, or FORCE_CUDA set) need a devel base and the arch list (no GPU is visible in `docker build`)."""
     findings: list[Finding] = []
     for stage in model.stages:
         env = dict(envs[stage.index])
@@ -438,7 +438,7 @@ _DOCKER_BUILD = re.compile(r"\bdocker\s+(?:buildx\s+)?build\b[^\n]*")
 
 
 def _docker_command_findings(context: BuildContext, model: DockerfileModel) -> list[Finding]:
-    """`docker build` lines in the context (scripts, comments, docs): real flags, real targets (ERRATA 3)."""
+    """`docker build` lines in the context (scripts, comments, docs): real flags, real targets (docs.docker.com/reference/cli/docker/buildx/build/)."""
     stage_names = {stage.name for stage in model.stages if stage.name}
     findings: list[Finding] = []
     for relative in [

@@ -6,7 +6,7 @@ variables that carry ComfyUI arguments (`COMFYUI_ARGS` and the like) in ENV, scr
 environment and the RunPod template; (3) what `zr4 start` itself passes: its own flags and the VRAM
 planner's choice for the profile. The accepted set per version is `data/comfyui_flags.yaml`
 (`zr4.runtime.comfy_flags`), which also knows each flag's arity and exclusive groups, so
-`--medvram` / `--cpu-text-encoder` (other UIs' flags, ERRATA 17) fail here.
+`--medvram` / `--cpu-text-encoder` (other UIs' flags, absent from comfyanonymous/ComfyUI@f59f71cf:comfy/cli_args.py) fail here.
 """
 
 from __future__ import annotations

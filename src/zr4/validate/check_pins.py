@@ -3,10 +3,10 @@
 - pip / uv pip / conda installs take a lock from the context (`-r <lock>`, each line `name==version`,
   with `--hash` lines when installed with `--require-hashes`), an exact pin (`name==1.2.3`), a
   wheel URL or a local artefact built in an earlier stage. `xformers>=0.0.28` or a requirements
-  file fetched with the sources (ComfyUI's own, all `>=`) is not a pin (ERRATA 12).
+  file fetched with the sources (ComfyUI's own, all `>=`) is not a pin (an unpinned xformers pulls a newer torch).
 - Git sources are 40-hex commits: a `git clone` must be followed by a checkout of a commit, a
   `git fetch` names a commit, `git+https://...@<ref>` and `ADD <repo>.git#<ref>` use a commit.
-- No install failure is swallowed: no `|| ...` after an install, no `2>/dev/null` on one (ERRATA 5).
+- No install failure is swallowed: no `|| ...` after an install, no `2>/dev/null` on one.
 - `ADD <url>` carries `--checksum`.
 OS packages (`apt-get install`) are out of scope here: the pinned base image fixes the distribution
 release, whose archive drops superseded versions, so exact apt pins break rebuilds (hadolint DL3008

@@ -3,7 +3,7 @@
 Each lock of the context (`requirements.lock`, `zr4-runtime.lock`) and the exact pins the
 Dockerfile installs outside them (e.g. `mmcv==2.1.0`, build tools) are resolved with
 `uv pip compile --no-deps --python-platform x86_64-manylinux_<glibc> --python-version <profile's>
---format pylock.toml` (DESIGN.md "Resolving the lock"; uv's pylock output lists, per package, only
+--format pylock.toml` (docs.astral.sh/uv/reference/cli/#uv-pip-compile; uv's pylock output lists, per package, only
 the wheels that install on that platform, and the sdist). So each package is one of:
 - wheel: a compatible wheel exists; the lock's `--hash` must include one of their hashes, or
   `uv pip install --require-hashes` fails;

@@ -3,8 +3,8 @@
 Reuses `zr4.workflow.check` (node types, required inputs, links, value types, ranges and
 choices against the bundled `/object_info` of the profile's ComfyUI version). Also: every custom
 node pack the Dockerfile installs provides a node some workflow uses (object_info's
-`python_module` names each node's pack), unless the profile marks it optional; the seed installed
-VibeVoice-ComfyUI, a text-to-speech pack unrelated to SteadyDancer (ERRATA 6).
+`python_module` names each node's pack), unless the profile marks it optional; a pack
+such as VibeVoice-ComfyUI (text-to-speech, unrelated to SteadyDancer) would otherwise ride along unnoticed.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ ONNX_DEVICES = ("CUDAExecutionProvider", "CPUExecutionProvider")
 _PROFILE_ATTENTION = {"sdpa": "sdpa", "sageattn": "sageattn", "flash_attn": "flash_attn_2"}
 
 # Model files (paths relative to the ComfyUI model folder named in each comment), from
-# /work/shared/DESIGN.md "Models". GGUF has no default: ERRATA 18 says to list
+# the Hub file listings (data/models.yaml). GGUF has no default: the GGUF repository's names must be listed
 # MCG-NJU/SteadyDancer-GGUF and pick by quant level, never to guess a name.
 DEFAULT_DIFFUSION_MODEL_FILES = {  # diffusion_models/
     # Kijai/WanVideo_comfy_fp8_scaled : SteadyDancer/Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors
@@ -148,7 +148,7 @@ def attention_mode_for(profile_attention: str) -> str:
 
 
 def default_diffusion_model_file(variant: str) -> str:
-    """The SteadyDancer checkpoint for fp8/fp16 (DESIGN.md "Models"); GGUF must be named."""
+    """The SteadyDancer checkpoint for fp8/fp16 (data/models.yaml); GGUF must be named."""
     if variant == "gguf":
         raise WorkflowSpecError(
             "a gguf variant needs its file named: list MCG-NJU/SteadyDancer-GGUF and pick the file "
@@ -168,9 +168,9 @@ class WorkflowSpec:
     text_encoders, clip_vision, vae, loras, detection); `reference_image` and `driving_video` are
     names in ComfyUI's input folder.
 
-    Seed Appendix A guidance values, mapped only onto inputs object_info-v0.7.0 has:
+    The documented guidance values (docs/reference/environment.md), mapped only onto inputs object_info-v0.7.0 has:
     - STEADYDANCER_GUIDE_SCALE (5.0) -> `cfg` -> WanVideoSamplerSettings.cfg. With the
-      step-distill LoRA the sampler must run at cfg 1.0 (DESIGN.md: "4-step sampling, cfg 1"), so
+      step-distill LoRA the sampler must run at cfg 1.0 (kijai/ComfyUI-WanVideoWrapper@f6e2d6dd:example_workflows/wanvideo_SteadyDancer_example_01.json runs it at 4 steps, cfg 1), so
       `cfg=None` means 1.0 with a LoRA and 5.0 without.
     - STEADYDANCER_CONDITION_GUIDE (1.0): no input exists. SteadyDancer's native code adds a
       separate pose-condition CFG term; WanVideoAddSteadyDancerEmbeds exposes no such scale (its
@@ -200,7 +200,7 @@ class WorkflowSpec:
     cfg: float | None = None
     shift: float = 5.0  # example: WanVideoSamplerSettings shift 5
     scheduler: str = "dpm++_sde"  # example: WanVideoScheduler/WanVideoSamplerSettings
-    seed: int = 106060  # seed Appendix A STEADYDANCER_SEED, SteadyDancer README's base_seed
+    seed: int = 106060  # STEADYDANCER_SEED default, MCG-NJU/SteadyDancer@866a7219:README.md's base_seed
     block_swap: int = 35  # blocks of 40 kept in CPU RAM; 0 leaves the block-swap nodes out
     attention: str = "sdpa"
     # The example's "fp16_fast" needs torch >= 2.7 (the loader raises on older torch): pass it

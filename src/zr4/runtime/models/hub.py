@@ -3,7 +3,7 @@
 Works with huggingface_hub 0.36.x (the image: transformers 4.57 needs < 1.0) and 1.x/2.x (a
 developer machine); only APIs present in both are used (HfApi.get_paths_info, list_repo_files,
 model_info, hf_hub_url, build_hf_headers). Bytes are fetched by zr4's own ranged downloader:
-huggingface_hub 2.x does not resume across processes (ERRATA 24).
+huggingface_hub 2.x does not resume across processes (bench/results/models.md).
 """
 
 from __future__ import annotations

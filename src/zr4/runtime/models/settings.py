@@ -1,4 +1,4 @@
-"""Model settings: the seed's environment variables over the baked profile over defaults."""
+"""Model settings: the environment variables over the baked profile over defaults."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from zr4.runtime import image_layout
 from zr4.runtime.env import EnvError, env_bool, env_str
 from zr4.runtime.models.errors import SettingsError
 
-# DESIGN.md "RunPod facts": /workspace is the persistent volume, so models live there and survive
+# docs.runpod.io/pods/storage/types: /workspace is the persistent volume, so models live there and survive
 # a pod stop; ComfyUI finds them through --extra-model-paths-config (see paths.extra_model_paths_yaml).
 DEFAULT_MODELS_DIR = Path(image_layout.MODELS_DIR)
 DEFAULT_PROFILE_PATH = Path(image_layout.PROFILE_JSON)
@@ -66,7 +66,7 @@ def settings_from_env(
     strict: bool = False,
     models_dir: Path | None = None,
 ) -> ModelSettings:
-    """Build settings from the env-var contract (seed Appendix A) over the baked profile.
+    """Build settings from the env-var contract (docs/reference/environment.md) over the baked profile.
 
     ``profile`` is the resolved profile as a dict; when None it is read from ``$ZR4_PROFILE`` or
     ``/opt/zr4/profile.json`` if that file exists (a developer machine has none: defaults apply).

@@ -1,6 +1,6 @@
 """An S3 client that R2 accepts, a transfer manager with bounded concurrency, and error classes.
 
-R2 rejects the checksum trailers boto3 >= 1.36 sends by default (ERRATA 25: boto/boto3#4392,
+R2 rejects the checksum trailers boto3 >= 1.36 sends by default (boto/boto3#4392,
 cloudflare-docs#19236), so checksums are computed only when an operation requires them.
 """
 

@@ -1,6 +1,6 @@
 """``zr4 sync test``: put, head, get and delete a probe object, one line per step.
 
-The seed's ``upload_to_r2.py --test``, with a distinct message for each way it usually fails:
+An ``upload_to_r2.py --test`` equivalent, with a distinct message for each way it usually fails:
 unreachable endpoint, refused credentials, missing bucket, wrong clock.
 """
 

@@ -1,7 +1,7 @@
-"""Sync settings from the environment (the seed's Appendix A names plus R2 credentials).
+"""Sync settings from the environment (docs/reference/environment.md names plus R2 credentials).
 
 Seed names: ``ENABLE_R2_SYNC`` (default false), ``R2_ENDPOINT``, ``R2_BUCKET`` (default ``runpod``).
-Added here: ``R2_ACCOUNT_ID`` (endpoint built as ``https://<id>.r2.cloudflarestorage.com``, ERRATA 25),
+Added here: ``R2_ACCOUNT_ID`` (endpoint built as ``https://<id>.r2.cloudflarestorage.com``, developers.cloudflare.com/r2/api/s3/api/),
 ``R2_ACCESS_KEY_ID`` / ``R2_SECRET_ACCESS_KEY`` (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` also
 work), ``R2_PREFIX`` (default ``outputs``), ``R2_DELETE_AFTER_UPLOAD`` (default false) and the
 ``R2_SYNC_*`` tuning knobs below. Credentials are held in :class:`Secret`, whose ``repr``/``str`` never
@@ -24,12 +24,12 @@ DEFAULT_BUCKET = "runpod"
 DEFAULT_PREFIX = "outputs"
 # The image sets OUTPUT_DIR (ComfyUI's --output-directory); R2_SYNC_OUTPUT_DIR overrides it for sync alone.
 DEFAULT_OUTPUT_DIR = image_layout.OUTPUT_DIR
-# /workspace is RunPod's persistent volume (DESIGN.md, "RunPod facts"): the journal must outlive the
+# /workspace is RunPod's persistent volume (docs.runpod.io/pods/storage/types): the journal must outlive the
 # container disk.
 DEFAULT_STATE_DIR = image_layout.SYNC_STATE_DIR
 DEFAULT_PROFILE_JSON = image_layout.PROFILE_JSON
 MIB = 1024 * 1024
-# S3/R2 multipart limits: parts of 5 MiB to 5 GiB, all but the last equal, at most 10,000 (ERRATA 25).
+# S3/R2 multipart limits: parts of 5 MiB to 5 GiB, all but the last equal, at most 10,000 (docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html).
 MIN_PART_BYTES = 5 * MIB
 MAX_PARTS = 10_000
 
