@@ -489,7 +489,7 @@ def load_lock_input(profile: Profile, folder: Path | None = None) -> LockInput:
     stack_file = folder / f"{profile.stack.lock}.in"
     if not stack_file.is_file():
         raise LockError(
-            f"{stack_file} is missing: each stack needs its zr4 decisions file (see the README's Dependency locks section)"
+            f"{stack_file} is missing: each stack needs its zr4 decisions file (see docs/reference/locks.md)"
         )
     overrides_file = folder / f"{profile.stack.lock}.overrides"
     comfyui = read_vendored(folder / f"comfyui-{profile.comfyui.version}.txt")

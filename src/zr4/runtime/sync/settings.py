@@ -1,6 +1,6 @@
 """Sync settings from the environment (docs/reference/environment.md names plus R2 credentials).
 
-Seed names: ``ENABLE_R2_SYNC`` (default false), ``R2_ENDPOINT``, ``R2_BUCKET`` (default ``runpod``).
+Documented names: ``ENABLE_R2_SYNC`` (default false), ``R2_ENDPOINT``, ``R2_BUCKET`` (default ``runpod``).
 Added here: ``R2_ACCOUNT_ID`` (endpoint built as ``https://<id>.r2.cloudflarestorage.com``, developers.cloudflare.com/r2/api/s3/api/),
 ``R2_ACCESS_KEY_ID`` / ``R2_SECRET_ACCESS_KEY`` (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` also
 work), ``R2_PREFIX`` (default ``outputs``), ``R2_DELETE_AFTER_UPLOAD`` (default false) and the
