@@ -388,3 +388,28 @@ def test_zr4_lock_check_passes_on_the_committed_locks_and_fails_on_drift(
     assert "cu128-torch2.9.1: ~ transformers: 4.57.1 -> 4.57.3" in result.output
     assert isinstance(result.exception, locks.LockError)
     assert "run `zr4 lock --profile 5090`" in str(result.exception)
+
+
+@pytest.mark.slow
+@needs_pypi
+def test_zr4_lock_with_nothing_changed_leaves_every_lock_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(data_dir() / "locks", tmp_path / "locks")
+    monkeypatch.setattr(locks, "data_dir", lambda: tmp_path)
+    files = [tmp_path / "locks" / "cu124-torch2.5.1.txt", tmp_path / "locks" / "zr4-runtime.txt"]
+    before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files}
+
+    # Another profile on the same stack, on another day: only the first header line would differ.
+    result = CliRunner().invoke(_cli(), ["lock", "--profile", "4090"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.count(" unchanged ") == 2, result.output
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files} == before
+
+
+def test_same_lock_ignores_only_the_first_header_line() -> None:
+    committed = (data_dir() / "locks" / "zr4-runtime.txt").read_text()
+    redated = committed.replace("on 2026-11-26.", "on 2030-01-01.", 1)
+    assert redated != committed and locks.same_lock(committed, redated)
+    assert not locks.same_lock(committed, committed.replace("typer==", "typer===", 1))

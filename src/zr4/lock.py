@@ -581,6 +581,7 @@ class LockOutcome:
     seconds: float
     problems: tuple[str, ...] = ()
     drift: tuple[str, ...] = ()
+    unchanged: bool = False
 
 
 def generate(
@@ -595,8 +596,27 @@ def generate(
             f"the resolved lock {lock_input.lock_name} contradicts the profile: {'; '.join(problems)}"
         )
     path = lock_path(lock_input.lock_name)
+    if path.is_file() and same_lock(path.read_text(encoding="utf-8"), text):
+        return LockOutcome(path, len(parse_lock(text)), result.seconds, unchanged=True)
     write_atomically(path, text)
     return LockOutcome(path, len(parse_lock(text)), result.seconds)
+
+
+_MADE_BY_PROFILE = re.compile(r"profile \S+ stack pins")
+
+
+def same_lock(committed: str, fresh: str) -> bool:
+    """Equal but for who made it and on which day (the first header line, the profile that named the pins).
+
+    Profiles sharing a stack share its pins, so a re-run from any of them that resolves the same
+    packages leaves the committed file as it is, and every render of it (docker/, tests/golden/)
+    stays current.
+    """
+
+    def significant(text: str) -> str:
+        return _MADE_BY_PROFILE.sub("profile stack pins", text.split("\n", 1)[-1])
+
+    return significant(committed) == significant(fresh)
 
 
 def check(lock_input: LockInput, profile: Profile | None = None) -> LockOutcome:

@@ -40,9 +40,10 @@ def lock(
             (locks.generate(stack_input, made_by, resolved), f" (profiles {sharing})"),
             (locks.generate(runtime_input, made_by), " (zr4's venv in the image)"),
         ):
+            written = "unchanged" if outcome.unchanged else "->"
             typer.echo(
                 f"{outcome.path.stem}: {outcome.packages} packages, resolved in {outcome.seconds:.1f} s "
-                f"-> {_shown(outcome.path)}{note}"
+                f"{written} {_shown(outcome.path)}{note}"
             )
         return
     failures: list[str] = []

@@ -20,6 +20,12 @@ from zr4.errors import Zr4Error
 
 _START_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
+# typer >= 0.26 bundles its own copy of click (typer._click), so `click.ClickException` from an
+# installed click is a different class: take the base class typer's own BadParameter derives from.
+_CLICK_EXCEPTION: type[Exception] = next(
+    base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException"
+)
+
 
 def _sub_app(module: str, name: str) -> Callable[[typer.Typer], None]:
     def register(app: typer.Typer) -> None:
@@ -68,6 +74,21 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def usage_error_line(error: Exception) -> str:
+    """click's usage report as one line: the message and where to find the right usage."""
+    message = " ".join(str(getattr(error, "format_message", lambda: error)()).split())
+    ctx = getattr(error, "ctx", None)
+    if ctx is not None and getattr(error, "exit_code", 1) == 2:
+        message += f" (see: {ctx.command_path} --help)"
+    return f"error: {message}"
+
+
 def make_app(names: Sequence[str] | None = None) -> typer.Typer:
     """The Typer app with the commands ``names`` registered (all of them when None)."""
     app = typer.Typer(
@@ -79,7 +100,11 @@ def make_app(names: Sequence[str] | None = None) -> typer.Typer:
     )
 
     @app.callback()
-    def _group() -> None:
+    def _group(
+        show_version: bool = typer.Option(
+            False, "--version", is_eager=True, callback=_print_version, help="Print zr4's version and exit."
+        ),
+    ) -> None:
         """Profiles in, a working ComfyUI + SteadyDancer GPU image out."""
 
     wanted = list(COMMANDS) if names is None else [n for n in names if n in COMMANDS]
@@ -120,13 +145,9 @@ def run(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except typer.Exit as exit_request:
         sys.exit(exit_request.exit_code)
-    except Exception as click_error:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(click_error, click.exceptions.ClickException):
-            click_error.show()
-            sys.exit(click_error.exit_code)
-        raise
+    except _CLICK_EXCEPTION as click_error:  # usage errors (exit 2) and click's own failures (exit 1)
+        typer.secho(usage_error_line(click_error), fg=typer.colors.RED, err=True)
+        sys.exit(getattr(click_error, "exit_code", 2))
     sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 
