@@ -66,6 +66,7 @@ COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
     "start": _command("zr4.cli.start", "start", "start", **_START_SETTINGS),
     "health": _command("zr4.cli.start", "health", "health"),
     "doctor": _command("zr4.cli.start", "doctor", "doctor"),
+    "dance": _command("zr4.cli.dance", "dance", "dance"),
 }
 
 
