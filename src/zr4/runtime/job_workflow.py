@@ -40,7 +40,7 @@ class JobWorkflowError(Zr4Error):
 
 @dataclass(frozen=True)
 class DanceParams:
-    """What a job may change; None keeps the workflow's value (the seed: a fresh random one)."""
+    """What a job may change; None keeps the workflow's value (a seed of None: a fresh random one)."""
 
     seed: int | None = None
     frames: int | None = None
