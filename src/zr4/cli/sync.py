@@ -21,6 +21,7 @@ from zr4.runtime.sync import (
     sync_once,
 )
 from zr4.runtime.sync.redact import configure_logging, redact
+from zr4.runtime.sync.scanner import printable_path
 
 app = typer.Typer(no_args_is_help=True, help="Upload ComfyUI outputs to Cloudflare R2 (any S3 API).")
 
@@ -69,9 +70,9 @@ def once_command(
         f"{len(report.already_present)} already in the bucket, in {report.seconds:.1f} s"
     )
     for rel in report.incomplete:
-        typer.echo(f"still being written, not uploaded: {rel}")
+        typer.echo(f"still being written, not uploaded: {printable_path(rel)}")
     for rel, reason in report.failed.items():
-        typer.echo(redact(f"not uploaded: {rel}: {reason}", secrets))
+        typer.echo(redact(f"not uploaded: {printable_path(rel)}: {reason}", secrets))
     if report.error:
         raise Zr4Error(redact(report.error, secrets))
     if not report.ok:

@@ -34,8 +34,16 @@ from zr4.runtime.sync.client import (
 )
 from zr4.runtime.sync.journal import UPLOADING, Journal
 from zr4.runtime.sync.metadata_index import MetadataIndex, entry_for
+from zr4.runtime.sync.openfiles import OpenFiles
 from zr4.runtime.sync.redact import LOGGER_NAME, redact
-from zr4.runtime.sync.scanner import FileState, is_complete, is_temporary, scan, stat_file
+from zr4.runtime.sync.scanner import (
+    FileState,
+    is_complete,
+    is_temporary,
+    printable_path,
+    scan,
+    stat_file,
+)
 from zr4.runtime.sync.settings import SyncSettings
 from zr4.runtime.sync.uploader import (
     ALREADY_PRESENT,
@@ -106,8 +114,8 @@ def read_heartbeat(settings: SyncSettings) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def journal_lock(settings: SyncSettings) -> Iterator[None]:
-    """One sync process per journal; a second one is refused with the holder's pid."""
+def journal_lock(settings: SyncSettings, command: str) -> Iterator[None]:
+    """One sync process per journal; a second one (``command``) is refused with the holder's pid."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     handle = open(settings.lock_path, "a+")  # noqa: SIM115 - held for the whole run
     try:
@@ -117,8 +125,9 @@ def journal_lock(settings: SyncSettings) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             raise SyncError(
-                f"another zr4 sync (pid {holder}) is running on {settings.journal_path}: "
-                "it uploads new outputs within seconds; stop it before `zr4 sync once`"
+                f"another zr4 sync (pid {holder}) is using {settings.journal_path}: `{command}` cannot "
+                "run beside it; a running `zr4 sync run` already uploads new outputs within seconds "
+                f"(stop it, or wait for it to finish, then run `{command}` again)"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -151,6 +160,7 @@ class SyncEngine:
         self.index_due = 0.0
         self.report = SyncReport()
         self.excluded = (settings.state_dir,)
+        self.open_files = OpenFiles(settings.output_dir)
         self.hooks = UploadHooks(self.client)
         self.listing = DayListing(self.client, settings.bucket)
         self.conditional_known = False
@@ -262,12 +272,20 @@ class SyncEngine:
                 wait_s = (state.mtime_ns + int(self.settings.stable_seconds * 1e9) - now_ns) / 1e9
                 self.candidates[rel] = now + max(0.05, wait_s + 0.02)
                 continue
+            if self.still_open(state, now_ns):
+                self.candidates[rel] = now + max(0.2, self.settings.stable_seconds)
+                continue
             record = self.records.get(rel)
             if record and record.next_try > time.time() and record.size == state.size:
                 self.candidates[rel] = now + (record.next_try - time.time())
                 continue
             del self.candidates[rel]
             self.in_flight[rel] = self.pool.submit(self._upload, state)
+
+    def still_open(self, state: FileState, now_ns: int) -> bool:
+        """Quiet, but its writer has not closed it yet (and it is within the grace period)."""
+        within_grace = now_ns - state.mtime_ns < int(self.settings.open_grace_seconds * 1e9)
+        return within_grace and self.open_files.held(state.rel_path)
 
     def collect(self) -> None:
         for rel, future in list(self.in_flight.items()):
@@ -307,12 +325,12 @@ class SyncEngine:
                 log.info("already in bucket: %s", outcome.key)
             if outcome.deleted_local:
                 self.report.deleted_local.append(rel)
-                log.info("deleted local %s after verified upload", rel)
+                log.info("deleted local %s after verified upload", printable_path(rel))
             self.index_due = min(self.index_due or float("inf"), time.monotonic() + _INDEX_DEBOUNCE_SECONDS)
         elif outcome.kind == CHANGED:
             self.add_candidate(rel, time.monotonic() + self.settings.stable_seconds)
         elif outcome.kind == VANISHED:
-            log.warning("%s disappeared before it was uploaded", rel)
+            log.warning("%s disappeared before it was uploaded", printable_path(rel))
 
     def _on_error(self, rel: str, error: BaseException) -> None:
         classified = classify(error)
@@ -335,7 +353,7 @@ class SyncEngine:
         self.attempts[rel] = attempts
         delay = min(self.settings.max_backoff_seconds, 0.5 * 2 ** (attempts - 1))
         detail = _short(error, self.settings)
-        log.warning("%s: %s; retry %d in %.1f s", rel, detail, attempts, delay)
+        log.warning("%s: %s; retry %d in %.1f s", printable_path(rel), detail, attempts, delay)
         self.report.failed[rel] = detail
         if state is not None:
             self.journal.mark_failed(rel, state.size, state.mtime_ns, detail, time.time() + delay)
@@ -447,7 +465,7 @@ def run_daemon(
 
     Meant to run as the supervised child process ``zr4 sync run`` (SIGTERM sets ``stop_event``).
     """
-    with journal_lock(settings):
+    with journal_lock(settings, "zr4 sync run"):
         engine = SyncEngine(settings, client)
         settings.output_dir.mkdir(parents=True, exist_ok=True)
         watcher = make_watcher(settings.output_dir, prefer_inotify)
@@ -531,7 +549,7 @@ def sync_once(
     retried ``max_attempts`` times; a permanent error ends the pass (``report.error``).
     """
     started = time.monotonic()
-    with journal_lock(settings):
+    with journal_lock(settings, "zr4 sync once"):
         engine = SyncEngine(settings, client)
         try:
             engine.reconcile()
@@ -547,8 +565,9 @@ def sync_once(
                 if time.monotonic() > give_up:
                     for rel in list(engine.candidates):
                         state = stat_file(settings.output_dir, rel)
-                        if state is not None and not is_complete(
-                            state, time.time_ns(), settings.stable_seconds
+                        if state is not None and (
+                            not is_complete(state, time.time_ns(), settings.stable_seconds)
+                            or engine.still_open(state, time.time_ns())
                         ):
                             engine.report.incomplete.append(rel)
                             del engine.candidates[rel]

@@ -10,6 +10,7 @@ verified, ``indexed`` after the day's metadata fragment lists it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -41,6 +42,19 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_unindexed ON files (indexed, state);
 CREATE INDEX IF NOT EXISTS files_day ON files (day);
 """
+
+
+def _db_path(rel_path: str) -> str | bytes:
+    """SQLite text must be UTF-8: a name that is not (lone surrogates, PEP 383) is stored as its bytes."""
+    try:
+        rel_path.encode("utf-8")
+        return rel_path
+    except UnicodeEncodeError:
+        return os.fsencode(rel_path)
+
+
+def _from_db(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -98,12 +112,14 @@ class Journal:
                 args,
             ).fetchall()
         return [
-            FileRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11])
+            FileRecord(
+                _from_db(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11]
+            )
             for r in rows
         ]
 
     def get(self, rel_path: str) -> FileRecord | None:
-        rows = self._rows("WHERE rel_path = ?", (rel_path,))
+        rows = self._rows("WHERE rel_path = ?", (_db_path(rel_path),))
         return rows[0] if rows else None
 
     def all(self) -> dict[str, FileRecord]:
@@ -125,7 +141,7 @@ class Journal:
                 " ON CONFLICT(rel_path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
                 " sha256=excluded.sha256, key=excluded.key, day=excluded.day, state=excluded.state,"
                 " indexed=0",
-                (rel_path, size, mtime_ns, sha256, key, day, UPLOADING),
+                (_db_path(rel_path), size, mtime_ns, sha256, key, day, UPLOADING),
             )
 
     def mark_uploaded(self, rel_path: str, uploaded_at: float | None = None) -> None:
@@ -133,7 +149,7 @@ class Journal:
             db.execute(
                 "UPDATE files SET state = ?, uploaded_at = ?, attempts = 0, next_try = 0, last_error = NULL"
                 " WHERE rel_path = ?",
-                (UPLOADED, uploaded_at if uploaded_at is not None else time.time(), rel_path),
+                (UPLOADED, uploaded_at if uploaded_at is not None else time.time(), _db_path(rel_path)),
             )
 
     def mark_failed(self, rel_path: str, size: int, mtime_ns: int, error: str, next_try: float) -> None:
@@ -144,13 +160,15 @@ class Journal:
                 " ON CONFLICT(rel_path) DO UPDATE SET attempts = attempts + 1, next_try = excluded.next_try,"
                 " last_error = excluded.last_error,"
                 " state = CASE WHEN state IN (?, ?) THEN state ELSE ? END",
-                (rel_path, size, mtime_ns, PENDING, next_try, error, UPLOADED, DELETED, PENDING),
+                (_db_path(rel_path), size, mtime_ns, PENDING, next_try, error, UPLOADED, DELETED, PENDING),
             )
 
     def mark_indexed(self, rel_paths: list[str]) -> None:
         with self._tx() as db:
-            db.executemany("UPDATE files SET indexed = 1 WHERE rel_path = ?", [(p,) for p in rel_paths])
+            db.executemany(
+                "UPDATE files SET indexed = 1 WHERE rel_path = ?", [(_db_path(p),) for p in rel_paths]
+            )
 
     def mark_deleted(self, rel_path: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE files SET state = ? WHERE rel_path = ?", (DELETED, rel_path))
+            db.execute("UPDATE files SET state = ? WHERE rel_path = ?", (DELETED, _db_path(rel_path)))

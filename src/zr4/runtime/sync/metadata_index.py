@@ -29,7 +29,7 @@ from typing import Any
 import botocore.exceptions
 
 from zr4.runtime.sync.journal import FileRecord
-from zr4.runtime.sync.scanner import day_prefix
+from zr4.runtime.sync.scanner import day_prefix, printable_path
 from zr4.runtime.sync.settings import SyncSettings
 
 INDEX_NAME = "metadata.json"
@@ -50,7 +50,7 @@ def entry_for(record: FileRecord, settings: SyncSettings) -> Entry:
         "sha256": record.sha256,
         "time": iso_utc(record.uploaded_at or time.time()),
         "pod": settings.pod_id,
-        "source": record.rel_path,
+        "source": printable_path(record.rel_path),
     }
     if settings.profile_name:
         entry["profile"] = settings.profile_name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import mimetypes
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -73,9 +74,37 @@ def day_prefix(prefix: str, day: str) -> str:
     return f"{prefix.strip('/')}/{day}/" if prefix.strip("/") else f"{day}/"
 
 
+# Names zr4 itself writes at the top of a day folder (metadata_index: ``metadata.json`` and
+# ``metadata.d/<pod>.json``). A user output of the same name gets one more leading underscore,
+# as does every name of the form ``_*metadata.json`` / ``_*metadata.d``: the mapping stays one to one.
+_RESERVED_TOP = re.compile(r"_*metadata\.(?:json|d)")
+
+
+def printable_path(rel_path: str) -> str:
+    """``rel_path`` as valid UTF-8: bytes of a name that is not UTF-8 become ``%XX``.
+
+    ``os.scandir`` hands such bytes over as lone surrogates (PEP 383), which neither S3 keys,
+    HTTP headers nor SQLite text can carry.
+    """
+    try:
+        rel_path.encode("utf-8")
+        return rel_path
+    except UnicodeEncodeError:
+        pass
+    return "".join(f"%{ord(ch) - 0xDC00:02X}" if "\udc80" <= ch <= "\udcff" else ch for ch in rel_path)
+
+
+def key_path(rel_path: str) -> str:
+    """The part of the object key below the day folder for the output ``rel_path``."""
+    first, sep, rest = printable_path(rel_path).partition("/")
+    if _RESERVED_TOP.fullmatch(first):
+        first = "_" + first
+    return first + sep + rest
+
+
 def object_key(prefix: str, day: str, rel_path: str) -> str:
-    """``<prefix>/YYYY-MM-DD/<relative path>``."""
-    return day_prefix(prefix, day) + rel_path
+    """``<prefix>/YYYY-MM-DD/<relative path>`` (see :func:`key_path` for the two exceptions)."""
+    return day_prefix(prefix, day) + key_path(rel_path)
 
 
 def pod_suffixed(rel_path: str, pod_id: str) -> str:

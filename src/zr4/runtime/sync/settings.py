@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,6 +80,9 @@ class SyncSettings:
     delete_after_upload: bool = False
     # A file is complete once its size and mtime have not changed for this long.
     stable_seconds: float = 1.0
+    # A quiet file still held open for writing by a process (openfiles.py) waits for its close,
+    # at most this long since its last write (a writer that never closes must not block it for ever).
+    open_grace_seconds: float = 600.0
     # Polling fallback interval; with inotify, the interval of the safety rescan is rescan_seconds.
     poll_seconds: float = 0.5
     rescan_seconds: float = 30.0
@@ -119,7 +123,11 @@ class SyncSettings:
 
 
 def endpoint_from(endpoint: str | None, account_id: str | None) -> str | None:
-    """``R2_ENDPOINT`` wins; otherwise the account's R2 endpoint; ``None`` when neither is set."""
+    """``R2_ENDPOINT`` wins; otherwise the account's R2 endpoint; ``None`` when neither is set.
+
+    Only the syntax is normalised here (scheme added, trailing slash dropped); :func:`parse_endpoint`
+    checks it.
+    """
     if endpoint:
         if "://" not in endpoint:
             endpoint = "https://" + endpoint
@@ -127,6 +135,53 @@ def endpoint_from(endpoint: str | None, account_id: str | None) -> str | None:
     if account_id:
         return f"https://{account_id}.r2.cloudflarestorage.com"
     return None
+
+
+def parse_endpoint(endpoint: str, name: str = "R2_ENDPOINT") -> tuple[str, str | None]:
+    """(endpoint without a path, bucket named in its path or None); SyncConfigError says what is wrong.
+
+    R2's dashboard shows the S3 API address with the bucket appended
+    (``https://<account>.r2.cloudflarestorage.com/<bucket>``); boto3 would then send every request
+    to ``/<bucket>/<bucket>/...`` and fail for ever, so the path is split off here.
+    """
+    shown = endpoint
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    if any(c.isspace() for c in endpoint):
+        raise SyncConfigError(f"{name}={shown!r} contains a space: remove it")
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        port = parts.port
+    except ValueError as error:
+        if "port" in str(error).lower():
+            raise SyncConfigError(
+                f"{name}={shown!r}: the port must be a number from 1 to 65535 ({error})"
+            ) from None
+        raise SyncConfigError(f"{name}={shown!r} is not a valid URL ({error})") from None
+    if parts.scheme not in ("http", "https"):
+        raise SyncConfigError(
+            f"{name}={shown!r}: the scheme must be https:// (or http:// for a local server), not {parts.scheme}://"
+        )
+    if not parts.hostname:
+        raise SyncConfigError(
+            f"{name}={shown!r} has no host name: use https://<account id>.r2.cloudflarestorage.com"
+        )
+    if parts.username or parts.password:
+        raise SyncConfigError(
+            f"{name}={shown!r} holds credentials: remove them, set R2_ACCESS_KEY_ID / R2_SECRET_ACCESS_KEY"
+        )
+    if port == 0:
+        raise SyncConfigError(f"{name}={shown!r}: port 0 is not a valid port (1-65535)")
+    if parts.query or parts.fragment:
+        raise SyncConfigError(f"{name}={shown!r}: remove the ?query / #fragment part")
+    segments = [segment for segment in parts.path.split("/") if segment]
+    if len(segments) > 1:
+        raise SyncConfigError(
+            f"{name}={shown!r} has a path ({parts.path}): set it to {parts.scheme}://{parts.netloc} "
+            "and the bucket in R2_BUCKET"
+        )
+    base = f"{parts.scheme}://{parts.netloc}"
+    return base, (urllib.parse.unquote(segments[0]) if segments else None)
 
 
 def _float(name: str, default: float, environ: Mapping[str, str]) -> float:
@@ -172,9 +227,19 @@ def profile_name_from(environ: Mapping[str, str]) -> str:
 def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
     """Read the sync settings; raise :class:`SyncConfigError` naming the variable that is wrong."""
     env = os.environ if environ is None else environ
-    endpoint = endpoint_from(env_str("R2_ENDPOINT", None, env), env_str("R2_ACCOUNT_ID", None, env))
-    if endpoint is None:
+    raw_endpoint = env_str("R2_ENDPOINT", None, env)
+    endpoint = endpoint_from(None, env_str("R2_ACCOUNT_ID", None, env))
+    if raw_endpoint is None and endpoint is None:
         raise SyncConfigError("set R2_ENDPOINT (https://<account>.r2.cloudflarestorage.com) or R2_ACCOUNT_ID")
+    name = "R2_ENDPOINT" if raw_endpoint is not None else "R2_ACCOUNT_ID"
+    endpoint, path_bucket = parse_endpoint(raw_endpoint or endpoint or "", name)
+    bucket = env_str("R2_BUCKET", None, env)
+    if path_bucket is not None and bucket is not None and bucket != path_bucket:
+        raise SyncConfigError(
+            f"R2_ENDPOINT ends in bucket {path_bucket!r} but R2_BUCKET={bucket!r}: set "
+            f"R2_ENDPOINT={endpoint} (without /{path_bucket}) and keep R2_BUCKET, or make them agree"
+        )
+    bucket = bucket or path_bucket or DEFAULT_BUCKET
     key_id = env_str("R2_ACCESS_KEY_ID", None, env) or env_str("AWS_ACCESS_KEY_ID", None, env)
     secret = env_str("R2_SECRET_ACCESS_KEY", None, env) or env_str("AWS_SECRET_ACCESS_KEY", None, env)
     if not key_id or not secret:
@@ -186,7 +251,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
         endpoint_url=endpoint,
         access_key_id=Secret(key_id),
         secret_access_key=Secret(secret),
-        bucket=env_str("R2_BUCKET", DEFAULT_BUCKET, env) or DEFAULT_BUCKET,
+        bucket=bucket,
         prefix=(env_str("R2_PREFIX", DEFAULT_PREFIX, env) or "").strip("/"),
         enabled=env_bool("ENABLE_R2_SYNC", False, env),
         delete_after_upload=env_bool("R2_DELETE_AFTER_UPLOAD", False, env),
@@ -197,6 +262,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
         ),
         state_dir=Path(env_str("R2_SYNC_STATE_DIR", DEFAULT_STATE_DIR, env) or DEFAULT_STATE_DIR),
         stable_seconds=_float("R2_SYNC_STABLE_SECONDS", 1.0, env),
+        open_grace_seconds=_float("R2_SYNC_OPEN_GRACE_SECONDS", 600.0, env),
         poll_seconds=max(0.05, _float("R2_SYNC_POLL_SECONDS", 0.5, env)),
         rescan_seconds=max(1.0, _float("R2_SYNC_RESCAN_SECONDS", 30.0, env)),
         permanent_retry_seconds=_float("R2_SYNC_PERMANENT_RETRY_SECONDS", 30.0, env),

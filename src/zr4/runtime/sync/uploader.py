@@ -165,14 +165,19 @@ def head_object(client: Any, bucket: str, key: str) -> RemoteObject | None:
         raise
     # Servers differ in the case of metadata names (rclone answers "Sha256").
     meta = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
+    # The ETag is what a conditional re-upload must name (If-Match): without it the write is refused.
     return RemoteObject(
-        int(response.get("ContentLength", -1)), meta.get("sha256"), _unquote(meta.get("pod-id"))
+        int(response.get("ContentLength", -1)),
+        meta.get("sha256"),
+        _unquote(meta.get("pod-id")),
+        response.get("ETag"),
     )
 
 
 def _quote(value: str) -> str:
     # S3 user metadata travels in HTTP headers: ASCII only.
-    return urllib.parse.quote(value, safe="-_.~/:@ ")
+    # A file name that is not UTF-8 reaches us with lone surrogates: quote its raw bytes.
+    return urllib.parse.quote(value, safe="-_.~/:@ ", errors="surrogateescape")
 
 
 def _unquote(value: str | None) -> str | None:
