@@ -1,6 +1,6 @@
 """A stand-in for ComfyUI v0.7.0's ``main.py``, for the start-sequence and doctor tests.
 
-It parses the same command-line flags (the v0.7.0 set of comfyanonymous/ComfyUI@f59f71cf:comfy/cli_args.py, with ComfyUI's
+It parses the same command-line flags (a subset of v0.7.0's comfy/cli_args.py, with ComfyUI's
 mutually exclusive VRAM and attention groups, so an unknown flag or a clash exits 2 like argparse
 in ComfyUI does), then behaves like ComfyUI seen from outside:
 
@@ -41,7 +41,7 @@ PNG_BYTES = bytes.fromhex(
 
 
 def build_parser(exclude: frozenset[str] = frozenset()) -> argparse.ArgumentParser:
-    """The v0.7.0 flag set with ComfyUI's arities and exclusive groups (comfy/cli_args.py).
+    """Part of v0.7.0's flag set with ComfyUI's arities and exclusive groups (comfy/cli_args.py).
 
     ``exclude`` leaves flags out, to play an older ComfyUI that lacks them.
     """
@@ -54,7 +54,7 @@ def build_parser(exclude: frozenset[str] = frozenset()) -> argparse.ArgumentPars
     add(parser, "--listen", type=str, default="127.0.0.1", nargs="?", const="0.0.0.0,::")
     add(parser, "--port", type=int, default=8188)
     add(parser, "--output-directory", type=str, default=None)
-    # Also taken by ComfyUI v0.7.0 (data/comfyui_flags.yaml, source "both"); `zr4 doctor` passes them.
+    # Also taken by ComfyUI v0.7.0 (data/comfyui_flags.yaml); `zr4 doctor` passes them.
     add(parser, "--temp-directory", type=str, default=None)
     add(parser, "--user-directory", type=str, default=None)
     add(parser, "--database-url", type=str, default=None)
@@ -128,19 +128,8 @@ def _handler(output_dir: Path) -> type[BaseHTTPRequestHandler]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    state = Path(os.environ["FAKE_COMFYUI_STATE"]) if os.environ.get("FAKE_COMFYUI_STATE") else None
-    if state is not None:
-        state.mkdir(parents=True, exist_ok=True)
-        record = {
-            "argv": sys.argv[1:] if argv is None else argv,
-            "started_at": time.time(),
-            "pid": os.getpid(),
-        }
-        (state / "argv.json").write_text(json.dumps(record))
-    load_custom_nodes(Path(__file__).resolve().parent)
-    if args.quick_test_for_ci:
-        return 0
-
+    # The handler goes in before argv.json is written: tests send SIGTERM as soon as they see that
+    # file, and a signal before the handler would kill the process with no "sigterm" record.
     stop = threading.Event()
     stopped_by: list[int] = []
 
@@ -150,6 +139,20 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    state = Path(os.environ["FAKE_COMFYUI_STATE"]) if os.environ.get("FAKE_COMFYUI_STATE") else None
+    if state is not None:
+        state.mkdir(parents=True, exist_ok=True)
+        record = {
+            "argv": sys.argv[1:] if argv is None else argv,
+            "started_at": time.time(),
+            "pid": os.getpid(),
+        }
+        partial = state / "argv.json.part"  # renamed into place: a reader never sees half a file
+        partial.write_text(json.dumps(record))
+        os.replace(partial, state / "argv.json")
+    load_custom_nodes(Path(__file__).resolve().parent)
+    if args.quick_test_for_ci:
+        return 0
 
     output_dir = Path(args.output_directory or "output")
     output_dir.mkdir(parents=True, exist_ok=True)

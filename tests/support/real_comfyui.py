@@ -290,3 +290,42 @@ def parse_args_with_real_argparse(
         timeout=timeout_s,
         check=False,
     )
+
+
+_PARSE_MANY = """
+import contextlib, io, json, sys
+import comfy.cli_args
+results = []
+for vector in json.loads(sys.stdin.read()):
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            comfy.cli_args.parser.parse_args(vector)
+        results.append(None)
+    except SystemExit:
+        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+        results.append(lines[-1] if lines else "rejected")
+print(json.dumps(results))
+"""
+
+
+def parse_many_with_real_argparse(
+    sources: ComfySources, vectors: Sequence[Sequence[str]], cwd: Path | None = None
+) -> list[str | None]:
+    """Each vector parsed by the pinned ComfyUI's own parser (one interpreter for all of them):
+    None where argparse accepts it, else argparse's error line. ``cwd`` is where relative
+    directory values are looked up (default: the sources' ComfyUI folder)."""
+    result = subprocess.run(
+        [str(sources.python), "-c", _PARSE_MANY],
+        input=json.dumps([list(v) for v in vectors]),
+        cwd=str(cwd or sources.comfyui),
+        env={**os.environ, "PYTHONPATH": str(sources.comfyui)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"parsing with ComfyUI's argparse failed: {result.stderr[-2000:]}")
+    answers: list[str | None] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answers

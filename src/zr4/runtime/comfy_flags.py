@@ -1,16 +1,20 @@
 """Which ComfyUI command-line flags a pinned ComfyUI version accepts, and checking a user's flags.
 
-The accepted sets are data (``data/comfyui_flags.yaml``, one entry per ComfyUI version, a source for
-every flag). ComfyUI parses its arguments with argparse, which exits on an unknown flag, a missing or
-mistyped value, or two flags of one mutually exclusive group; in a container that exit is a
-crash-loop. So a user's ``COMFYUI_ARGS`` are split into what ComfyUI will take and what it would
-reject, and only the first part is passed on.
+The accepted sets are data: ``data/comfyui_flags.yaml`` (generated from each version's
+``comfy/cli_args.py`` by ``data/gen_comfyui_flags.py``) and zr4's rules on top of them,
+``data/comfyui_flag_policy.yaml``. ComfyUI parses its arguments with argparse, which exits on an
+unknown flag, a missing or mistyped value, a missing directory, or two flags of one mutually
+exclusive group; some accepted flags still make it exit at start (a missing package, a memory flag
+without a GPU, a missing file). In a container that exit is a crash-loop. So a user's
+``COMFYUI_ARGS`` are split into what ComfyUI will take and what it would die on, and only the first
+part is passed on, with a warning for the rest.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -22,6 +26,8 @@ from zr4.paths import data_dir
 
 Takes = Literal["none", "one", "optional", "many", "any"]
 _TAKES: tuple[str, ...] = ("none", "one", "optional", "many", "any")
+_VALUE_TYPES = (None, "int", "float", "directory")
+_PATH_KINDS = ("file", "directory")
 
 
 class FlagDataError(ValueError):
@@ -40,6 +46,9 @@ class FlagSpec:
     source: str = ""
     emit: bool = False
     refuse: str | None = None
+    package: str | None = None  # import name ComfyUI needs for this flag, else it exits
+    needs_gpu: bool = False  # takes ComfyUI off the CPU: refused where the plan is --cpu
+    path: str | None = None  # "file" / "directory": the value must exist when ComfyUI starts
 
     def value_problem(self, value: str) -> str | None:
         """Why ``value`` is not valid for this flag, or None."""
@@ -94,25 +103,67 @@ class ArgSplit:
     rejected: tuple[RejectedArg, ...] = ()
     # flag name -> the tokens of that flag (flag and its values) in ``accepted``
     by_flag: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # (flag name, tokens) of every accepted flag in order, repeats included (``accepted`` grouped)
+    items: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def flags_file() -> Path:
     return data_dir() / "comfyui_flags.yaml"
 
 
-@cache
-def _load(path: Path) -> Mapping[str, FlagSet]:
+def policy_file() -> Path:
+    return data_dir() / "comfyui_flag_policy.yaml"
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise FlagDataError(f"cannot read {path}: {error}") from None
+
+
+@dataclass(frozen=True)
+class _Policy:
+    emit: frozenset[str] = frozenset()
+    refuse: Mapping[str, str] = field(default_factory=dict)
+    package: Mapping[str, str] = field(default_factory=dict)
+    needs_gpu: frozenset[str] = frozenset()
+    paths: Mapping[str, str] = field(default_factory=dict)
+
+
+def _load_policy(path: Path) -> _Policy:
+    if not path.is_file():
+        return _Policy()
+    document = _read_yaml(path) or {}
+    if not isinstance(document, dict):
+        raise FlagDataError(f"{path}: expected a mapping")
+    paths = {str(k): str(v) for k, v in (document.get("paths") or {}).items()}
+    bad = sorted(k for k, v in paths.items() if v not in _PATH_KINDS)
+    if bad:
+        raise FlagDataError(f"{path}: paths.{bad[0]} must be one of {', '.join(_PATH_KINDS)}")
+    return _Policy(
+        emit=frozenset(str(f) for f in document.get("emit") or ()),
+        refuse={str(k): str(v) for k, v in (document.get("refuse") or {}).items()},
+        package={str(k): str(v) for k, v in (document.get("needs_package") or {}).items()},
+        needs_gpu=frozenset(str(f) for f in document.get("needs_gpu") or ()),
+        paths=paths,
+    )
+
+
+@cache
+def _load(path: Path, policy_path: Path | None = None) -> Mapping[str, FlagSet]:
+    document = _read_yaml(path)
     versions = document.get("versions") if isinstance(document, dict) else None
     if not isinstance(versions, dict):
         raise FlagDataError(f"{path}: no 'versions' mapping")
-    return {str(version): _parse_version(path, str(version), entry) for version, entry in versions.items()}
+    policy = _load_policy(policy_path) if policy_path is not None else _Policy()
+    return {
+        str(version): _parse_version(path, str(version), entry, policy) for version, entry in versions.items()
+    }
 
 
-def _parse_version(path: Path, version: str, entry: Any) -> FlagSet:
+def _parse_version(path: Path, version: str, entry: Any, policy: _Policy | None = None) -> FlagSet:
+    policy = policy or _Policy()
     if not isinstance(entry, dict) or not isinstance(entry.get("flags"), dict):
         raise FlagDataError(f"{path}: versions.{version} needs a 'flags' mapping")
     flags: dict[str, FlagSpec] = {}
@@ -125,28 +176,34 @@ def _parse_version(path: Path, version: str, entry: Any) -> FlagSet:
         if takes not in _TAKES:
             raise FlagDataError(f"{where}: takes must be one of {', '.join(_TAKES)}")
         value_type = spec.get("type")
-        if value_type not in (None, "int", "float"):
-            raise FlagDataError(f"{where}: type must be int or float")
+        if value_type not in _VALUE_TYPES:
+            raise FlagDataError(f"{where}: type must be int, float or directory")
         flags[name] = FlagSpec(
             name=name,
             takes=takes,
             value_type=value_type,
             choices=tuple(str(choice) for choice in spec.get("choices", ())),
             group=spec.get("group"),
-            source=str(spec.get("source", "")),
-            emit=bool(spec.get("emit", False)),
-            refuse=spec.get("refuse"),
+            source=str(spec.get("source", entry.get("source", ""))),
+            emit=bool(spec.get("emit", name in policy.emit)),
+            refuse=spec.get("refuse", policy.refuse.get(name)),
+            package=policy.package.get(name),
+            needs_gpu=name in policy.needs_gpu,
+            path="directory" if value_type == "directory" else policy.paths.get(name),
         )
     return FlagSet(version=version, commit=str(entry.get("commit", "")), flags=flags)
 
 
 def known_versions(path: Path | None = None) -> tuple[str, ...]:
-    return tuple(_load(path or flags_file()))
+    return tuple(_load(path or flags_file(), policy_file() if path is None else None))
 
 
 def flag_set(version: str, path: Path | None = None) -> FlagSet:
-    """The accepted flags of ComfyUI ``version`` (e.g. ``"v0.7.0"``)."""
-    versions = _load(path or flags_file())
+    """The accepted flags of ComfyUI ``version`` (e.g. ``"v0.7.0"``), with zr4's policy applied.
+
+    ``path`` reads another table (tests); the policy applies only to the bundled table.
+    """
+    versions = _load(path or flags_file(), policy_file() if path is None else None)
     if version not in versions:
         raise FlagDataError(
             f"no accepted-flag set for ComfyUI {version} in {path or flags_file()}; "
@@ -183,18 +240,21 @@ def split_args(
     flags: FlagSet,
     owned: Iterable[str] = (),
     taken_groups: Mapping[str, str] | None = None,
+    cpu_only: bool = False,
 ) -> ArgSplit:
     """Split ``args`` into the tokens ComfyUI ``flags.version`` accepts and those it would reject.
 
     ``owned`` flags are set by zr4 itself (e.g. ``--listen``, ``--port``): reported, not passed.
     ``taken_groups`` maps an exclusive group to the flag already chosen for it; a second flag of
     that group is rejected, as is a second flag of a group within ``args`` (the first one wins).
+    ``cpu_only``: there is no GPU (the plan is ``--cpu``), so flags that need one are rejected.
     """
     tokens = tokenize(args)
     owned_set = set(owned)
     groups: dict[str, str] = dict(taken_groups or {})
     accepted: list[str] = []
     by_flag: dict[str, tuple[str, ...]] = {}
+    items: list[tuple[str, tuple[str, ...]]] = []
     rejected: list[RejectedArg] = []
     index = 0
     while index < len(tokens):
@@ -218,6 +278,8 @@ def split_args(
                 limit -= 1
         group_tokens = (token, *values[1:]) if inline is not None else (token, *values)
         problem = _problem(spec, name, values, inline is not None, flags.version, owned_set, groups)
+        if problem is None and cpu_only and spec is not None and spec.needs_gpu:
+            problem = f"{name} needs an NVIDIA GPU and none was found: ComfyUI keeps --cpu"
         if problem is not None:
             rejected.append(RejectedArg(group_tokens, problem))
             continue
@@ -225,7 +287,8 @@ def split_args(
             groups[spec.group] = name
         accepted.extend(group_tokens)
         by_flag[name] = group_tokens
-    return ArgSplit(tuple(accepted), tuple(rejected), by_flag)
+        items.append((name, group_tokens))
+    return ArgSplit(tuple(accepted), tuple(rejected), by_flag, tuple(items))
 
 
 def _max_values(spec: FlagSpec | None) -> int:
@@ -280,9 +343,13 @@ def merge_args(
     """The planner's arguments combined with the user's accepted ones.
 
     The user's choice wins: a planned flag whose exclusive group (or the flag itself) the user set
-    is dropped. Returns (final arguments, the user's split, planned flags dropped for the user's).
+    is dropped. One exception: a planned ``--cpu`` means no GPU was found, and a user's memory
+    flag (``--lowvram`` ...) would replace it with a mode ComfyUI cannot start in, so that flag is
+    rejected instead. Returns (final arguments, the user's split, planned flags dropped for the
+    user's).
     """
-    user_split = split_args(user, flags, owned=owned)
+    planned_cpu = "--cpu" in tokenize(planned)
+    user_split = split_args(user, flags, owned=owned, cpu_only=planned_cpu)
     user_groups = {
         flags.flags[name].group for name in user_split.by_flag if flags.flags[name].group is not None
     }
@@ -298,3 +365,101 @@ def merge_args(
         final.extend(tokens)
     final.extend(user_split.accepted)
     return tuple(final), user_split, tuple(dropped)
+
+
+# --- what the machine ComfyUI starts on offers ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlagEnvironment:
+    """What a flag may need from the machine: a Python package in ComfyUI's environment, a path.
+
+    ``has_package(import_name)`` answers for ComfyUI's interpreter (not zr4's own); ``cwd`` is
+    ComfyUI's folder, which relative paths are read from.
+    """
+
+    has_package: Callable[[str], bool]
+    cwd: Path
+
+    @classmethod
+    def for_python(cls, python: str | Path, cwd: Path) -> FlagEnvironment:
+        return cls(has_package=package_finder(python), cwd=cwd)
+
+
+def _site_packages(python: Path) -> list[Path]:
+    """site-packages folders of the venv ``python`` belongs to (empty when it is not a venv)."""
+    for root in (python.parent.parent, python.resolve().parent.parent):
+        if (root / "pyvenv.cfg").is_file():
+            return sorted(root.glob("lib/python3*/site-packages")) + sorted(
+                root.glob("lib64/python3*/site-packages")
+            )
+    return []
+
+
+def package_finder(python: str | Path) -> Callable[[str], bool]:
+    """``has_package(import_name)`` for interpreter ``python``.
+
+    A venv's site-packages is looked at directly (no interpreter start: this runs on every boot);
+    otherwise the interpreter is asked once per name with ``importlib.util.find_spec``, which
+    imports nothing.
+    """
+    path = Path(python)
+    folders = _site_packages(path)
+
+    @cache
+    def has_package(name: str) -> bool:
+        if folders:
+            for folder in folders:
+                if (folder / name).is_dir() or (folder / f"{name}.py").is_file():
+                    return True
+                if any(folder.glob(f"{name}.*.so")) or any(folder.glob(f"{name}.*.pyd")):
+                    return True
+            return False
+        import subprocess
+
+        code = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({name!r}) else 1)"
+        try:
+            return subprocess.run([str(path), "-c", code], capture_output=True, timeout=60).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return True  # cannot tell: do not drop a flag on a guess
+
+    return has_package
+
+
+def _environment_problem(spec: FlagSpec, values: Sequence[str], environment: FlagEnvironment) -> str | None:
+    if spec.package is not None and not environment.has_package(spec.package):
+        return (
+            f"{spec.name} needs the Python package {spec.package!r}, which ComfyUI's environment "
+            "does not have (ComfyUI would exit at start)"
+        )
+    if spec.path is not None:
+        for value in values:
+            target = Path(value) if Path(value).is_absolute() else environment.cwd / value
+            if spec.path == "directory" and not target.is_dir():
+                return f"{spec.name} {value}: no such directory (ComfyUI would exit at start)"
+            if spec.path == "file" and not target.is_file():
+                return f"{spec.name} {value}: no such file (ComfyUI would exit at start)"
+            if not os.access(target, os.R_OK):
+                return f"{spec.name} {value}: not readable (ComfyUI would exit at start)"
+    return None
+
+
+def check_environment(
+    args: Sequence[str], flags: FlagSet, environment: FlagEnvironment
+) -> tuple[tuple[str, ...], tuple[RejectedArg, ...]]:
+    """Drop the flags (planned or the user's) that the machine cannot honour; say why for each.
+
+    ``args`` are already merged and accepted by :func:`merge_args`. Returns (kept, rejected).
+    """
+    split = split_args(args, flags)
+    kept: list[str] = []
+    rejected: list[RejectedArg] = list(split.rejected)
+    for name, tokens in split.items:
+        spec = flags.flags[name]
+        values = tokens[1:] if "=" not in tokens[0] else (tokens[0].split("=", 1)[1], *tokens[1:])
+        problem = _environment_problem(spec, values, environment)
+        if problem is None:
+            kept.extend(tokens)
+        else:
+            rejected.append(RejectedArg(tokens, problem))
+    return tuple(kept), tuple(rejected)

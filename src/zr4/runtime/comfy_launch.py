@@ -3,7 +3,9 @@
 Building the command is pure: the fixed part (listen address, port, output folder), then the
 planner's flags merged with the user's ``COMFYUI_ARGS`` by :func:`zr4.runtime.comfy_flags.merge_args`
 (a user's flag wins over a planned flag of the same exclusive group; flags ComfyUI would reject are
-reported and left out, because argparse exiting on them would crash-loop the pod).
+reported and left out, because argparse exiting on them would crash-loop the pod), then checked
+against the machine (:func:`zr4.runtime.comfy_flags.check_environment`: a flag whose package
+ComfyUI's environment lacks, or whose path is missing, is dropped with the reason).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from zr4.runtime.comfy_flags import RejectedArg, flag_set, merge_args
+from zr4.runtime.comfy_flags import (
+    FlagEnvironment,
+    RejectedArg,
+    check_environment,
+    flag_set,
+    merge_args,
+)
 
 # Set by zr4 itself from its own settings; a COMFYUI_ARGS copy of them is reported, not passed.
 OWNED_FLAGS = ("--listen", "--port", "--output-directory")
@@ -49,10 +57,17 @@ def comfyui_command(
     comfyui_version: str,
     listen: str = DEFAULT_LISTEN,
     port: int = DEFAULT_PORT,
+    environment: FlagEnvironment | None = None,
 ) -> LaunchPlan:
-    """``$COMFYUI_PYTHON main.py --listen … --port … --output-directory …`` + planned + user flags."""
+    """``$COMFYUI_PYTHON main.py --listen … --port … --output-directory …`` + planned + user flags.
+
+    ``environment`` (default: ``python``'s packages, ``comfyui_dir`` for relative paths) decides
+    which of the merged flags this machine can honour.
+    """
     flags = flag_set(comfyui_version)
     merged, user_split, dropped = merge_args(planned_flags, user_args, flags, owned=OWNED_FLAGS)
+    environment = environment or FlagEnvironment.for_python(python, comfyui_dir)
+    merged, unusable = check_environment(merged, flags, environment)
     argv = (
         python,
         str(comfyui_dir / "main.py"),
@@ -65,7 +80,11 @@ def comfyui_command(
         *merged,
     )
     return LaunchPlan(
-        argv=argv, cwd=comfyui_dir, rejected=user_split.rejected, dropped_planned=dropped, flags=merged
+        argv=argv,
+        cwd=comfyui_dir,
+        rejected=(*user_split.rejected, *unusable),
+        dropped_planned=dropped,
+        flags=merged,
     )
 
 
