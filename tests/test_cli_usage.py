@@ -39,3 +39,14 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> 
     assert completed.stderr.startswith(message)
     assert completed.stderr.count("\n") == 1, completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["show"], ["plan"], ["render"], ["validate"], ["models", "download"], ["sync", "run"]]
+)
+def test_help_shows_click_style_value_names_not_python_types(command: list[str]) -> None:
+    completed = _zr4(*command, "--help")
+    assert completed.returncode == 0, completed.stderr
+    for python_type in ("<bool>", "<str>", "<int>", "<float>", "<list[", "<Path>"):
+        assert python_type not in completed.stdout
+    assert "Show this message and exit." in completed.stdout

@@ -80,7 +80,51 @@ def test_bad_values_name_the_field_path(overrides: list[str], expected: str) -> 
     with pytest.raises(ProfileError) as caught:
         load_profile("4080super", overrides)
     assert expected in str(caught.value)
-    assert "4080super.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "override", ["gpu.vram_gib=-3", "model.gguf_level=Q9_K", "comfyui.commit=main", "workload=3"]
+)
+def test_a_bad_set_value_blames_the_set_not_the_file(override: str) -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile("4080super", [override])
+    assert str(caught.value).startswith(f"--set {override}: ")
+    assert "4080super.yaml" not in str(caught.value)
+
+
+def test_a_rule_across_fields_names_the_file_and_the_sets() -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile("4080super", ["features.pose_backend=mmpose", "stack.mmcv=null"])
+    assert "4080super.yaml with --set features.pose_backend=mmpose --set stack.mmcv=null: " in str(caught.value)
+
+
+def test_a_bad_value_in_the_file_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "mine.yaml", "extends: 4080super\nworkload:\n  frames: 80\n")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path), ["model.gguf_level=Q6_K"])
+    assert str(caught.value).startswith(f"{path} with --set model.gguf_level=Q6_K: workload.frames: ")
+
+
+@pytest.mark.parametrize("level", ["q5", "Q5", "q5_k_m", "Q5_K_M", " q5_K_m "])
+def test_a_level_is_read_the_same_in_a_profile_set_and_the_environment(level: str) -> None:
+    from zr4.runtime.planner import load_facts
+    from zr4.runtime.tune import normalise_gguf_level
+
+    assert load_profile("4080super", [f"model.gguf_level={level}"]).model.gguf_level == "Q5_K_M"
+    assert normalise_gguf_level(level, load_facts().gguf_levels) == "Q5_K_M"
+
+
+def test_short_level_spellings_match_the_model_manifest() -> None:
+    from zr4.runtime.gguf_level import SHORT_FORMS
+    from zr4.runtime.models.manifest import load_manifest
+
+    assert {k.upper(): v for k, v in load_manifest().gguf_aliases.items()} == SHORT_FORMS
+
+
+def test_extends_a_bundled_profile_named_by_a_number(tmp_path: Path) -> None:
+    path = write(tmp_path, "mine.yaml", "extends: 5090\nname: mine\n")  # YAML reads 5090 as an int
+    profile = load_profile(str(path))
+    assert (profile.name, profile.gpu.compute_capability) == ("mine", "12.0")
 
 
 def test_unknown_top_level_key_in_a_file(tmp_path: Path) -> None:

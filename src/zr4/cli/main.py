@@ -12,8 +12,12 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, get_args
 
 import typer
+import typer.core
+import typer.main
 
 from zr4 import __version__
 from zr4.errors import Zr4Error
@@ -90,6 +94,36 @@ def usage_error_line(error: Exception) -> str:
     return f"error: {message}"
 
 
+# Help shows these in place of typer 0.29's `<str>` / `<list[str]>` / `<bool>` (a Python type is not
+# what a user types): click's usual metavars, and nothing after a flag.
+_METAVARS: dict[Any, str] = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
+
+
+def plain_help_types(command: Any) -> None:
+    """Give every option and argument of ``command`` (and its subcommands) a click-style metavar."""
+    ctx = typer.Context(command)
+    for param in command.get_params(ctx):
+        if param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+            continue
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None or descriptor.is_choice:
+            continue
+        annotation = get_args(descriptor.annotation)[0] if descriptor.is_list else descriptor.annotation
+        if annotation not in _METAVARS:
+            continue
+        if isinstance(param, typer.core.TyperArgument):
+            # An argument's metavar is also its name in the usage line: keep `[profile]` there.
+            label = _METAVARS[annotation]
+            setattr(param, "display_type_rich", lambda ctx, label=label: label)  # noqa: B010
+        else:
+            param.metavar = _METAVARS[annotation]
+    for sub in getattr(command, "commands", {}).values():
+        plain_help_types(sub)
+
+
 def make_app(names: Sequence[str] | None = None) -> typer.Typer:
     """The Typer app with the commands ``names`` registered (all of them when None)."""
     app = typer.Typer(
@@ -137,7 +171,9 @@ def run(argv: Sequence[str] | None = None) -> None:
     app = make_app(None if name is None else [name])
     try:
         # With standalone_mode=False, click returns typer.Exit's code instead of exiting.
-        exit_code = app(args=args, prog_name="zr4", standalone_mode=False)
+        command = typer.main.get_command(app)
+        plain_help_types(command)
+        exit_code = command(args=args, prog_name="zr4", standalone_mode=False)
     except Zr4Error as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(error.exit_code)

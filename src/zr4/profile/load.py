@@ -105,6 +105,8 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     parent_ref = document.pop("extends", None)
     if parent_ref is None:
         return document
+    if isinstance(parent_ref, int | float) and not isinstance(parent_ref, bool):
+        parent_ref = str(parent_ref)  # `extends: 5090` unquoted: YAML reads a number, the user meant the name
     if not isinstance(parent_ref, str) or not parent_ref.strip():
         raise ProfileError(f"{path}: extends: must be a profile name or a path")
     parent_path = resolve_profile_path(parent_ref.strip(), relative_to=path)
@@ -131,11 +133,26 @@ def apply_override(document: dict[str, Any], assignment: str) -> dict[str, Any]:
     return deep_merge(document, patch)
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """``file: gpu.vram_gib: Input should be greater than 0 (got -3)`` for each problem."""
+def _blamed_override(path: str, overrides: Sequence[str]) -> str | None:
+    """The last ``--set`` that wrote ``path`` (or a field inside it, or the section holding it)."""
+    for assignment in reversed(overrides):
+        key = assignment.split("=", 1)[0].strip()
+        if path == key or path.startswith(f"{key}.") or key.startswith(f"{path}."):
+            return assignment
+    return None
+
+
+def format_validation_error(source: str, error: ValidationError, overrides: Sequence[str] = ()) -> str:
+    """``file: gpu.vram_gib: Input should be greater than 0 (got -3)`` for each problem.
+
+    A problem in a field a ``--set`` wrote names that ``--set``, not the file it was applied to.
+    """
     lines = []
+    if overrides:
+        source += " with " + " ".join(f"--set {assignment}" for assignment in overrides)
     for problem in error.errors(include_url=False):
         path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        blamed = _blamed_override(path, overrides)
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see profile.schema.json)"
@@ -146,8 +163,8 @@ def format_validation_error(source: str, error: ValidationError) -> str:
         ):
             shown = repr(problem["input"])
             message = f"{message} (got {shown[:60] + '...' if len(shown) > 60 else shown})"
-        lines.append(f"{path}: {message}")
-    return f"{source}: " + "; ".join(lines)
+        lines.append(f"--set {blamed}: {path}: {message}" if blamed else f"{source}: {path}: {message}")
+    return "; ".join(lines)
 
 
 def load_profile(ref: str, overrides: Sequence[str] = ()) -> Profile:
@@ -160,4 +177,4 @@ def load_profile(ref: str, overrides: Sequence[str] = ()) -> Profile:
     try:
         return Profile.model_validate(document)
     except ValidationError as error:
-        raise ProfileError(format_validation_error(str(path), error)) from None
+        raise ProfileError(format_validation_error(str(path), error, overrides)) from None

@@ -12,21 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# Known GGUF quantisation levels for Wan 2.1 14B; "auto" lets the VRAM planner pick the largest that fits.
-# Source: MCG-NJU/SteadyDancer-GGUF and city96/Wan2.1-I2V-14B GGUF level names (their Hub file listings).
-GGUF_LEVELS = (
-    "Q2_K",
-    "Q3_K_S",
-    "Q3_K_M",
-    "Q4_0",
-    "Q4_K_S",
-    "Q4_K_M",
-    "Q5_0",
-    "Q5_K_S",
-    "Q5_K_M",
-    "Q6_K",
-    "Q8_0",
-)
+from zr4.runtime.gguf_level import GGUF_LEVELS, SHORT_FORMS, parse_gguf_level
 
 _VERSION = r"[0-9]+(\.[0-9]+)*([a-z]+[0-9]*)?(\.post[0-9]+)?"
 Version = Annotated[str, Field(pattern=rf"^{_VERSION}$", max_length=40)]
@@ -89,12 +75,13 @@ class ModelChoice(StrictModel):
     @field_validator("gguf_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        normalised = value.strip().upper()
-        if normalised == "AUTO":
-            return "auto"
-        if normalised not in GGUF_LEVELS:
-            raise ValueError(f"{value!r} is not a GGUF level; use one of {', '.join(GGUF_LEVELS)} or auto")
-        return normalised
+        parsed = parse_gguf_level(value)
+        if parsed is None:
+            short = ", ".join(name.lower() for name in SHORT_FORMS)
+            raise ValueError(
+                f"{value!r} is not a GGUF level; use one of {', '.join(GGUF_LEVELS)} (any case), {short} or auto"
+            )
+        return parsed
 
 
 class Stack(StrictModel):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zr4.runtime import image_layout
+from zr4.runtime.gguf_level import parse_gguf_level
 from zr4.runtime.gpu import Detection, detect
 from zr4.runtime.planner import (
     MEMORY_MODES,
@@ -38,8 +39,6 @@ from zr4.runtime.planner import (
 DEFAULT_PROFILE_PATH = Path(image_layout.PROFILE_JSON)
 TIERS = ("consumer", "prosumer", "datacenter")
 VARIANTS = ("fp16", "fp8", "gguf")
-# The short spellings (q2..q8), as data/models.yaml's gguf.aliases spells them.
-GGUF_ALIASES = {"Q2": "Q2_K", "Q3": "Q3_K_M", "Q4": "Q4_K_M", "Q5": "Q5_K_M", "Q6": "Q6_K", "Q8": "Q8_0"}
 
 
 @dataclass(frozen=True)
@@ -90,11 +89,7 @@ def _env(environ: Mapping[str, str], name: str) -> str | None:
 
 def normalise_gguf_level(value: str, known: Sequence[str]) -> str | None:
     """``q4_k_m``, ``Q4_K_M``, ``q4`` -> ``Q4_K_M``; ``auto`` -> ``auto``; unknown -> None."""
-    text = value.strip().upper()
-    if text == "AUTO":
-        return "auto"
-    text = GGUF_ALIASES.get(text, text)
-    return text if text in known else None
+    return parse_gguf_level(value, known)
 
 
 def request_from_profile(profile: Mapping[str, Any]) -> tuple[PlanRequest, list[str]]:
