@@ -110,3 +110,27 @@ def test_credential_values_in_compose_and_runpod_template_fail(ctx: Path) -> Non
     assert (
         "runpod-template.json: env HF_TOKEN has a literal value; use {{ RUNPOD_SECRET_HF_TOKEN }}" in report
     )
+
+
+def test_the_auth_token_is_a_credential_everywhere(ctx: Path) -> None:
+    """ZR4_AUTH_TOKEN (the auth proxy's) is passed through like any credential, and a generated
+    token pasted into any file of the context is found by its shape."""
+    from zr4.runtime.auth.settings import generate_token
+
+    token = generate_token()
+    document = compose_of(ctx)
+    assert document["services"]["comfyui"]["environment"]["ZR4_AUTH_TOKEN"] == "${ZR4_AUTH_TOKEN:-}"
+    assert check_secrets(context_of(ctx)).status == "pass"
+    document["services"]["comfyui"]["environment"]["ZR4_AUTH_TOKEN"] = "${ZR4_AUTH_TOKEN:-my-own-token}"
+    write_compose(ctx, document)
+    template = json.loads((ctx / "runpod-template.json").read_text())
+    entry = next(e for e in template["env"] if e["key"] == "ZR4_AUTH_TOKEN")
+    assert entry["value"] == "{{ RUNPOD_SECRET_ZR4_AUTH_TOKEN }}"
+    entry["value"] = "typed-into-the-template"
+    (ctx / "runpod-template.json").write_text(json.dumps(template))
+    (ctx / "start.sh").write_text((ctx / "start.sh").read_text() + f"# {token}\n")
+    report = messages(check_secrets(context_of(ctx)))
+    assert "services.comfyui.environment.ZR4_AUTH_TOKEN is given a value" in report
+    assert "runpod-template.json: env ZR4_AUTH_TOKEN has a literal value" in report
+    assert "start.sh" in report and "a zr4 auth token" in report
+    assert token[4:] not in report

@@ -91,6 +91,7 @@ class Pod:
         self.profile = root / "profile.json"
         self.profile.write_text(profile.model_dump_json(), encoding="utf-8")
         self.port = free_port()
+        self.backend_port = free_port()  # ComfyUI's loopback port behind the auth proxy (on by default)
         self.env = {
             "PATH": os.environ["PATH"],
             "HOME": str(root / "home"),
@@ -98,6 +99,8 @@ class Pod:
             "COMFYUI_DIR": str(self.comfyui),
             "COMFYUI_PYTHON": sys.executable,
             "COMFYUI_PORT": str(self.port),
+            "ZR4_COMFYUI_BACKEND_PORT": str(self.backend_port),
+            "ZR4_AUTH_DIR": str(self.workspace / ".zr4" / "auth"),
             "OUTPUT_DIR": str(self.outputs),
             "MODELS_DIR": str(self.models),
             "ZR4_PROFILE": str(self.profile),
@@ -155,13 +158,13 @@ def test_cold_then_warm_boot_writes_paths_and_workflow_and_forwards_sigterm(
     assert first.returncode == 0, output
     assert (pod.state / "sigterm").read_text() == str(int(signal.SIGTERM)), output
 
-    # ComfyUI got the fixed flags and the planner's (no GPU here: --cpu).
+    # ComfyUI got the fixed flags (loopback only, behind the auth proxy) and the planner's (--cpu).
     argv = record["argv"]  # type: ignore[index]
     assert argv[:6] == [
         "--listen",
-        "0.0.0.0",
+        "127.0.0.1",
         "--port",
-        str(pod.port),
+        str(pod.backend_port),
         "--output-directory",
         str(pod.outputs),
     ]

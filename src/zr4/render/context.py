@@ -124,8 +124,11 @@ def runpod_template(profile: Profile, runpod: dict[str, Any]) -> dict[str, Any]:
         {"key": "R2_ENDPOINT", "value": "{{ RUNPOD_SECRET_R2_ENDPOINT }}"},
         {"key": "R2_ACCESS_KEY_ID", "value": "{{ RUNPOD_SECRET_R2_ACCESS_KEY_ID }}"},
         {"key": "R2_SECRET_ACCESS_KEY", "value": "{{ RUNPOD_SECRET_R2_SECRET_ACCESS_KEY }}"},
+        # The auth proxy's token (zr4.runtime.auth); without the secret the pod makes one on the volume.
+        {"key": "ZR4_AUTH_TOKEN", "value": "{{ RUNPOD_SECRET_ZR4_AUTH_TOKEN }}"},
         {"key": "MODELS_DIR", "value": f"{runpod['volume_mount_path']}/models"},
         {"key": "OUTPUT_DIR", "value": f"{runpod['volume_mount_path']}/outputs"},
+        {"key": "ZR4_AUTH_DIR", "value": f"{runpod['volume_mount_path']}/.zr4/auth"},
     ]
     return {
         "name": runpod["template_name"],
@@ -137,5 +140,9 @@ def runpod_template(profile: Profile, runpod: dict[str, Any]) -> dict[str, Any]:
         "isServerless": False,
         "env": env,
         "dockerStartCmd": "",
-        "readme": f"zr4 {__version__} profile {profile.name}: ComfyUI + SteadyDancer. Open port 8188.",
+        "readme": (
+            f"zr4 {__version__} profile {profile.name}: ComfyUI + SteadyDancer. Open port 8188 and log in "
+            f"with your ZR4_AUTH_TOKEN secret (without one, the token is in "
+            f"{runpod['volume_mount_path']}/.zr4/auth/token)."
+        ),
     }

@@ -3,6 +3,10 @@
 Healthy means ComfyUI answers HTTP on its port (``/system_stats``, a route of ComfyUI's
 ``server.py``) and, when ``ENABLE_R2_SYNC=true``, the sync daemon's heartbeat is recent and its
 process alive.
+
+With authentication on, the port is the auth proxy's: the check sends the bearer token (from
+``ZR4_AUTH_TOKEN`` or the token file, :mod:`zr4.runtime.auth.client`), so it proves the proxy and
+ComfyUI behind it both answer, and nothing is left open without a token for it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from zr4.errors import Zr4Error
 from zr4.runtime.env import EnvError, env_bool, env_str
 
 # Heartbeats are written every 2 s (zr4.runtime.sync.daemon); 30 s allows a slow upload tick.
@@ -37,16 +42,22 @@ def comfyui_port(environ: Mapping[str, str]) -> int:
     return port
 
 
-def check_comfyui(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> HealthCheck:
+def check_comfyui(
+    port: int, host: str = "127.0.0.1", timeout_s: float = 5.0, headers: Mapping[str, str] | None = None
+) -> HealthCheck:
     import urllib.error  # here, not at the top: `zr4 start` imports this module for comfyui_port
     import urllib.request
 
     url = f"http://{host}:{port}/system_stats"
+    request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             body = response.read(65536)
             status = response.status
     except urllib.error.HTTPError as error:
+        if error.code == 401:
+            why = "the token was refused" if headers else "no token found (ZR4_AUTH_TOKEN, or the token file in ZR4_AUTH_DIR)"
+            return HealthCheck("comfyui", False, f"{url} answered HTTP 401: {why}")
         return HealthCheck("comfyui", False, f"{url} answered HTTP {error.code}")
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
@@ -81,7 +92,13 @@ def check_sync(environ: Mapping[str, str]) -> HealthCheck | None:
 
 def check_health(environ: Mapping[str, str] | None = None, timeout_s: float = 5.0) -> list[HealthCheck]:
     env = os.environ if environ is None else environ
-    checks = [check_comfyui(comfyui_port(env), timeout_s=timeout_s)]
+    from zr4.runtime.auth.client import auth_headers
+
+    try:
+        headers = auth_headers(env)
+    except Zr4Error as error:
+        return [HealthCheck("auth", False, str(error))]
+    checks = [check_comfyui(comfyui_port(env), timeout_s=timeout_s, headers=headers)]
     sync = check_sync(env)
     if sync is not None:
         checks.append(sync)

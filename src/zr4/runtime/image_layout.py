@@ -18,3 +18,5 @@ WORKSPACE_DIR = "/workspace"
 MODELS_DIR = f"{WORKSPACE_DIR}/models"
 OUTPUT_DIR = f"{WORKSPACE_DIR}/outputs"
 SYNC_STATE_DIR = f"{WORKSPACE_DIR}/.zr4/sync"
+# The auth proxy's folder: its access token when ZR4_AUTH_TOKEN is not set (generated once, 0600).
+AUTH_DIR = f"{WORKSPACE_DIR}/.zr4/auth"

@@ -10,6 +10,10 @@
    SIGTERM/SIGINT/SIGHUP; when it exits, stop the daemon, run the final ``zr4 sync once``, and
    exit with ComfyUI's code.
 
+Authentication (:mod:`zr4.runtime.auth`, on unless ``ZR4_AUTH=off``) is settled before step 1: the
+token is read or created, ComfyUI is given a loopback-only port, and the auth proxy takes the
+public port from step 5 until ComfyUI exits.
+
 With the models present, steps 1-4 do no network I/O and read no model bytes (the model
 manager's journal answers with ``stat`` calls), which keeps them well under a second.
 """
@@ -341,6 +345,7 @@ def run_start(
     planner: Callable[[Mapping[str, str], Mapping[str, Any]], BootPlan] = plan_boot,
 ) -> int:
     """The whole start sequence; returns ComfyUI's exit code (128+N when a signal N ended it)."""
+    from zr4.runtime.auth.front import plan_front
     from zr4.runtime.comfy_launch import ForwardingSignals, comfyui_command, exit_code_of, launch
 
     env = dict(os.environ if environ is None else environ)
@@ -349,6 +354,7 @@ def run_start(
     profile = read_profile_data(config.profile_path)
     comfyui_version = str(profile["comfyui"]["version"])
     log(f"profile {profile['name']}, ComfyUI {comfyui_version} in {config.comfyui_dir}")
+    front = plan_front(env, [config.port], log)
 
     with _step(report, 1, "detect GPU + plan VRAM", log):
         plan = planner(env, profile)
@@ -366,6 +372,7 @@ def run_start(
     with _step(report, 4, "R2 sync", log):
         supervisor = sync_step(env, config, log)
 
+    listen, port = front.comfyui_address(config.port)
     launch_plan = comfyui_command(
         python=config.comfyui_python,
         comfyui_dir=config.comfyui_dir,
@@ -373,7 +380,8 @@ def run_start(
         planned_flags=plan.flags,
         user_args=list(extra_args),
         comfyui_version=comfyui_version,
-        port=config.port,
+        listen=listen,
+        port=port,
     )
     for rejected in launch_plan.rejected:
         log(f"WARNING: not passed to ComfyUI: {rejected}")
@@ -386,6 +394,7 @@ def run_start(
     )
     try:
         with forward:
+            front.start(env, log)
             report.ready_s = process_age_s()
             log(f"step 5/5 ComfyUI: {launch_plan.describe()}")
             log(f"ready to launch {report.ready_s:.2f} s after the process started")
@@ -399,6 +408,7 @@ def run_start(
                 process.send_signal(forward.received[-1])
             returncode = process.wait()
     finally:
+        front.stop()
         if supervisor is not None:
             report.sync_restarts = supervisor.restarts
             supervisor.stop(SYNC_STOP_TIMEOUT_S)

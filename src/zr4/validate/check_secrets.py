@@ -6,7 +6,8 @@
 - Compose: a credential is passed through from the user's shell (`${HF_TOKEN:-}`), never written.
 - RunPod template: a credential's value is a `{{ RUNPOD_SECRET_<name> }}` placeholder (RunPod
   docs, "Secrets") or empty.
-- Every text file: nothing that looks like a real token (Hugging Face `hf_...`, AWS `AKIA...`).
+- Every text file: nothing that looks like a real token (Hugging Face `hf_...`, AWS `AKIA...`,
+  a generated zr4 auth token `zr4_...`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ TOKEN_SHAPES = (
     (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), "a Hugging Face token"),
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
+    # zr4.runtime.auth.settings.generate_token: "zr4_" + 43 URL-safe base64 characters.
+    (re.compile(r"\bzr4_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"), "a zr4 auth token"),
 )
 
 

@@ -1,0 +1,137 @@
+"""A ComfyUI (the stand-in, or the real one) behind zr4's auth proxy, each in its own process.
+
+``ComfyBehindProxy`` starts ComfyUI on a loopback port and ``python -m zr4.runtime.auth.proxy`` on a
+public one, waits for both, and stops both (SIGTERM, then SIGKILL) on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from support.s3_server import free_port
+
+SUPPORT = Path(__file__).resolve().parent
+TOKEN = "test-token-0123456789abcdef"
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
+    """Until ``url`` answers any HTTP status (the process must stay alive meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited with code {process.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{what} did not answer {url} within {timeout_s} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def fake_comfyui_command(root: Path, port: int) -> tuple[list[str], Path]:
+    """The stand-in ComfyUI as ``<root>/ComfyUI/main.py`` (it loads custom_nodes next to itself)."""
+    comfy = root / "ComfyUI"
+    (comfy / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    shutil.copy(SUPPORT / "fake_comfyui.py", comfy / "main.py")
+    output = root / "output"
+    argv = [sys.executable, str(comfy / "main.py"), "--listen", "127.0.0.1", "--port", str(port)]
+    return [*argv, "--output-directory", str(output)], output
+
+
+class ComfyBehindProxy:
+    def __init__(
+        self,
+        root: Path,
+        comfyui_argv: Sequence[str] | None = None,
+        *,
+        backend_port: int | None = None,
+        token: str = TOKEN,
+        listen: str = "0.0.0.0",
+        extra_env: dict[str, str] | None = None,
+        comfyui_cwd: Path | None = None,
+        comfyui_timeout_s: float = 60,
+    ) -> None:
+        self.root = root
+        self.token = token
+        self.public_port = free_port()
+        self.backend_port = backend_port or free_port()
+        if comfyui_argv is None:
+            comfyui_argv, self.output_dir = fake_comfyui_command(root, self.backend_port)
+        else:
+            self.output_dir = root / "output"
+        self.comfyui_argv = list(comfyui_argv)
+        self.comfyui_cwd = comfyui_cwd
+        self.comfyui_timeout_s = comfyui_timeout_s
+        self.listen = listen
+        self.env = {
+            **os.environ,
+            "ZR4_AUTH_TOKEN": token,
+            "ZR4_PROXY_ROUTES": f"{self.public_port}={self.backend_port}",
+            "ZR4_PROXY_LISTEN": listen,
+            "FAKE_COMFYUI_INPUT": str(root / "input"),
+            **(extra_env or {}),
+        }
+        self.env.pop("RUNPOD_POD_ID", None)
+        self.comfyui: subprocess.Popen[bytes] | None = None
+        self.proxy: subprocess.Popen[bytes] | None = None
+        self.proxy_log = root / "proxy.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.public_port}"
+
+    @property
+    def backend_url(self) -> str:
+        return f"http://127.0.0.1:{self.backend_port}"
+
+    def __enter__(self) -> ComfyBehindProxy:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.comfyui = subprocess.Popen(
+            self.comfyui_argv,
+            env=self.env,
+            cwd=self.comfyui_cwd,
+            stdout=(self.root / "comfyui.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.proxy = subprocess.Popen(
+            [sys.executable, "-m", "zr4.runtime.auth.proxy"],
+            env=self.env,
+            stdout=self.proxy_log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_http(self.backend_url + "/system_stats", self.comfyui, self.comfyui_timeout_s, "ComfyUI")
+            wait_http(self.url + "/zr4/login", self.proxy, 20, "the auth proxy")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for process in (self.proxy, self.comfyui):
+            if process is not None:
+                stop_process(process)
+
+    def proxy_output(self) -> str:
+        return self.proxy_log.read_text(errors="replace")
