@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from zr4.compat import arch_runs_on_build, check_profile, flash_attn_wheel_url, mmcv_build_method
+from zr4.compat import (
+    arch_runs_on_build,
+    check_profile,
+    ensure_compatible,
+    flash_attn_wheel_url,
+    mmcv_build_method,
+)
 from zr4.errors import CompatibilityError
 from zr4.profile import bundled_profile_names, load_profile
 from zr4.render import render_files
@@ -121,3 +127,15 @@ def test_base_images_need_patch_version_and_right_flavour() -> None:
 )
 def test_binary_compatibility_within_a_major(gpu_sm: int, arches: list[str], runs: bool) -> None:
     assert arch_runs_on_build(gpu_sm, arches) is runs
+
+
+def test_a_profile_outside_the_matrix_gets_one_line_per_broken_rule() -> None:
+    with pytest.raises(CompatibilityError) as caught:
+        ensure_compatible(load_profile("4080super", ["gpu.compute_capability=12.0"]))
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "profile 4080super is outside the compatibility matrix:"
+    assert [line.split("]")[0] for line in lines[1:]] == [
+        "  - [cuda_min_for_arch",
+        "  - [torch_arch",
+        "  - [flash_attn_arch",
+    ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import dockerfile
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -243,3 +245,42 @@ def test_hostile_profile_values_fail_cleanly_or_render_safely(
     subprocess.run(["bash", "-n"], input=rendered["start.sh"], text=True, check=True)
     json.loads(rendered["runpod-template.json"])
     json.loads(rendered["profile.json"])
+
+
+ZR4 = [sys.executable, "-m", "zr4.cli.main"]
+
+
+def test_default_out_is_the_checkouts_docker_folder_wherever_zr4_runs(tmp_path: Path) -> None:
+    # From another folder, the default is still the checkout's docker/ (which is current): nothing
+    # is written where the command runs.
+    result = subprocess.run(
+        [*ZR4, "render", "--profile", "4080super", "--check"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{Path(__file__).resolve().parents[1] / 'docker'}: up to date")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_with_set_suggests_the_command_with_its_set(tmp_path: Path) -> None:
+    write_context(render_files(load_profile("4090")), tmp_path)
+    result = subprocess.run(
+        [*ZR4, "render", "--profile", "4090", "--set", "model.gguf_level=Q8_0", "--check", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert f"Run `zr4 render --profile 4090 --set model.gguf_level=Q8_0 --out {tmp_path}`" in result.stderr
+
+
+def test_show_prints_the_runpod_disk_sizes_the_template_gets() -> None:
+    shown = subprocess.run([*ZR4, "show", "4080super"], capture_output=True, text=True, check=True).stdout
+    runpod = yaml.safe_load(shown)["runpod"]
+    template = json.loads((Path(__file__).resolve().parents[1] / "docker" / "runpod-template.json").read_text())
+    assert (runpod["container_disk_gb"], runpod["volume_gb"]) == (
+        template["containerDiskInGb"],
+        template["volumeInGb"],
+    )
+    assert runpod["container_disk_gb"] > 0 and runpod["volume_gb"] > 0

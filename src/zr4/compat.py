@@ -413,5 +413,5 @@ def ensure_compatible(profile: Profile) -> None:
     """Raise one ``CompatibilityError`` listing every broken rule."""
     violations = check_profile(profile)
     if violations:
-        details = "; ".join(str(v) for v in violations)
-        raise CompatibilityError(f"profile {profile.name} is outside the compatibility matrix: {details}")
+        details = "".join(f"\n  - {v}" for v in violations)
+        raise CompatibilityError(f"profile {profile.name} is outside the compatibility matrix:{details}")

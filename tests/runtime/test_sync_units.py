@@ -84,6 +84,17 @@ def test_redact_masks_values_and_sigv4_fields() -> None:
     assert "SEKRET" not in cleaned and "KID123" not in cleaned and "abcdef0123" not in cleaned
 
 
+def test_redact_masks_a_one_character_secret_only_where_it_stands_alone() -> None:
+    message = "R2 refused the key a for bucket runpod: AccessDenied"
+    assert redact(message, ["a"]) == "R2 refused the key *** for bucket runpod: AccessDenied"
+    assert redact("secret=a&x=1", ["a"]) == "secret=***&x=1"
+
+
+def test_redact_masks_a_long_secret_anywhere() -> None:
+    secret = "wJalrXUtnFEMI/K7MDENG"
+    assert redact(f"sig{secret}tail", [secret]) == "sig***tail"
+
+
 @pytest.mark.parametrize(
     ("name", "temporary"),
     [

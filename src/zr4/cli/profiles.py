@@ -43,8 +43,15 @@ def show(
     overrides: list[str] = SET_OPTION,
 ) -> None:
     """Print the fully resolved profile (after extends: and --set) as YAML."""
+    from zr4.render.context import runpod_fields
+
     resolved = load_profile(profile, overrides)
-    typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False).rstrip())
+    document = resolved.model_dump(mode="json")
+    # 0 in a profile means "size it": show the sizes the RunPod template gets, not the 0.
+    sized = runpod_fields(resolved)
+    for key in ("container_disk_gb", "volume_gb"):
+        document["runpod"][key] = sized[key]
+    typer.echo(yaml.safe_dump(document, sort_keys=False).rstrip())
 
 
 def register(app: typer.Typer) -> None:

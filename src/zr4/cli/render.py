@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
 
 from zr4.cli.common import PROFILE_OPTION, SET_OPTION
-from zr4.errors import Zr4Error
+from zr4.errors import UsageError, Zr4Error
+from zr4.paths import source_root
 from zr4.profile import load_profile
 from zr4.render import check_rendered, render_files, write_context
 
@@ -18,13 +20,19 @@ class StaleContextError(Zr4Error):
 
 def render(
     profile: str = PROFILE_OPTION,
-    out: Path = typer.Option(Path("docker"), "--out", "-o", help="Directory to write the build context to."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Directory to write the build context to (default: docker/ of the zr4 checkout).",
+    ),
     check: bool = typer.Option(
         False, "--check", help="Compare with --out instead of writing; exit 1 if it differs."
     ),
     overrides: list[str] = SET_OPTION,
 ) -> None:
     """Render a profile into a Docker build context (Dockerfile, start.sh, compose, locks, workflow...)."""
+    out = out if out is not None else default_out()
     resolved = load_profile(profile, overrides)
     files = render_files(resolved)
     if check:
@@ -33,7 +41,7 @@ def render(
             listing = ", ".join(differences)
             raise StaleContextError(
                 f"{out} is out of date for profile {resolved.name}: {listing}. "
-                f"Run `zr4 render --profile {profile} --out {out}` and commit the result"
+                f"Run `{render_command(profile, overrides, out)}` and commit the result"
             )
         typer.echo(f"{out}: up to date with profile {resolved.name} ({len(files)} files)")
         return
@@ -41,3 +49,22 @@ def render(
     typer.echo(f"rendered profile {resolved.name} into {out}/ ({len(files)} files):")
     for item in files:
         typer.echo(f"  {item.path}  {len(item.content):,} bytes")
+
+
+def default_out() -> Path:
+    """``docker/`` at the root of the checkout zr4 runs from, wherever the command is run.
+
+    Not the working directory: the rendered compose file names zr4's source as ``..`` (the folder
+    above the context), so a context only builds from the checkout's own ``docker/``. A wheel
+    install has no checkout to write into, so there ``--out`` is required.
+    """
+    root = source_root()
+    if root is None:
+        raise UsageError("zr4 is not running from a checkout: pass --out DIR for the build context")
+    return root / "docker"
+
+
+def render_command(profile: str, overrides: list[str], out: Path) -> str:
+    """The command that renders this exact context again (the --set values included)."""
+    sets = "".join(f" --set {shlex.quote(assignment)}" for assignment in overrides)
+    return f"zr4 render --profile {shlex.quote(profile)}{sets} --out {shlex.quote(str(out))}"

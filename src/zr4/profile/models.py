@@ -51,6 +51,14 @@ class Gpu(StrictModel):
         default_factory=list, max_length=8
     )
 
+    @field_validator("compute_capability", mode="before")
+    @classmethod
+    def _number_as_written(cls, value: object) -> object:
+        """`compute_capability: 8.9` unquoted is a YAML float; read it as the text it was (12.0 stays 12.0)."""
+        if isinstance(value, float):
+            return f"{value:.1f}"
+        return value
+
     @property
     def sm(self) -> int:
         """Compute capability as the integer nvcc uses (8.9 -> 89)."""

@@ -14,10 +14,19 @@ _CREDENTIAL_FIELD = re.compile(r"(Credential=)[^/\s,&\"']+")
 _SIGNATURE_FIELD = re.compile(r"(Signature=)[0-9a-fA-F]+")
 
 
+# A secret this short also occurs inside ordinary words ("a" in "bucket runpod was"): mask it only
+# where it stands alone, or masking it would mangle the whole message.
+_SHORT_SECRET = 8
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every secret value and every SigV4 credential/signature field masked."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+        if len(secret) >= _SHORT_SECRET:
+            text = text.replace(secret, MASK)
+        else:
+            alone = re.compile(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])")
+            text = alone.sub(MASK, text)
     text = _CREDENTIAL_FIELD.sub(r"\1" + MASK, text)
     return _SIGNATURE_FIELD.sub(r"\1" + MASK, text)
 
