@@ -261,7 +261,12 @@ def local_targets(settings, manifest):  # type: ignore[no-untyped-def]
 
 
 def files_step(
-    config: StartConfig, profile: Mapping[str, Any], models: ModelsOutcome, block_swap: int, log: Log
+    config: StartConfig,
+    profile: Mapping[str, Any],
+    models: ModelsOutcome,
+    block_swap: int,
+    log: Log,
+    plan_env: Mapping[str, str] | None = None,
 ) -> None:
     from zr4.runtime.extra_paths import sync_extra_model_paths
     from zr4.runtime.models import load_manifest, model_folders
@@ -271,15 +276,20 @@ def files_step(
     if not models.targets:
         log("workflow: no model files resolved, the image's default workflow stays")
         return
-    from zr4.runtime.workflow_install import install_workflow, workflow_spec_for_boot
+    from zr4.runtime.workflow_install import PlannedSettings, install_workflow, workflow_spec_for_boot
 
     try:
-        spec = workflow_spec_for_boot(profile, models.targets, models.variant, block_swap)  # type: ignore[arg-type]
+        planned = PlannedSettings.from_plan_env(plan_env or {})
+        spec = workflow_spec_for_boot(profile, models.targets, models.variant, block_swap, planned)  # type: ignore[arg-type]
         path = install_workflow(config.comfyui_dir, spec)
     except (Zr4Error, ValueError, OSError) as error:  # a convenience: ComfyUI runs without it
         log(f"WARNING: workflow not written: {error}")
         return
-    log(f"workflow {path} ({spec.variant}, {spec.diffusion_model_file}, block swap {block_swap})")
+    log(
+        f"workflow {path} ({spec.variant}, {spec.diffusion_model_file}, block swap {block_swap}, "
+        f"text encoder on {spec.text_encoder_device}, pose on {spec.onnx_device}, "
+        f"VAE tiling {'on' if spec.vae_tiling else 'off'})"
+    )
 
 
 # --- step 4 ------------------------------------------------------------------------------------
@@ -368,7 +378,7 @@ def run_start(
             log(f"  {line}")
     with _step(report, 3, "ComfyUI model paths + workflow", log):
         config.output_dir.mkdir(parents=True, exist_ok=True)
-        files_step(config, profile, models, plan.block_swap, log)
+        files_step(config, profile, models, plan.block_swap, log, plan.env)
     with _step(report, 4, "R2 sync", log):
         supervisor = sync_step(env, config, log)
 

@@ -14,6 +14,7 @@ the renderer (and so of Jinja2).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +41,49 @@ def _by_role(targets: Iterable[FileTarget]) -> dict[str, FileTarget]:
     return found
 
 
+@dataclass(frozen=True)
+class PlannedSettings:
+    """The VRAM planner's decisions that have a workflow input (defaults: everything on the GPU).
+
+    On a machine without a GPU the plan puts the text encoder and pose detection on the CPU; a
+    workflow that still said ``device: gpu`` / ``CUDAExecutionProvider`` would fail there.
+    """
+
+    text_encoder_device: str = "gpu"
+    pose_device: str = "gpu"
+    vae_tiling: bool = False
+    prefetch_blocks: int = 1
+
+    @classmethod
+    def from_plan_env(cls, env: Mapping[str, str]) -> PlannedSettings:
+        """From the variables `zr4 tune --env` / the start's plan exports (``ZR4_*``)."""
+        default = cls()
+        prefetch = env.get("ZR4_PREFETCH_BLOCKS", "")
+        return cls(
+            text_encoder_device=env.get("ZR4_TEXT_ENCODER_DEVICE") or default.text_encoder_device,
+            pose_device=env.get("ZR4_POSE_DEVICE") or default.pose_device,
+            vae_tiling=env.get("ZR4_VAE_TILING", "").lower() == "true",
+            prefetch_blocks=int(prefetch) if prefetch.isdigit() else default.prefetch_blocks,
+        )
+
+    @property
+    def onnx_device(self) -> str:
+        return "CPUExecutionProvider" if self.pose_device == "cpu" else "CUDAExecutionProvider"
+
+
 def workflow_spec_for_boot(
-    profile: Mapping[str, Any], targets: Iterable[FileTarget], variant: str, block_swap: int
+    profile: Mapping[str, Any],
+    targets: Iterable[FileTarget],
+    variant: str,
+    block_swap: int,
+    planned: PlannedSettings | None = None,
 ) -> WorkflowSpec:
-    """The workflow settings for the files this boot resolved (pure).
+    """The workflow settings for the files this boot resolved and the plan's decisions (pure).
 
     ``profile`` is the resolved profile as JSON data (``Profile.model_dump(mode="json")``, i.e.
     the baked ``profile.json``): the start sequence reads it without importing Pydantic.
     """
+    planned = planned or PlannedSettings()
     files = _by_role(targets)
     workload = profile["workload"]
 
@@ -71,6 +107,10 @@ def workflow_spec_for_boot(
         steps=int(workload["steps"]),
         block_swap=block_swap,
         attention=str(profile["features"]["attention"]),
+        text_encoder_device=planned.text_encoder_device,
+        onnx_device=planned.onnx_device,
+        vae_tiling=planned.vae_tiling,
+        prefetch_blocks=planned.prefetch_blocks,
     )
 
 

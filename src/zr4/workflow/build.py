@@ -63,6 +63,7 @@ QUANTIZATIONS = (
 )
 TEXT_ENCODER_QUANTIZATIONS = ("disabled", "fp8_e4m3fn")
 ONNX_DEVICES = ("CUDAExecutionProvider", "CPUExecutionProvider")
+TEXT_ENCODER_DEVICES = ("gpu", "cpu")  # WanVideoTextEncodeCached.device
 
 # A profile's `features.attention` names the kernel; WanVideoModelLoader names the mode.
 _PROFILE_ATTENTION = {"sdpa": "sdpa", "sageattn": "sageattn", "flash_attn": "flash_attn_2"}
@@ -190,7 +191,13 @@ class WorkflowSpec:
     lora_strength: float = 1.0
     yolo_file: str = DEFAULT_YOLO_FILE
     vitpose_file: str = DEFAULT_VITPOSE_FILE
+    # Planner decisions with a workflow input (zr4.runtime.planner): where the text encoder and
+    # the ONNX pose models run, whether the VAE encodes/decodes in tiles, how many swapped blocks
+    # are prefetched. The defaults are the example's (all on the GPU, untiled, one prefetched).
     onnx_device: str = "CUDAExecutionProvider"
+    text_encoder_device: str = "gpu"
+    vae_tiling: bool = False
+    prefetch_blocks: int = 1
     # Portrait 480x832 as in the example (VHS_LoadVideo custom_width 480, custom_height 832).
     width: int = 480
     height: int = 832
@@ -249,6 +256,9 @@ def _spec_problems(spec: WorkflowSpec) -> list[str]:
     choice("quantization", spec.quantization, QUANTIZATIONS)
     choice("text_encoder_quantization", spec.text_encoder_quantization, TEXT_ENCODER_QUANTIZATIONS)
     choice("onnx_device", spec.onnx_device, ONNX_DEVICES)
+    choice("text_encoder_device", spec.text_encoder_device, TEXT_ENCODER_DEVICES)
+    if not isinstance(spec.vae_tiling, bool):
+        problems.append(f"vae_tiling must be true or false, got {spec.vae_tiling!r}")
 
     files = {
         "diffusion_model_file": spec.diffusion_model_file,
@@ -287,6 +297,7 @@ def _spec_problems(spec: WorkflowSpec) -> list[str]:
 
     ints = {"width": spec.width, "height": spec.height, "frames": spec.frames, "fps": spec.fps}
     ints |= {"steps": spec.steps, "seed": spec.seed, "block_swap": spec.block_swap}
+    ints |= {"prefetch_blocks": spec.prefetch_blocks}
     for field, number in ints.items():
         if not isinstance(number, int) or isinstance(number, bool):
             problems.append(f"{field} must be an integer, got {number!r}")
@@ -307,6 +318,8 @@ def _spec_problems(spec: WorkflowSpec) -> list[str]:
         problems.append(
             f"block_swap={spec.block_swap} must be between 0 and {WAN_BLOCKS} (the 14B model's blocks)"
         )
+    if not 0 <= spec.prefetch_blocks <= WAN_BLOCKS:
+        problems.append(f"prefetch_blocks={spec.prefetch_blocks} must be between 0 and {WAN_BLOCKS}")
     if spec.cfg is not None and not 0.0 <= spec.cfg <= 30.0:
         problems.append(f"cfg={spec.cfg} must be between 0 and 30")
     for field, fraction in (
@@ -375,7 +388,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
                 "offload_txt_emb": False,
                 "use_non_blocking": True,
                 "vace_blocks_to_swap": 0,
-                "prefetch_blocks": 1,
+                "prefetch_blocks": spec.prefetch_blocks,
                 "block_swap_debug": False,
             },
         )
@@ -420,7 +433,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "negative_prompt": spec.negative_prompt,
             "quantization": spec.text_encoder_quantization,
             "use_disk_cache": True,
-            "device": "gpu",
+            "device": spec.text_encoder_device,
         },
     )
 
@@ -532,7 +545,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "end_latent_strength": 1.0,
             "force_offload": True,
             "fun_or_fl2v_model": True,
-            "tiled_vae": False,
+            "tiled_vae": spec.vae_tiling,
             "augment_empty_frames": 0.0,
         },
     )
@@ -543,7 +556,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
         {
             "vae": _link("vae"),
             "image": _link("pose_resize"),
-            "enable_vae_tiling": False,
+            "enable_vae_tiling": spec.vae_tiling,
             "tile_x": 272,
             "tile_y": 272,
             "tile_stride_x": 144,
@@ -612,7 +625,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
         {
             "vae": _link("vae"),
             "samples": _link("sampler"),
-            "enable_vae_tiling": False,
+            "enable_vae_tiling": spec.vae_tiling,
             "tile_x": 272,
             "tile_y": 272,
             "tile_stride_x": 144,
