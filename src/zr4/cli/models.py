@@ -56,6 +56,12 @@ def download_command(
     log_interval: float = typer.Option(
         10.0, "--log-interval", min=0.1, help="Seconds between progress lines when not on a terminal."
     ),
+    connections: int = typer.Option(
+        8, "--connections", min=1, max=32, help="Connections per large file (parallel byte ranges)."
+    ),
+    margin_mib: int = typer.Option(
+        2048, "--margin-mib", min=0, help="Free space (MiB) to keep on the volume beyond the downloads."
+    ),
 ) -> None:
     """Fetch what is missing (resuming partial files), verify sha256, move into place. DRY_RUN=true only plans."""
     settings = settings_from_env(strict=strict, models_dir=models_dir)
@@ -70,8 +76,9 @@ def download_command(
         settings,
         manifest=loaded,
         jobs=jobs,
-        options=DownloadOptions(retries=retries, stall_timeout_s=stall_timeout),
+        options=DownloadOptions(retries=retries, stall_timeout_s=stall_timeout, connections=connections),
         progress=progress,
+        margin_bytes=margin_mib << 20,
     )
     plan = result.plan
     if not settings.enable_steadydancer:

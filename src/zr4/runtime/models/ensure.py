@@ -14,7 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from zr4.runtime.models.download import DownloadOptions, Source, download, hash_file, resumable_bytes
+from zr4.runtime.models.download import (
+    DownloadOptions,
+    Source,
+    download,
+    hash_file,
+    resumable_bytes,
+    storage_error,
+)
 from zr4.runtime.models.errors import GgufLevelError, ModelsError, NetworkError
 from zr4.runtime.models.hub import HubClient, RemoteFile
 from zr4.runtime.models.journal import Journal, state_dir
@@ -373,6 +380,13 @@ def ensure_models(
         )
 
     def ensure_one(item: PlannedFile) -> None:
+        try:
+            fetch_one(item)
+        except OSError as error:  # a read-only volume, a full disk: one line naming the path
+            where = Path(error.filename) if error.filename else planner.root / item.target.rel
+            raise storage_error(error, where, "write") from error
+
+    def fetch_one(item: PlannedFile) -> None:
         target = item.target
         dest = planner.root / target.rel
         journal = Journal(planner.root)

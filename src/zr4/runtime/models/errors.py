@@ -39,3 +39,7 @@ class IntegrityError(ModelsError):
 
 class DiskSpaceError(ModelsError):
     """Not enough free space for what is still to be fetched."""
+
+
+class StorageError(ModelsError):
+    """The models folder cannot be written: read-only volume, disk full, permissions."""

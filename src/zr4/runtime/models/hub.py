@@ -52,16 +52,20 @@ def describe_http_failure(
     status: int, repo: str | None, revision: str, path: str | None, url: str
 ) -> ModelsError:
     """The user-facing error for an HTTP status from the Hub or a mirror."""
-    where = f"{repo}@{revision}:{path}" if repo else url
+    where = (f"{repo}@{revision}:{path}" if path else f"{repo}@{revision}") if repo else url
     if status in (401, 403):
         return HubAuthError(
             f"HTTP {status} for {where}: the repository is gated or private; set HF_TOKEN to a token "
             "that has access (and accept the model's terms on its Hub page)"
         )
     if status == 404:
-        if repo:
+        if repo and path:
             return HubNotFoundError(
                 f"HTTP 404: {path!r} not found in repository {repo!r} at revision {revision!r} ({url})"
+            )
+        if repo:
+            return HubNotFoundError(
+                f"HTTP 404: repository {repo!r} or its revision {revision!r} not found ({url})"
             )
         return HubNotFoundError(f"HTTP 404: {url} not found")
     return ModelsError(f"HTTP {status} for {where}")

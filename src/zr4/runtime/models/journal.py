@@ -105,6 +105,11 @@ class Journal:
             stored_choices.update(choices or {})
             document = {"version": 1, "files": stored_files, "choices": stored_choices}
             tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(document, indent=1, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.path)
+            try:
+                tmp.write_text(json.dumps(document, indent=1, sort_keys=True), encoding="utf-8")
+                os.replace(tmp, self.path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()  # a full disk leaves it empty: never keep it
+                raise
         self.reload()

@@ -1,22 +1,24 @@
-"""Advisory file locks (``flock``) so processes sharing one volume never fetch the same file twice.
+"""Advisory file locks so processes sharing one volume never fetch the same file twice (``filelock``).
 
-``flock`` locks belong to an open file description: two processes, or two threads with their own
-``open()``, exclude each other; the kernel drops the lock when a process dies (even by kill -9),
-so a crashed downloader never leaves a stale lock. Linux emulates flock over NFS with POSIX locks.
+``filelock.FileLock`` on Linux is ``flock``: the lock belongs to an open file description, two
+processes (or two threads with their own lock object) exclude each other, and the kernel drops it
+when a process dies, even by kill -9, so a crashed downloader never leaves a stale lock. The lock
+file is kept on release (``preserve_lock_file``), which also turns off filelock's "soft" fallback
+(a marker file that a kill -9 would leave behind): see filelock's ``BaseFileLock`` parameters
+(https://py-filelock.readthedocs.io/en/latest/api.html).
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+import filelock
+
 
 class FileLock:
-    """Exclusive lock on ``path`` (created if missing); blocks, polling, until acquired."""
+    """Exclusive lock on ``path`` (created if missing); blocks until acquired, saying so once."""
 
     def __init__(
         self,
@@ -30,32 +32,26 @@ class FileLock:
         self._on_wait = on_wait
         self._poll_s = poll_s
         self._timeout_s = timeout_s
-        self._fd: int | None = None
+        self._lock = filelock.FileLock(str(path), thread_local=False, preserve_lock_file=True)
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        started = time.monotonic()
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return
-            except BlockingIOError:
-                if not told and self._on_wait is not None:
-                    self._on_wait()
-                    told = True
-                if self._timeout_s is not None and time.monotonic() - started > self._timeout_s:
-                    os.close(fd)
-                    raise TimeoutError(f"lock {self.path} is held by another process") from None
-                time.sleep(self._poll_s)
+        try:
+            self._lock.acquire(timeout=0)
+            return
+        except filelock.Timeout:
+            if self._on_wait is not None:
+                self._on_wait()
+        try:
+            self._lock.acquire(
+                timeout=-1 if self._timeout_s is None else self._timeout_s, poll_interval=self._poll_s
+            )
+        except filelock.Timeout:
+            raise TimeoutError(f"lock {self.path} is held by another process") from None
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._lock.is_locked:
+            self._lock.release()
 
     def __enter__(self) -> FileLock:
         self.acquire()

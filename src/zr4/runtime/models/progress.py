@@ -1,34 +1,22 @@
-"""Progress: bars per file and in total on a terminal, one line every few seconds in logs."""
+"""Progress of ``zr4 models download``: ``rich.progress`` bars on a terminal, one line every few seconds in logs.
+
+The counters are rich's own tasks (one for the total, one per file in flight), so speed and time
+left are rich's estimates in both modes. rich is imported only when a download starts: a boot with
+every model present never pays for it.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from zr4.runtime.models.preflight import human_bytes
 
-_BAR_WIDTH = 28
 
-
-@dataclass
-class _FileState:
-    size: int | None
-    done: int
-    started: float
-
-
-def _bar(done: int, total: int | None) -> str:
-    if not total:
-        return "[" + "?" * _BAR_WIDTH + "]"
-    filled = int(_BAR_WIDTH * min(done, total) / total)
-    return "[" + "#" * filled + "-" * (_BAR_WIDTH - filled) + "]"
-
-
-def _duration(seconds: float) -> str:
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
     seconds = int(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -38,69 +26,96 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Thread-safe counters plus a renderer thread (redraws on a TTY, periodic lines otherwise)."""
+    """Thread-safe: the downloaders report bytes, rich draws (TTY) or a thread prints lines (logs)."""
 
     def __init__(
-        self,
-        stream: TextIO | None = None,
-        *,
-        tty: bool | None = None,
-        log_interval_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        self, stream: TextIO | None = None, *, tty: bool | None = None, log_interval_s: float = 10.0
     ) -> None:
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty() if tty is None else tty
-        self._interval = 0.25 if self._tty else log_interval_s
-        self._clock = clock
+        self._interval = log_interval_s
         self._lock = threading.Lock()
-        self._files: dict[str, _FileState] = {}
-        self._total = 0
-        self._done = 0
+        self._rich: Any = None
+        self._total_task: Any = None
+        self._tasks: dict[str, Any] = {}
         self._received = 0
-        self._started = clock()
-        self._drawn_lines = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- counters -------------------------------------------------------------------------------
     def begin(self, total_bytes: int, already_bytes: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
         with self._lock:
-            self._total = total_bytes
-            self._done = already_bytes
-            self._started = self._clock()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="zr4-progress", daemon=True)
+            if self._rich is not None:
+                return
+            console = Console(
+                file=self._stream, force_terminal=self._tty, width=120 if not self._tty else None
+            )
+            self._rich = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=28),
+                TaskProgressColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                disable=not self._tty,
+                refresh_per_second=4,
+            )
+            self._total_task = self._rich.add_task("[models]", total=total_bytes, completed=already_bytes)
+            self._rich.start()
+        if not self._tty:
+            self._thread = threading.Thread(target=self._log_lines, name="zr4-progress", daemon=True)
             self._thread.start()
 
     def file_started(self, rel: str, size: int | None, done: int) -> None:
         with self._lock:
-            self._files[rel] = _FileState(size, done, self._clock())
+            if self._rich is not None:
+                self._tasks[rel] = self._rich.add_task(f"  {rel}", total=size, completed=done)
 
     def advance(self, rel: str, length: int) -> None:
         with self._lock:
-            state = self._files.get(rel)
-            if state is not None:
-                state.done += length
-            self._done += length
             self._received += length
+            if self._rich is None:
+                return
+            task = self._tasks.get(rel)
+            if task is not None:
+                self._rich.advance(task, length)
+            self._rich.advance(self._total_task, length)
 
     def thrown_away(self, rel: str, length: int) -> None:
         with self._lock:
-            state = self._files.get(rel)
-            if state is not None:
-                state.done = max(0, state.done - length)
-            self._done = max(0, self._done - length)
+            if self._rich is None:
+                return
+            task = self._tasks.get(rel)
+            if task is not None:
+                self._rich.update(task, completed=max(0, self._completed(task) - length))
+            self._rich.update(self._total_task, completed=max(0, self._completed(self._total_task) - length))
 
     def file_finished(self, rel: str) -> None:
         with self._lock:
-            self._files.pop(rel, None)
+            task = self._tasks.pop(rel, None)
+            if task is not None and self._rich is not None:
+                self._rich.remove_task(task)
 
     # -- output ---------------------------------------------------------------------------------
     def message(self, text: str) -> None:
         with self._lock:
-            self._clear()
-            self._stream.write(text + "\n")
-            self._stream.flush()
+            if self._rich is not None and self._tty:
+                self._rich.console.print(text, markup=False, highlight=False)
+                return
+        self._stream.write(text + "\n")
+        self._stream.flush()
 
     def close(self) -> None:
         self._stop.set()
@@ -108,44 +123,34 @@ class Progress:
             self._thread.join()
             self._thread = None
         with self._lock:
-            self._clear()
-            if self._received:
-                self._stream.write(self._summary_line() + "\n")
-                self._stream.flush()
+            if self._rich is None:
+                return
+            line = self._summary_line() if self._received else None
+            self._rich.stop()
+            self._rich = None
+        if line is not None:
+            self._stream.write(line + "\n")
+            self._stream.flush()
 
-    def _run(self) -> None:
+    def _log_lines(self) -> None:
         while not self._stop.wait(self._interval):
             with self._lock:
-                if self._tty:
-                    self._clear()
-                    lines = [self._summary_line()] + [
-                        self._file_line(rel, st) for rel, st in self._files.items()
-                    ]
-                    self._stream.write("\n".join(lines) + "\n")
-                    self._drawn_lines = len(lines)
-                elif self._files:
-                    self._stream.write(self._summary_line() + "\n")
-                self._stream.flush()
+                if self._rich is None or not self._tasks:
+                    continue
+                line = self._summary_line()
+            self._stream.write(line + "\n")
+            self._stream.flush()
 
-    def _clear(self) -> None:
-        if self._tty and self._drawn_lines:
-            self._stream.write(f"\x1b[{self._drawn_lines}F\x1b[J")
-            self._drawn_lines = 0
-
-    def _rate(self) -> float:
-        elapsed = max(self._clock() - self._started, 1e-6)
-        return self._received / elapsed
+    def _completed(self, task_id: Any) -> float:
+        return float(self._rich.tasks[self._rich.task_ids.index(task_id)].completed)
 
     def _summary_line(self) -> str:
-        rate = self._rate()
-        percent = 100.0 * self._done / self._total if self._total else 100.0
-        left = max(self._total - self._done, 0)
-        eta = _duration(left / rate) if rate > 0 and left else "-"
+        task = self._rich.tasks[self._rich.task_ids.index(self._total_task)]
+        total = task.total or 0
+        percent = 100.0 * task.completed / total if total else 100.0
+        speed = task.finished_speed or task.speed or 0.0
+        eta = _duration(task.time_remaining) if speed and task.completed < total else "-"
         return (
-            f"[models] {human_bytes(self._done)} / {human_bytes(self._total)} ({percent:.0f}%) "
-            f"{human_bytes(rate)}/s, eta {eta}, {len(self._files)} file(s) active"
+            f"[models] {human_bytes(task.completed)} / {human_bytes(total)} ({percent:.0f}%) "
+            f"{human_bytes(speed)}/s, eta {eta}, {len(self._tasks)} file(s) active"
         )
-
-    def _file_line(self, rel: str, state: _FileState) -> str:
-        percent = f"{100.0 * state.done / state.size:5.1f}%" if state.size else "  ?  "
-        return f"  {_bar(state.done, state.size)} {percent} {human_bytes(state.done):>9} {rel}"
