@@ -78,7 +78,10 @@ def test_dry_run_command_prints_the_plan(hub: FakeHub, tmp_path: Path) -> None:
     }
     code, out, err = finish(zr4(["download"], env))
     assert code == 0, err
-    assert out.startswith("[SteadyDancer] variant gguf Q4_K_M (from env STEADYDANCER_VARIANT)")
+    assert out.startswith(
+        "[SteadyDancer] variant gguf Q4_K_M (variant from env STEADYDANCER_VARIANT, "
+        "level from env STEADYDANCER_GGUF_MODEL)"
+    )
     assert (
         "fetch" in out
         and f"diffusion_models/{GGUF_Q4}" in out
@@ -164,3 +167,23 @@ def test_errors_are_one_red_line(hub: FakeHub, tmp_path: Path) -> None:
     assert "Traceback" not in err
     code, _out, err = finish(zr4(["download", "--manifest", str(manifest)], {**env, "HF_TOKEN": "hf_right"}))
     assert code == 0, err
+
+
+def test_plan_says_when_no_profile_is_baked_and_where_each_choice_came_from(hub: FakeHub, tmp_path: Path) -> None:
+    env = {"HF_ENDPOINT": hub.endpoint, "MODELS_DIR": str(tmp_path / "models"), "STEADYDANCER_GGUF_MODEL": "q5"}
+    code, out, err = finish(zr4(["plan"], {**env, "ZR4_PROFILE": ""}))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(
+        "[SteadyDancer] variant gguf Q5_K_M (variant from default, level from env STEADYDANCER_GGUF_MODEL)"
+    )
+    assert lines[2].startswith("[SteadyDancer] no resolved profile: none at /opt/zr4/profile.json")
+
+    profile = tmp_path / "profile.json"
+    profile.write_text('{"model": {"variant": "gguf", "gguf_level": "Q4_K_M"}, "features": {"pose_backend": "mmpose"}}')
+    code, out, err = finish(zr4(["plan"], {**env, "ZR4_PROFILE": str(profile)}))
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(
+        "[SteadyDancer] variant gguf Q5_K_M (variant from profile, level from env STEADYDANCER_GGUF_MODEL)"
+    )
+    assert "no resolved profile" not in out and "pose mmpose+onnx" in out

@@ -466,7 +466,9 @@ def describe_plan(plan: ModelPlan) -> list[str]:
         return ["[SteadyDancer] disabled (ENABLE_STEADYDANCER=false): no models needed"]
     origins = settings.origins
     level = f" {plan.gguf_level}" if plan.gguf_level else ""
-    chosen_from = f"from {origins.get('variant', 'default')}"
+    chosen_from = f"variant from {origins.get('variant', 'default')}"
+    if plan.gguf_level:
+        chosen_from += f", level from {origins.get('gguf_level', 'default')}"
     if plan.variant != settings.variant:
         chosen_from = f"FALLBACK: {settings.variant} {settings.gguf_level} is not available"
     lines = [
@@ -475,6 +477,11 @@ def describe_plan(plan: ModelPlan) -> list[str]:
         f"pose {'+'.join(sorted(settings.pose_backends))}, step-distill LoRA {'on' if settings.step_distill_lora else 'off'}",
         f"[SteadyDancer] models folder {plan.models_root} ({origins.get('models_dir', 'default')})",
     ]
+    if "profile" in origins:
+        lines.append(
+            f"[SteadyDancer] no resolved profile: {origins['profile']}; built-in defaults apply where no "
+            "variable is set"
+        )
     for planned in plan.files:
         target = planned.target
         size = target.size if target.size is not None else target.size_estimate

@@ -79,8 +79,12 @@ def settings_from_env(
         elif DEFAULT_PROFILE_PATH.is_file():
             profile = _read_profile(DEFAULT_PROFILE_PATH)
         else:
-            profile = {}
+            profile = None
     origins: dict[str, str] = {}
+    if profile is None:
+        # Say so, as `zr4 tune` does: the defaults differ from a baked profile's (pose onnx, not mmpose).
+        origins["profile"] = f"none at {DEFAULT_PROFILE_PATH} (ZR4_PROFILE unset)"
+        profile = {}
 
     def choose(name: str, env_name: str | None, section: str, key: str, default: Any) -> Any:
         if env_name is not None and env_str(env_name, None, env) is not None:
