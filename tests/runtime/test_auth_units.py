@@ -89,3 +89,20 @@ def test_login_page_returns_only_to_local_paths() -> None:
         assert safe_next(bad) == "/", bad
     page = login_page('/"><script>', "<b>no</b>")
     assert "<script>" not in page and "&lt;b&gt;no&lt;/b&gt;" in page
+
+
+def test_clients_find_the_token_like_the_proxy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from zr4.runtime.auth.client import auth_headers, client_token
+    from zr4.runtime.auth.settings import resolve_token
+    from zr4.runtime.comfy_api import auth_token
+
+    env = {"ZR4_AUTH_DIR": str(tmp_path / "auth")}
+    assert client_token(env) is None and auth_headers(env) == {}
+    made = resolve_token(env, create=True)
+    assert made is not None and made.origin == "generated"
+    assert client_token(env) == made.token == auth_token(env)
+    assert auth_headers(env) == {"Authorization": f"Bearer {made.token}"}
+    assert client_token({**env, "ZR4_AUTH_TOKEN": TOKEN}) == TOKEN
+    assert client_token({**env, "ZR4_AUTH_TOKEN": "{{ RUNPOD_SECRET_ZR4_AUTH_TOKEN }}"}) == made.token
+    assert client_token({**env, "ZR4_AUTH": "off"}) is None
+    assert client_token({"ZR4_AUTH_TOKEN": "short"}) == "short"  # the proxy's 401 explains

@@ -59,6 +59,51 @@ def fake_comfyui_command(root: Path, port: int) -> tuple[list[str], Path]:
     return [*argv, "--output-directory", str(output)], output
 
 
+class AuthProxy:
+    """Only the proxy, in front of a ComfyUI someone else runs on 127.0.0.1:``backend_port``."""
+
+    def __init__(self, root: Path, backend_port: int, token: str = TOKEN, listen: str = "127.0.0.1") -> None:
+        self.root = root
+        self.token = token
+        self.public_port = free_port()
+        self.backend_port = backend_port
+        self.env = {
+            **os.environ,
+            "ZR4_AUTH_TOKEN": token,
+            "ZR4_PROXY_ROUTES": f"{self.public_port}={backend_port}",
+            "ZR4_PROXY_LISTEN": listen,
+        }
+        self.env.pop("RUNPOD_POD_ID", None)
+        self.log_path = root / "proxy.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.public_port}"
+
+    def __enter__(self) -> AuthProxy:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "zr4.runtime.auth.proxy"],
+            env=self.env,
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_http(self.url + "/zr4/login", self.process, 20, "the auth proxy")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
 class ComfyBehindProxy:
     def __init__(
         self,

@@ -279,12 +279,12 @@ def _handler(output_dir: Path, input_dir: Path, clients: WebSocketClients) -> ty
             if route == "/view":
                 self._view()
                 return
-            if self.path == "/system_stats":
+            if route == "/system_stats":
                 body = json.dumps(
                     {"system": {"comfyui_version": VERSION, "python_version": sys.version}, "devices": []}
                 ).encode()
                 kind = "application/json"
-            elif self.path == "/":
+            elif route == "/":
                 body = UI_PAGE
                 kind = "text/html"
             else:

@@ -462,6 +462,8 @@ def comfyui_urls(environ: Mapping[str, str], explicit: list[str] | None = None) 
 
 
 def auth_token(environ: Mapping[str, str]) -> str | None:
-    """``ZR4_AUTH_TOKEN``: the Bearer token ComfyUI's auth proxy expects (None when unset)."""
-    token = environ.get("ZR4_AUTH_TOKEN", "").strip()
-    return token or None
+    """The Bearer token ComfyUI's auth proxy expects: ``ZR4_AUTH_TOKEN``, else (inside the pod) the
+    token file `zr4 start` generated; None when unset or ``ZR4_AUTH=off``."""
+    from zr4.runtime.auth.client import client_token
+
+    return client_token(environ)

@@ -16,7 +16,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from zr4.errors import Zr4Error
 from zr4.runtime.env import EnvError, env_bool, env_str
 
 # Heartbeats are written every 2 s (zr4.runtime.sync.daemon); 30 s allows a slow upload tick.
@@ -94,11 +93,7 @@ def check_health(environ: Mapping[str, str] | None = None, timeout_s: float = 5.
     env = os.environ if environ is None else environ
     from zr4.runtime.auth.client import auth_headers
 
-    try:
-        headers = auth_headers(env)
-    except Zr4Error as error:
-        return [HealthCheck("auth", False, str(error))]
-    checks = [check_comfyui(comfyui_port(env), timeout_s=timeout_s, headers=headers)]
+    checks = [check_comfyui(comfyui_port(env), timeout_s=timeout_s, headers=auth_headers(env))]
     sync = check_sync(env)
     if sync is not None:
         checks.append(sync)

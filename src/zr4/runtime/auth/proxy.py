@@ -22,7 +22,6 @@ import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -152,7 +151,7 @@ class Site:
 
     def _unauthenticated(self, request: web.Request, message: str = "authentication required") -> web.Response:
         if _wants_page(request) and not _is_websocket(request):
-            target = f"{LOGIN_PATH}?next={quote(request.raw_path, safe='')}"
+            target = URL(LOGIN_PATH).with_query(next=request.raw_path)
             raise web.HTTPFound(target, headers={"Cache-Control": "no-store"})
         return web.Response(
             status=401,
@@ -192,7 +191,7 @@ class Site:
         if request.method in ("GET", "HEAD"):
             next_path = safe_next(request.query.get("next"))
             if self._has_session(request):
-                raise web.HTTPSeeOther(next_path)
+                raise web.HTTPSeeOther(URL(next_path, encoded=True))
             return self._page(login_page(next_path))
         if request.method != "POST":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
@@ -207,7 +206,7 @@ class Site:
             message = f"Wrong token; wait {lockout} s before the next try." if lockout else "Wrong token."
             return self._page(login_page(next_path, message), 401)
         self.gate.limiter.succeeded(client)
-        response = web.HTTPSeeOther(next_path, headers={"Cache-Control": "no-store"})
+        response = web.HTTPSeeOther(URL(next_path, encoded=True), headers={"Cache-Control": "no-store"})
         response.set_cookie(
             COOKIE_NAME,
             self.gate.checker.new_session(),
