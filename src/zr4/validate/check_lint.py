@@ -21,8 +21,12 @@ _TIMEOUT_S = 60
 
 
 def hadolint_config(context: BuildContext) -> Path | None:
-    """The context's own `.hadolint.yaml`, else the one committed at the repository root."""
+    """The context's own `.hadolint.yaml`, else the one committed in zr4's checkout (the `zr4` context, or
+    the checkout zr4 runs from)."""
     candidates = [context.root / ".hadolint.yaml"]
+    named = context.named_contexts.get("zr4")
+    if named is not None:
+        candidates.append(Path(named) / ".hadolint.yaml")
     root = source_root()
     if root is not None:
         candidates.append(root / ".hadolint.yaml")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zr4.errors import UsageError
 from zr4.validate.check_budget import check_budget
 from zr4.validate.check_build import check_build
 from zr4.validate.check_compose import check_compose
@@ -154,7 +155,13 @@ def validate_profile(
         write_context(files, out)
         if named_contexts is None:
             root = source_root()
-            named_contexts = {"zr4": root} if root is not None else {}
+            if root is None:
+                # As `zr4 build` says: without a checkout this context cannot build, so do not pass it.
+                raise UsageError(
+                    "zr4 is installed without its checkout, and the image copies zr4's own source through "
+                    "the build context `zr4`: run from a zr4 checkout or pass --build-context zr4=<checkout>"
+                )
+            named_contexts = {"zr4": root}
         context = BuildContext(out)
         context.named_contexts = dict(named_contexts)
         report = validate_context(context, options, only)
