@@ -3,9 +3,9 @@
 Side by side in one run, alternating which goes first:
 
 1. Download of one output through ``/view`` (default 500 MB) with ``curl``, direct from the origin
-   vs through the proxy (bearer token), unthrottled on loopback and with the client capped at a
-   link-like rate (``curl --limit-rate``, default 100 MB/s ~ what a browser gets through RunPod's
-   proxy at best). Median wall time of ``--runs`` each.
+   vs through the proxy (bearer token), unthrottled on loopback and with the client capped at
+   link-like rates (``curl --limit-rate``, default 100 and 1000 MB/s: a fast home link, and ten
+   times that). Median wall time of ``--runs`` each.
 2. The proxy's memory (VmRSS of its process, sampled every 20 ms) before and while streaming.
 3. Websocket message latency: the origin sends ``--messages`` ComfyUI-shaped JSON messages
    (``{"type": "progress", ...}``) stamped with ``time.monotonic_ns()`` (system-wide on Linux),
@@ -17,7 +17,7 @@ The origin (``--serve-origin``, run in its own process) serves ``/view`` with ai
 ComfyUI v0.7.0's server.py uses for both. With ``ZR4_COMFYUI_SOURCES`` and ``ZR4_COMFYUI_PYTHON``
 set, ``--real-comfyui`` also runs case 1 against the real ComfyUI's ``/view``.
 
-    python bench/bench_proxy.py [--size-mb 500] [--runs 5] [--rate-mbps 100] [--messages 500]
+    python bench/bench_proxy.py [--size-mb 500] [--runs 5] [--rate-mbps 100 1000] [--messages 500]
                                 [--real-comfyui] [--workdir /tmp/zr4-bench-proxy]
 
 Prints a Markdown report; everything it creates under --workdir is deleted at the end.
@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -199,9 +200,24 @@ def pct(values: list[float], q: float) -> float:
 # --- the run -------------------------------------------------------------------------------------
 
 
+def cases(rates: list[float]) -> list[tuple[str, float | None]]:
+    return [("unthrottled loopback", None)] + [(f"client capped at {rate:g} MB/s", rate) for rate in rates]
+
+
+@dataclass
+class Download:
+    direct_s: float
+    proxy_s: float
+    direct_mbps: float
+    proxy_mbps: float
+    overhead_pct: float
+    runs: dict[str, list[float]]
+    peak_rss_kib: int
+
+
 def download_case(
     direct: str, proxied: str, runs: int, rate: float | None, proxy_pid: int, size: int
-) -> dict[str, object]:
+) -> Download:
     times: dict[str, list[float]] = {"direct": [], "proxy": []}
     peaks = []
     for run in range(runs):
@@ -220,15 +236,15 @@ def download_case(
             times[name].append(seconds)
     direct_s = statistics.median(times["direct"])
     proxy_s = statistics.median(times["proxy"])
-    return {
-        "direct_s": direct_s,
-        "proxy_s": proxy_s,
-        "direct_mbps": size / MB / direct_s,
-        "proxy_mbps": size / MB / proxy_s,
-        "overhead_pct": (proxy_s / direct_s - 1) * 100,
-        "runs": times,
-        "peak_rss_kib": max(peaks),
-    }
+    return Download(
+        direct_s=direct_s,
+        proxy_s=proxy_s,
+        direct_mbps=size / MB / direct_s,
+        proxy_mbps=size / MB / proxy_s,
+        overhead_pct=(proxy_s / direct_s - 1) * 100,
+        runs=times,
+        peak_rss_kib=max(peaks),
+    )
 
 
 def main() -> int:
@@ -236,7 +252,7 @@ def main() -> int:
     parser.add_argument("--serve-origin", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--rate-mbps", type=float, default=100.0)
+    parser.add_argument("--rate-mbps", type=float, nargs="+", default=[100.0, 1000.0])
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--interval-ms", type=float, default=5.0)
     parser.add_argument("--real-comfyui", action="store_true")
@@ -295,7 +311,7 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
     print(f"Machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start; "
           f"curl {subprocess.run(['curl', '--version'], capture_output=True, text=True).stdout.split()[1]}.\n")
     rows = []
-    for label, rate in (("unthrottled loopback", None), (f"client capped at {args.rate_mbps:g} MB/s", args.rate_mbps)):
+    for label, rate in cases(args.rate_mbps):
         result = download_case(direct + view, proxied + view, args.runs, rate, proxy_pid, size)
         rows.append((f"`/view` {args.size_mb} MB, {label} (aiohttp FileResponse origin)", result))
     if args.real_comfyui:
@@ -304,15 +320,14 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
     print("| case | direct | through the proxy | slower by (goal ≤ 5 %) | proxy peak RSS |")
     print("|---|---|---|---|---|")
     for label, r in rows:
-        print(f"| {label} | {r['direct_s']:.2f} s ({r['direct_mbps']:.0f} MB/s) | {r['proxy_s']:.2f} s "
-              f"({r['proxy_mbps']:.0f} MB/s) | **{r['overhead_pct']:+.1f} %** | {r['peak_rss_kib'] / 1024:.0f} MiB |")
+        print(f"| {label} | {r.direct_s:.2f} s ({r.direct_mbps:.0f} MB/s) | {r.proxy_s:.2f} s "
+              f"({r.proxy_mbps:.0f} MB/s) | **{r.overhead_pct:+.1f} %** | {r.peak_rss_kib / 1024:.0f} MiB |")
     print()
     for label, r in rows:
-        runs = r["runs"]
-        print(f"- {label}: direct {' / '.join(f'{s:.2f}' for s in runs['direct'])} s; "  # type: ignore[index]
-              f"proxy {' / '.join(f'{s:.2f}' for s in runs['proxy'])} s")  # type: ignore[index]
+        print(f"- {label}: direct {' / '.join(f'{s:.2f}' for s in r.runs['direct'])} s; "
+              f"proxy {' / '.join(f'{s:.2f}' for s in r.runs['proxy'])} s")
     print(f"\nProxy memory: {idle_rss / 1024:.0f} MiB RSS idle after start, peak while streaming "
-          f"{max(r['peak_rss_kib'] for _, r in rows) / 1024:.0f} MiB (goal: flat, < 100 MB), "  # type: ignore[type-var]
+          f"{max(r.peak_rss_kib for _, r in rows) / 1024:.0f} MiB (goal: flat, < 100 MB), "
           f"{rss_kib(proxy_pid) / 1024:.0f} MiB after all downloads.\n")
 
     print("| websocket messages | direct median / p99 | through the proxy median / p99 | added per message (goal < 2 ms) |")
@@ -334,7 +349,7 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
 
 def real_comfyui_rows(
     args: argparse.Namespace, workdir: Path, processes: list[subprocess.Popen[bytes]], outputs: Path, size: int
-) -> list[tuple[str, dict[str, object]]]:
+) -> list[tuple[str, Download]]:
     from support.real_comfyui import copy_comfyui, find_sources
 
     sources = find_sources()
@@ -351,7 +366,7 @@ def real_comfyui_rows(
     view = "/view?filename=dance.mp4&type=output"
     direct = f"http://127.0.0.1:{port}"
     rows = []
-    for label, rate in (("unthrottled loopback", None), (f"client capped at {args.rate_mbps:g} MB/s", args.rate_mbps)):
+    for label, rate in cases(args.rate_mbps):
         result = download_case(direct + view, proxied + view, args.runs, rate, proxy_pid, size)
         rows.append((f"`/view` {args.size_mb} MB, {label} (real ComfyUI v0.7.0)", result))
     return rows
