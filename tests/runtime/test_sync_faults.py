@@ -293,3 +293,30 @@ def test_second_sync_process_names_the_command_that_was_refused(
             run_daemon(settings, threading.Event())
     assert "`zr4 sync once`" in str(once_error.value) and "`zr4 sync run` cannot" not in str(once_error.value)
     assert "`zr4 sync run` cannot" in str(run_error.value)
+
+
+# --- a large file is hashed while it uploads ---------------------------------------------------------
+
+
+def test_large_file_sha256_is_computed_during_the_upload(rclone_server: RcloneS3, tmp_path: Path) -> None:
+    import hashlib
+
+    settings = sync_settings(
+        rclone_server, tmp_path, pod_id="big", prefix="big", part_size_bytes=5 << 20, request_concurrency=4
+    )
+    data = os.urandom(12 << 20)
+    path = settings.output_dir / "long.mp4"
+    path.write_bytes(data)
+    os.utime(path, (time.time() - 5, time.time() - 5))
+    report = sync_once(settings, wait_incomplete_s=5)
+    assert report.ok and len(report.uploaded) == 1, report
+    day = day_for(path.stat().st_mtime_ns)
+    client = rclone_server.client()
+    key = f"big/{day}/long.mp4"
+    assert _body(client, rclone_server.bucket, key) == data
+    [entry] = [e for e in read_day_index(client, settings, day) if e["key"] == key]
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["size"] == len(data)
+    # A new journal (new volume) recognises the object by pod, path, size and mtime: nothing re-sent.
+    fresh = settings.with_(state_dir=tmp_path / "state2")
+    again = sync_once(fresh, wait_incomplete_s=5)
+    assert again.ok and again.uploaded == [] and again.already_present == [key], again

@@ -132,7 +132,7 @@ class Journal:
         return self._rows("WHERE day = ? AND state IN (?, ?) ORDER BY key", (day, UPLOADED, DELETED))
 
     def mark_uploading(
-        self, rel_path: str, size: int, mtime_ns: int, sha256: str, key: str, day: str
+        self, rel_path: str, size: int, mtime_ns: int, sha256: str | None, key: str, day: str
     ) -> None:
         with self._tx() as db:
             db.execute(
@@ -144,12 +144,20 @@ class Journal:
                 (_db_path(rel_path), size, mtime_ns, sha256, key, day, UPLOADING),
             )
 
-    def mark_uploaded(self, rel_path: str, uploaded_at: float | None = None) -> None:
+    def mark_uploaded(
+        self, rel_path: str, uploaded_at: float | None = None, sha256: str | None = None
+    ) -> None:
+        """``sha256``: when it was computed during the upload (large files), it is recorded now."""
         with self._tx() as db:
             db.execute(
-                "UPDATE files SET state = ?, uploaded_at = ?, attempts = 0, next_try = 0, last_error = NULL"
-                " WHERE rel_path = ?",
-                (UPLOADED, uploaded_at if uploaded_at is not None else time.time(), _db_path(rel_path)),
+                "UPDATE files SET state = ?, uploaded_at = ?, attempts = 0, next_try = 0, last_error = NULL,"
+                " sha256 = COALESCE(?, sha256) WHERE rel_path = ?",
+                (
+                    UPLOADED,
+                    uploaded_at if uploaded_at is not None else time.time(),
+                    sha256,
+                    _db_path(rel_path),
+                ),
             )
 
     def mark_failed(self, rel_path: str, size: int, mtime_ns: int, error: str, next_try: float) -> None:

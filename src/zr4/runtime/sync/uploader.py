@@ -1,8 +1,11 @@
 """Upload one complete file, idempotently: a journal step before, a bucket check, then the bytes.
 
 Order of one upload (each journal write is committed before the next step):
-hash → journal ``uploading`` → already there? (the day folder's LIST; a HEAD for a listed key: same
-size + sha256 → done) → PutObject, or s3transfer multipart above one part size →
+hash (a small file: read once, hashed and sent from memory; a large file: hashed on a thread while
+s3transfer sends it, unless ``R2_DELETE_AFTER_UPLOAD`` needs its sha256 in the object's metadata
+first) → journal ``uploading`` → already there? (the day folder's LIST; a HEAD for a listed key:
+same size + sha256, or for a large file the same pod, path, size and mtime → done) → PutObject, or
+s3transfer multipart above one part size →
 journal ``uploaded`` → with ``R2_DELETE_AFTER_UPLOAD`` only: verify (single part: the returned ETag
 is the MD5 we computed; multipart: HEAD shows size and sha256), local delete, journal ``deleted``.
 A kill -9 anywhere repeats at most the HEAD and the transfer of that one object, to the same key.
@@ -60,6 +63,8 @@ class RemoteObject:
     sha256: str | None
     pod_id: str | None
     etag: str | None = None
+    source_path: str | None = None
+    source_mtime_ns: str | None = None
 
 
 class UploadHooks:
@@ -171,6 +176,8 @@ def head_object(client: Any, bucket: str, key: str) -> RemoteObject | None:
         meta.get("sha256"),
         _unquote(meta.get("pod-id")),
         response.get("ETag"),
+        _unquote(meta.get("source-path")),
+        meta.get("source-mtime-ns"),
     )
 
 
@@ -184,9 +191,9 @@ def _unquote(value: str | None) -> str | None:
     return urllib.parse.unquote(value) if value is not None else None
 
 
-def object_metadata(settings: SyncSettings, sha256: str, state: FileState) -> dict[str, str]:
-    meta = {
-        "sha256": sha256,
+def object_metadata(settings: SyncSettings, sha256: str | None, state: FileState) -> dict[str, str]:
+    meta = {} if sha256 is None else {"sha256": sha256}
+    meta |= {
         "pod-id": _quote(settings.pod_id),
         "source-path": _quote(state.rel_path),
         "source-mtime-ns": str(state.mtime_ns),
@@ -198,6 +205,44 @@ def object_metadata(settings: SyncSettings, sha256: str, state: FileState) -> di
 
 def _same(a: FileState | None, b: FileState) -> bool:
     return a is not None and a.size == b.size and a.mtime_ns == b.mtime_ns
+
+
+def _already_there(remote: RemoteObject | None, state: FileState, sha256: str | None, pod_id: str) -> bool:
+    """The bucket holds this version of the file: same sha256, or (large file, hash not known yet)
+    the object this pod uploaded from this path at this size and mtime."""
+    if remote is None or remote.size != state.size:
+        return False
+    if sha256 is not None and remote.sha256 is not None:
+        return remote.sha256 == sha256
+    return (
+        remote.pod_id == pod_id
+        and remote.source_path == state.rel_path
+        and remote.source_mtime_ns == str(state.mtime_ns)
+    )
+
+
+class _BackgroundHash:
+    """sha256 of a file on its own thread while the same bytes are being uploaded (one pass in time)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._result: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="zr4-sync-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = hash_file(self._path, with_md5=False)[0]
+        except BaseException as error:
+            self._error = error
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
 
 
 def upload_one(
@@ -213,9 +258,24 @@ def upload_one(
     started = time.monotonic()
     path = settings.output_dir / state.rel_path
     single_part = state.size < max(settings.part_size_bytes, MIN_PART_BYTES)
+    # A large file is hashed while it uploads (its sha256 goes to the journal and metadata.json),
+    # not read once more before: unless the local copy is to be deleted, which needs the sha256
+    # in the object's metadata to verify against first.
+    defer_hash = not single_part and not settings.delete_after_upload
+    body: bytes | None = None
+    sha256: str | None = None
+    md5: str | None = None
     try:
-        # MD5 only to verify before a local delete (a single-part ETag is the MD5 of what was stored).
-        sha256, md5 = hash_file(path, with_md5=single_part and settings.delete_after_upload)
+        if single_part:
+            # One read: the bytes hashed are the bytes sent (MD5 only to verify before a local delete:
+            # a single-part ETag is the MD5 of what was stored).
+            with open(path, "rb") as handle:
+                body = handle.read()
+            sha256 = hashlib.sha256(body).hexdigest()
+            if settings.delete_after_upload:
+                md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        elif not defer_hash:
+            sha256, md5 = hash_file(path, with_md5=False)
     except FileNotFoundError:
         return Outcome(state.rel_path, VANISHED)
     after_hash = stat_file(settings.output_dir, state.rel_path)
@@ -243,13 +303,13 @@ def upload_one(
             and key == plain_key
             and remote.pod_id
             and remote.pod_id != settings.pod_id
-            and remote.sha256 != sha256
+            and (sha256 is None or remote.sha256 != sha256)
         ):
             # Another pod wrote a different file under this name today (ComfyUI counters restart per pod).
             key = object_key(settings.prefix, day, pod_suffixed(state.rel_path, settings.pod_id))
             journal.mark_uploading(state.rel_path, state.size, state.mtime_ns, sha256, key, day)
             continue
-        if remote is not None and remote.size == state.size and remote.sha256 == sha256:
+        if _already_there(remote, state, sha256, settings.pod_id):
             kind = ALREADY_PRESENT
             break
         extra_args: dict[str, Any] = {
@@ -258,20 +318,22 @@ def upload_one(
         }
         condition = {"IfNoneMatch": "*"} if remote is None else {"IfMatch": remote.etag or "*"}
         try:
-            if single_part:
+            if body is not None:
                 # One PutObject, straight: s3transfer's queues cost more than the request here.
-                with open(path, "rb") as body:
-                    response = client.put_object(
-                        Bucket=settings.bucket,
-                        Key=key,
-                        Body=body,
-                        **extra_args,
-                        **(condition if hooks.conditional else {}),
-                    )
+                response = client.put_object(
+                    Bucket=settings.bucket,
+                    Key=key,
+                    Body=body,
+                    **extra_args,
+                    **(condition if hooks.conditional else {}),
+                )
                 etag = str(response.get("ETag", "")).strip('"')
             else:
+                hashing = _BackgroundHash(path) if defer_hash else None
                 with hooks.applied(key, condition):
                     transfer_manager.upload(str(path), settings.bucket, key, extra_args=extra_args).result()
+                if hashing is not None:
+                    sha256 = hashing.result()
                 etag = None
         except botocore.exceptions.ClientError as error:
             if hooks.conditional and _precondition_failed(error):
@@ -296,7 +358,7 @@ def upload_one(
         if remote is None or remote.size != state.size:
             held = remote.size if remote else "nothing"
             raise OSError(f"verify failed for {key}: the bucket holds {held} bytes")
-    journal.mark_uploaded(state.rel_path)
+    journal.mark_uploaded(state.rel_path, sha256=sha256)
 
     deleted = False
     verified = remote is not None and remote.size == state.size and remote.sha256 == sha256
