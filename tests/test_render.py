@@ -60,6 +60,7 @@ def test_context_has_every_piece() -> None:
         "profile.json",
         "models.yaml",
         "runpod-template.json",
+        "runpod-serverless-template.json",
         "workflows/steadydancer-gguf.json",
     } <= set(files)
     for path, content in files.items():

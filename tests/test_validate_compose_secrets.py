@@ -134,3 +134,17 @@ def test_the_auth_token_is_a_credential_everywhere(ctx: Path) -> None:
     assert "runpod-template.json: env ZR4_AUTH_TOKEN has a literal value" in report
     assert "start.sh" in report and "a zr4 auth token" in report
     assert token[4:] not in report
+
+
+def test_credential_values_in_the_serverless_template_fail(ctx: Path) -> None:
+    template = json.loads((ctx / "runpod-serverless-template.json").read_text())
+    assert {"key": "ZR4_MODE", "value": "serverless"} in template["env"] and template["isServerless"] is True
+    for entry in template["env"]:
+        if entry["key"] == "R2_SECRET_ACCESS_KEY":
+            entry["value"] = "pasted-secret"
+    (ctx / "runpod-serverless-template.json").write_text(json.dumps(template))
+    report = messages(check_secrets(context_of(ctx)))
+    assert (
+        "runpod-serverless-template.json: env R2_SECRET_ACCESS_KEY has a literal value; "
+        "use {{ RUNPOD_SECRET_R2_SECRET_ACCESS_KEY }}" in report
+    )

@@ -272,6 +272,11 @@ def _vendored_text(vendored: VendoredRequirements) -> str:
     return header + normalize_requirements(vendored.body.decode("utf-8"))
 
 
+# Extras of zr4 the image installs besides its dependencies: the same image is a RunPod Serverless
+# worker (ZR4_MODE=serverless), which needs the runpod SDK; a developer machine does not.
+IMAGE_EXTRAS = ("serverless",)
+
+
 def runtime_lock_input(pyproject_text: str) -> LockInput:
     """The input of zr4's own runtime venv: ``[project].dependencies`` of zr4's pyproject.toml, plus its
     ``[build-system].requires`` (the image installs zr4 itself into that venv with --no-build-isolation)."""
@@ -282,6 +287,10 @@ def runtime_lock_input(pyproject_text: str) -> LockInput:
     build_requires = pyproject.get("build-system", {}).get("requires", [])
     text = "# zr4's [project].dependencies (pyproject.toml), for its own venv in the image (/opt/zr4).\n"
     text += "".join(f"{dependency}\n" for dependency in dependencies)
+    extras = pyproject.get("project", {}).get("optional-dependencies", {})
+    for extra in IMAGE_EXTRAS:
+        text += f"# [project.optional-dependencies].{extra}: the image runs it too.\n"
+        text += "".join(f"{dependency}\n" for dependency in extras.get(extra, []))
     text += "# [build-system].requires: the image builds zr4 into that venv with --no-build-isolation.\n"
     text += "".join(f"{requirement}\n" for requirement in build_requires)
     return LockInput(
@@ -292,7 +301,7 @@ def runtime_lock_input(pyproject_text: str) -> LockInput:
             InputFile(
                 "zr4-dependencies.in",
                 text,
-                "zr4 pyproject.toml [project].dependencies and [build-system].requires",
+                "zr4 pyproject.toml [project].dependencies, the image's extras and [build-system].requires",
             ),
         ),
     )

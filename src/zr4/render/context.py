@@ -100,6 +100,9 @@ def build_context_vars(profile: Profile) -> dict[str, Any]:
         "runpod": runpod,
         "resolved_profile_json": json.dumps(profile.model_dump(mode="json"), indent=2, sort_keys=True),
         "runpod_template_json": json.dumps(runpod_template(profile, runpod), indent=2, sort_keys=True),
+        "runpod_serverless_template_json": json.dumps(
+            runpod_serverless_template(profile, runpod), indent=2, sort_keys=True
+        ),
     }
 
 
@@ -144,5 +147,47 @@ def runpod_template(profile: Profile, runpod: dict[str, Any]) -> dict[str, Any]:
             f"zr4 {__version__} profile {profile.name}: ComfyUI + SteadyDancer. Open port 8188 and log in "
             f"with your ZR4_AUTH_TOKEN secret (without one, the token is in "
             f"{runpod['volume_mount_path']}/.zr4/auth/token)."
+        ),
+    }
+
+
+# RunPod Serverless mounts the endpoint's network volume here (RunPod docs: serverless storage,
+# https://docs.runpod.io/serverless/storage/network-volumes).
+SERVERLESS_VOLUME = "/runpod-volume"
+# Per-worker scratch on the container disk: each worker uploads its own outputs (the sync journal is
+# SQLite and one per worker; a folder shared on the network volume would make workers upload each
+# other's files).
+SERVERLESS_SCRATCH = "/tmp/zr4"
+
+
+def runpod_serverless_template(profile: Profile, runpod: dict[str, Any]) -> dict[str, Any]:
+    """The Serverless template: the same image with ZR4_MODE=serverless, models on the network volume."""
+    template = runpod_template(profile, runpod)
+    # No auth proxy in serverless mode: ComfyUI stays on loopback and only the worker talks to it.
+    replaced = {"ENABLE_R2_SYNC", "MODELS_DIR", "OUTPUT_DIR", "ZR4_AUTH_TOKEN", "ZR4_AUTH_DIR"}
+    env = [item for item in template["env"] if item["key"] not in replaced]
+    env += [
+        {"key": "ZR4_MODE", "value": "serverless"},
+        {"key": "MODELS_DIR", "value": f"{SERVERLESS_VOLUME}/models"},
+        {"key": "OUTPUT_DIR", "value": f"{SERVERLESS_SCRATCH}/outputs"},
+        {"key": "R2_SYNC_STATE_DIR", "value": f"{SERVERLESS_SCRATCH}/sync"},
+        # The worker uploads each job's video itself (zr4.runtime.serverless); no daemon.
+        {"key": "ENABLE_R2_SYNC", "value": "false"},
+        {"key": "R2_DELETE_AFTER_UPLOAD", "value": "true"},
+    ]
+    return {
+        "name": f"{runpod['template_name']} serverless",
+        "imageName": template["imageName"],
+        "containerDiskInGb": runpod["container_disk_gb"],
+        "volumeInGb": 0,
+        "volumeMountPath": SERVERLESS_VOLUME,
+        "ports": "",
+        "isServerless": True,
+        "env": env,
+        "dockerStartCmd": "",
+        "readme": (
+            f"zr4 {__version__} profile {profile.name}: SteadyDancer as a RunPod Serverless worker. "
+            f"Attach a network volume of at least {runpod['volume_gb']} GB to the endpoint (models, "
+            "downloaded once); jobs take image + video, return an R2 key and a presigned URL."
         ),
     }

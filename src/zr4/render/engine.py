@@ -30,6 +30,7 @@ TEMPLATES: tuple[tuple[str, str, bool], ...] = (
     ("docker-compose.yml.j2", "docker-compose.yml", False),
     ("profile.json.j2", "profile.json", False),
     ("runpod-template.json.j2", "runpod-template.json", False),
+    ("runpod-serverless-template.json.j2", "runpod-serverless-template.json", False),
 )
 
 

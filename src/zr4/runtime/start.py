@@ -97,6 +97,7 @@ class BootPlan:
     block_swap: int
     summary: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    gpu_indices: tuple[int, ...] = ()  # the detected GPUs: one ComfyUI each (zr4.runtime.instances)
 
 
 @dataclass
@@ -201,7 +202,8 @@ def plan_boot(env: Mapping[str, str], profile: Mapping[str, Any]) -> BootPlan:
     lines += [f"WARNING: {w}" for w in (*result.detection.warnings, *result.warnings, *plan.warnings)]
     if plan.error:
         lines.append(f"WARNING: the plan does not fit: {plan.error}")
-    return BootPlan(tuple(plan.comfyui_args), plan.block_swap, tuple(lines), result.env())
+    gpus = tuple(g.index for g in result.detection.gpus)
+    return BootPlan(tuple(plan.comfyui_args), plan.block_swap, tuple(lines), result.env(), gpus)
 
 
 # --- step 2 ------------------------------------------------------------------------------------
@@ -356,7 +358,8 @@ def run_start(
 ) -> int:
     """The whole start sequence; returns ComfyUI's exit code (128+N when a signal N ended it)."""
     from zr4.runtime.auth.front import plan_front
-    from zr4.runtime.comfy_launch import ForwardingSignals, comfyui_command, exit_code_of, launch
+    from zr4.runtime.comfy_launch import ForwardingSignals, comfyui_command, exit_code_of
+    from zr4.runtime.instances import launch_instances, plan_instances, serverless
 
     env = dict(os.environ if environ is None else environ)
     report = StartReport()
@@ -364,12 +367,18 @@ def run_start(
     profile = read_profile_data(config.profile_path)
     comfyui_version = str(profile["comfyui"]["version"])
     log(f"profile {profile['name']}, ComfyUI {comfyui_version} in {config.comfyui_dir}")
-    front = plan_front(env, [config.port], log)
 
     with _step(report, 1, "detect GPU + plan VRAM", log):
         plan = planner(env, profile)
         for line in plan.summary:
             log(f"  {line}")
+        try:  # one ComfyUI per GPU, each on its own public port (the proxy fronts them all)
+            instances = plan_instances(plan.gpu_indices, config.port, env)
+            private = serverless(env)
+        except EnvError as error:
+            raise StartError(f"zr4 start: {error}") from None
+    # A serverless worker keeps ComfyUI on loopback and talks to it directly: no proxy, no public port.
+    front = None if private else plan_front(env, [instance.port for instance in instances], log)
     # The planned variant, GGUF level and memory mode are what the model manager fetches.
     env.update(plan.env)
     with _step(report, 2, "models", log):
@@ -382,7 +391,10 @@ def run_start(
     with _step(report, 4, "R2 sync", log):
         supervisor = sync_step(env, config, log)
 
-    listen, port = front.comfyui_address(config.port)
+    def address(public_port: int) -> tuple[str, int]:
+        return ("127.0.0.1", public_port) if front is None else front.comfyui_address(public_port)
+
+    listen, port = address(config.port)
     launch_plan = comfyui_command(
         python=config.comfyui_python,
         comfyui_dir=config.comfyui_dir,
@@ -398,18 +410,19 @@ def run_start(
     for name in launch_plan.dropped_planned:
         log(f"planned {name} replaced by the command line's")
 
-    process: subprocess.Popen[bytes] | None = None
+    process: Any = None  # the ComfyUI processes (one per GPU) as one InstanceGroup
     forward = ForwardingSignals(
         lambda: process, on_signal=lambda n: log(f"signal {n}: passing it to ComfyUI")
     )
     try:
         with forward:
-            front.start(env, log)
+            if front is not None:
+                front.start(env, log)
             report.ready_s = process_age_s()
             log(f"step 5/5 ComfyUI: {launch_plan.describe()}")
             log(f"ready to launch {report.ready_s:.2f} s after the process started")
             try:
-                process = launch(launch_plan, env)
+                process = launch_instances(launch_plan, env, instances, address, log)
             except OSError as error:
                 raise StartError(
                     f"zr4 start stopped at step 5 (ComfyUI): cannot run {config.comfyui_python}: {error.strerror}"
@@ -418,7 +431,8 @@ def run_start(
                 process.send_signal(forward.received[-1])
             returncode = process.wait()
     finally:
-        front.stop()
+        if front is not None:
+            front.stop()
         if supervisor is not None:
             report.sync_restarts = supervisor.restarts
             supervisor.stop(SYNC_STOP_TIMEOUT_S)

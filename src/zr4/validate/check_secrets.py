@@ -109,11 +109,17 @@ def _compose_findings(context: BuildContext) -> list[Finding]:
     return findings
 
 
+RUNPOD_TEMPLATES = ("runpod-template.json", "runpod-serverless-template.json")
+
+
 def _runpod_findings(context: BuildContext) -> list[Finding]:
-    text = context.read("runpod-template.json")
+    return [finding for file in RUNPOD_TEMPLATES for finding in _template_findings(context, file)]
+
+
+def _template_findings(context: BuildContext, file: str) -> list[Finding]:
+    text = context.read(file)
     if text is None:
         return []
-    file = "runpod-template.json"
     try:
         template = json.loads(text)
     except json.JSONDecodeError as error:

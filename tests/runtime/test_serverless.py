@@ -1,0 +1,250 @@
+"""The RunPod Serverless worker: its contract through the runpod SDK's own local test mode
+(``--test_input``), the stand-in ComfyUI API for the jobs and moto's S3 server for R2."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from support import s3_server
+from support.fake_comfyui import PNG_BYTES
+from support.fake_comfyui_api import Behaviour, FakeComfyAPI
+from zr4.runtime.dance import JobEvent
+from zr4.runtime.serverless import JobInputError, ProgressReporter, WorkerConfig, parse_input, run
+from zr4.workflow import NODE_IDS, WorkflowSpec, build_steadydancer_workflow, load_object_info
+
+pytest.importorskip("runpod", reason="needs the runpod SDK: pip install -e '.[test]'")
+
+moto_server = s3_server.moto_server  # module-scoped server fixture
+MP4_BYTES = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00" * 200
+GGUF_FILE = "Wan21_I2V_SteadyDancer_fp16-Q4_K_M_fix_5d_tensor.gguf"
+
+
+def behaviour(**changes: object) -> Behaviour:
+    return Behaviour(known_types=frozenset(load_object_info("v0.7.0")), **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def comfy(tmp_path: Path):
+    with FakeComfyAPI(tmp_path / "comfy", behaviour()) as server:
+        server.install_workflow(
+            "steadydancer-gguf.json",
+            build_steadydancer_workflow(WorkflowSpec(variant="gguf", diffusion_model_file=GGUF_FILE)),
+        )
+        (server.state.input_dir / "clip.mp4").write_bytes(MP4_BYTES)  # served by /view: an http(s) input
+        yield server
+
+
+def worker_env(comfy: FakeComfyAPI, moto: s3_server.MotoS3 | None, tmp_path: Path) -> dict[str, str]:
+    env = {
+        "ZR4_COMFYUI_URLS": comfy.url,
+        "OUTPUT_DIR": str(comfy.state.output_dir),
+        "R2_SYNC_STATE_DIR": str(tmp_path / "sync-state"),
+        "RUNPOD_POD_ID": "worker-1",
+        "ZR4_PROFILE": str(tmp_path / "no-profile.json"),
+    }
+    if moto is not None:
+        env |= {
+            "R2_ENDPOINT": moto.endpoint,
+            "R2_ACCESS_KEY_ID": moto.access_key,
+            "R2_SECRET_ACCESS_KEY": moto.secret_key,
+            "R2_BUCKET": moto.bucket,
+        }
+    return env
+
+
+def job_input(comfy: FakeComfyAPI, **extra: object) -> dict[str, object]:
+    return {
+        "image": base64.b64encode(PNG_BYTES * 40).decode(),
+        "video": f"{comfy.url}/view?filename=clip.mp4&type=input",
+        **extra,
+    }
+
+
+def test_job_uploads_to_r2_and_returns_a_presigned_url(
+    comfy: FakeComfyAPI, moto_server, tmp_path: Path
+) -> None:
+    env = worker_env(comfy, moto_server, tmp_path)
+    events: list[JobEvent] = []
+    output = run(
+        {"id": "j1", "input": job_input(comfy, seed=11, frames=17, steps=2)},
+        WorkerConfig.from_env(env),
+        env,
+        events.append,
+    )
+    assert "error" not in output, output
+    r2 = output["r2"]
+    assert (
+        r2["bucket"] == moto_server.bucket
+        and r2["key"].startswith("outputs/20")
+        and r2["key"].endswith(".mp4")
+    )
+    video = (comfy.state.output_dir / output["filename"]).read_bytes()
+    with urllib.request.urlopen(r2["url"], timeout=10) as response:  # the presigned URL works as it is
+        assert response.read() == video
+    assert output["seed"] == 11 and output["frames"] == 17 and output["size_bytes"] == len(video)
+    assert "video_base64" not in output
+    queued = comfy.state.prompts[-1]["prompt"]
+    assert queued[NODE_IDS["sampler_settings"]]["inputs"]["seed"] == 11
+    timings = output["timings"]
+    assert 0 < timings["execution_started"] <= timings["executed"] <= timings["uploaded"]
+    assert [e.value for e in events if e.kind == "progress"] == [1, 2]
+
+
+def test_base64_only_when_asked_and_small(comfy: FakeComfyAPI, tmp_path: Path) -> None:
+    env = worker_env(comfy, None, tmp_path)
+    config = WorkerConfig.from_env(env)
+    output = run({"id": "j2", "input": job_input(comfy, return_base64=True)}, config, env)
+    video = (comfy.state.output_dir / output["filename"]).read_bytes()
+    assert base64.b64decode(output["video_base64"]) == video
+    assert output["r2"] is None and "R2 is not configured" in output["warning"]
+    small = WorkerConfig.from_env({**env, "ZR4_BASE64_MAX_BYTES": "10"})
+    output = run({"id": "j3", "input": job_input(comfy, return_base64=True)}, small, env)
+    assert "video_base64" not in output and "above ZR4_BASE64_MAX_BYTES=10" in output["warning"]
+
+
+def test_video_is_fetched_when_comfyui_writes_elsewhere(comfy: FakeComfyAPI, tmp_path: Path) -> None:
+    env = {**worker_env(comfy, None, tmp_path), "OUTPUT_DIR": str(tmp_path / "elsewhere")}
+    output = run({"id": "j4", "input": job_input(comfy)}, WorkerConfig.from_env(env), env)
+    copied = tmp_path / "elsewhere" / output["filename"]
+    assert copied.read_bytes() == (comfy.state.output_dir / output["filename"]).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("not an object", "the job input must be an object"),
+        ({"video": "x"}, "input.image is required"),
+        ({"image": "x", "video": "y", "seeed": 1}, "unknown input field(s): seeed"),
+        ({"image": "x", "video": "y", "seed": "1"}, 'input.seed must be int, got "1"'),
+        ({"image": "x", "video": "y", "frames": 80}, "frames=80 must be 4n+1"),
+        ({"image": "x", "video": "y", "workflow": {"nodes": []}}, "input.workflow must be an API-format"),
+        ({"image": "x", "video": "y", "return_base64": "yes"}, "input.return_base64 must be true or false"),
+    ],
+)
+def test_bad_input_is_one_line(given: object, message: str) -> None:
+    with pytest.raises(JobInputError) as caught:
+        parse_input(given)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_errors_come_back_as_the_error_field(tmp_path: Path) -> None:
+    with FakeComfyAPI(
+        tmp_path / "c",
+        behaviour(
+            fail_node=NODE_IDS["sampler"],
+            fail_exception_type="torch.OutOfMemoryError",
+            fail_exception_message="CUDA out of memory",
+            vram_total=16 * 1024**3,
+        ),
+    ) as comfy:
+        comfy.install_workflow(
+            "steadydancer-gguf.json",
+            build_steadydancer_workflow(WorkflowSpec(variant="gguf", diffusion_model_file=GGUF_FILE)),
+        )
+        (comfy.state.input_dir / "clip.mp4").write_bytes(MP4_BYTES)
+        env = worker_env(comfy, None, tmp_path)
+        output = run({"id": "j5", "input": job_input(comfy, frames=81)}, WorkerConfig.from_env(env), env)
+    assert output["error"].startswith(
+        f"out of memory in node {NODE_IDS['sampler']} (WanVideoSamplerFromSettings): "
+    )
+    assert "zr4 plan --vram-gib 16" in output["error"]
+    env = worker_env(comfy, None, tmp_path)  # the server is gone now
+    inline = job_input(comfy, video="data:video/mp4;base64," + base64.b64encode(MP4_BYTES).decode())
+    output = run({"id": "j6", "input": inline}, WorkerConfig.from_env(env), env)
+    assert output["error"].startswith(f"ComfyUI is not reachable at {comfy.url} (")
+    output = run({"id": "j7", "input": job_input(comfy)}, WorkerConfig.from_env(env), env)
+    assert output["error"].startswith(f"cannot download {comfy.url}/view?filename=clip.mp4&type=input: ")
+
+
+def test_progress_updates_are_throttled_and_logged(capsys: pytest.CaptureFixture[str]) -> None:
+    sent: list[object] = []
+    reporter = ProgressReporter({"id": "j7"}, lambda _job, payload: sent.append(payload))
+    for step in range(1, 6):
+        reporter(JobEvent("progress", node_id="25", node_title="Sampler", value=step, maximum=5))
+    reporter(JobEvent("done"))
+    assert sent[0] == {
+        "stage": "progress",
+        "node": "Sampler",
+        "step": 1,
+        "steps": 5,
+        "nodes_done": 0,
+        "nodes_total": 0,
+    }
+    assert sent[-1]["stage"] == "done" and len(sent) == 2  # steps 2-5 came within the same second
+    assert capsys.readouterr().out.count("[zr4 worker] job j7:") == 6
+
+
+# --- the SDK's own local test mode -------------------------------------------------------------
+
+
+def sdk_test(env: dict[str, str], test_input: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "R2_", "ENABLE_R2"))}
+    return subprocess.run(
+        [sys.executable, "-m", "zr4.runtime.serverless", "--test_input", json.dumps(test_input)],
+        env={**full, "ZR4_COMFYUI_WAIT_S": "20", **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_sdk_local_test_runs_a_job(comfy: FakeComfyAPI, moto_server, tmp_path: Path) -> None:
+    result = sdk_test(worker_env(comfy, moto_server, tmp_path), {"input": job_input(comfy, seed=3)})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert "--- Starting Serverless Worker |" in log and "Job local_test completed successfully." in log
+    assert "'key': 'outputs/20" in log and "'seed': 3" in log
+    assert "[zr4 worker] job local_test:" in log and "ComfyUI ready at" in log
+
+
+def test_sdk_local_test_fails_a_bad_job(comfy: FakeComfyAPI, tmp_path: Path) -> None:
+    result = sdk_test(
+        worker_env(comfy, None, tmp_path), {"input": {"image": "x", "video": "y", "frames": 80}}
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 1, log
+    assert "Job local_test failed with error: input: frames=80 must be 4n+1" in log
+
+
+def test_worker_waits_for_comfyui_then_gives_up(tmp_path: Path) -> None:
+    env = {"ZR4_COMFYUI_URLS": "http://127.0.0.1:9", "ZR4_COMFYUI_WAIT_S": "0.5", "OUTPUT_DIR": str(tmp_path)}
+    result = sdk_test(env, {"input": {}})
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: ComfyUI did not answer within 0.5 s at http://127.0.0.1:9"
+
+
+def test_jobs_spread_over_several_comfyui(tmp_path: Path) -> None:
+    """Two jobs at once on two ComfyUI (one per GPU): each server gets one."""
+    rule = behaviour(node_delay_s=0.02)
+    workflow = build_steadydancer_workflow(WorkflowSpec(variant="gguf", diffusion_model_file=GGUF_FILE))
+    with (
+        FakeComfyAPI(tmp_path / "a", rule) as first,
+        FakeComfyAPI(tmp_path / "b", behaviour(node_delay_s=0.02)) as second,
+    ):
+        for server in (first, second):
+            server.install_workflow("steadydancer-gguf.json", workflow)
+            (server.state.input_dir / "clip.mp4").write_bytes(MP4_BYTES)
+        env = {**worker_env(first, None, tmp_path), "ZR4_COMFYUI_URLS": f"{first.url},{second.url}"}
+        config = WorkerConfig.from_env(env)
+        outputs: list[dict[str, object]] = []
+        first.state.pending = 1  # the first server looks busy when the first job arrives
+        threads = [
+            threading.Thread(
+                target=lambda: outputs.append(run({"id": "a", "input": job_input(first)}, config, env))
+            ),
+        ]
+        threads[0].start()
+        threads[0].join(timeout=60)
+        first.state.pending = 0
+        second.state.pending = 1
+        outputs.append(run({"id": "b", "input": job_input(first)}, config, env))
+    assert [o["comfyui"] for o in outputs] == [second.url, first.url]
