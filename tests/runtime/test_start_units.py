@@ -234,6 +234,8 @@ def test_start_command_passes_extra_arguments_to_comfyui(
         "COMFYUI_DIR": str(comfy),
         "COMFYUI_PYTHON": sys.executable,
         "COMFYUI_PORT": str(free_port()),
+        # A free port may sit above 55535, where the default backend port (public + 10000) overflows.
+        "ZR4_COMFYUI_BACKEND_PORT": str(free_port()),
         "OUTPUT_DIR": str(tmp_path / "out"),
         "MODELS_DIR": str(tmp_path / "models"),
         "ZR4_PROFILE": str(tmp_path / "profile.json"),
