@@ -255,6 +255,18 @@ def test_base64_only_where_allowed(tmp_path: Path) -> None:
         load_media(encoded, "image", allow_base64=False)
 
 
+def test_a_network_job_takes_short_base64_and_never_a_local_path(tmp_path: Path) -> None:
+    import base64
+
+    short = base64.b64encode(PNG_BYTES).decode()  # a tiny PNG: far below any length heuristic
+    assert load_media(short, "image", allow_base64=True).data == PNG_BYTES
+    local = tmp_path / "photo.png"
+    local.write_bytes(PNG_BYTES)
+    assert load_media(str(local), "image").data == PNG_BYTES  # `zr4 dance` reads paths
+    with pytest.raises(MediaError, match=r" is neither an http\(s\) URL nor valid base64$"):
+        load_media(str(local), "image", allow_base64=True)  # the worker never reads its own files
+
+
 @pytest.mark.parametrize(
     ("head", "expected"),
     [

@@ -103,7 +103,10 @@ def describe_node_errors(node_errors: Mapping[str, Any]) -> tuple[str, ...]:
             where = f"node {node_id} ({class_type})"
             if extra.get("input_name"):
                 where += f" input {extra['input_name']!r}"
-            what = error.get("details") or error.get("message") or "invalid"
+            details, message = str(error.get("details") or ""), str(error.get("message") or "")
+            # A missing input comes as message "Required input is missing", details = the input's name
+            # (comfyanonymous/ComfyUI@f59f71cf, v0.7.0, execution.py validate_inputs): the name alone says nothing.
+            what = (details if details and details != extra.get("input_name") else message) or "invalid"
             lines.append(f"{where}: {first_line(what)}")
     return tuple(lines)
 

@@ -84,7 +84,8 @@ EventSink = Callable[[JobEvent], None]
 
 @dataclass(frozen=True)
 class JobRequest:
-    """What to run. ``image``/``video``: a path, an http(s) URL, or (``allow_base64``) base64."""
+    """What to run. ``image``/``video``: a path or an http(s) URL; with ``allow_base64`` (a job from
+    the network) an http(s) URL or base64, never a path."""
 
     image: str
     video: str

@@ -103,7 +103,11 @@ def _decode_base64(text: str) -> bytes | None:
 
 
 def read_source(source: str, *, allow_base64: bool, timeout_s: float = 120.0) -> tuple[bytes, str]:
-    """The bytes of ``source`` and a base name for it (without extension)."""
+    """The bytes of ``source`` and a base name for it (without extension).
+
+    ``allow_base64``: the input came over the network, so it is an http(s) URL or base64 (plain or a
+    ``data:`` URL); without it (`zr4 dance`), a file path or an http(s) URL.
+    """
     text = source.strip()
     if not text:
         raise MediaError("an input is empty: give a file path or an http(s) URL")
@@ -111,7 +115,9 @@ def read_source(source: str, *, allow_base64: bool, timeout_s: float = 120.0) ->
     if scheme in ("http", "https"):
         name = Path(urllib.parse.urlsplit(text).path).stem or "input"
         return _download(text, timeout_s), name
-    if allow_base64 and (text.startswith("data:") or len(text) > 1024):
+    if allow_base64:
+        # A job from the network (the serverless worker): an http(s) URL or base64, never a path on
+        # this machine, however short the base64 (a small PNG is a few hundred characters).
         decoded = _decode_base64(text)
         if decoded is None:
             raise MediaError(f"{_short(text)} is neither an http(s) URL nor valid base64")
