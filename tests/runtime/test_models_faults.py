@@ -71,6 +71,9 @@ def test_large_file_comes_over_several_connections_and_verifies(hub: FakeHub, tm
     assert dest.read_bytes() == data and result.sha256 == served.sha256
     ranges = {r for method, path, r in hub.requests if method == "GET" and "/blobs/" in path and r}
     assert {f"bytes={i << 20}-{((i + 1) << 20) - 1}" for i in range(5)} <= ranges
+    # Each piece is asked for once: a kept-alive connection takes its next piece without a retry.
+    blob_gets = [r for method, path, r in hub.requests if method == "GET" and "/blobs/" in path]
+    assert len(blob_gets) == 6, blob_gets
     assert hub.served("p.bin") == len(data)
     assert not partial_path(dest).exists()
 

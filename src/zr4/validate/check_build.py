@@ -54,7 +54,8 @@ def offline_stages(model: DockerfileModel, named_contexts: dict[str, Path]) -> l
                 ok = ok and (stage_ok or source in named_contexts)
         if ok:
             offline[stage.index] = stage
-    return list(offline.values())
+    # An empty `FROM scratch` stage (a seam a named context may replace) has nothing to build.
+    return [stage for stage in offline.values() if any(i.cmd != "FROM" for i in stage.instructions)]
 
 
 @dataclass

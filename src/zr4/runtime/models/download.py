@@ -533,6 +533,10 @@ class _Run:
         if expected is not None and received < expected:
             fetcher.close()
             raise _Transient(f"connection closed at byte {offset + received} of {piece.end or self.total}")
+        # read1() never marks a response finished, even with its last byte read; until read() does,
+        # http.client refuses the next request on this kept-alive connection (ResponseNotReady) after
+        # the server has already sent the body: the piece came twice, after a backoff.
+        response.read()
         if piece.end is None:
             piece.end = piece.start + piece.done
             with self.state.cond:
