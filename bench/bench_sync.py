@@ -106,16 +106,43 @@ def run_rclone_copy(server: RcloneS3, source: Path, tag: str) -> float:
     return _time(command)
 
 
+def run_aws_cp(server: RcloneS3, source: Path, tag: str) -> float:
+    """`aws s3 cp --recursive` with its defaults (s3transfer: 8 MiB parts, 10 requests in flight)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        # botocore >= 1.36 streams CRC trailers (aws-chunked) that rclone serve s3 refuses, as R2 does.
+        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    }
+    if server.ca_cert:
+        env["AWS_CA_BUNDLE"] = str(server.ca_cert)
+    aws = shutil.which("aws")
+    assert aws is not None
+    command = [aws, "s3", "cp", "--recursive", "--only-show-errors", "--endpoint-url", server.endpoint]
+    return _time([*command, str(source), f"s3://{server.bucket}/aws-{tag}"], env)
+
+
+TOOLS = ("zr4 sync once", "rclone copy", "aws s3 cp")
+
+
 def compare(server: RcloneS3, source: Path, work: Path, name: str, reps: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"zr4 sync once": [], "rclone copy": []}
+    """Each tool ``reps`` times, the order rotated every repetition."""
+    tools = [t for t in TOOLS if t != "aws s3 cp" or shutil.which("aws")]
+    times: dict[str, list[float]] = {tool: [] for tool in tools}
     for rep in range(reps):
-        order = ["zr4", "rclone"] if rep % 2 == 0 else ["rclone", "zr4"]
+        order = tools[rep % len(tools) :] + tools[: rep % len(tools)]
         for tool in order:
             tag = f"{name}-{rep}"
-            if tool == "zr4":
-                times["zr4 sync once"].append(run_zr4_once(server, source, work, tag))
+            if tool == "zr4 sync once":
+                times[tool].append(run_zr4_once(server, source, work, tag))
+            elif tool == "rclone copy":
+                times[tool].append(run_rclone_copy(server, source, tag))
             else:
-                times["rclone copy"].append(run_rclone_copy(server, source, tag))
+                times[tool].append(run_aws_cp(server, source, tag))
         # Free the server's disk before the next repetition.
         for folder in (server.data_dir / server.bucket).glob(f"*-{name}-{rep}"):
             shutil.rmtree(folder, ignore_errors=True)
@@ -157,6 +184,10 @@ def latency(server: RcloneS3, work: Path, files: int, size: int) -> list[float]:
     return results
 
 
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -169,30 +200,46 @@ def main() -> None:
     parser.add_argument("--latency-mb", type=float, default=5.0)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed), as R2 does")
+    parser.add_argument(
+        "--cases", default="big,small,latency", help="comma-separated subset of big,small,latency"
+    )
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
 
+    loads = [_load()]
     work = Path(tempfile.mkdtemp(prefix="zr4-bench-sync-", dir=args.workdir))
     server = RcloneS3(work / "server", tls=args.tls).start()
+    rows: list[tuple[str, dict[str, list[float]], float]] = []
+    lat: list[float] = []
     try:
-        big = work / "big"
-        big.mkdir()
-        _write_random(big / "video.mp4", args.big_mb * MB)
-        small = work / "small"
-        small.mkdir()
-        for i in range(args.small_count):
-            _write_random(small / f"frame_{i:04d}.png", int(args.small_mb * MB))
-        # Files were written long enough ago: both tools read from the page cache.
-        rows = []
-        for name, source, total in (
-            (f"(a) 1 x {args.big_mb} MB", big, args.big_mb * MB),
-            (f"(b) {args.small_count} x {args.small_mb:g} MB", small, args.small_count * args.small_mb * MB),
-        ):
-            times = compare(server, source, work, "big" if source == big else "small", args.reps)
-            zr4 = statistics.median(times["zr4 sync once"])
-            rclone = statistics.median(times["rclone copy"])
-            rows.append((name, zr4, rclone, total))
-            print(f"{name}: zr4 {times['zr4 sync once']} rclone {times['rclone copy']}", file=sys.stderr)
-        lat = latency(server, work, args.latency_files, int(args.latency_mb * MB))
+        sets = []
+        if "big" in cases:
+            big = work / "big"
+            big.mkdir()
+            _write_random(big / "video.mp4", args.big_mb * MB)
+            sets.append((f"(a) 1 x {args.big_mb} MB", big, "big", args.big_mb * MB))
+        if "small" in cases:
+            small = work / "small"
+            small.mkdir()
+            for i in range(args.small_count):
+                _write_random(small / f"frame_{i:04d}.png", int(args.small_mb * MB))
+            sets.append(
+                (
+                    f"(b) {args.small_count} x {args.small_mb:g} MB",
+                    small,
+                    "small",
+                    args.small_count * args.small_mb * MB,
+                )
+            )
+        # Files were written long enough ago: every tool reads from the page cache.
+        for name, source, tag, total in sets:
+            times = compare(server, source, work, tag, args.reps)
+            rows.append((name, times, total))
+            loads.append(_load())
+            print(f"{name}: {times}", file=sys.stderr)
+        if "latency" in cases:
+            lat = latency(server, work, args.latency_files, int(args.latency_mb * MB))
+            loads.append(_load())
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -200,21 +247,41 @@ def main() -> None:
     rclone_version = subprocess.run([server.rclone, "version"], capture_output=True, text=True).stdout.split(
         "\n"
     )[0]
+    aws = shutil.which("aws")
+    aws_version = (
+        subprocess.run([aws, "--version"], capture_output=True, text=True).stdout.strip() if aws else "-"
+    )
     print(
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs; server: {rclone_version} `serve s3` on loopback, "
-        f"{'HTTPS' if args.tls else 'HTTP'}"
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs (shared; load average at start / after each "
+        f"case: {' / '.join(f'{x:.1f}' for x in loads)}); server: {rclone_version} `serve s3` on loopback, "
+        f"{'HTTPS' if args.tls else 'HTTP'}; {aws_version}"
     )
     print()
-    print("| case | zr4 sync once (s) | rclone copy (s) | ratio rclone/zr4 (goal >= 1.0) | zr4 MB/s |")
-    print("|---|---|---|---|---|")
-    for name, zr4, rclone, total in rows:
-        print(f"| {name} | {zr4:.2f} | {rclone:.2f} | {rclone / zr4:.2f}x | {total / MB / zr4:.0f} |")
-    print()
     print(
-        f"Daemon (`zr4 sync run`, defaults: stable 1 s, inotify), {len(lat)} files of {args.latency_mb:g} MB: "
-        f"complete->visible median {statistics.median(lat):.2f} s, min {min(lat):.2f} s, max {max(lat):.2f} s "
-        "(goal < 2 s)"
+        f"Median of {args.reps} runs each, order rotated per repetition (wall seconds, process start included)."
     )
+    print()
+    print("| case | zr4 sync once | rclone copy | aws s3 cp | fastest other / zr4 (goal >= 1.0) | zr4 MB/s |")
+    print("|---|---|---|---|---|---|")
+    for name, times, total in rows:
+        medians = {tool: statistics.median(values) for tool, values in times.items()}
+        zr4 = medians["zr4 sync once"]
+        best = min(v for t, v in medians.items() if t != "zr4 sync once")
+        cells = " | ".join(f"{medians[t]:.2f} s" if t in medians else "-" for t in TOOLS)
+        print(f"| {name} | {cells} | **{best / zr4:.2f}x** | {total / MB / zr4:.0f} |")
+    print()
+    for name, times, _ in rows:
+        print(
+            f"Runs {name}: "
+            + "; ".join(f"{t} {', '.join(f'{v:.2f}' for v in vs)}" for t, vs in times.items())
+        )
+    if lat:
+        print()
+        print(
+            f"Daemon (`zr4 sync run`, defaults: stable 1 s, inotify), {len(lat)} files of {args.latency_mb:g} MB: "
+            f"complete->visible median {statistics.median(lat):.2f} s, min {min(lat):.2f} s, max {max(lat):.2f} s "
+            "(goal < 2 s)"
+        )
 
 
 if __name__ == "__main__":

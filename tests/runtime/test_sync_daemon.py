@@ -591,3 +591,42 @@ def test_wrong_credentials_clear_error_file_kept_then_uploaded_when_fixed(
         assert wrong_secret not in output and SECRET_KEY not in output and ACCESS_KEY not in output
     finally:
         server.stop()
+
+
+def test_a_stale_day_listing_is_listed_once_by_the_workers_that_find_it(
+    rclone_server: RcloneS3, tmp_path: Path
+) -> None:
+    """Eight upload workers asking about one day folder at once cost one LIST, not eight."""
+    from zr4.runtime.sync.uploader import DayListing
+
+    settings = sync_settings(rclone_server, tmp_path)
+    client = make_s3_client(settings)
+    client.put_object(Bucket=settings.bucket, Key="listing/2026-01-02/a.png", Body=b"a")
+    lists: list[str] = []
+    client.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: lists.append("LIST"))
+    listing = DayListing(client, settings.bucket)
+    gate = threading.Barrier(8)
+    answers: list[bool] = []
+
+    def ask(name: str) -> None:
+        gate.wait()
+        answers.append(listing.may_exist("listing/2026-01-02/", f"listing/2026-01-02/{name}"))
+
+    workers = [threading.Thread(target=ask, args=(n,)) for n in ["a.png"] + [f"{i}.png" for i in range(7)]]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert lists == ["LIST"]
+    assert sorted(answers) == [False] * 7 + [True]
+
+
+def test_the_sync_client_leaves_timestamps_as_the_server_sent_them(
+    rclone_server: RcloneS3, tmp_path: Path
+) -> None:
+    """No dateutil parse per listed key (the sync never reads them): the raw string comes back."""
+    settings = sync_settings(rclone_server, tmp_path)
+    client = make_s3_client(settings)
+    client.put_object(Bucket=settings.bucket, Key="stamps/x.bin", Body=b"x")
+    listed = client.list_objects_v2(Bucket=settings.bucket, Prefix="stamps/")["Contents"][0]
+    assert isinstance(listed["LastModified"], str) and listed["LastModified"][:2] == "20"

@@ -56,20 +56,28 @@ def open_for_writing(root: Path) -> set[str] | None:
 
 
 class OpenFiles:
-    """``open_for_writing`` cached for ``max_age_s``: one /proc walk per scheduling pass, not per file."""
+    """``open_for_writing`` cached: one /proc walk per scheduling pass, not per file.
 
-    def __init__(self, root: Path, max_age_s: float = 0.2) -> None:
+    The cache lives ``max_age_s``, or longer where a walk is slow (a host with many processes): at
+    least ``cost_factor`` times the last walk's duration, so walking takes at most a few percent of
+    one core while a burst of fresh files is being scheduled.
+    """
+
+    def __init__(self, root: Path, max_age_s: float = 0.2, cost_factor: float = 20.0) -> None:
         self.root = root
         self.max_age_s = max_age_s
+        self.cost_factor = cost_factor
         self._at = float("-inf")
+        self._walk_s = 0.0
         self._paths: set[str] | None = None
 
     def held(self, rel_path: str) -> bool:
         """True while a process holds ``rel_path`` open for writing."""
         now = time.monotonic()
-        if now - self._at > self.max_age_s:
+        if now - self._at > max(self.max_age_s, self.cost_factor * self._walk_s):
             self._paths = open_for_writing(self.root)
-            self._at = now
+            self._at = time.monotonic()
+            self._walk_s = self._at - now
         if not self._paths:
             return False
         return os.path.realpath(self.root / rel_path) in self._paths

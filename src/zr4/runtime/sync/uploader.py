@@ -116,20 +116,25 @@ class DayListing:
         self._bucket = bucket
         self._lock = threading.Lock()
         self._days: dict[str, tuple[float, set[str]]] = {}
+        self._listing: dict[str, threading.Lock] = {}
         self.max_age_s = max_age_s
 
     def may_exist(self, day_folder: str, key: str) -> bool:
         with self._lock:
-            cached = self._days.get(day_folder)
-        if cached is None or time.monotonic() - cached[0] > self.max_age_s:
-            listed_at = time.monotonic()
-            listed: set[str] = set()
-            for page in self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self._bucket, Prefix=day_folder
-            ):
-                listed.update(o["Key"] for o in page.get("Contents", []))
+            folder_lock = self._listing.setdefault(day_folder, threading.Lock())
+        # One LIST at a time per folder: the workers that find it stale wait for it, not list again.
+        with folder_lock:
             with self._lock:
-                self._days[day_folder] = cached = (listed_at, listed)
+                cached = self._days.get(day_folder)
+            if cached is None or time.monotonic() - cached[0] > self.max_age_s:
+                listed_at = time.monotonic()
+                listed: set[str] = set()
+                for page in self._client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self._bucket, Prefix=day_folder
+                ):
+                    listed.update(o["Key"] for o in page.get("Contents", []))
+                with self._lock:
+                    self._days[day_folder] = cached = (listed_at, listed)
         return key in cached[1]
 
     def add(self, day_folder: str, key: str) -> None:
