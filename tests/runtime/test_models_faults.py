@@ -269,3 +269,23 @@ def test_gated_repository_message_names_the_repository(hub: FakeHub, tmp_path: P
     )
     line = _one_line(done)
     assert REPO in line and "None" not in line and "HF_TOKEN" in line
+
+
+def test_each_connection_goes_on_to_its_next_piece_without_a_retry(hub: FakeHub, tmp_path: Path) -> None:
+    """A finished range leaves its connection ready for the next one (keep-alive, no back-off)."""
+    data = deterministic_bytes(8 << 20, "keepalive")
+    served = hub.add_file(REPO, "k.bin", data)
+    options = DownloadOptions(connections=2, parallel_min_bytes=1 << 20, piece_bytes=1 << 20)
+    lines: list[str] = []
+    sleeps: list[float] = []
+    url = f"{hub.endpoint}/{REPO}/resolve/main/k.bin"
+    download(
+        Source(url, {}, len(data), served.sha256),
+        tmp_path / "k.bin",
+        options=options,
+        log=lines.append,
+        sleep=sleeps.append,
+    )
+    assert (tmp_path / "k.bin").read_bytes() == data
+    assert lines == [] and sleeps == []
+    assert hub.served("k.bin") == len(data)
