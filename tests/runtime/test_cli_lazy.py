@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,15 @@ def test_boot_commands_import_only_their_group(args: tuple[str, ...]) -> None:
 def test_models_download_does_not_import_boto3() -> None:
     loaded = _modules_after("models", "download", "--help")
     assert "boto3" not in loaded and "botocore" not in loaded
+
+
+def test_models_download_with_every_model_present_imports_no_http_client(tmp_path: Path) -> None:
+    """A warm start checks sizes and the journal: no HTTP stack (http.client pulls in ssl and email)."""
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\nfiles: []\n")
+    loaded = _modules_after("models", "download", "--manifest", str(manifest), "--models-dir", str(tmp_path))
+    assert "zr4.runtime.models.ensure" in loaded
+    assert not {"http.client", "ssl", "huggingface_hub"} & loaded
 
 
 def test_help_lists_every_command() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -29,11 +28,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from zr4.runtime.models.errors import IntegrityError, ModelsError, NetworkError, StorageError
 from zr4.runtime.models.hub import describe_http_failure
+
+if TYPE_CHECKING:
+    import http.client
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _MAX_REDIRECTS = 8
@@ -306,6 +308,8 @@ class _Syncer:
 
 
 def _connect(url: str, timeout_s: float) -> http.client.HTTPConnection:
+    # Imported here: http.client pulls in ssl and email (~30 ms), which a warm start never needs.
+    import http.client
     parts = urlsplit(url)
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     return connection_class(parts.hostname or "", parts.port, timeout=timeout_s)
@@ -334,6 +338,7 @@ class _Fetcher:
 
     def get(self, start: int, end: int | None) -> http.client.HTTPResponse:
         """GET bytes ``start``..``end`` (exclusive; None: to the end), following redirects."""
+        import http.client
         headers = dict(self.headers)
         if start or end is not None:
             headers["Range"] = f"bytes={start}-" + (str(end - 1) if end is not None else "")
@@ -485,6 +490,7 @@ class _Run:
                 self.sleep(delay)
 
     def _stream(self, fetcher: _Fetcher, piece: _Piece) -> None:
+        import http.client
         offset = piece.next_offset
         # The last piece (or the only one) asks for "the rest" (bytes=N-), as any resuming client does.
         response = fetcher.get(offset, None if piece.end == self.total else piece.end)
