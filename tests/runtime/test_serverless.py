@@ -95,7 +95,7 @@ def test_job_uploads_to_r2_and_returns_a_presigned_url(
     queued = comfy.state.prompts[-1]["prompt"]
     assert queued[NODE_IDS["sampler_settings"]]["inputs"]["seed"] == 11
     timings = output["timings"]
-    assert 0 < timings["execution_started"] <= timings["executed"] <= timings["uploaded"]
+    assert 0 < timings["execution_started"] <= timings["executed"] <= timings["stored"]
     assert [e.value for e in events if e.kind == "progress"] == [1, 2]
 
 

@@ -146,7 +146,8 @@ def runpod_template(profile: Profile, runpod: dict[str, Any]) -> dict[str, Any]:
         "readme": (
             f"zr4 {__version__} profile {profile.name}: ComfyUI + SteadyDancer. Open port 8188 and log in "
             f"with your ZR4_AUTH_TOKEN secret (without one, the token is in "
-            f"{runpod['volume_mount_path']}/.zr4/auth/token)."
+            f"{runpod['volume_mount_path']}/.zr4/auth/token). With several GPUs zr4 runs one ComfyUI "
+            "per GPU on ports 8188, 8189, ...: expose those ports too."
         ),
     }
 
