@@ -202,8 +202,10 @@ def warm_start(work: Path, runs: int) -> dict[str, float]:
     env = dict(
         os.environ, STEADYDANCER_VARIANT="fp8", MODELS_DIR=str(models), HF_ENDPOINT="http://127.0.0.1:9"
     )
+    # The console script where zr4 is installed; the same entry point through -m on a bare checkout.
     console = shutil.which("zr4") or str(Path(sys.executable).with_name("zr4"))
-    cli = [timed([console, "models", "download"], env) for _ in range(runs)]
+    entry = [console] if Path(console).exists() else [sys.executable, "-m", "zr4.cli.main"]
+    cli = [timed([*entry, "models", "download"], env) for _ in range(runs)]
     library = []
     for _ in range(runs):
         started = time.perf_counter()
