@@ -6,7 +6,9 @@ Side by side in one run, alternating which goes first:
    vs through the proxy (bearer token), unthrottled on loopback and with the client capped at
    link-like rates (``curl --limit-rate``, default 100 and 1000 MB/s: a fast home link, and ten
    times that). Median wall time of ``--runs`` each.
-2. The proxy's memory (VmRSS of its process, sampled every 20 ms) before and while streaming.
+2. The proxy's memory (VmRSS of its process, sampled every 20 ms) before and while streaming, and
+   the CPU time it spends per download (utime + stime from /proc): on a shared, loaded machine the
+   wall time through the proxy depends on how much CPU it gets, CPU seconds per byte do not.
 3. Websocket message latency: the origin sends ``--messages`` ComfyUI-shaped JSON messages
    (``{"type": "progress", ...}``) stamped with ``time.monotonic_ns()`` (system-wide on Linux),
    one every ``--interval-ms``; the client records arrival minus stamp, direct vs through the proxy.
@@ -122,6 +124,12 @@ def make_file(path: Path, size: int) -> None:
             written += len(piece)
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (/proc/PID/stat fields 14 and 15, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -213,6 +221,7 @@ class Download:
     overhead_pct: float
     runs: dict[str, list[float]]
     peak_rss_kib: int
+    proxy_cpu_s: float
 
 
 def download_case(
@@ -220,14 +229,17 @@ def download_case(
 ) -> Download:
     times: dict[str, list[float]] = {"direct": [], "proxy": []}
     peaks = []
+    cpu = []
     for run in range(runs):
         order = [("direct", direct, False), ("proxy", proxied, True)]
         if run % 2:
             order.reverse()
         for name, url, bearer in order:
             if name == "proxy":
+                before = cpu_s(proxy_pid)
                 with RssSampler(proxy_pid) as sampler:
                     seconds, got = curl_seconds(url, bearer, rate)
+                cpu.append(cpu_s(proxy_pid) - before)
                 peaks.append(sampler.peak)
             else:
                 seconds, got = curl_seconds(url, bearer, rate)
@@ -244,6 +256,7 @@ def download_case(
         overhead_pct=(proxy_s / direct_s - 1) * 100,
         runs=times,
         peak_rss_kib=max(peaks),
+        proxy_cpu_s=statistics.median(cpu),
     )
 
 
@@ -317,11 +330,12 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
     if args.real_comfyui:
         rows += real_comfyui_rows(args, workdir, processes, outputs, size)
 
-    print("| case | direct | through the proxy | slower by (goal ≤ 5 %) | proxy peak RSS |")
-    print("|---|---|---|---|---|")
+    print("| case | direct | through the proxy | slower by (goal ≤ 5 %) | proxy peak RSS | proxy CPU per download |")
+    print("|---|---|---|---|---|---|")
     for label, r in rows:
         print(f"| {label} | {r.direct_s:.2f} s ({r.direct_mbps:.0f} MB/s) | {r.proxy_s:.2f} s "
-              f"({r.proxy_mbps:.0f} MB/s) | **{r.overhead_pct:+.1f} %** | {r.peak_rss_kib / 1024:.0f} MiB |")
+              f"({r.proxy_mbps:.0f} MB/s) | **{r.overhead_pct:+.1f} %** | {r.peak_rss_kib / 1024:.0f} MiB | "
+              f"{r.proxy_cpu_s:.2f} s ({size / MB / max(r.proxy_cpu_s, 1e-9):.0f} MB per CPU-second) |")
     print()
     for label, r in rows:
         print(f"- {label}: direct {' / '.join(f'{s:.2f}' for s in r.runs['direct'])} s; "
@@ -344,6 +358,7 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
         print(f"| {label}, {args.messages} × every {args.interval_ms:g} ms | {d_med:.3f} / {pct(lat['direct'], 0.99):.3f} ms | "
               f"{p_med:.3f} / {pct(lat['proxy'], 0.99):.3f} ms | **{p_med - d_med:+.3f} ms** median, "
               f"{pct(lat['proxy'], 0.99) - pct(lat['direct'], 0.99):+.3f} ms p99 |")
+    print(f"\nLoad average at the end: {os.getloadavg()[0]:.1f}.")
     return 0
 
 

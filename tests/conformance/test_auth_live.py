@@ -4,13 +4,18 @@ A browser is sent to the login page, logs in, and ComfyUI's own frontend loads t
 (its assets, its ``/api`` calls, its websocket); the frontend then queues a workflow with its own
 ``app.queuePrompt`` and the execution messages arrive over its websocket through the proxy; the
 saved image downloads through ``/view``. Without a token, ComfyUI's real routes and websocket are
-refused; with the bearer token, API calls work.
+refused; with the bearer token, API calls work; wrong tokens lock the guessing client out. Last,
+`zr4 start` itself runs the real ComfyUI: on loopback only, with the proxy on the public port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,9 +25,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from runtime.test_start_sequence import Pod
 from support.auth_stack import TOKEN, AuthProxy
 from support.browser import Browser, chromium_or_skip_reason
-from support.real_comfyui import ComfyUIServer
+from support.hub_server import FakeHub
+from support.real_comfyui import ComfySources, ComfyUIServer, copy_comfyui, spawn
+from zr4.runtime.auth.settings import TOKEN_PREFIX
 
 pytestmark = pytest.mark.slow
 
@@ -126,3 +134,147 @@ def test_browser_logs_in_and_the_real_frontend_queues_a_workflow(proxy: AuthProx
     assert status == 200 and bytes(magic) == b"\x89PNG\r\n\x1a\n"
     assert [c["name"] for c in seen["cookies"]] == ["zr4_session"] and seen["cookies"][0]["httpOnly"]
     assert TOKEN not in proxy.output()
+
+
+def test_guessing_the_token_locks_the_client_out(comfyui: ComfyUIServer, tmp_path: Path) -> None:
+    """Against the real ComfyUI: five wrong tokens are free, then even the right one waits (429)."""
+
+    async def attempt(kind: str, token: str, local: str = "127.0.0.1") -> tuple[int, str]:
+        connector = aiohttp.TCPConnector(local_addr=(local, 0))
+        async with aiohttp.ClientSession(connector=connector) as client:
+            if kind == "login":
+                request = client.post(guard.url + "/zr4/login", data={"token": token, "next": "/"},
+                                      allow_redirects=False)
+            elif kind == "bearer":
+                request = client.get(guard.url + "/object_info", headers={"Authorization": f"Bearer {token}"})
+            else:  # the websocket ComfyUI's frontend opens
+                try:
+                    socket_ = await client.ws_connect(
+                        guard.url + "/ws?clientId=guess", headers={"Authorization": f"Bearer {token}"}
+                    )
+                except aiohttp.WSServerHandshakeError as error:
+                    return error.status, error.headers.get("Retry-After", "") if error.headers else ""
+                await socket_.close()
+                return 101, ""
+            async with request as answer:
+                return answer.status, answer.headers.get("Retry-After", "")
+
+    guesses = [f"guess-{n:02d}-abcdefghijklmnop" for n in range(6)]
+    with AuthProxy(tmp_path / "guarded", comfyui.port) as guard:
+        kinds = ["login", "bearer", "websocket", "login", "bearer", "login"]
+        statuses = [asyncio.run(attempt(kind, guess))[0] for kind, guess in zip(kinds, guesses, strict=True)]
+        locked = {kind: asyncio.run(attempt(kind, TOKEN)) for kind in ("login", "bearer", "websocket")}
+        other_client = asyncio.run(attempt("bearer", TOKEN, local="127.0.0.2"))
+        log = guard.output()
+    assert statuses == [401] * 6  # the sixth wrong token starts the lock-out
+    assert {kind: status for kind, (status, _) in locked.items()} == {"login": 429, "bearer": 429, "websocket": 429}
+    assert 1 <= int(locked["bearer"][1]) <= 2
+    assert other_client[0] == 200  # another address is not slowed by the first one's guessing
+    assert "locked out for 2 s" in log and "bearer token failed from 127.0.0.1" in log
+    assert TOKEN not in log and not any(guess in log for guess in guesses)
+
+
+def outside_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = str(probe.getsockname()[0])
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local IPv4/IPv6 addresses with a socket in LISTEN state on ``port``, from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: TCP_LISTEN
+                raw = bytes.fromhex(address)
+                if len(raw) == 4:
+                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:  # four host-order 32-bit words
+                    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
+def status_or_unreachable(url: str, headers: dict[str, str] | None = None) -> int | str:
+    try:
+        return status_of(url, headers)
+    except OSError as error:
+        return f"unreachable: {getattr(error, 'reason', error)}"
+
+
+def test_zr4_start_puts_the_real_comfyui_on_loopback_behind_the_proxy(
+    comfy_sources: ComfySources, tmp_path: Path
+) -> None:
+    with FakeHub() as hub:
+        pod = Pod(tmp_path / "pod", hub)  # folders and environment of a container; no model is fetched
+        comfy = copy_comfyui(comfy_sources, tmp_path / "real")
+        env = {
+            **pod.env,
+            "COMFYUI_DIR": str(comfy),
+            "COMFYUI_PYTHON": str(comfy_sources.python),
+            "SKIP_MODEL_DOWNLOAD": "true",
+        }
+        server = spawn(
+            [sys.executable, "-m", "zr4.runtime.start"], tmp_path, pod.backend_port, tmp_path / "start.log", env=env
+        )
+        public = f"http://127.0.0.1:{pod.port}"
+        try:
+            token = (pod.workspace / ".zr4" / "auth" / "token").read_text().strip()
+            bearer = {"Authorization": f"Bearer {token}"}
+            seen = {
+                "listen_comfyui": listening_addresses(pod.backend_port),
+                "listen_proxy": listening_addresses(pod.port),
+                "no_token": status_of(public + "/system_stats"),
+                "with_token": status_of(public + "/object_info", bearer),
+            }
+            health = subprocess.run(
+                [sys.executable, "-m", "zr4.runtime.health"], env=env, capture_output=True, text=True, timeout=60
+            )
+
+            async def websocket(headers: dict[str, str]) -> Any:
+                async with aiohttp.ClientSession() as client:
+                    try:
+                        socket_ = await client.ws_connect(public + "/ws?clientId=start", headers=headers)
+                    except aiohttp.WSServerHandshakeError as error:
+                        return error.status
+                    first = json.loads((await socket_.receive(timeout=30)).data)
+                    await socket_.close()
+                    return first["type"]
+
+            seen["ws_no_token"] = asyncio.run(websocket({}))
+            seen["ws_token"] = asyncio.run(websocket(bearer))
+            address = outside_address()
+            if address is not None:
+                seen["outside_proxy"] = status_or_unreachable(f"http://{address}:{pod.port}/system_stats")
+                seen["outside_comfyui"] = status_or_unreachable(f"http://{address}:{pod.backend_port}/system_stats")
+        finally:
+            server.process.send_signal(signal.SIGTERM)  # zr4 start passes it on to ComfyUI, stops the proxy
+            try:
+                server.process.wait(60)
+            except subprocess.TimeoutExpired:
+                server.stop()
+        log = server.log()
+        seen["listen_after_stop"] = listening_addresses(pod.port) | listening_addresses(pod.backend_port)
+    assert seen["listen_comfyui"] == {"127.0.0.1"}, seen
+    assert seen["listen_proxy"] == {"0.0.0.0"}, seen
+    assert (seen["no_token"], seen["with_token"]) == (401, 200)
+    assert (seen["ws_no_token"], seen["ws_token"]) == (401, "status")
+    assert health.returncode == 0 and "ComfyUI 0.7.0" in health.stdout, health.stdout + health.stderr
+    if "outside_proxy" in seen:
+        assert seen["outside_proxy"] == 401
+        assert str(seen["outside_comfyui"]).startswith("unreachable"), seen
+    assert token.startswith(TOKEN_PREFIX) and token not in log and token[len(TOKEN_PREFIX) :] not in log
+    assert f"--listen 127.0.0.1 --port {pod.backend_port}" in log
+    assert "generated a token and saved it to" in log
+    assert seen["listen_after_stop"] == set(), log[-3000:]  # the proxy ended with ComfyUI
