@@ -1,13 +1,16 @@
 """Benchmark of zr4's model downloads against one local Hub + CDN server (tests/support/hub_server.py).
 
-1. Throughput: `zr4 models download` vs `curl -L` for the same file (default 2 GiB), unthrottled
-   and with the server capped at a link-like rate; zr4 verifies sha256 in-stream, curl does not
-   (curl followed by `sha256sum` is shown too).
-2. Resume: `zr4 models download` killed with SIGKILL at ~50 %, then rerun: bytes fetched again.
-3. Warm start: `zr4 models download` with the bundled manifest and ~32 GB of sparse model files
-   recorded as verified, the Hub unreachable.
+All in one run, the tools interleaved (curl, zr4, curl, zr4, ...) and each repeated --runs times:
+1. Unthrottled loopback: `zr4 models download` (sha256 verified in-stream) vs `curl -L`.
+2. Server capping each connection at --cap-mbps (the Hub's CDN limits each connection):
+   `zr4 models download` (parallel byte ranges) vs `curl -L` vs `hf download` (huggingface_hub's
+   own CLI, with whatever accelerations it has installed).
+3. Resume: `zr4 models download` killed with SIGKILL at ~50 % with several ranges in flight, then
+   rerun: bytes fetched twice.
+4. Warm start: `zr4 models download` (the console script) with the bundled manifest and ~32 GB of
+   sparse model files recorded as verified, the Hub unreachable.
 
-    python bench/bench_download.py [--size-mib 2048] [--rate-mbps 200] [--workdir /tmp/zr4-bench]
+    python bench/bench_download.py [--size-mib 2048] [--cap-mbps 50] [--runs 3] [--workdir /tmp/zr4-bench]
 
 Prints a Markdown report; everything it creates under --workdir is deleted at the end.
 """
@@ -30,12 +33,18 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from support.hub_server import FakeHub  # noqa: E402
 from zr4.runtime.models import load_manifest, settings_from_env  # noqa: E402
+from zr4.runtime.models.download import Source, done_spans, read_sidecar  # noqa: E402
 from zr4.runtime.models.ensure import plan_models  # noqa: E402
 from zr4.runtime.models.journal import Journal  # noqa: E402
 
 MB = 1_000_000
-# `python -m zr4.cli.models` = `zr4 models` without importing zr4's other command groups (boto3 ...).
-ZR4_MODELS = [sys.executable, "-m", "zr4.cli.models"]
+# `zr4 models` through the CLI entry point (it imports only the models command group).
+ZR4_MODELS = [sys.executable, "-m", "zr4.cli.main", "models"]
+HF_CLI = [
+    sys.executable,
+    "-c",
+    "import sys; from huggingface_hub.cli.hf import main; sys.argv[0] = 'hf'; main()",
+]
 REPO = "bench/models"
 
 
@@ -70,43 +79,77 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def cpu_of(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, user+sys CPU of the child) for one run."""
+    os.sync()
+    before = os.times()
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = os.times()
+    return wall, (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+
+
 def throughput(
-    hub: FakeHub, work: Path, name: str, size: int, env: dict[str, str], runs: int
-) -> dict[str, float]:
+    hub: FakeHub, work: Path, name: str, size: int, env: dict[str, str], runs: int, with_hf: bool
+) -> dict[str, list[tuple[float, float]]]:
+    """Interleaved runs of each tool; {tool: [(wall, cpu), ...]}."""
     url = f"{hub.endpoint}/{REPO}/resolve/main/{name}"
     manifest = manifest_for(work / "bench.yaml", name, size)
     out = work / "curl.out"
-    curl, curl_hash, ours = [], [], []
+    results: dict[str, list[tuple[float, float]]] = {"curl": [], "curl + fsync": [], "zr4": []}
+    if with_hf:
+        results["hf download"] = []
     for _ in range(runs):
-        curl.append(timed(["curl", "-sS", "-L", "-o", str(out), url], env))
+        wall, cpu = cpu_of(["curl", "-sS", "-L", "-o", str(out), url], env)
+        results["curl"].append((wall, cpu))
+        # zr4 fsyncs before it moves a verified file into place (it must survive a power loss);
+        # curl leaves its bytes in the page cache. The same durability for curl's file:
         started = time.perf_counter()
-        subprocess.run(["sha256sum", str(out)], check=True, stdout=subprocess.DEVNULL)
-        curl_hash.append(curl[-1] + time.perf_counter() - started)
+        descriptor = os.open(out, os.O_RDONLY)
+        os.fsync(descriptor)
+        os.close(descriptor)
+        results["curl + fsync"].append((wall + time.perf_counter() - started, cpu))
         out.unlink()
         models = work / "models"
-        ours.append(timed(zr4_command(manifest, models), env))
+        results["zr4"].append(cpu_of(zr4_command(manifest, models), env))
         shutil.rmtree(models)
-    return {
-        "curl": statistics.median(curl),
-        "curl+sha256sum": statistics.median(curl_hash),
-        "zr4": statistics.median(ours),
-    }
+        if with_hf:
+            local = work / "hf"
+            hf_env = dict(env, HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(work / "hf-home"))
+            results["hf download"].append(
+                cpu_of([*HF_CLI, "download", REPO, name, "--local-dir", str(local)], hf_env)
+            )
+            shutil.rmtree(local)
+            shutil.rmtree(work / "hf-home", ignore_errors=True)
+    return results
 
 
 def kill_at_half(hub: FakeHub, work: Path, name: str, size: int, env: dict[str, str]) -> dict[str, float]:
+    """SIGKILL once the span log says half the file is written (several ranges in flight), then rerun."""
     manifest = manifest_for(work / "bench.yaml", name, size)
     models = work / "models"
-    partial = models / "diffusion_models" / f"{name}.partial"
+    dest = models / "diffusion_models" / name
     before = hub.served(name)
     process = subprocess.Popen(
         zr4_command(manifest, models), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    while process.poll() is None and (not partial.exists() or partial.stat().st_size < size // 2):
+    spans: list[tuple[int, int]] = []
+    while process.poll() is None:
+        record = read_sidecar(dest)
+        if record is not None:
+            spans = done_spans(
+                dest, Source("", {}, record["size"], record["sha256"], identity=record["identity"])
+            )
+            if sum(e - s for s, e in spans) >= size // 2:
+                break
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
     hub.wait_idle()
-    kept = partial.stat().st_size
+    kept = sum(e - s for s, e in spans)
     served_first = hub.served(name) - before
     started = time.perf_counter()
     subprocess.run(
@@ -121,6 +164,7 @@ def kill_at_half(hub: FakeHub, work: Path, name: str, size: int, env: dict[str, 
     shutil.rmtree(models)
     return {
         "killed_at": kept / size,
+        "ranges": len(spans),
         "served_before_kill": served_first,
         "rerun_fetched": served_total - served_first,
         "refetched": served_total - size,
@@ -158,25 +202,23 @@ def warm_start(work: Path, runs: int) -> dict[str, float]:
     env = dict(
         os.environ, STEADYDANCER_VARIANT="fp8", MODELS_DIR=str(models), HF_ENDPOINT="http://127.0.0.1:9"
     )
-    cli = [timed([*ZR4_MODELS, "download"], env) for _ in range(runs)]
-    console = shutil.which("zr4")
-    full_cli = (
-        [timed([console, "models", "download"], env) for _ in range(runs)] if console else [float("nan")]
-    )
+    # The console script where zr4 is installed; the same entry point through -m on a bare checkout.
+    console = shutil.which("zr4") or str(Path(sys.executable).with_name("zr4"))
+    entry = [console] if Path(console).exists() else [sys.executable, "-m", "zr4.cli.main"]
+    cli = [timed([*entry, "models", "download"], env) for _ in range(runs)]
     library = []
     for _ in range(runs):
         started = time.perf_counter()
         plan = plan_models(settings_from_env(env))
         library.append(time.perf_counter() - started)
         assert plan.complete, [p.status for p in plan.files]
-    startup = [timed([*ZR4_MODELS, "--help"], env) for _ in range(runs)]
+    bare = [timed([sys.executable, "-c", "pass"], env) for _ in range(runs)]
     shutil.rmtree(models)
     return {
         "bytes": total,
-        "cli_s": statistics.median(cli),
-        "console_s": statistics.median(full_cli),
+        "console_s": statistics.median(cli),
         "library_s": statistics.median(library),
-        "startup_s": statistics.median(startup),
+        "python_s": statistics.median(bare),
     }
 
 
@@ -186,16 +228,20 @@ def hub_version() -> str:
     return str(huggingface_hub.__version__)
 
 
+def _median(rows: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=2048)
     parser.add_argument(
-        "--rate-mbps", type=float, default=200.0, help="link-like cap for the second throughput run (MB/s)"
+        "--cap-mbps", type=float, default=50.0, help="per-connection cap of the second throughput run (MB/s)"
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "zr4-bench")
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
+    loads = [os.getloadavg()[0]]
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     size = args.size_mib << 20
@@ -213,18 +259,22 @@ def main() -> None:
         }
         with hub:
             env["HF_ENDPOINT"] = hub.endpoint
-            fast = throughput(hub, work, name, size, env, args.runs)
+            fast = throughput(hub, work, name, size, env, args.runs, with_hf=False)
+            loads.append(os.getloadavg()[0])
+            hub.rate_bytes_per_s = args.cap_mbps * MB
+            capped = throughput(hub, work, name, size, env, args.runs, with_hf=True)
+            loads.append(os.getloadavg()[0])
+            hub.rate_bytes_per_s = args.cap_mbps * MB
             kill = kill_at_half(hub, work, name, size, env)
-            hub.rate_bytes_per_s = args.rate_mbps * MB
-            capped = throughput(hub, work, name, size, env, 1)
             hub.rate_bytes_per_s = None
         source.unlink()
         warm = warm_start(work, args.runs)
+        loads.append(os.getloadavg()[0])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    def rate(seconds: float) -> str:
-        return f"{size / seconds / MB:.0f} MB/s ({seconds:.2f} s)"
+    def rate(row: tuple[float, float]) -> str:
+        return f"{size / row[0] / MB:.0f} MB/s ({row[0]:.2f} s, CPU {row[1]:.2f} s)"
 
     import hashlib
     import platform
@@ -233,7 +283,9 @@ def main() -> None:
         f"## zr4 models download benchmark ({args.size_mib} MiB file, {os.cpu_count()} CPUs, {platform.node()})\n"
     )
     print(
-        f"load average at start: {load_before:.1f}; python {platform.python_version()}; huggingface_hub {hub_version()}"
+        f"load average (1 min) at start / after each part: {' / '.join(f'{x:.1f}' for x in loads)}; "
+        f"python {platform.python_version()}; huggingface_hub {hub_version()}; hf_xet "
+        f"{'installed' if _has('hf_xet') else 'not installed'} (used only for Xet-backed repositories)"
     )
     blob = os.urandom(64 << 20)
     started = time.perf_counter()
@@ -241,28 +293,52 @@ def main() -> None:
     print(
         f"sha256 speed of this CPU (hashlib): {len(blob) / (time.perf_counter() - started) / MB:.0f} MB/s\n"
     )
-    print("| run | curl -L | curl + sha256sum | zr4 models download (sha256 in-stream) | zr4 / curl |")
-    print("|---|---|---|---|---|")
-    for label, row in (
-        ("unthrottled local server", fast),
-        (f"server capped at {args.rate_mbps:.0f} MB/s", capped),
+    print(f"Medians of {args.runs} interleaved runs (wall; CPU = user+sys of the process).\n")
+    print(
+        "| run | curl -L | curl -L, then fsync | hf download | zr4 models download (sha256 in-stream, "
+        "fsync) | zr4 vs curl | zr4 vs curl + fsync | zr4 vs hf |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for label, rows in (
+        ("unthrottled loopback server", fast),
+        (f"server capping each connection at {args.cap_mbps:.0f} MB/s", capped),
     ):
+        curl, zr4 = _median(rows["curl"]), _median(rows["zr4"])
+        durable = _median(rows["curl + fsync"])
+        hf = _median(rows["hf download"]) if "hf download" in rows else None
         print(
-            f"| {label} | {rate(row['curl'])} | {rate(row['curl+sha256sum'])} | {rate(row['zr4'])} | {row['curl'] / row['zr4']:.2f}x |"
+            f"| {label} | {rate(curl)} | {size / durable[0] / MB:.0f} MB/s ({durable[0]:.2f} s) | "
+            f"{rate(hf) if hf else '–'} | {rate(zr4)} | **{curl[0] / zr4[0]:.2f}x** | "
+            f"{durable[0] / zr4[0]:.2f}x | {f'**{hf[0] / zr4[0]:.2f}x**' if hf else '–'} |"
         )
     print()
     print(
-        f"Kill -9 at {kill['killed_at'] * 100:.1f} %: rerun fetched {kill['rerun_fetched'] / MB:.1f} MB in {kill['rerun_s']:.2f} s; "
-        f"bytes fetched twice {kill['refetched'] / MB:.2f} MB = {100 * kill['refetched'] / size:.3f} % of the file "
+        "All runs (wall seconds, in order): "
+        + "; ".join(
+            f"{label} {tool}: {', '.join(f'{w:.2f}' for w, _ in rows[tool])}"
+            for label, group in (("loopback", fast), ("capped", capped))
+            for tool, rows in [(t, group) for t in group]
+        )
+    )
+    print()
+    print(
+        f"Kill -9 at {kill['killed_at'] * 100:.1f} % with {kill['ranges']:.0f} ranges written (capped server): "
+        f"rerun fetched {kill['rerun_fetched'] / MB:.1f} MB in {kill['rerun_s']:.2f} s; "
+        f"bytes fetched twice {kill['refetched'] / MB:.2f} MB = **{100 * kill['refetched'] / size:.3f} %** of the file "
         "(sent by the server into socket buffers before the kill, never written)."
     )
     print()
     print(
         f"Warm start with {warm['bytes'] / 1e9:.1f} GB of model files present (sparse), Hub unreachable: "
-        f"`python -m zr4.cli.models download` {warm['cli_s']:.2f} s wall (Python + CLI start-up alone, `--help`: "
-        f"{warm['startup_s']:.2f} s); `zr4 models download` (console script, loads every command group) "
-        f"{warm['console_s']:.2f} s; the check itself (`plan_models`, in-process) {warm['library_s'] * 1000:.1f} ms."
+        f"`zr4 models download` (console script) **{warm['console_s']:.2f} s** wall; a bare `python -c pass` "
+        f"{warm['python_s']:.2f} s; the check itself (`plan_models`, in-process) {warm['library_s'] * 1000:.1f} ms."
     )
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 if __name__ == "__main__":

@@ -354,3 +354,35 @@ def test_summary_lines() -> None:
         "  runtime      12.5 s",
         "total: 180.2 s (9 steps, 1 cached)",
     ]
+
+
+# --- what a terminal shows while building -----------------------------------------------------------
+
+
+def _shown(progress: BuildKitProgress | PodmanProgress, text: str, tty: bool) -> str:
+    import io
+    import re
+
+    from zr4.build.display import BuildDisplay
+
+    stream = io.StringIO()
+    with BuildDisplay(stream, tty=tty) as display:
+        for number, line in enumerate(text.splitlines()):
+            display.echo(line)
+            progress.feed(line, float(number))
+            display.update(progress.all_steps())
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue())
+
+
+def test_a_terminal_gets_a_row_per_stage_under_the_engine_output() -> None:
+    shown = _shown(PodmanProgress(), PODMAN_OUTPUT, tty=True)
+    final = shown.splitlines()[-2:]  # the rows as rich leaves them when the build ends
+    assert final[0].split()[:3] == ["✓", "base", "3/3"] and final[0].rstrip().endswith("COPY a.txt /b.txt")
+    assert final[1].split()[1:3] == ["context-files", "2/2"]
+    assert "Successfully tagged localhost/zr4:dev" in shown  # the engine's lines still scroll
+    buildkit = _shown(BuildKitProgress(), BUILDKIT_OK, tty=True).splitlines()[-2:]
+    assert [row.split()[1:3] for row in buildkit] == [["builder", "2/6"], ["runtime", "2/9"]]
+
+
+def test_a_log_gets_the_engine_lines_and_nothing_drawn() -> None:
+    assert _shown(PodmanProgress(), PODMAN_OUTPUT, tty=False) == PODMAN_OUTPUT

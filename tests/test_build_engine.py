@@ -147,3 +147,59 @@ def test_a_context_failing_the_static_checks_stops_the_build(tmp_path: Path) -> 
     with pytest.raises(ValidationFailed) as caught:
         ensure_valid(context, root)
     assert "models.yaml" in str(caught.value) and "--no-validate" in str(caught.value)
+
+
+@needs_engine
+def test_a_terminal_shows_each_stage_of_a_real_build_and_the_failing_step(tmp_path: Path, tag: str) -> None:
+    import io
+    import re
+
+    from zr4.build.display import BuildDisplay
+
+    assert ENGINE is not None
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "f.txt").write_text("f\n")
+    (context / "Dockerfile").write_text(
+        "FROM scratch AS one\nCOPY f.txt /f.txt\nCOPY f.txt /g.txt\n"
+        "FROM scratch AS two\nCOPY --from=one /f.txt /f.txt\nCOPY missing.txt /missing.txt\n"
+    )
+    stream = io.StringIO()
+    with pytest.raises(BuildFailed), BuildDisplay(stream, tty=True) as display:
+        run_build(
+            ENGINE,
+            BuildOptions(context_dir=context, source_root=tmp_path, tag=tag),
+            echo=display.echo,
+            display=display,
+        )
+    rows = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stream.getvalue()).splitlines()[-2:]
+    assert rows[0].split()[:3] == ["✓", "one", "3/3"]
+    assert rows[1].split()[1:3] == ["two", "2/3"]
+    assert rows[1].rstrip().endswith("failed: COPY missing.txt /missing.txt")
+
+
+def test_default_out_is_the_checkouts_docker_folder_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkout = tmp_path / "checkout"
+    elsewhere = tmp_path / "elsewhere"
+    checkout.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(
+        _cli(),
+        [
+            "build",
+            "--profile",
+            "4080super",
+            "--zr4-source",
+            str(checkout),
+            "--engine",
+            "buildah",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith(f"context: {(checkout / 'docker').resolve()} ")
+    assert (checkout / "docker" / "Dockerfile").is_file()
+    assert not (elsewhere / "docker").exists()

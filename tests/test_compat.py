@@ -14,6 +14,7 @@ from zr4.compat import (
 from zr4.errors import CompatibilityError
 from zr4.profile import bundled_profile_names, load_profile
 from zr4.render import render_files
+from zr4.runtime.arch import flash_attn_build_archs
 
 CU124_IMAGES = [
     "stack.cuda=12.4.1",
@@ -53,7 +54,12 @@ def test_render_refuses_an_incompatible_profile() -> None:
 
 
 def test_python_outside_torch_wheels() -> None:
-    assert "no wheels for Python 3.13" in rules("4080super", ["stack.python='3.13'"])["python_torch"]
+    assert "no wheels for Python 3.14" in rules("4080super", ["stack.python='3.14'"])["python_torch"]
+
+
+def test_torch_251_has_cp313_wheels() -> None:
+    # PyPI lists torch-2.5.1-cp313-cp313-manylinux1_x86_64.whl
+    assert "python_torch" not in rules("4080super", ["stack.python='3.13'"])
 
 
 def test_torch_cuda_build_must_match_images() -> None:
@@ -108,7 +114,25 @@ def test_mmcv_on_torch_25_is_a_source_build_and_on_torch_21_a_wheel() -> None:
 
 
 def test_onnxruntime_cuda13_build_on_cuda12() -> None:
-    assert "built for CUDA 13" in rules("4080super", ["stack.onnxruntime_gpu=1.27.0"])["onnxruntime_gpu"]
+    message = rules("4080super", ["stack.onnxruntime_gpu=1.27.0"])["onnxruntime_gpu"]
+    assert "built for CUDA 13" in message
+    # 1.26.x is still a CUDA 12 build, 1.27.0 the first CUDA 13 one (the matrix rows)
+    assert message.endswith("for CUDA 12 pin onnxruntime-gpu >= 1.19, < 1.27")
+
+
+@pytest.mark.parametrize("cc", ["7.0", "7.5"])
+def test_volta_and_turing_are_refused_for_bf16_not_as_unknown(cc: str) -> None:
+    broken = rules("4080super", [f"gpu.compute_capability='{cc}'"])
+    assert "cuda_min_for_arch" not in broken  # the matrix knows them
+    assert "has no bf16 in hardware" in broken["arch_bf16"]
+    assert "not sm_7" in broken["flash_attn_arch"]
+
+
+def test_flash_attn_source_build_with_cuda_128_covers_blackwell() -> None:
+    source = ["features.flash_attn=true", "stack.flash_attn=2.7.4.post1", "features.flash_attn_source=source"]
+    assert "flash_attn_arch" not in rules("5090", source)
+    wheel = rules("5090", ["features.flash_attn=true", "stack.flash_attn=2.7.4.post1"])
+    assert "a source build with CUDA >= 12.8 adds sm_100, sm_120" in wheel["flash_attn_arch"]
 
 
 def test_newer_comfyui_needs_newer_torch() -> None:
@@ -139,3 +163,13 @@ def test_a_profile_outside_the_matrix_gets_one_line_per_broken_rule() -> None:
         "  - [torch_arch",
         "  - [flash_attn_arch",
     ]
+
+
+@pytest.mark.parametrize(
+    ("arches", "expected"),
+    [(["8.9"], "80"), (["8.6", "9.0"], "80;90"), (["12.0"], "120"), (["10.0", "12.0+PTX"], "100;120")],
+)
+def test_flash_attn_build_archs_are_setup_py_families(arches: list[str], expected: str) -> None:
+    # flash-attn's setup.py only looks for "80", "90", "100" and "120" in FLASH_ATTN_CUDA_ARCHS:
+    # "89" would compile no kernels at all.
+    assert flash_attn_build_archs(arches) == expected

@@ -304,6 +304,23 @@ def test_runtime_lock_covers_every_dependency_in_pyproject() -> None:
     assert lock_input.python == "3.11"
 
 
+def test_build_machine_only_dependencies_stay_out_of_the_image() -> None:
+    """zr4 validate's .dockerignore matcher is a dependency of zr4, not of the image's venv."""
+    root = Path(__file__).resolve().parents[1]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    lock_input = locks.runtime_lock_input(pyproject)
+    assert "e2b-dockerfile-utils" in pyproject
+    assert "e2b-dockerfile-utils" not in lock_input.requirements[0].text
+    assert locks.BUILD_MACHINE_ONLY.isdisjoint(
+        locks.parse_lock((data_dir() / "locks" / "zr4-runtime.txt").read_text(encoding="utf-8"))
+    )
+    modules = {name.replace("-", "_") for name in locks.BUILD_MACHINE_ONLY}
+    in_image = [root / "src" / "zr4" / "runtime", root / "src" / "zr4" / "cli" / "main.py"]
+    for path in (p for base in in_image for p in ([base] if base.is_file() else base.rglob("*.py"))):
+        text = path.read_text(encoding="utf-8")
+        assert not any(re.search(rf"^\s*(from|import) {module}\b", text, re.M) for module in modules), path
+
+
 # ------------------------------------------------------------------------------ reading and comparing locks
 
 

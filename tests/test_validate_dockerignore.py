@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zr4.validate.dockerignore import BadPatternError, DockerIgnore, go_clean, read_patterns
+from zr4.validate.dockerignore import BadPatternError, DockerIgnore, go_clean
 
 # moby/patternmatcher patternmatcher_test.go `TestMatches` (commit 5a6d842): (pattern, path, matches).
 SINGLE_PATTERN_CASES = [
@@ -93,14 +93,14 @@ MULTI_PATTERN_CASES = [
 
 @pytest.mark.parametrize(("pattern", "path", "expected"), SINGLE_PATTERN_CASES)
 def test_single_pattern_matches_like_moby(pattern: str, path: str, expected: bool) -> None:
-    matcher = DockerIgnore.from_patterns([pattern])
-    assert (matcher.matches_or_parent_matches(path) is not None) is expected
+    assert DockerIgnore.from_patterns([pattern]).matches(path) is expected
 
 
 @pytest.mark.parametrize(("patterns", "path", "expected"), MULTI_PATTERN_CASES)
 def test_pattern_order_and_exceptions_like_moby(patterns: list[str], path: str, expected: bool) -> None:
     matcher = DockerIgnore.from_patterns(patterns)
-    assert (matcher.matches_or_parent_matches(path) is not None) is expected
+    assert matcher.matches(path) is expected
+    assert (matcher.excluded_by(path) is not None) is expected
 
 
 def test_malformed_patterns_are_rejected_like_moby() -> None:
@@ -108,6 +108,29 @@ def test_malformed_patterns_are_rejected_like_moby() -> None:
         DockerIgnore.from_patterns(["["])
     with pytest.raises(BadPatternError, match="illegal exclusion"):
         DockerIgnore.from_patterns(["!"])
+
+
+# moby/patternmatcher patternmatcher_test.go `matchTests` (Go's filepath.Match cases) that Docker
+# refuses with filepath.ErrBadPattern; a hand port on Python's `re` accepted all of these.
+@pytest.mark.parametrize("pattern", ["[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[^", "[^bc", "a["])
+def test_patterns_docker_refuses_are_refused_with_the_line(pattern: str) -> None:
+    with pytest.raises(BadPatternError, match=r"^\.dockerignore line 2: "):
+        DockerIgnore(f"ok\n{pattern}\n")
+
+
+# The same table's classes that Docker does accept (escapes inside a class, a non-ASCII range).
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("[\\]a]", "]", True),
+        ("[\\-x]", "-", True),
+        ("[\\-x]", "a", False),
+        ("*[a-ζ]", "A", False),
+        ("a?b", "a☺b", True),
+    ],
+)
+def test_classes_docker_accepts(pattern: str, path: str, expected: bool) -> None:
+    assert DockerIgnore.from_patterns([pattern]).is_excluded(path) is expected
 
 
 def test_go_clean_is_go_filepath_clean() -> None:
@@ -124,13 +147,23 @@ def test_go_clean_is_go_filepath_clean() -> None:
 
 
 def test_ignore_file_reading_follows_readall() -> None:
-    text = "\ufeff# comment\n  /abs/path  \n!/keep\n\n  # not a comment (leading space)\n./dot/\n"
-    assert [kept for _, kept, _ in read_patterns(text)] == [
+    text = "\ufeff# comment\n  /abs/path  \n!/keep\n\n  # not a comment (leading space)\n./dot/\n! /inv\n"
+    patterns = DockerIgnore(text).patterns
+    assert [("!" if p.exclusion else "") + p.text for p in patterns] == [
         "abs/path",
         "!keep",
         "# not a comment (leading space)",
         "dot",
+        "!inv",
     ]
+    assert [p.line for p in patterns] == [2, 3, 5, 6, 7]
+
+
+def test_the_deciding_line_is_the_last_that_excluded_the_path() -> None:
+    ignore = DockerIgnore("*.log\n!keep.log\nkeep.log\n")
+    deciding = ignore.excluded_by("keep.log")
+    assert deciding is not None and deciding.describe() == "line 3 `keep.log`"
+    assert DockerIgnore("*.log\n!keep.log\n").excluded_by("keep.log") is None
 
 
 def test_a_broad_dockerignore_excludes_locks_and_workflows_and_names_the_line() -> None:

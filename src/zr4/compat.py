@@ -17,6 +17,7 @@ import yaml
 from zr4.errors import CompatibilityError
 from zr4.paths import data_dir
 from zr4.profile.models import Profile
+from zr4.runtime.arch import missing_bf16_reason
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,28 @@ def check_gpu_arch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
     return problems
 
 
+def check_arch_features(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+    """A card without bf16 (Volta, Turing) cannot run the workflow's bf16 text encoder and VAE."""
+    sm = _sm(profile)
+    row = next((r for r in matrix.get("arch_features", []) if r["arch"] == sm), None)
+    if row is None or row["bf16"]:
+        return []
+    return [Violation("arch_bf16", missing_bf16_reason(profile.gpu.compute_capability, profile.gpu.name))]
+
+
+def flash_attn_kernel_arches(profile: Profile, row: dict[str, Any]) -> list[str]:
+    """The release wheel's arches, plus what a source build with a new enough CUDA compiles."""
+    arches = list(row["arches"])
+    extra = row.get("source_build_arches")
+    if (
+        profile.features.flash_attn_source == "source"
+        and extra is not None
+        and version_tuple(profile.stack.cuda) >= version_tuple(str(extra["cuda_min"]))
+    ):
+        arches += [arch for arch in extra["arches"] if arch not in arches]
+    return arches
+
+
 def flash_attn_wheel_url(profile: Profile, matrix: dict[str, Any] | None = None) -> str | None:
     """The release wheel for this stack, or None when flash-attn must be compiled."""
     matrix = matrix or load_matrix()
@@ -256,12 +279,19 @@ def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation
         ]
     problems = []
     sm = _sm(profile)
-    if sm not in row["arches"]:
+    arches = flash_attn_kernel_arches(profile, row)
+    if sm not in arches:
+        extra = row.get("source_build_arches")
+        hint = (
+            f" (a source build with CUDA >= {extra['cuda_min']} adds {', '.join(extra['arches'])})"
+            if extra and sm in extra["arches"]
+            else ""
+        )
         problems.append(
             Violation(
                 "flash_attn_arch",
-                f"flash-attn {stack.flash_attn} has kernels for {', '.join(row['arches'])} only, not {sm} "
-                f"({profile.gpu.name}); set features.flash_attn: false and features.attention: sdpa",
+                f"flash-attn {stack.flash_attn} has kernels for {', '.join(arches)} only, not {sm} "
+                f"({profile.gpu.name}){hint}; set features.flash_attn: false and features.attention: sdpa",
             )
         )
     if profile.features.flash_attn_source == "wheel" and flash_attn_wheel_url(profile, matrix) is None:
@@ -365,11 +395,19 @@ def check_onnxruntime(profile: Profile, matrix: dict[str, Any]) -> list[Violatio
                     Violation(
                         "onnxruntime_gpu",
                         f"onnxruntime-gpu {stack.onnxruntime_gpu} is built for CUDA {row['cuda_major']}, the image has CUDA "
-                        f"{cuda_major}; for CUDA 12 pin onnxruntime-gpu < 1.26 (e.g. 1.23.2)",
+                        f"{cuda_major}; {_onnxruntime_range(matrix, cuda_major)}",
                     )
                 ]
             return []
     return [Violation("onnxruntime_gpu", f"onnxruntime-gpu {stack.onnxruntime_gpu} is not in the matrix")]
+
+
+def _onnxruntime_range(matrix: dict[str, Any], cuda_major: str) -> str:
+    rows = [row for row in matrix["onnxruntime_gpu"] if str(row["cuda_major"]) == cuda_major]
+    if not rows:
+        return f"no onnxruntime-gpu release in the matrix is built for CUDA {cuda_major}"
+    row = rows[-1]
+    return f"for CUDA {cuda_major} pin onnxruntime-gpu >= {row['from']}, < {row['below']}"
 
 
 def check_comfyui(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
@@ -395,6 +433,7 @@ CHECKS: tuple[Callable[[Profile, dict[str, Any]], list[Violation]], ...] = (
     check_torch_cuda,
     check_companions,
     check_gpu_arch,
+    check_arch_features,
     check_flash_attn,
     check_xformers,
     check_mmcv,

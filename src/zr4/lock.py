@@ -43,6 +43,9 @@ PYTHON_PLATFORM = "x86_64-manylinux_2_28"
 VENDORED_PREFIX = "#@ "
 PINS_FILE = "profile-stack-pins.in"
 RUNTIME_LOCK = "zr4-runtime"
+# zr4's dependencies that no command run in the image imports (`zr4 validate` runs where the image
+# is built): kept out of the image's venv. tests/test_lock.py checks that zr4.runtime never imports them.
+BUILD_MACHINE_ONLY = frozenset({"e2b-dockerfile-utils"})
 RUNTIME_PYTHON = "3.11"
 # zr4's own venv shares nothing with ComfyUI's pins, so it takes current releases, not the stacks' 2025 cut-off:
 # the last full UTC day before its lock was made. That resolves huggingface_hub 2.4.0 (the release bench/results/models.md
@@ -284,6 +287,11 @@ def runtime_lock_input(pyproject_text: str) -> LockInput:
     dependencies = pyproject.get("project", {}).get("dependencies", [])
     if not dependencies:
         raise LockError("pyproject.toml lists no [project].dependencies")
+    dependencies = [
+        dependency
+        for dependency in dependencies
+        if canonical_name(re.split(r"[<>=!~\[; ]", dependency, maxsplit=1)[0]) not in BUILD_MACHINE_ONLY
+    ]
     build_requires = pyproject.get("build-system", {}).get("requires", [])
     text = "# zr4's [project].dependencies (pyproject.toml), for its own venv in the image (/opt/zr4).\n"
     text += "".join(f"{dependency}\n" for dependency in dependencies)

@@ -104,7 +104,7 @@ def test_dance_runs_the_installed_workflow_to_a_video(live: LiveDance, tmp_path:
     assert "ComfyUI started executing" in log and "running node 4 (Save video)" in log
     assert "node 2 (Dance clip): step 5/5" in log and "node 4 (Save video) finished" in log
     timings = result["timings"]
-    assert timings["uploaded"] <= timings["queued"] <= timings["execution_started"] <= timings["executed"]
+    assert timings["inputs_uploaded"] <= timings["queued"] <= timings["execution_started"] <= timings["executed"]
 
 
 def test_dance_uses_the_whole_clip_when_frames_are_not_given(live: LiveDance, tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_worker_job_goes_to_r2_with_a_working_presigned_url(
         "size": [64, 64],
     }
     timings = output["timings"]
-    assert 0 < timings["execution_started"] <= timings["executed"] <= timings["uploaded"]
+    assert 0 < timings["execution_started"] <= timings["executed"] <= timings["stored"]
 
 
 def test_sdk_local_test_mode_runs_a_job_on_the_real_comfyui(

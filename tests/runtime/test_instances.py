@@ -12,6 +12,7 @@ import pytest
 
 from runtime.test_gpu import MEMINFO, smi_script
 from runtime.test_start_sequence import Pod, hub, stop, wait_for  # noqa: F401  (hub: fixture)
+from zr4.runtime.comfy_api import comfyui_urls
 from zr4.runtime.comfy_launch import LaunchPlan
 from zr4.runtime.env import EnvError
 from zr4.runtime.gpu import detect
@@ -114,9 +115,16 @@ def _answers(port: int) -> bool:
 def test_start_runs_one_comfyui_per_gpu(tmp_path: Path, hub) -> None:  # noqa: F811
     pod = Pod(tmp_path / "pod", hub)
     smi = smi_script(tmp_path, TWO_4080S)
-    process = pod.start(PATH=f"{smi}:{pod.env['PATH']}", ZR4_AUTH_TOKEN=TOKEN)
+    temp = tmp_path / "tmp"  # the container's /tmp: per-instance state and the list of URLs
+    temp.mkdir()
+    process = pod.start(PATH=f"{smi}:{pod.env['PATH']}", ZR4_AUTH_TOKEN=TOKEN, TMPDIR=str(temp))
+    urls_file = temp / "zr4-comfyui" / "urls"
     try:
         wait_for(lambda: _answers(pod.port) and _answers(pod.port + 1), 120, "two ComfyUI to answer")
+        # `zr4 dance` in the container's terminal finds both (public ports, behind the proxy).
+        both = [f"http://127.0.0.1:{pod.port}", f"http://127.0.0.1:{pod.port + 1}"]
+        assert comfyui_urls({}, urls_file=urls_file) == both
+        assert comfyui_urls({"ZR4_COMFYUI_URLS": both[1]}, urls_file=urls_file) == both[1:]
         comfyuis = [
             pid for pid in _children(process.pid) if "main.py" in Path(f"/proc/{pid}/cmdline").read_text()
         ]
@@ -131,6 +139,8 @@ def test_start_runs_one_comfyui_per_gpu(tmp_path: Path, hub) -> None:  # noqa: F
     )
     assert (pod.state / "sigterm").read_text() == str(int(signal.SIGTERM)), output
     assert not _answers(pod.port) and not _answers(pod.port + 1)
+    assert not urls_file.exists()  # gone with the instances: a later `zr4 dance` uses COMFYUI_PORT
+    assert comfyui_urls({"COMFYUI_PORT": "8200"}, urls_file=urls_file) == ["http://127.0.0.1:8200"]
 
 
 def test_serverless_mode_keeps_comfyui_private_and_starts_the_worker(tmp_path: Path, hub) -> None:  # noqa: F811

@@ -11,6 +11,7 @@ import sys
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_job_uploads_to_r2_and_returns_a_presigned_url(
     queued = comfy.state.prompts[-1]["prompt"]
     assert queued[NODE_IDS["sampler_settings"]]["inputs"]["seed"] == 11
     timings = output["timings"]
-    assert 0 < timings["execution_started"] <= timings["executed"] <= timings["uploaded"]
+    assert 0 < timings["execution_started"] <= timings["executed"] <= timings["stored"]
     assert [e.value for e in events if e.kind == "progress"] == [1, 2]
 
 
@@ -248,3 +249,68 @@ def test_jobs_spread_over_several_comfyui(tmp_path: Path) -> None:
         second.state.pending = 1
         outputs.append(run({"id": "b", "input": job_input(first)}, config, env))
     assert [o["comfyui"] for o in outputs] == [second.url, first.url]
+
+
+# --- the SDK's local API server, with the request example of docs/how-to/serverless.md -----------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "serverless.md"
+
+
+def doc_json_after(heading: str) -> dict[str, Any]:
+    """The first ```json block after ``heading`` in the serverless how-to."""
+    text = DOC.read_text(encoding="utf-8")
+    block = text[text.index(heading) :].split("```json\n", 1)[1].split("```", 1)[0]
+    return dict(json.loads(block))
+
+
+def post(url: str, body: object) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_the_documented_request_runs_through_the_sdk_api_server(
+    comfy: FakeComfyAPI, moto_server, tmp_path: Path
+) -> None:
+    """``--rp_serve_api``: the SDK's local stand-in for /run, /runsync and /status, fed the request
+    example of the how-to; the answer carries every field of its response example."""
+    port = s3_server.free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "R2_", "ENABLE_R2"))}
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "zr4.runtime.serverless", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+         "--rp_api_port", str(port)],
+        env={**full, "ZR4_COMFYUI_WAIT_S": "20", **worker_env(comfy, moto_server, tmp_path)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        s3_server._wait_port(port, worker, timeout_s=60)  # type: ignore[arg-type]
+        request = doc_json_after("## Request")
+        request["input"] |= job_input(comfy)  # the example's URLs point nowhere: the stand-in's
+        answer = post(f"http://127.0.0.1:{port}/runsync", request)
+        documented = doc_json_after("## Response")
+        assert answer["status"] == documented["status"] == "COMPLETED", answer
+        output = answer["output"]
+        assert set(documented["output"]) <= set(output), answer
+        assert set(documented["output"]["r2"]) == set(output["r2"])
+        assert set(documented["output"]["timings"]) == set(output["timings"])
+        assert output["seed"] == request["input"]["seed"] and output["frames"] == request["input"]["frames"]
+        with urllib.request.urlopen(output["r2"]["url"], timeout=10) as response:
+            assert response.read() == (comfy.state.output_dir / output["filename"]).read_bytes()
+        # /run answers an id at once; /status (POST in the SDK's stand-in) runs it and answers.
+        queued = post(f"http://127.0.0.1:{port}/run", request)
+        assert queued["status"] == "IN_PROGRESS" and queued["id"].startswith("test-")
+        done = post(f"http://127.0.0.1:{port}/status/{queued['id']}", {})
+        assert done["status"] == "COMPLETED" and done["output"]["seed"] == request["input"]["seed"]
+        failed = post(f"http://127.0.0.1:{port}/runsync", {"input": {**request["input"], "frames": 80}})
+        assert (
+            failed["status"] == "FAILED"
+            and failed["error"] == "input: frames=80 must be 4n+1 (81 = 5 s at 16 fps)"
+        )
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()

@@ -101,6 +101,7 @@ def test_the_start_sequence_hands_the_plan_to_the_workflow() -> None:
         pose_device=result.plan.pose_device,
         vae_tiling=result.plan.vae_tiling,
         prefetch_blocks=result.plan.prefetch_blocks,
+        attention=result.plan.attention,
     )
 
 

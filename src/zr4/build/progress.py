@@ -35,6 +35,12 @@ _FROM_AS = re.compile(r"^FROM\s+\S+\s+AS\s+(?P<name>\S+)", re.I)
 _TAIL_LINES = 15
 
 
+def _without_platform(label: str) -> str:
+    """ "linux/amd64 builder 3/7" (with --platform) -> "builder 3/7"."""
+    first, _, remainder = label.partition(" ")
+    return remainder if "/" in first and remainder else label
+
+
 @dataclass
 class Step:
     label: str  # "[builder 3/6] RUN apt-get update" as the engine shows it
@@ -42,6 +48,8 @@ class Step:
     seconds: float = 0.0
     status: str = "running"  # running, done, cached, error, canceled
     output: list[str] = field(default_factory=list)
+    command: str = ""  # "RUN apt-get update"
+    count: int | None = None  # steps in its stage (6), when the engine says
 
 
 @dataclass(frozen=True)
@@ -80,14 +88,24 @@ class BuildKitProgress:
             return (
                 "export" if rest.startswith(("exporting", "naming", "writing image", "pushing")) else "other"
             )
-        label = match.group("label")
-        first, _, remainder = label.partition(" ")
-        if "/" in first and remainder:  # "[linux/amd64 builder 3/7]" with --platform
-            label = remainder
+        label = _without_platform(match.group("label"))
         stage = _STAGE_STEP.match(label)
         if stage is not None:
             return stage.group("stage")
         return label.split(" ", 1)[0]  # "internal", "context", "auth"
+
+    @staticmethod
+    def _position(rest: str) -> tuple[str, int | None]:
+        """The command and the stage's step count of "[builder 3/6] RUN ..." (none for housekeeping)."""
+        match = _BRACKET.match(rest)
+        if match is None:
+            return rest, None
+        stage = _STAGE_STEP.match(_without_platform(match.group("label")))
+        count = int(stage.group("count")) if stage is not None else None
+        return match.group("command"), count
+
+    def all_steps(self) -> list[Step]:
+        return list(self.steps.values())
 
     def feed(self, line: str, _now: float = 0.0) -> None:
         line = line.rstrip("\n")
@@ -102,7 +120,8 @@ class BuildKitProgress:
         vertex, rest = match.group("id"), match.group("rest")
         step = self.steps.get(vertex)
         if step is None:
-            self.steps[vertex] = Step(label=rest, stage=self._stage_of(rest))
+            command, count = self._position(rest)
+            self.steps[vertex] = Step(rest, self._stage_of(rest), command=command, count=count)
             return
         done = _DONE.match(rest)
         if done is not None:
@@ -162,6 +181,8 @@ class PodmanProgress:
         error = _PODMAN_ERROR.match(line)
         if error is not None:
             self.error = (error.group("step"), error.group("why"))
+            if self._open is not None:
+                self._open.status = "error"
             return
         step = _PODMAN_STEP.match(line)
         if step is not None:
@@ -172,7 +193,7 @@ class PodmanProgress:
             if named is not None:
                 self.stage_names[stage_key] = named.group("name")
             stage = self.stage_names.get(stage_key, f"stage {stage_key}")
-            self.steps.append(Step(label=line, stage=stage))
+            self.steps.append(Step(label=line, stage=stage, command=command, count=int(step.group("count"))))
             self._open, self._started = self.steps[-1], now
             return
         if _PODMAN_COMMIT.match(line):
@@ -183,6 +204,9 @@ class PodmanProgress:
         elif self.steps:
             self.steps[-1].output.append(line)
             del self.steps[-1].output[:-_TAIL_LINES]
+
+    def all_steps(self) -> list[Step]:
+        return list(self.steps)
 
     def finish(self, now: float) -> None:
         self._close_running(now)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from zr4.build.command import BuildOptions, build_command, describe, push_command, size_command
+from zr4.build.display import BuildDisplay
 from zr4.build.engine import Engine
 from zr4.build.progress import PodmanProgress, Timings, progress_for
 from zr4.errors import Zr4Error
@@ -89,9 +90,15 @@ def _read(argv: Sequence[str]) -> str:
 
 
 def run_build(
-    engine: Engine, options: BuildOptions, echo: Echo = print, clock: Clock = time.monotonic
+    engine: Engine,
+    options: BuildOptions,
+    echo: Echo = print,
+    clock: Clock = time.monotonic,
+    display: BuildDisplay | None = None,
 ) -> BuildResult:
-    """Build (and push when asked); raise :class:`BuildFailed` with the engine's exit code."""
+    """Build (and push when asked); raise :class:`BuildFailed` with the engine's exit code.
+
+    ``display`` (a started :class:`BuildDisplay`) is redrawn after each line of the build."""
     started = clock()
     with tempfile.TemporaryDirectory(prefix="zr4-build-") as scratch:
         if engine.name == "docker" and options.push:
@@ -99,9 +106,17 @@ def run_build(
         argv = build_command(engine.name, engine.binary, options)
         echo(f"$ {describe(argv)}")
         progress = progress_for(engine.name)
-        code = _stream(argv, echo, progress.feed, clock)
+
+        def feed(line: str, now: float) -> None:
+            progress.feed(line, now)
+            if display is not None:
+                display.update(progress.all_steps())
+
+        code = _stream(argv, echo, feed, clock)
         if isinstance(progress, PodmanProgress):
             progress.finish(clock())
+        if display is not None:
+            display.update(progress.all_steps())
         if code != 0:
             failure = progress.failure()
             where = failure.describe() if failure is not None else "see the output above"

@@ -29,8 +29,11 @@ def build(
     ),
     build_arg: list[str] = typer.Option([], "--build-arg", help="NAME=value build argument (repeatable)."),
     target: str | None = typer.Option(None, "--target", help="Build only up to this stage, e.g. runtime."),
-    out: Path = typer.Option(
-        Path("docker"), "--out", "-o", help="Directory the build context is rendered into."
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Directory the build context is rendered into (default: docker/ of the zr4 checkout).",
     ),
     zr4_source: Path | None = typer.Option(
         None, "--zr4-source", help="zr4 checkout passed as the `zr4` build context (default: this checkout)."
@@ -52,6 +55,7 @@ def build(
         run_build,
         summary_lines,
     )
+    from zr4.build.display import BuildDisplay
     from zr4.build.validation import ensure_valid
     from zr4.paths import source_root
     from zr4.profile import load_profile
@@ -64,6 +68,8 @@ def build(
             "the image copies zr4's own source through the build context `zr4`: run from a zr4 checkout "
             "or pass --zr4-source <checkout>"
         )
+    # As `zr4 render`: the checkout's docker/, wherever the command is run (not ./docker).
+    out = out if out is not None else root / "docker"
     files = render_files(resolved)
     write_context(files, out)
     options = BuildOptions(
@@ -99,6 +105,7 @@ def build(
     else:
         ensure_valid(options.context_dir, options.source_root)
         typer.echo(f"static checks passed for {out}")
-    result = run_build(chosen, options, echo=typer.echo)
+    with BuildDisplay() as display:
+        result = run_build(chosen, options, echo=display.echo, display=display)
     for line in summary_lines(result):
         typer.echo(line)

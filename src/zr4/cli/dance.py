@@ -110,7 +110,10 @@ def dance(
     comfyui: list[str] = typer.Option(
         [],
         "--comfyui",
-        help="ComfyUI URL (repeatable: jobs go to the least busy). Default: $ZR4_COMFYUI_URLS or http://127.0.0.1:8188.",
+        help=(
+            "ComfyUI URL (repeatable: jobs go to the least busy). Default: $ZR4_COMFYUI_URLS, else every "
+            "ComfyUI `zr4 start` runs in this container, else http://127.0.0.1:$COMFYUI_PORT (8188)."
+        ),
     ),
     workflow: Path | None = typer.Option(
         None, "--workflow", help="An API-format workflow to use instead of the one the boot installed."

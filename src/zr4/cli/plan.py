@@ -40,11 +40,15 @@ def plan_command(
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
     """Budget the profile's workload on a card: a table with a bar per component, then decisions."""
+    from zr4.compat import ensure_compatible
     from zr4.profile import load_profile
     from zr4.runtime.planner import GpuFacts, format_plan, plan
     from zr4.runtime.tune import apply_env, request_from_profile
 
     loaded = load_profile(profile)
+    # The card and stack must be ones `zr4 render` accepts: a plan for an image that cannot be
+    # built (or a card its kernels do not run on) is no plan.
+    ensure_compatible(loaded)
     request, warnings = request_from_profile(loaded.model_dump(mode="json"))
     env: dict[str, str] = {}
     if variant is not None:

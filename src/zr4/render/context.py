@@ -13,6 +13,7 @@ from zr4 import __version__
 from zr4.compat import ensure_compatible, flash_attn_wheel_url, mmcv_build_method
 from zr4.profile.models import Profile
 from zr4.runtime import image_layout
+from zr4.runtime.arch import flash_attn_build_archs
 
 # Paths inside the image; the runtime reads the same values from the environment.
 COMFYUI_DIR = image_layout.COMFYUI_DIR
@@ -92,7 +93,7 @@ def build_context_vars(profile: Profile) -> dict[str, Any]:
         "runtime_apt": RUNTIME_APT,
         "builder_apt": BUILDER_APT,
         "torch_cuda_arch_list": profile.gpu.cuda_arch_list,
-        "flash_attn_cuda_archs": ";".join(arch.split("+")[0].replace(".", "") for arch in arches),
+        "flash_attn_cuda_archs": flash_attn_build_archs(arches),
         "flash_attn_wheel_url": None if build_flash_attn_from_source else flash_attn_url,
         "build_flash_attn_from_source": build_flash_attn_from_source,
         "build_mmcv": mmpose and mmcv_build_method(profile) == "source",
@@ -146,7 +147,8 @@ def runpod_template(profile: Profile, runpod: dict[str, Any]) -> dict[str, Any]:
         "readme": (
             f"zr4 {__version__} profile {profile.name}: ComfyUI + SteadyDancer. Open port 8188 and log in "
             f"with your ZR4_AUTH_TOKEN secret (without one, the token is in "
-            f"{runpod['volume_mount_path']}/.zr4/auth/token)."
+            f"{runpod['volume_mount_path']}/.zr4/auth/token). With several GPUs zr4 runs one ComfyUI "
+            "per GPU on ports 8188, 8189, ...: expose those ports too."
         ),
     }
 

@@ -451,13 +451,23 @@ def new_client_id() -> str:
     return uuid.uuid4().hex
 
 
-def comfyui_urls(environ: Mapping[str, str], explicit: list[str] | None = None) -> list[str]:
+def comfyui_urls(
+    environ: Mapping[str, str], explicit: list[str] | None = None, urls_file: Path | None = None
+) -> list[str]:
     """Where the ComfyUI servers are: ``explicit`` (``--comfyui``, repeatable), else ``ZR4_COMFYUI_URLS``
-    (comma-separated; `zr4 start` with one ComfyUI per GPU lists them), else the local one on
-    ``COMFYUI_PORT`` (8188)."""
+    (comma-separated), else the instances `zr4 start` runs in this container (one per GPU, listed
+    in ``zr4.runtime.instances.URLS_FILE`` while they run), else the local one on ``COMFYUI_PORT``
+    (8188)."""
     if explicit:
         return [url for value in explicit for url in value.split(",") if url.strip()]
     listed = environ.get("ZR4_COMFYUI_URLS", "").strip()
+    if not listed:
+        from zr4.runtime.instances import URLS_FILE
+
+        try:
+            listed = (urls_file or URLS_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            listed = ""
     if listed:
         return [url.strip() for url in listed.split(",") if url.strip()]
     port = environ.get("COMFYUI_PORT", "").strip() or "8188"

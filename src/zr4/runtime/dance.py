@@ -311,7 +311,7 @@ def run_job(
 
     image_name = client.upload(image.data, image.filename)
     video_name = client.upload(video.data, video.filename)
-    mark("uploaded")
+    mark("inputs_uploaded")
     filled = fill_workflow(workflow, image_name, video_name, request.params, tag)
     titles = _titles(filled.workflow)
 

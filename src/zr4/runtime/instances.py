@@ -11,6 +11,8 @@ ComfyUI that sees every GPU.
 ``ZR4_MODE=serverless`` listens on 127.0.0.1 only (no UI exposed) and runs the RunPod worker
 (``python -m zr4.runtime.serverless``) as a supervised child, told the instance URLs in
 ``ZR4_COMFYUI_URLS``. `zr4 dance` and the worker spread jobs over the URLs (least busy first).
+A `zr4 dance` typed in the container's terminal finds them in :data:`URLS_FILE`, written while the
+instances run and removed when they end.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from zr4.runtime.env import EnvError, env_bool, env_str
 Log = Callable[[str], None]
 MODES = ("pod", "serverless")
 WORKER_STOP_TIMEOUT_S = 30.0
+STATE_ROOT = Path(tempfile.gettempdir()) / "zr4-comfyui"
+# The public URLs of the running instances, comma-separated (read by comfy_api.comfyui_urls).
+URLS_FILE = STATE_ROOT / "urls"
 
 
 @dataclass(frozen=True)
@@ -101,10 +106,17 @@ class InstanceGroup:
     """The ComfyUI processes (and the worker) as one: signals go to each ComfyUI; :meth:`wait` returns
     when one ComfyUI ends (the others are stopped, so the container restarts as a whole)."""
 
-    def __init__(self, processes: list[subprocess.Popen[bytes]], worker: object | None, log: Log) -> None:
+    def __init__(
+        self,
+        processes: list[subprocess.Popen[bytes]],
+        worker: object | None,
+        log: Log,
+        urls_file: Path | None = None,
+    ) -> None:
         self.processes = processes
         self.worker = worker
         self._log = log
+        self._urls_file = urls_file
 
     @property
     def pid(self) -> int:
@@ -125,6 +137,8 @@ class InstanceGroup:
                 code = process.poll()
                 if code is not None:
                     self._stop_rest(index)
+                    if self._urls_file is not None:
+                        self._urls_file.unlink(missing_ok=True)
                     return code
             time.sleep(0.2)
 
@@ -154,7 +168,7 @@ def launch_instances(
 ) -> InstanceGroup:
     """Start each ComfyUI (``address(public port) -> (listen, port)``: behind the auth proxy ComfyUI
     takes a loopback backend port), then the serverless worker when ``ZR4_MODE=serverless``."""
-    root = state_root or Path(tempfile.gettempdir()) / "zr4-comfyui"
+    root = state_root or STATE_ROOT
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for instance in instances:
@@ -172,6 +186,11 @@ def launch_instances(
         for process in processes:
             process.kill()
         raise
+    urls_file = root / URLS_FILE.name
+    if len(instances) > 1:
+        from zr4.runtime.atomic import write_text_atomically
+
+        write_text_atomically(urls_file, ",".join(instance.url for instance in instances) + "\n")
     worker = None
     if serverless(environ):
         from zr4.runtime.supervise import Supervisor
@@ -183,4 +202,4 @@ def launch_instances(
         )
         worker.start()
         log(f"serverless worker started for {urls}")
-    return InstanceGroup(processes, worker, log)
+    return InstanceGroup(processes, worker, log, urls_file if len(instances) > 1 else None)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from zr4.paths import data_dir
+from zr4.runtime import arch
 from zr4.runtime.comfy_flags import FlagSet, RejectedArg, flag_set, merge_args, tokenize
 
 MIB = 1024 * 1024
@@ -48,6 +49,9 @@ ATTENTION_FLAGS = {
     "flash_attn": "--use-flash-attention",
     "sageattn": "--use-sage-attention",
 }
+
+
+FLASH_ATTENTION = ("flash_attn_2", "flash_attn")
 
 
 class PlannerDataError(ValueError):
@@ -120,6 +124,10 @@ class PlanRequest:
     comfyui_version: str = "v0.7.0"
     user_comfyui_args: str | Sequence[str] | None = None
     tier: str | None = None  # GPU_TIER override; None = from VRAM
+    # Compute capability majors the image's flash-attn has kernels for (default: the release wheel's).
+    flash_attn_kernel_majors: tuple[int, ...] = field(
+        default_factory=lambda: tuple(sorted(arch.flash_attn_kernel_majors(None)))
+    )
 
 
 # --- outputs -----------------------------------------------------------------------------------
@@ -897,7 +905,8 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
     if not layout.text_on_gpu and request.text_encoder == "bf16":
         warnings.append("the bf16 text encoder does not fit on the GPU; the fp8 one (6.74 GB) might")
 
-    planned, flag_decisions = _flags_for(layout.mode, request.attention, flags)
+    attention, arch_error = _arch_limits(request, planner.gpu, warnings, decisions)
+    planned, flag_decisions = _flags_for(layout.mode, attention, flags)
     decisions += flag_decisions
     final, user_split, dropped = merge_args(
         planned, request.user_comfyui_args, flags, owned=START_OWNED_FLAGS
@@ -916,9 +925,9 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
             "expect swapping to disk or an out-of-memory kill"
         )
 
-    error = None
+    error = arch_error
     alternatives: tuple[str, ...] = ()
-    if not planner.fits(evaluation):
+    if error is None and not planner.fits(evaluation):
         error = (
             f"does not fit: {PHASE_LABELS[evaluation.peak_phase]} needs {evaluation.peak_mib:,} MiB, "
             f"the card has {planner.gpu.usable_mib:,} MiB usable"
@@ -941,7 +950,7 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
         text_encoder_device="gpu" if layout.text_on_gpu else "cpu",
         pose_device="gpu" if layout.pose_on_gpu else "cpu",
         vae_tiling=layout.vae_tiled,
-        attention=request.attention,
+        attention=attention,
         items=evaluation.items,
         phase_mib=evaluation.phase_mib,
         peak_mib=evaluation.peak_mib,
@@ -955,6 +964,30 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
         error=error,
         alternatives=alternatives,
     )
+
+
+def _arch_limits(
+    request: PlanRequest, gpu: GpuFacts, warnings: list[str], decisions: list[Decision]
+) -> tuple[str, str | None]:
+    """The attention the card can run, and why the card cannot run the workflow at all (or None).
+
+    The same facts refuse a profile in ``zr4 render`` (src/zr4/compat.py): a card without bf16 in
+    hardware, and flash-attn on a card it has no kernels for (ComfyUI would fail at the first
+    attention call, so the plan falls back to SDPA rather than emit ``--use-flash-attention``).
+    """
+    cc = gpu.compute_capability
+    if not cc:
+        return request.attention, None
+    attention = request.attention
+    if attention in FLASH_ATTENTION and not arch.flash_attn_runs_on(cc, request.flash_attn_kernel_majors):
+        attention = "sdpa"
+        built = ", ".join(f"sm_{major}x" for major in request.flash_attn_kernel_majors) or "no card"
+        why = f"flash-attn in this image has kernels for {built}, not {arch.sm_name(cc)} ({gpu.name})"
+        warnings.append(f"{why}: attention falls back to sdpa")
+        decisions.append(Decision("attention", "sdpa", why))
+    if not arch.has_bf16(cc):
+        return attention, arch.missing_bf16_reason(cc, gpu.name)
+    return attention, None
 
 
 def _alternatives(request: PlanRequest, facts: Facts, flags: FlagSet, failed: _Evaluation) -> list[str]:

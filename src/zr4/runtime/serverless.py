@@ -202,7 +202,7 @@ def run(
         data = path.read_bytes() if return_base64 else b""
         size = path.stat().st_size
         r2 = upload_to_r2(result.output.rel_path, config.output_dir, config.presign_s, environ)
-        result.timings["uploaded"] = time.perf_counter() - received
+        result.timings["stored"] = time.perf_counter() - received
     except ExecutionFailed as error:
         if error.out_of_memory:
             try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from zr4.runtime import image_layout
+from zr4.runtime import arch, image_layout
 from zr4.runtime.gguf_level import parse_gguf_level
 from zr4.runtime.gpu import Detection, detect
 from zr4.runtime.planner import (
@@ -62,6 +62,7 @@ class TuneResult:
             "ZR4_TEXT_ENCODER_DEVICE": p.text_encoder_device,
             "ZR4_POSE_DEVICE": p.pose_device,
             "ZR4_VAE_TILING": "true" if p.vae_tiling else "false",
+            "ZR4_ATTENTION": p.attention,
             "ZR4_PLAN_FITS": "true" if p.fits else "false",
             "ZR4_VRAM_PEAK_MIB": str(p.peak_mib),
             "ZR4_GPU_COUNT": str(self.detection.gpu_count),
@@ -100,12 +101,14 @@ def request_from_profile(profile: Mapping[str, Any]) -> tuple[PlanRequest, list[
         value = profile.get(name)
         return value if isinstance(value, Mapping) else {}
 
-    model, features, memory, workload, comfyui = (
+    model, features, memory, workload, comfyui, stack, gpu = (
         section("model"),
         section("features"),
         section("memory"),
         section("workload"),
         section("comfyui"),
+        section("stack"),
+        section("gpu"),
     )
     defaults = PlanRequest(gpu=None)
     block_swap = memory.get("block_swap", "auto")
@@ -131,8 +134,23 @@ def request_from_profile(profile: Mapping[str, Any]) -> tuple[PlanRequest, list[
         block_swap=None if block_swap in (None, "auto") else int(block_swap),
         workload=work,
         comfyui_version=str(comfyui.get("version", defaults.comfyui_version)),
+        flash_attn_kernel_majors=_flash_attn_kernel_majors(features, stack, gpu, defaults),
     )
     return request, warnings
+
+
+def _flash_attn_kernel_majors(
+    features: Mapping[str, Any], stack: Mapping[str, Any], gpu: Mapping[str, Any], defaults: PlanRequest
+) -> tuple[int, ...]:
+    """What the image's flash-attn was built for: the release wheel, or the Dockerfile's source
+    build (FLASH_ATTN_CUDA_ARCHS from the profile's card and extra arches, the stack's nvcc)."""
+    if features.get("flash_attn_source") != "source":
+        return defaults.flash_attn_kernel_majors
+    try:
+        arches = [str(gpu["compute_capability"]), *map(str, gpu.get("extra_cuda_arches") or [])]
+        return tuple(sorted(arch.flash_attn_kernel_majors(str(stack["cuda"]), arches)))
+    except (KeyError, ValueError):
+        return defaults.flash_attn_kernel_majors
 
 
 def apply_env(request: PlanRequest, environ: Mapping[str, str]) -> tuple[PlanRequest, list[str]]:

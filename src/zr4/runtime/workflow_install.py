@@ -53,6 +53,7 @@ class PlannedSettings:
     pose_device: str = "gpu"
     vae_tiling: bool = False
     prefetch_blocks: int = 1
+    attention: str | None = None  # None: the profile's; the plan's when the card lacks its kernels
 
     @classmethod
     def from_plan_env(cls, env: Mapping[str, str]) -> PlannedSettings:
@@ -64,6 +65,7 @@ class PlannedSettings:
             pose_device=env.get("ZR4_POSE_DEVICE") or default.pose_device,
             vae_tiling=env.get("ZR4_VAE_TILING", "").lower() == "true",
             prefetch_blocks=int(prefetch) if prefetch.isdigit() else default.prefetch_blocks,
+            attention=env.get("ZR4_ATTENTION") or default.attention,
         )
 
     @property
@@ -106,7 +108,7 @@ def workflow_spec_for_boot(
         frames=int(workload["frames"]),
         steps=int(workload["steps"]),
         block_swap=block_swap,
-        attention=str(profile["features"]["attention"]),
+        attention=planned.attention or str(profile["features"]["attention"]),
         text_encoder_device=planned.text_encoder_device,
         onnx_device=planned.onnx_device,
         vae_tiling=planned.vae_tiling,

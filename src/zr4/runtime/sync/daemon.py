@@ -551,6 +551,10 @@ def sync_once(
     started = time.monotonic()
     with journal_lock(settings, "zr4 sync once"):
         engine = SyncEngine(settings, client)
+        # One pass, as `rclone copy` does: each day folder is listed once, at its first file. Re-listing
+        # every 10 s (the daemon's guard against a same-named object from another pod, on servers
+        # without conditional writes) would cost a LIST of the whole folder per interval.
+        engine.listing.max_age_s = float("inf")
         try:
             engine.reconcile()
             give_up = time.monotonic() + wait_incomplete_s
