@@ -309,6 +309,6 @@ def test_vendored_object_info_is_a_deterministic_gzip_of_944_node_types():
     assert raw[4:8] == b"\x00\x00\x00\x00"  # gzip MTIME field is 0
     content = gzip.decompress(raw)
     assert hashlib.sha256(content).hexdigest() == (
-        "1e4c2aedb05021952d94649c8b67b503966a9651b609d8b1234f4a07b3eb3122"
+        "bf732746f660a596ab1e99ded4096a8b1dd9938a1a8ae3d0db1b1fb513b7b737"
     )  # as stated in data/comfyui/README.md
     assert len(json.loads(content)) == 944

@@ -7,11 +7,14 @@ validation (``node_errors`` must be empty).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from support.real_comfyui import ComfyUIServer
+from support.real_comfyui import ComfySources, ComfyUIServer
+from zr4.paths import data_dir
 from zr4.workflow.check import check_workflow
 
 pytestmark = pytest.mark.slow
@@ -65,3 +68,18 @@ def test_prompt_validates_without_node_errors(
     }
     assert not bad, bad
     assert all("prompt_id" in body for _status, body in answers.values())
+
+
+@pytest.mark.timeout(900)
+def test_node_definitions_are_what_the_generator_captures(comfy_sources: ComfySources) -> None:
+    """data/comfyui/ (object_info and the workflow's node subset) is generated from the pinned
+    sources, not typed: a fresh capture from ComfyUI must give the same bytes."""
+    result = subprocess.run(
+        [sys.executable, str(data_dir() / "comfyui" / "gen_object_info.py"), "--check",
+         "--comfyui", str(comfy_sources.comfyui), "--python", str(comfy_sources.python)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

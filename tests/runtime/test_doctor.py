@@ -284,7 +284,7 @@ def test_the_quick_test_writes_nothing_into_the_image_and_uses_only_known_flags(
 
     argv = quick_test_argv(tmp_path)
     assert argv[0] == "main.py"
-    for flag in ("--output-directory", "--temp-directory", "--user-directory"):
+    for flag in ("--output-directory", "--temp-directory", "--input-directory", "--user-directory"):
         assert argv[argv.index(flag) + 1].startswith(str(tmp_path))
     assert argv[argv.index("--database-url") + 1] == "sqlite:///:memory:"
     # Known to ComfyUI v0.7.0 (the --quick-test-for-ci refusal is for users' COMFYUI_ARGS only).

@@ -180,8 +180,8 @@ def test_cold_then_warm_boot_writes_paths_and_workflow_and_forwards_sigterm(
     workflow = json.loads(
         (pod.comfyui / "user" / "default" / "workflows" / "steadydancer-gguf.json").read_text()
     )
-    loaders = [node for node in workflow.values() if node["class_type"] == "WanVideoModelLoader"]
-    assert loaders and loaders[0]["inputs"]["model"] == GGUF_Q4
+    loaders = [node for node in workflow["nodes"] if node["type"] == "WanVideoModelLoader"]
+    assert loaders and loaders[0]["widgets_values"][0] == GGUF_Q4
     assert (pod.outputs / OUTPUT_NAME).is_file()
 
     # Warm boot: the models are there; everything before ComfyUI takes < 1 s.

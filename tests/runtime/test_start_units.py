@@ -132,7 +132,9 @@ def test_workflow_names_the_resolved_files(tmp_path: Path) -> None:
     assert spec.block_swap == 20 and spec.lora_file is not None
     path = install_workflow(tmp_path, spec)
     assert path == tmp_path / "user" / "default" / "workflows" / "steadydancer-gguf.json"
-    assert any(node["class_type"] == "WanVideoBlockSwap" for node in json.loads(path.read_text()).values())
+    installed = json.loads(path.read_text())  # the UI format, which the Workflows sidebar opens
+    assert installed["version"] == 0.4
+    assert any(node["type"] == "WanVideoBlockSwap" for node in installed["nodes"])
     with pytest.raises(MissingModelFile, match="no vae file"):
         workflow_spec_for_boot(data, [t for t in targets if t.role != "vae"], "gguf", block_swap=20)
 

@@ -10,6 +10,7 @@ navigates, evaluates JavaScript (awaiting promises) and waits for a condition to
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -72,6 +73,29 @@ class Page:
         if answer.get("errorText"):
             raise CDPError(f"navigating to {url}: {answer['errorText']}")
         await self.wait_for("document.readyState === 'complete'", f"{url} to load")
+
+    async def set_viewport(self, width: int, height: int) -> None:
+        await self.send(
+            "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+        )
+
+    async def click(self, selector: str, timeout_s: float = 30.0) -> None:
+        """A real left click (mouse pressed and released) at the centre of the first match."""
+        centre = await self.wait_for(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null; "
+            "const r = e.getBoundingClientRect(); "
+            "return r.width && r.height ? [r.x + r.width / 2, r.y + r.height / 2] : null; })()",
+            f"{selector} to be shown",
+            timeout_s,
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send(
+                "Input.dispatchMouseEvent", type=kind, x=centre[0], y=centre[1], button="left", clickCount=1
+            )
+
+    async def screenshot(self, path: Path) -> None:
+        shot = await self.send("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     async def wait_for(self, condition: str, what: str, timeout_s: float = 30.0) -> Any:
         """Poll a JavaScript expression until it is truthy (navigations in between are tolerated)."""

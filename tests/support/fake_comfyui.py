@@ -70,6 +70,7 @@ def build_parser(exclude: frozenset[str] = frozenset()) -> argparse.ArgumentPars
     add(parser, "--output-directory", type=str, default=None)
     # Also taken by ComfyUI v0.7.0 (data/comfyui_flags.yaml); `zr4 doctor` passes them.
     add(parser, "--temp-directory", type=str, default=None)
+    add(parser, "--input-directory", type=str, default=None)
     add(parser, "--user-directory", type=str, default=None)
     add(parser, "--database-url", type=str, default=None)
     add(parser, "--extra-model-paths-config", type=str, default=None, nargs="+", action="append")

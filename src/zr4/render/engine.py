@@ -19,7 +19,7 @@ from zr4.errors import Zr4Error
 from zr4.paths import templates_dir
 from zr4.profile.models import Profile
 from zr4.render.context import build_context_vars
-from zr4.render.extras import lock_files, manifest_file, workflow_file
+from zr4.render.extras import lock_files, manifest_file, workflow_files
 from zr4.render.filters import FILTERS, UnsafeValueError
 
 # Template name -> path in the build context, and whether it is executable.
@@ -75,7 +75,7 @@ def render_files(profile: Profile) -> list[RenderedFile]:
         files.append(RenderedFile(out_path, text.encode("utf-8"), executable))
     files.extend(RenderedFile(path, content) for path, content in lock_files(profile).items())
     files.append(RenderedFile("models.yaml", manifest_file(profile)))
-    files.append(RenderedFile(*workflow_file(profile)))
+    files.extend(RenderedFile(path, content) for path, content in workflow_files(profile))
     return sorted(files, key=lambda item: item.path)
 
 

@@ -13,6 +13,7 @@ from zr4.runtime.models.manifest import load_manifest
 from zr4.runtime.models.selection import FileTarget, select_entries, target_for
 from zr4.runtime.workflow_install import workflow_spec_for_boot
 from zr4.workflow.build import build_steadydancer_workflow, workflow_json
+from zr4.workflow.ui import build_ui_workflow, ui_workflow_json
 
 # The block-swap count kijai's SteadyDancer example uses (35 of 40 blocks); `zr4 start` replaces it
 # with the VRAM planner's number for the GPU it actually finds.
@@ -58,14 +59,19 @@ def default_targets(profile: Profile) -> list[FileTarget]:
     return targets
 
 
-def workflow_file(profile: Profile) -> tuple[str, bytes]:
-    """``workflows/steadydancer-<variant>.json`` for the profile's default variant (same builder as at boot)."""
+def workflow_files(profile: Profile) -> list[tuple[str, bytes]]:
+    """``workflows/steadydancer-<variant>.json`` (API format, for ``POST /prompt``) and
+    ``workflows/steadydancer-<variant>.ui.json`` (UI format, for the Workflows sidebar) for the
+    profile's default variant: both from one graph, with the same builder as at boot."""
     block_swap = (
         profile.memory.block_swap if isinstance(profile.memory.block_swap, int) else EXAMPLE_BLOCK_SWAP
     )
     spec = workflow_spec_for_boot(
         profile.model_dump(mode="json"), default_targets(profile), profile.model.variant, block_swap
     )
-    return f"workflows/steadydancer-{profile.model.variant}.json", workflow_json(
-        build_steadydancer_workflow(spec)
-    ).encode("utf-8")
+    api = build_steadydancer_workflow(spec)
+    stem = f"workflows/steadydancer-{profile.model.variant}"
+    return [
+        (f"{stem}.json", workflow_json(api).encode("utf-8")),
+        (f"{stem}.ui.json", ui_workflow_json(build_ui_workflow(api)).encode("utf-8")),
+    ]

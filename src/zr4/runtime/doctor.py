@@ -163,8 +163,9 @@ def quick_test_argv(scratch: Path) -> list[str]:
 
     Everything ComfyUI would write goes to ``scratch`` or memory, not into the image: the doctor
     runs as root during the build, and root-owned ``user/`` files (its SQLite database, settings)
-    would be read-only for the image's user later. All four flags are in ComfyUI's
-    ``comfy/cli_args.py`` before and after v0.7.0 (data/comfyui_flags.yaml, source "both"/"v0.7.0").
+    would be read-only for the image's user later. ``--input-directory`` too: v0.7.0's Load3D
+    node creates ``input/3d`` when it is imported. All five flags are in ComfyUI's
+    ``comfy/cli_args.py`` (data/comfyui_flags.yaml).
     """
     return [
         "main.py",
@@ -174,6 +175,8 @@ def quick_test_argv(scratch: Path) -> list[str]:
         str(scratch / "output"),
         "--temp-directory",
         str(scratch / "temp"),
+        "--input-directory",
+        str(scratch / "input"),
         "--user-directory",
         str(scratch / "user"),
         "--database-url",
@@ -186,6 +189,9 @@ def comfyui_quick_test(
 ) -> tuple[int, str]:
     """Start ComfyUI once on the CPU with --quick-test-for-ci; (exit code, combined output)."""
     with tempfile.TemporaryDirectory(prefix="zr4-doctor-") as scratch:
+        # ComfyUI's argparse checks that --user-directory exists (is_valid_directory) and exits 2
+        # otherwise; the other folders it creates itself.
+        (Path(scratch) / "user").mkdir()
         try:
             result = subprocess.run(
                 [python, *quick_test_argv(Path(scratch))],

@@ -20,7 +20,7 @@ from typing import Any
 
 from zr4.runtime.atomic import write_text_atomically
 from zr4.runtime.models.selection import FileTarget
-from zr4.workflow.build import WorkflowSpec, build_steadydancer_workflow, workflow_json
+from zr4.workflow.build import WorkflowSpec, build_steadydancer_workflow
 
 WORKFLOWS_SUBDIR = Path("user") / "default" / "workflows"
 # Manifest entry ids (data/models.yaml) of the files the workflow loads by name.
@@ -117,7 +117,13 @@ def workflow_spec_for_boot(
 
 
 def install_workflow(comfyui_dir: Path, spec: WorkflowSpec) -> Path:
-    """Write ``steadydancer-<variant>.json`` into ComfyUI's user workflows folder (atomically)."""
+    """Write ``steadydancer-<variant>.json`` into ComfyUI's user workflows folder (atomically).
+
+    The Workflows sidebar opens only the UI ("litegraph") format, so that is what goes there; it
+    is converted from the same API-format graph ``POST /prompt`` takes.
+    """
+    from zr4.workflow.ui import build_ui_workflow, ui_workflow_json
+
     target = comfyui_dir / WORKFLOWS_SUBDIR / f"steadydancer-{spec.variant}.json"
-    write_text_atomically(target, workflow_json(build_steadydancer_workflow(spec)))
+    write_text_atomically(target, ui_workflow_json(build_ui_workflow(build_steadydancer_workflow(spec))))
     return target

@@ -19,8 +19,24 @@ from zr4.validate.context import BuildContext
 from zr4.validate.model import CheckResult, Finding, outcome
 from zr4.validate.shell import split_commands
 from zr4.workflow.check import check_workflow, errors_only, load_object_info
+from zr4.workflow.ui import build_ui_workflow, is_ui_workflow, ui_problems
 
 TITLE = "workflows valid against ComfyUI object_info"
+
+
+def _twin_problems(context: BuildContext, relative: str, ui: dict[str, object]) -> list[str]:
+    """A ``<name>.ui.json`` must be what zr4 makes from its API twin ``<name>.json``: the two are
+    one workflow (the sidebar's and /prompt's), so an edit to one alone is a mistake."""
+    twin = relative.removesuffix(".ui.json") + ".json"
+    if not relative.endswith(".ui.json") or twin not in context.files:
+        return []
+    try:
+        expected = build_ui_workflow(json.loads(context.read(twin) or ""))
+    except (json.JSONDecodeError, Zr4Error, KeyError, TypeError, ValueError):
+        return []  # the twin's own check reports what is wrong with it
+    if expected == ui:
+        return []
+    return [f"differs from the UI form of its API twin {twin}: edit neither by hand; re-render with `zr4 render`"]
 
 
 def check_workflows(context: BuildContext) -> CheckResult:
@@ -44,6 +60,11 @@ def check_workflows(context: BuildContext) -> CheckResult:
             workflow = json.loads(context.read(relative) or "")
         except json.JSONDecodeError as error:
             findings.append(Finding(f"not valid JSON: {error}", relative, error.lineno))
+            continue
+        if is_ui_workflow(workflow):  # the sidebar's copy: its API twin is checked in full
+            findings.extend(Finding(problem, relative) for problem in ui_problems(workflow, object_info))
+            findings.extend(Finding(problem, relative) for problem in _twin_problems(context, relative, workflow))
+            notes.append(f"{relative}: UI format, {len(workflow['nodes'])} nodes and their links checked")
             continue
         problems = check_workflow(workflow, object_info)
         findings.extend(Finding(f"{p}", relative) for p in errors_only(problems))

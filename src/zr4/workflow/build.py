@@ -37,7 +37,7 @@ Link = list[Any]  # [source node id, output index]
 VARIANTS = ("fp16", "fp8", "gguf")
 
 # Fixed choices, copied from object_info-v0.7.0 (WanVideoModelLoader, WanVideoTextEncodeCached,
-# OnnxDetectionModelLoader). The checker re-verifies them against the vendored file.
+# OnnxDetectionModelLoader); tests/test_workflow_ui.py holds them equal to the generated definitions.
 ATTENTION_MODES = (
     "sdpa",
     "flash_attn_2",
