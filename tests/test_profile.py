@@ -127,6 +127,16 @@ def test_extends_a_bundled_profile_named_by_a_number(tmp_path: Path) -> None:
     assert (profile.name, profile.gpu.compute_capability) == ("mine", "12.0")
 
 
+def test_unquoted_versions_keep_the_text_as_written(tmp_path: Path) -> None:
+    # YAML reads 3.10 as the float 3.1; a profile means the version "3.10"
+    text = "extends: 4080super\nstack:\n  python: 3.10\ngpu:\n  vram_gib: 16.5\n"
+    path = write(tmp_path, "mine.yaml", text)
+    profile = load_profile(str(path))
+    assert (profile.stack.python, profile.gpu.vram_gib) == ("3.10", 16.5)
+    assert load_profile("4080super", ["stack.python=3.10"]).stack.python == "3.10"
+    assert load_profile("4080super", ["gpu.compute_capability=12.0"]).gpu.compute_capability == "12.0"
+
+
 def test_unknown_top_level_key_in_a_file(tmp_path: Path) -> None:
     path = write(tmp_path, "typo.yaml", "extends: base\ngpus:\n  vram_gib: 16\n")
     with pytest.raises(ProfileError, match=r"typo\.yaml: gpus: unknown key"):

@@ -40,6 +40,18 @@ def _construct_unique_mapping(
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+def _construct_number_as_written(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> str:
+    """A float keeps the text it was written as: `python: 3.10` means "3.10" (YAML's float is 3.1).
+
+    Every version and compute capability in a profile is text, and the one number with a fraction
+    (`gpu.vram_gib`) is read from text by the model, so no value needs YAML's float.
+    """
+    return str(loader.construct_scalar(node))
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _construct_number_as_written)
+
+
 def bundled_profile_names() -> list[str]:
     """Names of the profiles shipped with zr4 (``base`` is a parent, not a target)."""
     return sorted(path.stem for path in profiles_dir().glob("*.yaml") if path.stem != "base")
