@@ -1,0 +1,208 @@
+"""Run ComfyUI's main.py as if the GPU were a smaller card, and record per-node memory and time.
+
+Why: the H200 has ~140 GiB; the product targets a 16 GB card. Capping only PyTorch's allocator
+(torch.cuda.set_per_process_memory_fraction) is not enough, because ComfyUI decides what to keep
+on the GPU from torch.cuda.mem_get_info, which still reports the whole H200. This launcher sets
+the allocator the way ComfyUI's cuda_malloc.py would, caps it at the card's memory minus the CUDA
+context, makes mem_get_info report (min(free, cap - reserved), card), then runs main.py unchanged.
+
+Per executed node it appends one JSON line to $ZR4_BENCH_STATS: seconds, PyTorch's allocated and
+reserved peaks, NVML device use minus the idle baseline (sampled every 20 ms), host RSS peak, and
+the times of ComfyUI progress-bar updates (the sampler's steps).
+
+    ZR4_BENCH_CARD_MIB=16376 ZR4_BENCH_CONTEXT_MIB=700 ZR4_BENCH_STATS=stats.jsonl \
+        python capped.py main.py --listen 127.0.0.1 --port 8188 ...
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import json
+import os
+import runpy
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Run a callback right after a module has executed, whoever imports it and when.
+
+    Why: the cap must be in place before ComfyUI first asks torch for free memory, yet torch must
+    not be imported before main.py has set its environment (main.py warns if it was)."""
+
+    def __init__(self, hooks: dict[str, Callable[[Any], None]]) -> None:
+        self.hooks = hooks
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in self.hooks:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        # Not popped here: cuda_malloc.py calls importlib.util.find_spec("torch") without importing.
+        loader, hooks = spec.loader, self.hooks
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                loader.exec_module(module)
+                hook = hooks.pop(name, None)
+                if hook is not None:
+                    hook(module)
+
+        spec.loader = Loader()
+        return spec
+
+
+class _Sampler:
+    """Background sampling of NVML device use and host RSS, with per-node maxima."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.handle: Any = None
+        self.baseline = 0
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self.baseline = pynvml.nvmlDeviceGetMemoryInfo(self.handle).used
+        except Exception:  # noqa: BLE001 - no NVML (CPU check): record host RAM only
+            self.nvml = None
+        self.lock = threading.Lock()
+        self.nvml_max = 0
+        self.rss_max = 0
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def nvml_used(self) -> int:
+        if self.handle is None:
+            return 0
+        return int(self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used) - self.baseline
+
+    def _loop(self) -> None:
+        while True:
+            used = self.nvml_used()
+            rss = self.proc.memory_info().rss
+            with self.lock:
+                self.nvml_max = max(self.nvml_max, used)
+                self.rss_max = max(self.rss_max, rss)
+            time.sleep(0.02)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.nvml_max = self.nvml_used()
+            self.rss_max = self.proc.memory_info().rss
+
+    def peaks(self) -> tuple[int, int]:
+        with self.lock:
+            return self.nvml_max, self.rss_max
+
+
+def _cap(card_mib: int, context_mib: int) -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"gpu": None}
+    torch.zeros(1, device="cuda")
+    real_free, real_total = torch.cuda.mem_get_info()
+    cap = (card_mib - context_mib) * MIB
+    torch.cuda.set_per_process_memory_fraction(cap / real_total)
+    real = torch.cuda.mem_get_info
+
+    def mem_get_info(device: Any = None) -> tuple[int, int]:
+        free, _total = real(device)
+        return max(0, min(free, cap - torch.cuda.memory_reserved(device))), card_mib * MIB
+
+    torch.cuda.mem_get_info = mem_get_info
+    torch.cuda.memory.mem_get_info = mem_get_info
+    return {"gpu": torch.cuda.get_device_name(), "real_total_mib": real_total // MIB, "card_mib": card_mib,
+            "context_mib": context_mib, "allocator_cap_mib": cap // MIB,
+            "backend": torch.cuda.get_allocator_backend()}
+
+
+def _instrument(stats_path: str, sampler: _Sampler, state: dict[str, Any], execution: Any) -> None:
+    """Wrap execution.execute: one stats line per executed node."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    original = execution.execute
+
+    async def execute(server: Any, dynprompt: Any, caches: Any, current_item: Any, *args: Any, **kwargs: Any) -> Any:
+        class_type = dynprompt.get_node(current_item)["class_type"]
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        sampler.reset()
+        state["steps"] = []
+        start = time.monotonic()
+        try:
+            return await original(server, dynprompt, caches, current_item, *args, **kwargs)
+        finally:
+            if cuda:
+                torch.cuda.synchronize()
+            seconds = time.monotonic() - start
+            nvml, rss = sampler.peaks()
+            record = {
+                "node": str(current_item), "class_type": class_type, "s": round(seconds, 3),
+                "allocated_peak_mib": round(torch.cuda.max_memory_allocated() / MIB, 1) if cuda else 0,
+                "reserved_peak_mib": round(torch.cuda.max_memory_reserved() / MIB, 1) if cuda else 0,
+                "reserved_end_mib": round(torch.cuda.memory_reserved() / MIB, 1) if cuda else 0,
+                "nvml_peak_mib": round(nvml / MIB, 1), "rss_peak_mib": round(rss / MIB, 1),
+                "steps": [[round(t - start, 3), v, total] for t, v, total in state["steps"]],
+            }
+            with open(stats_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    execution.execute = execute
+
+
+def _progress(state: dict[str, Any], utils: Any) -> None:
+    """Record every ComfyUI progress-bar update (the sampler's steps among them)."""
+    update = utils.ProgressBar.update_absolute
+
+    def update_absolute(self: Any, value: Any, total: Any = None, preview: Any = None) -> Any:
+        state["steps"].append((time.monotonic(), value, total if total is not None else self.total))
+        return update(self, value, total, preview)
+
+    utils.ProgressBar.update_absolute = update_absolute
+
+
+def main() -> None:
+    script = sys.argv[1]
+    sys.argv = sys.argv[1:]
+    comfy = os.path.dirname(os.path.abspath(script))
+    sys.path.insert(0, comfy)
+    os.chdir(comfy)
+    sampler = _Sampler()
+    stats = os.environ["ZR4_BENCH_STATS"]
+    state: dict[str, Any] = {"steps": []}
+
+    def on_torch(_torch: Any) -> None:
+        info = _cap(int(os.environ["ZR4_BENCH_CARD_MIB"]), int(os.environ.get("ZR4_BENCH_CONTEXT_MIB", "700")))
+        info["nvml_baseline_mib"] = sampler.baseline // MIB
+        info["nvml_after_init_mib"] = sampler.nvml_used() // MIB
+        info["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
+        with open(stats, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"launcher": info}) + "\n")
+
+    sys.meta_path.insert(0, _AfterImport({
+        "torch": on_torch,
+        "execution": lambda module: _instrument(stats, sampler, state, module),
+        "comfy.utils": lambda module: _progress(state, module),
+    }))
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
