@@ -78,7 +78,7 @@ class _Sampler:
             self.nvml = pynvml
             self.handle = pynvml.nvmlDeviceGetHandleByIndex(0)
             self.baseline = pynvml.nvmlDeviceGetMemoryInfo(self.handle).used
-        except Exception:  # noqa: BLE001 - no NVML (CPU check): record host RAM only
+        except Exception:
             self.nvml = None
         self.lock = threading.Lock()
         self.nvml_max = 0
@@ -115,7 +115,7 @@ def _cap(card_mib: int, context_mib: int) -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"gpu": None}
     torch.zeros(1, device="cuda")
-    real_free, real_total = torch.cuda.mem_get_info()
+    _free, real_total = torch.cuda.mem_get_info()
     cap = (card_mib - context_mib) * MIB
     torch.cuda.set_per_process_memory_fraction(cap / real_total)
     real = torch.cuda.mem_get_info
@@ -126,9 +126,14 @@ def _cap(card_mib: int, context_mib: int) -> dict[str, Any]:
 
     torch.cuda.mem_get_info = mem_get_info
     torch.cuda.memory.mem_get_info = mem_get_info
-    return {"gpu": torch.cuda.get_device_name(), "real_total_mib": real_total // MIB, "card_mib": card_mib,
-            "context_mib": context_mib, "allocator_cap_mib": cap // MIB,
-            "backend": torch.cuda.get_allocator_backend()}
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "real_total_mib": real_total // MIB,
+        "card_mib": card_mib,
+        "context_mib": context_mib,
+        "allocator_cap_mib": cap // MIB,
+        "backend": torch.cuda.get_allocator_backend(),
+    }
 
 
 def _instrument(stats_path: str, sampler: _Sampler, state: dict[str, Any], execution: Any) -> None:
@@ -138,7 +143,9 @@ def _instrument(stats_path: str, sampler: _Sampler, state: dict[str, Any], execu
     cuda = torch.cuda.is_available()
     original = execution.execute
 
-    async def execute(server: Any, dynprompt: Any, caches: Any, current_item: Any, *args: Any, **kwargs: Any) -> Any:
+    async def execute(
+        server: Any, dynprompt: Any, caches: Any, current_item: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         class_type = dynprompt.get_node(current_item)["class_type"]
         if cuda:
             torch.cuda.synchronize()
@@ -154,11 +161,14 @@ def _instrument(stats_path: str, sampler: _Sampler, state: dict[str, Any], execu
             seconds = time.monotonic() - start
             nvml, rss = sampler.peaks()
             record = {
-                "node": str(current_item), "class_type": class_type, "s": round(seconds, 3),
+                "node": str(current_item),
+                "class_type": class_type,
+                "s": round(seconds, 3),
                 "allocated_peak_mib": round(torch.cuda.max_memory_allocated() / MIB, 1) if cuda else 0,
                 "reserved_peak_mib": round(torch.cuda.max_memory_reserved() / MIB, 1) if cuda else 0,
                 "reserved_end_mib": round(torch.cuda.memory_reserved() / MIB, 1) if cuda else 0,
-                "nvml_peak_mib": round(nvml / MIB, 1), "rss_peak_mib": round(rss / MIB, 1),
+                "nvml_peak_mib": round(nvml / MIB, 1),
+                "rss_peak_mib": round(rss / MIB, 1),
                 "steps": [[round(t - start, 3), v, total] for t, v, total in state["steps"]],
             }
             with open(stats_path, "a", encoding="utf-8") as fh:
@@ -189,18 +199,25 @@ def main() -> None:
     state: dict[str, Any] = {"steps": []}
 
     def on_torch(_torch: Any) -> None:
-        info = _cap(int(os.environ["ZR4_BENCH_CARD_MIB"]), int(os.environ.get("ZR4_BENCH_CONTEXT_MIB", "700")))
+        info = _cap(
+            int(os.environ["ZR4_BENCH_CARD_MIB"]), int(os.environ.get("ZR4_BENCH_CONTEXT_MIB", "700"))
+        )
         info["nvml_baseline_mib"] = sampler.baseline // MIB
         info["nvml_after_init_mib"] = sampler.nvml_used() // MIB
         info["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
         with open(stats, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"launcher": info}) + "\n")
 
-    sys.meta_path.insert(0, _AfterImport({
-        "torch": on_torch,
-        "execution": lambda module: _instrument(stats, sampler, state, module),
-        "comfy.utils": lambda module: _progress(state, module),
-    }))
+    sys.meta_path.insert(
+        0,
+        _AfterImport(
+            {
+                "torch": on_torch,
+                "execution": lambda module: _instrument(stats, sampler, state, module),
+                "comfy.utils": lambda module: _progress(state, module),
+            }
+        ),
+    )
     runpy.run_path(script, run_name="__main__")
 
 

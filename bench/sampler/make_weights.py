@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from manifest import MORE_BITS_SUFFIXES, use_more_bits
 
 # Block layout (bytes per 256 or 32 values) and where the fp16 scale fields sit: (block values,
@@ -34,10 +33,8 @@ QUANT = {
     "Q6_K": (256, 210, [(208, 5e-6)]),
     "Q8_0": (32, 34, [(0, 1.5e-4)]),
 }
-FILES = {
-    "Q4_K_M": "Wan21_I2V_SteadyDancer_fp16-Q4_K_M_fix_5d_tensor.gguf",
-    "Q8_0": "Wan21_I2V_SteadyDancer_fp16-Q8_0.gguf",
-}
+# The names zr4 gives the levels' files (zr4.render.extras.gguf_file_name), so the workflow finds them.
+FILES = {level: f"Wan21_I2V_SteadyDancer_fp16-{level}_fix_5d_tensor.gguf" for level in ("Q4_K_M", "Q8_0")}
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -65,7 +62,7 @@ def quant_bytes(rows: int, cols: int, kind: str) -> np.ndarray:
     data = torch.randint(0, 256, (blocks, size), dtype=torch.uint8, device=DEVICE)
     for offset, magnitude in scales:
         scale = (torch.rand(blocks, device=DEVICE) * magnitude).to(torch.float16)
-        data[:, offset:offset + 2] = scale.view(torch.uint8).view(blocks, 2)
+        data[:, offset : offset + 2] = scale.view(torch.uint8).view(blocks, 2)
     return data.view(rows, cols // values * size).cpu().numpy()
 
 
@@ -96,8 +93,12 @@ def write_gguf(entries: list[dict[str, Any]], level: str, path: Path) -> dict[st
     return counts
 
 
-def write_safetensors(entries: list[dict[str, Any]], dtype: torch.dtype, path: Path,
-                      extra: dict[str, torch.Tensor] | None = None) -> None:
+def write_safetensors(
+    entries: list[dict[str, Any]],
+    dtype: torch.dtype,
+    path: Path,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> None:
     from safetensors.torch import save_file
 
     tensors = {e["name"]: dense(e["shape"], dtype) for e in entries}
@@ -121,14 +122,22 @@ def main() -> None:
         start = time.monotonic()
         path = m / "diffusion_models" / FILES[level]
         counts = write_gguf(manifests["steadydancer"], level, path)
-        report[path.name] = {"bytes": path.stat().st_size, "types": counts, "s": round(time.monotonic() - start, 1)}
+        report[path.name] = {
+            "bytes": path.stat().st_size,
+            "types": counts,
+            "s": round(time.monotonic() - start, 1),
+        }
     if not opts.skip_others:
         jobs = [
             ("umt5", torch.bfloat16, m / "text_encoders" / "umt5-xxl-enc-bf16.safetensors", None),
             ("clip_vision_h", torch.float16, m / "clip_vision" / "clip_vision_h.safetensors", None),
             ("wan_vae", torch.bfloat16, m / "vae" / "Wan2_1_VAE_bf16.safetensors", None),
-            ("lora", torch.bfloat16, m / "loras" / "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
-             None),
+            (
+                "lora",
+                torch.bfloat16,
+                m / "loras" / "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+                None,
+            ),
         ]
         for key, dtype, path, extra in jobs:
             start = time.monotonic()

@@ -35,8 +35,9 @@ def _import_wrapper(comfy: Path) -> Any:
 
     args.cpu = True
     path = comfy / "custom_nodes" / "ComfyUI-WanVideoWrapper"
-    spec = importlib.util.spec_from_file_location("wanvideowrapper", path / "__init__.py",
-                                                  submodule_search_locations=[str(path)])
+    spec = importlib.util.spec_from_file_location(
+        "wanvideowrapper", path / "__init__.py", submodule_search_locations=[str(path)]
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules["wanvideowrapper"] = module
@@ -57,15 +58,15 @@ def _linear_weights(model: Any) -> set[str]:
     return {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)}
 
 
-def steadydancer(comfy: Path, dim: int = 5120, layers: int = 40, heads: int = 40,
-                 ffn: int = 13824) -> list[dict[str, Any]]:
+def steadydancer(
+    comfy: Path, dim: int = 5120, layers: int = 40, heads: int = 40, ffn: int = 13824
+) -> list[dict[str, Any]]:
     """WanModel 14B I2V plus the SteadyDancer modules, as WanVideoModelLoader builds it.
 
     Smaller dim/layers/heads/ffn give the same names at the 1.3B sizes, for a CPU check."""
     import torch
     import torch.nn as nn
     from accelerate import init_empty_weights
-
     from wanvideowrapper.steadydancer.mobilenetv2_dcd import DYModule  # type: ignore[import-not-found]
     from wanvideowrapper.steadydancer.small_archs import (  # type: ignore[import-not-found]
         FactorConv3d,
@@ -76,20 +77,41 @@ def steadydancer(comfy: Path, dim: int = 5120, layers: int = 40, heads: int = 40
     in_channels, patch = 36, (1, 2, 2)
     cpu = torch.device("cpu")
     with init_empty_weights():
-        model = WanModel(model_type="i2v", patch_size=patch, text_len=512, in_dim=in_channels, dim=dim,
-                         in_features=dim, out_features=dim, ffn_dim=ffn, ffn2_dim=ffn, freq_dim=256,
-                         out_dim=16, num_heads=heads, num_layers=layers, eps=1e-6, attention_mode="sdpa",
-                         main_device=cpu, offload_device=cpu, dtype=torch.float16)
+        model = WanModel(
+            model_type="i2v",
+            patch_size=patch,
+            text_len=512,
+            in_dim=in_channels,
+            dim=dim,
+            in_features=dim,
+            out_features=dim,
+            ffn_dim=ffn,
+            ffn2_dim=ffn,
+            freq_dim=256,
+            out_dim=16,
+            num_heads=heads,
+            num_layers=layers,
+            eps=1e-6,
+            attention_mode="sdpa",
+            main_device=cpu,
+            offload_device=cpu,
+            dtype=torch.float16,
+        )
         c = 16
         model.patch_embedding_fuse = nn.Conv3d(in_channels + c + c, dim, kernel_size=patch, stride=patch)
         model.patch_embedding_ref_c = nn.Conv3d(c, dim, kernel_size=patch, stride=patch)
         model.condition_embedding_spatial = DYModule(inp=c, oup=c)
         model.condition_embedding_temporal = nn.Sequential(
-            FactorConv3d(in_channels=c, out_channels=c, kernel_size=(3, 3, 3), stride=1), nn.SiLU(),
-            FactorConv3d(in_channels=c, out_channels=c, kernel_size=(3, 3, 3), stride=1), nn.SiLU(),
-            FactorConv3d(in_channels=c, out_channels=c, kernel_size=(3, 3, 3), stride=1), nn.SiLU())
-        model.condition_embedding_align = PoseRefNetNoBNV3(in_channels_x=16, in_channels_c=16, hidden_dim=128,
-                                                           num_heads=8)
+            FactorConv3d(in_channels=c, out_channels=c, kernel_size=(3, 3, 3), stride=1),
+            nn.SiLU(),
+            FactorConv3d(in_channels=c, out_channels=c, kernel_size=(3, 3, 3), stride=1),
+            nn.SiLU(),
+            FactorConv3d(in_channels=c, out_channels=c, kernel_size=(3, 3, 3), stride=1),
+            nn.SiLU(),
+        )
+        model.condition_embedding_align = PoseRefNetNoBNV3(
+            in_channels_x=16, in_channels_c=16, hidden_dim=128, num_heads=8
+        )
     linear = _linear_weights(model)
     params = dict(model.named_parameters())
     # load_weights assigns every named parameter from the file; buffers are computed, not stored.
@@ -100,19 +122,18 @@ def umt5(comfy: Path) -> list[dict[str, Any]]:
     """umt5-xxl encoder in the key layout LoadWanVideoT5TextEncoder uses after conversion."""
     import torch
     from accelerate import init_empty_weights
-
     from wanvideowrapper.wanvideo.modules.t5 import umt5_xxl  # type: ignore[import-not-found]
 
     with init_empty_weights():
-        model = umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=torch.bfloat16,
-                         device=torch.device("cpu"))
+        model = umt5_xxl(
+            encoder_only=True, return_tokenizer=False, dtype=torch.bfloat16, device=torch.device("cpu")
+        )
     return _entries(model, set())
 
 
 def clip_vision_h(comfy: Path) -> list[dict[str, Any]]:
     """ComfyUI's CLIP vision ViT-H/14 (clip_vision_config_h.json), the keys CLIPVisionLoader matches."""
     import torch
-
     from comfy import clip_model, ops  # type: ignore[import-not-found]
 
     config = json.loads((comfy / "comfy" / "clip_vision_config_h.json").read_text())
@@ -123,7 +144,6 @@ def clip_vision_h(comfy: Path) -> list[dict[str, Any]]:
 def wan_vae(comfy: Path) -> list[dict[str, Any]]:
     """Wan 2.1 VAE as WanVideoVAELoader reads it (keys under "model.")."""
     import torch
-
     from wanvideowrapper.wanvideo.wan_video_vae import WanVideoVAE  # type: ignore[import-not-found]
 
     with torch.device("meta"):
@@ -155,8 +175,13 @@ def main() -> None:
     comfy = opts.comfyui.resolve()
     _import_wrapper(comfy)
     sd = steadydancer(comfy, 1536, 30, 12, 8960) if opts.small else steadydancer(comfy)
-    manifests = {"steadydancer": sd, "umt5": umt5(comfy), "clip_vision_h": clip_vision_h(comfy),
-                 "wan_vae": wan_vae(comfy), "lora": lora()}
+    manifests = {
+        "steadydancer": sd,
+        "umt5": umt5(comfy),
+        "clip_vision_h": clip_vision_h(comfy),
+        "wan_vae": wan_vae(comfy),
+        "lora": lora(),
+    }
     out.write_text(json.dumps(manifests))
     for key, entries in manifests.items():
         count = sum(1 for _ in entries)

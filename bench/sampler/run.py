@@ -2,20 +2,21 @@
 
 Why: `zr4 plan` predicts per-phase VRAM peaks; this measures them on the real sampler. It starts
 ComfyUI under capped.py (a smaller card imitated), queues the workflow zr4 installs
-(docker/workflows/steadydancer-gguf.json, API format) over HTTP with the plan's block swap, text
-encoder device and VAE tiling applied, waits for it, checks that VHS_VideoCombine wrote an mp4,
-and writes per-node and per-phase numbers as JSON.
+(built by workflows.py as `zr4 start` builds it for the planned card, API format) over HTTP, waits
+for it, checks that VHS_VideoCombine wrote an mp4, and writes per-node and per-phase numbers as JSON.
 
-The pose nodes (ONNX YOLO + ViTPose) are taken out and their consumer fed the driving frames: the
-device machine has only the CPU onnxruntime, so their GPU use cannot be measured there.
+The pose nodes (ONNX YOLOv10m + ViTPose-H) are taken out and their consumer fed the driving frames:
+the device machine has only the CPU onnxruntime, and random ONNX graphs of those two networks are
+not something this benchmark can generate, so the pose phase is not measured here.
 
-    python run.py --comfyui ComfyUI --workflow steadydancer-gguf.json --plan plan.json \
+    python run.py --comfyui ComfyUI --workflow workflow-q4km-16g.json --plan plan-q4km-16g.json \
         --card-mib 16376 --name q4km-16g --out result.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -31,19 +32,38 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 POSE_CLASSES = ("PoseDetectionOneToAllAnimation", "OnnxDetectionModelLoader")
 PHASES = {
-    "PoseDetectionOneToAllAnimation": "pose", "OnnxDetectionModelLoader": "pose",
-    "WanVideoTextEncodeCached": "text", "WanVideoTextEncode": "text", "LoadWanVideoT5TextEncoder": "text",
-    "CLIPVisionLoader": "image", "WanVideoClipVisionEncode": "image",
-    "WanVideoVAELoader": "encode", "WanVideoImageToVideoEncode": "encode", "WanVideoEncode": "encode",
-    "WanVideoModelLoader": "load", "WanVideoSetBlockSwap": "load", "WanVideoSetLoRAs": "load",
-    "WanVideoLoraSelect": "load", "WanVideoBlockSwap": "load",
-    "WanVideoSamplerFromSettings": "sample", "WanVideoSampler": "sample",
-    "WanVideoDecode": "decode", "VHS_VideoCombine": "output",
+    "PoseDetectionOneToAllAnimation": "pose",
+    "OnnxDetectionModelLoader": "pose",
+    "WanVideoTextEncodeCached": "text",
+    "WanVideoTextEncode": "text",
+    "LoadWanVideoT5TextEncoder": "text",
+    "CLIPVisionLoader": "image",
+    "WanVideoClipVisionEncode": "image",
+    "WanVideoVAELoader": "encode",
+    "WanVideoImageToVideoEncode": "encode",
+    "WanVideoEncode": "encode",
+    "WanVideoModelLoader": "load",
+    "WanVideoSetBlockSwap": "load",
+    "WanVideoSetLoRAs": "load",
+    "WanVideoLoraSelect": "load",
+    "WanVideoBlockSwap": "load",
+    "WanVideoSamplerFromSettings": "sample",
+    "WanVideoSampler": "sample",
+    "WanVideoDecode": "decode",
+    "VHS_VideoCombine": "output",
+    "VHS_LoadVideo": "input",
+    "LoadImage": "input",
+    "ImageResizeKJv2": "input",
+    "GetImageSizeAndCount": "input",
+    "GetImageRangeFromBatch": "input",
 }
 
 
-def apply_plan(workflow: dict[str, Any], plan: dict[str, Any], model: str, seed: int) -> dict[str, Any]:
-    """The workflow with the plan's decisions, the GGUF file name and the seed set; pose bypassed."""
+def apply_plan(workflow: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """The workflow with the plan's decisions that the workflow itself does not carry; pose bypassed.
+
+    workflows.py already built it with the plan's level and block swap; the text encoder device
+    and VAE tiling are set here too, so a plan that moves them is measured as planned."""
     wf = json.loads(json.dumps(workflow))
     pose_inputs: dict[str, Any] = {}
     for node_id, node in list(wf.items()):
@@ -66,10 +86,6 @@ def apply_plan(workflow: dict[str, Any], plan: dict[str, Any], model: str, seed:
             inputs["enable_vae_tiling"] = tiled
         elif cls == "WanVideoImageToVideoEncode":
             inputs["tiled_vae"] = tiled
-        elif cls == "WanVideoModelLoader":
-            inputs["model"] = model
-        elif cls == "WanVideoSamplerSettings":
-            inputs["seed"] = seed
     return wf
 
 
@@ -79,7 +95,9 @@ def _get(url: str) -> Any:
 
 
 def _post(url: str, body: Any) -> Any:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
@@ -92,8 +110,16 @@ def summarize(records: list[dict[str, Any]], sampler_steps: int) -> dict[str, An
     phases: dict[str, dict[str, float]] = {}
     for r in records:
         phase = PHASES.get(r["class_type"], "other")
-        p = phases.setdefault(phase, {"s": 0.0, "allocated_peak_mib": 0.0, "reserved_peak_mib": 0.0,
-                                      "nvml_peak_mib": 0.0, "rss_peak_mib": 0.0})
+        p = phases.setdefault(
+            phase,
+            {
+                "s": 0.0,
+                "allocated_peak_mib": 0.0,
+                "reserved_peak_mib": 0.0,
+                "nvml_peak_mib": 0.0,
+                "rss_peak_mib": 0.0,
+            },
+        )
         p["s"] = round(p["s"] + r["s"], 3)
         for key in ("allocated_peak_mib", "reserved_peak_mib", "nvml_peak_mib", "rss_peak_mib"):
             p[key] = max(p[key], r[key])
@@ -103,14 +129,21 @@ def summarize(records: list[dict[str, Any]], sampler_steps: int) -> dict[str, An
         if PHASES.get(r["class_type"]) == "sample":
             marks = [(t, v) for t, v, total in r["steps"] if total == sampler_steps and v > 0]
     first = marks[0][0] if marks else None
-    steps = [round(b[0] - a[0], 3) for a, b in zip(marks, marks[1:])]
+    steps = [round(b[0] - a[0], 3) for a, b in itertools.pairwise(marks)]
     return {"phases": phases, "step_s": steps, "first_step_done_s": first}
 
 
 def run(opts: argparse.Namespace) -> dict[str, Any]:
     comfy = opts.comfyui.resolve()
     plan = json.loads(opts.plan.read_text())
-    workflow = apply_plan(json.loads(opts.workflow.read_text()), plan, opts.model, opts.seed)
+    original = json.loads(opts.workflow.read_text())
+    workflow = apply_plan(original, plan)
+    changed = {
+        f"{k}.{key}": value
+        for k, node in workflow.items()
+        for key, value in node["inputs"].items()
+        if original[k]["inputs"].get(key) != value
+    }
     inputs = comfy / "input"
     inputs.mkdir(exist_ok=True)
     shutil.copyfile(opts.video, inputs / "steadydancer_driving.mp4")
@@ -123,19 +156,54 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     front = Path("/tmp/zr4-bench-frontend")
     front.mkdir(exist_ok=True)
     (front / "index.html").write_text("<!doctype html><title>bench</title>")
-    env = os.environ | {"ZR4_BENCH_CARD_MIB": str(opts.card_mib), "ZR4_BENCH_CONTEXT_MIB": str(opts.context_mib),
-                        "ZR4_BENCH_STATS": str(stats), "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, str(HERE / "capped.py"), str(comfy / "main.py"), "--listen", "127.0.0.1",
-            "--port", str(opts.port), "--front-end-root", str(front), *plan["comfyui_args"], *opts.extra_arg]
+    env = os.environ | {
+        "ZR4_BENCH_CARD_MIB": str(opts.card_mib),
+        "ZR4_BENCH_CONTEXT_MIB": str(opts.context_mib),
+        "ZR4_BENCH_STATS": str(stats),
+        "PYTHONUNBUFFERED": "1",
+    }
+    args = [
+        sys.executable,
+        str(HERE / "capped.py"),
+        str(comfy / "main.py"),
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(opts.port),
+        "--front-end-root",
+        str(front),
+        *plan["comfyui_args"],
+        *opts.extra_arg,
+    ]
     started = time.monotonic()
-    result: dict[str, Any] = {"name": opts.name, "card_mib": opts.card_mib, "context_mib": opts.context_mib,
-                              "plan": {k: plan[k] for k in ("gguf_level", "memory_mode", "block_swap",
-                                                            "prefetch_blocks", "text_encoder_device", "vae_tiling",
-                                                            "comfyui_args", "phase_mib", "peak_mib", "card_mib")},
-                              "comfyui_argv": args[3:], "model": opts.model, "seed": opts.seed}
+    result: dict[str, Any] = {
+        "name": opts.name,
+        "card_mib": opts.card_mib,
+        "context_mib": opts.context_mib,
+        "plan": {
+            k: plan[k]
+            for k in (
+                "gguf_level",
+                "memory_mode",
+                "block_swap",
+                "prefetch_blocks",
+                "text_encoder_device",
+                "vae_tiling",
+                "comfyui_args",
+                "phase_mib",
+                "peak_mib",
+                "card_mib",
+            )
+        },
+        "comfyui_argv": args[3:],
+        "workflow": opts.workflow.name,
+        "pose_bypassed": sorted(set(original) - set(workflow)),
+        "inputs_changed": changed,
+    }
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=comfy,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=comfy, start_new_session=True
+        )
     try:
         url = f"http://127.0.0.1:{opts.port}"
         while True:
@@ -159,10 +227,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
             history = _get(f"{url}/history/{prompt_id}")
             if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
                 entry = history[prompt_id]
-                if entry["status"].get("status_str") != "error" and entry.get("outputs") is not None:
-                    if entry["status"].get("completed"):
-                        break
-                if entry["status"].get("status_str") == "error":
+                if entry["status"].get("status_str") == "error" or entry["status"].get("completed"):
                     break
             if proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {proc.returncode} while running")
@@ -179,9 +244,14 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         for out in entry.get("outputs", {}).values():
             for item in out.get("gifs", []):
                 path = comfy / "output" / item.get("subfolder", "") / item["filename"]
-                videos.append({"file": item["filename"], "format": item.get("format"),
-                               "bytes": path.stat().st_size if path.exists() else None,
-                               "frames": _frames(path)})
+                videos.append(
+                    {
+                        "file": item["filename"],
+                        "format": item.get("format"),
+                        "bytes": path.stat().st_size if path.exists() else None,
+                        "frames": _frames(path),
+                    }
+                )
         result["videos"] = videos
     except RuntimeError as e:
         result["error"] = {"runner": str(e)}
@@ -197,7 +267,9 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         result["launcher"] = next((x["launcher"] for x in lines if "launcher" in x), None)
         records = [x for x in lines if "launcher" not in x]
         result["nodes"] = records
-        steps = [n["inputs"]["steps"] for n in workflow.values() if n["class_type"] == "WanVideoSamplerSettings"]
+        steps = [
+            n["inputs"]["steps"] for n in workflow.values() if n["class_type"] == "WanVideoSamplerSettings"
+        ]
         result |= summarize(records, steps[0] if steps else 4)
         text = log.read_text(errors="replace") if log.exists() else ""
         result["oom_in_log"] = "OutOfMemoryError" in text or "out of memory" in text.lower()
@@ -215,22 +287,20 @@ def _frames(path: Path) -> int | None:
         while cap.read()[0]:
             n += 1
         return n
-    except Exception:  # noqa: BLE001 - frame count is informative only
+    except Exception:
         return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfyui", type=Path, required=True)
-    parser.add_argument("--workflow", type=Path, required=True)
+    parser.add_argument("--workflow", type=Path, required=True, help="workflows.py output (API format)")
     parser.add_argument("--plan", type=Path, required=True, help="`zr4 plan --json` output")
-    parser.add_argument("--model", default="Wan21_I2V_SteadyDancer_fp16-Q4_K_M_fix_5d_tensor.gguf")
     parser.add_argument("--video", type=Path, required=True)
     parser.add_argument("--image", type=Path, required=True)
     parser.add_argument("--card-mib", type=int, required=True)
     parser.add_argument("--context-mib", type=int, default=700)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--seed", type=int, default=106060)
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--extra-arg", action="append", default=[])
     parser.add_argument("--start-timeout", type=float, default=180)
@@ -238,8 +308,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     opts = parser.parse_args()
     result = run(opts)
-    brief = {k: result.get(k) for k in ("name", "status", "error", "total_s", "start_s", "step_s", "videos",
-                                         "oom_in_log", "launcher")}
+    brief = {
+        k: result.get(k)
+        for k in (
+            "name",
+            "status",
+            "error",
+            "total_s",
+            "start_s",
+            "step_s",
+            "videos",
+            "oom_in_log",
+            "launcher",
+        )
+    }
     print(json.dumps(brief, indent=1))
     for phase, p in result.get("phases", {}).items():
         print(f"  {phase:8} {p}")

@@ -41,10 +41,13 @@ def build(config_dir: Path) -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
     added = config["added_tokens_decoder"]
     extra = sorted((int(i), v["content"]) for i, v in added.items() if int(i) >= BASE_PIECES)
-    assert [i for i, _ in extra] == list(range(BASE_PIECES, BASE_PIECES + len(extra))), "extra ids not contiguous"
+    assert [i for i, _ in extra] == list(range(BASE_PIECES, BASE_PIECES + len(extra))), (
+        "extra ids not contiguous"
+    )
     tokenizer.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     tokenizer.add_special_tokens([AddedToken(c, special=True, normalized=False) for _, c in extra])
     out = config_dir / "tokenizer.json"
