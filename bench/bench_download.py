@@ -84,8 +84,10 @@ def cpu_of(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     os.sync()
     before = os.times()
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:5]} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
     after = os.times()
     return wall, (after.children_user - before.children_user) + (
         after.children_system - before.children_system
