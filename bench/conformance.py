@@ -15,14 +15,17 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results"
 RECORD = RESULTS / "comfyui.md"
+SCREENSHOT = "comfyui-ui-workflow.png"
 
 
 def _version_of(python: str, distribution: str) -> str:
@@ -54,17 +57,25 @@ def main(argv: list[str]) -> int:
     }
     command = [sys.executable, "-m", "pytest", "tests/conformance", "-v", "-rs", "-p", "no:cacheprovider", *argv]
     began = time.monotonic()
-    result = subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env={**os.environ, "ZR4_CONFORMANCE_OUT": str(RESULTS)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.monotonic() - began
-    output = (result.stdout + result.stderr).replace(str(REPO_ROOT) + "/", "")
-    output = output.replace(sources, "<sources>").replace(str(Path(python).parent.parent), "<venv>")
+    with tempfile.TemporaryDirectory(prefix="zr4-conformance-") as out:
+        result = subprocess.run(
+            command,
+            cwd=REPO_ROOT,
+            env={**os.environ, "ZR4_CONFORMANCE_OUT": out},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        elapsed = time.monotonic() - began
+        if (Path(out) / SCREENSHOT).is_file():
+            shutil.copy(Path(out) / SCREENSHOT, RESULTS / SCREENSHOT)
+        kept = {p.stem.removeprefix("conformance-"): p.read_text() for p in Path(out).glob("conformance-*.txt")}
+
+    def public(text: str) -> str:  # no machine paths in the record
+        text = text.replace(str(REPO_ROOT) + "/", "").replace(sources, "<sources>")
+        return text.replace(str(Path(python).parent.parent), "<venv>")
+
+    output = public(result.stdout + result.stderr)
     lines = [
         line
         for line in output.splitlines()
@@ -101,7 +112,21 @@ flag table equal to what `data/gen_comfyui_flags.py` makes from `comfy/cli_args.
 zr4 can emit accepted by the real argparse; the node definitions in `data/comfyui/` equal to what
 `data/comfyui/gen_object_info.py` captures; the auth proxy in front of the real frontend.
 
-Screenshot (4080super's workflow, opened from the sidebar): `comfyui-ui-workflow.png`.
+Screenshot (4080super's workflow, opened from the sidebar): `{SCREENSHOT}`.
+
+`zr4 start` (its own log lines; ComfyUI's are left out), with no GPU and
+`COMFYUI_ARGS="--lowvram --use-sage-attention"`:
+
+```
+{public(kept.get("start", "(not run)"))}
+```
+
+`zr4 doctor --build-time` (profile 3090 with `features.flash_attn=false`: the venv has no
+flash-attn or mmcv, which need CUDA compilers to build):
+
+```
+{public(kept.get("doctor", "(not run)")).rstrip()}
+```
 
 ```
 {chr(10).join(lines)}

@@ -176,6 +176,7 @@ def booted(comfy_sources: ComfySources, tmp_path_factory: pytest.TempPathFactory
 @pytest.mark.timeout(1200)
 def test_zr4_start_boots_the_real_comfyui_with_the_planned_flags(booted: RealPod) -> None:
     log = booted.log.read_text(errors="replace")
+    keep_for_the_record("start", "\n".join(line for line in log.splitlines() if line.startswith("[zr4 ")))
     for number in range(1, 6):
         assert f"step {number}/5" in log, log[-4000:]
     status, stats = booted.backend("/system_stats")
@@ -245,11 +246,18 @@ def test_zr4_doctor_passes_on_the_fetched_stack(comfy_sources: ComfySources, tmp
         timeout=1800,
         check=False,
     )
-    print(result.stdout)
+    keep_for_the_record("doctor", result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.rstrip().endswith(" 0 failed")
     assert "ComfyUI v0.7.0 starts (--cpu --quick-test-for-ci)" in result.stdout
     assert snapshot(comfy) == before, "zr4 doctor wrote into ComfyUI's folder (root-owned in the image)"
+
+
+def keep_for_the_record(name: str, text: str) -> None:
+    """With ZR4_CONFORMANCE_OUT set (bench/conformance.py), leave ``text`` there for its record."""
+    out = os.environ.get("ZR4_CONFORMANCE_OUT")
+    if out:
+        (Path(out) / f"conformance-{name}.txt").write_text(text, encoding="utf-8")
 
 
 def snapshot(tree: Path) -> set[str]:
