@@ -12,6 +12,7 @@ import pytest
 
 from runtime.test_gpu import MEMINFO, smi_script
 from runtime.test_start_sequence import Pod, hub, stop, wait_for  # noqa: F401  (hub: fixture)
+from support.s3_server import free_port
 from zr4.runtime.comfy_api import comfyui_urls
 from zr4.runtime.comfy_launch import LaunchPlan
 from zr4.runtime.env import EnvError
@@ -112,6 +113,14 @@ def _answers(port: int) -> bool:
         return False
 
 
+def _serves_api(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=2) as response:
+            return "/runsync" in json.loads(response.read())["paths"]
+    except OSError:
+        return False
+
+
 def test_start_runs_one_comfyui_per_gpu(tmp_path: Path, hub) -> None:  # noqa: F811
     pod = Pod(tmp_path / "pod", hub)
     smi = smi_script(tmp_path, TWO_4080S)
@@ -146,12 +155,17 @@ def test_start_runs_one_comfyui_per_gpu(tmp_path: Path, hub) -> None:  # noqa: F
 def test_serverless_mode_keeps_comfyui_private_and_starts_the_worker(tmp_path: Path, hub) -> None:  # noqa: F811
     pytest.importorskip("runpod", reason="needs the runpod SDK: pip install -e '.[test]'")
     pod = Pod(tmp_path / "pod", hub)
-    process = pod.start(ZR4_MODE="serverless")
+    api_port = free_port()
+    process = pod.start(ZR4_MODE="serverless", ZR4_WORKER_API_PORT=str(api_port))
     try:
         record = wait_for(pod.comfyui_record, 120, "ComfyUI to start")
         wait_for(lambda: _answers(pod.port), 60, "ComfyUI to answer")
+        # Not on RunPod: the worker serves the SDK's local API (FastAPI's schema answers) and stays up.
+        wait_for(lambda: _serves_api(api_port), 120, "the worker's local API")
     finally:
         output = stop(process)
     argv = record["argv"]  # type: ignore[index]
     assert argv[:4] == ["--listen", "127.0.0.1", "--port", str(pod.port)]
     assert f"serverless worker started for http://127.0.0.1:{pod.port}" in output
+    assert "[zr4 worker] not on RunPod: serving the SDK's local API" in output
+    assert "restarting in" not in output, output  # the worker stayed up (no restart loop)

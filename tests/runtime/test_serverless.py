@@ -19,7 +19,14 @@ from support import s3_server
 from support.fake_comfyui import PNG_BYTES
 from support.fake_comfyui_api import Behaviour, FakeComfyAPI
 from zr4.runtime.dance import JobEvent
-from zr4.runtime.serverless import JobInputError, ProgressReporter, WorkerConfig, parse_input, run
+from zr4.runtime.serverless import (
+    JobInputError,
+    ProgressReporter,
+    WorkerConfig,
+    local_api_args,
+    parse_input,
+    run,
+)
 from zr4.workflow import NODE_IDS, WorkflowSpec, build_steadydancer_workflow, load_object_info
 
 pytest.importorskip("runpod", reason="needs the runpod SDK: pip install -e '.[test]'")
@@ -274,18 +281,24 @@ def post(url: str, body: object) -> dict[str, Any]:
 def test_the_documented_request_runs_through_the_sdk_api_server(
     comfy: FakeComfyAPI, moto_server, tmp_path: Path
 ) -> None:
-    """``--rp_serve_api``: the SDK's local stand-in for /run, /runsync and /status, fed the request
-    example of the how-to; the answer carries every field of its response example."""
+    """The SDK's local stand-in for /run, /runsync and /status (``--rp_serve_api``, which the worker
+    picks by itself outside RunPod), fed the request example of the how-to; the answer carries
+    every field of its response example."""
     port = s3_server.free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "R2_", "ENABLE_R2"))}
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "zr4.runtime.serverless", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-         "--rp_api_port", str(port)],
-        env={**full, "ZR4_COMFYUI_WAIT_S": "20", **worker_env(comfy, moto_server, tmp_path)},
+        [sys.executable, "-m", "zr4.runtime.serverless"],  # no RunPod, no test job: the local API
+        env={
+            **full,
+            "ZR4_COMFYUI_WAIT_S": "20",
+            "ZR4_WORKER_API_PORT": str(port),
+            **worker_env(comfy, moto_server, tmp_path),
+        },
+        cwd=tmp_path,
         stdout=log,
         stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     try:
         s3_server._wait_port(port, worker, timeout_s=60)  # type: ignore[arg-type]
         request = doc_json_after("## Request")
@@ -314,3 +327,20 @@ def test_the_documented_request_runs_through_the_sdk_api_server(
         worker.terminate()
         worker.wait(timeout=30)
         log.close()
+    text = (tmp_path / "worker.log").read_text()
+    assert f"[zr4 worker] not on RunPod: serving the SDK's local API (/run, /runsync, /status) on http://127.0.0.1:{port}" in text
+
+
+def test_local_api_only_outside_runpod_and_without_a_test_job(tmp_path: Path) -> None:
+    api = ["--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", "8000"]
+    assert local_api_args({}, [], tmp_path) == api
+    assert local_api_args({"ZR4_WORKER_API_HOST": "0.0.0.0", "ZR4_WORKER_API_PORT": "9000"}, [], tmp_path) == [
+        "--rp_serve_api", "--rp_api_host", "0.0.0.0", "--rp_api_port", "9000",
+    ]  # fmt: skip
+    assert local_api_args({"RUNPOD_WEBHOOK_GET_JOB": "https://api.runpod.ai/v2/x/job-take/$ID"}, [], tmp_path) == []
+    assert local_api_args({}, ["--test_input", "{}"], tmp_path) == []
+    assert local_api_args({}, ["--rp_serve_api", "--rp_api_port", "8001"], tmp_path) == []
+    (tmp_path / "test_input.json").write_text('{"input": {}}')
+    assert local_api_args({}, [], tmp_path) == []
+    with pytest.raises(JobInputError, match=r"^ZR4_WORKER_API_PORT='http' is not a port number$"):
+        local_api_args({"ZR4_WORKER_API_PORT": "http"}, [], tmp_path / "elsewhere")

@@ -4,7 +4,8 @@
 this module beside ComfyUI instead of exposing the UI. It waits for ComfyUI, then hands
 :func:`handler` to the ``runpod`` SDK (``runpod.serverless.start``), which takes jobs from the
 endpoint's queue, or, with ``--test_input '{"input": {…}}'``, runs that one job locally and exits
-(the SDK's own local test mode, ``runpod/serverless/modules/rp_local.py``).
+(the SDK's own local test mode, ``runpod/serverless/modules/rp_local.py``). Outside RunPod with no
+test job it serves the SDK's local API instead (:func:`local_api_args`).
 
 Job input (``job["input"]``)::
 
@@ -307,12 +308,40 @@ def wait_for_comfyui(clients: list[ComfyClient], timeout_s: float) -> float:
     return time.monotonic() - started
 
 
+DEFAULT_API_PORT = 8000  # the SDK's own default for --rp_api_port
+
+
+def local_api_args(environ: Mapping[str, str], argv: list[str], cwd: Path) -> list[str]:
+    """The SDK arguments for its local API server, when this worker runs outside RunPod and was given
+    no job of its own.
+
+    Outside RunPod (no ``RUNPOD_WEBHOOK_GET_JOB``) the SDK runs ``--test_input`` or ``test_input.json``
+    once and exits, and exits 1 without either (runpod-python 1.12.0 ``serverless/worker.py`` and
+    ``modules/rp_local.py``): under `zr4 start` that is a restart loop. The local API server
+    (``--rp_serve_api``) instead takes jobs over HTTP like an endpoint, so the image started with
+    ``ZR4_MODE=serverless`` on any machine can be tried with curl. It listens on
+    ``ZR4_WORKER_API_HOST`` (127.0.0.1; ``0.0.0.0`` to publish it from a container, unauthenticated)
+    and ``ZR4_WORKER_API_PORT`` (8000).
+    """
+    if _on_runpod(environ) or (cwd / "test_input.json").is_file():
+        return []
+    if any(arg.split("=", 1)[0] in ("--test_input", "--rp_serve_api") for arg in argv):
+        return []
+    host = env_str("ZR4_WORKER_API_HOST", "127.0.0.1", environ) or "127.0.0.1"
+    port = env_str("ZR4_WORKER_API_PORT", str(DEFAULT_API_PORT), environ) or str(DEFAULT_API_PORT)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise JobInputError(f"ZR4_WORKER_API_PORT={port!r} is not a port number")
+    return ["--rp_serve_api", "--rp_api_host", host, "--rp_api_port", port]
+
+
 def main() -> int:
-    """Wait for ComfyUI, then run the SDK's worker loop (or its local test with --test_input)."""
+    """Wait for ComfyUI, then run the SDK's worker loop; outside RunPod its local test (--test_input)
+    or its local API server."""
     environ = dict(os.environ)
     try:
         config = WorkerConfig.from_env(environ)
         raw_wait = env_str("ZR4_COMFYUI_WAIT_S", None, environ)
+        local_api = local_api_args(environ, sys.argv[1:], Path.cwd())
         waited = wait_for_comfyui(config.clients(), float(raw_wait) if raw_wait else COMFYUI_WAIT_S)
     except (Zr4Error, ValueError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
@@ -322,6 +351,13 @@ def main() -> int:
         f"{len(config.urls)} job(s) at a time",
         flush=True,
     )
+    if local_api:
+        sys.argv += local_api
+        print(
+            f"[zr4 worker] not on RunPod: serving the SDK's local API (/run, /runsync, /status) on "
+            f"http://{local_api[2]}:{local_api[4]}",
+            flush=True,
+        )
     import runpod
 
     count = len(config.urls)
