@@ -228,6 +228,32 @@ def test_the_installed_workflow_opens_from_the_sidebar_and_validates(booted: Rea
     assert status == 200 and isinstance(answer, dict) and answer.get("node_errors") == {}, answer
 
 
+@pytest.mark.timeout(600)
+def test_zr4_dance_queues_the_installed_workflow_through_the_proxy(
+    booted: RealPod, comfy_sources: ComfySources, tmp_path: Path
+) -> None:
+    """`zr4 dance` in the pod, with no --workflow and no URL: through the auth proxy (the generated
+    token) it finds the API-format twin of the installed workflow in user/zr4/ (the sidebar's file
+    is UI format), uploads, queues, and the real ComfyUI runs it until the first loader fails on
+    the test Hub's stand-in model bytes: one line naming the node."""
+    from support.tiny_dance import ffmpeg_of, make_media
+
+    assert (booted.comfyui / "user" / "default" / "zr4" / "steadydancer-gguf.json").is_file()
+    photo, clip = make_media(ffmpeg_of(comfy_sources.python), tmp_path)
+    env = {k: v for k, v in booted.env.items() if k != "COMFYUI_ARGS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "zr4.cli.main", "dance", "--image", str(photo), "--video", str(clip),
+         "--frames", "5", "--width", "64", "--height", "64", "--out", str(tmp_path / "never.mp4"), "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    booted.backend("/queue", {"clear": True})
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] is False and result["error"].startswith("node ") and " failed: " in result["error"]
+    assert "queued as prompt" in done.stderr and "ComfyUI started executing" in done.stderr
+    assert not (tmp_path / "never.mp4").exists()
+
+
 @pytest.mark.timeout(1800)
 def test_zr4_doctor_passes_on_the_fetched_stack(comfy_sources: ComfySources, tmp_path: Path) -> None:
     profile = load_profile("3090", ["features.flash_attn=false"])

@@ -104,6 +104,32 @@ def test_job_uploads_fills_queues_follows_and_downloads(comfy: FakeComfyAPI, inp
     )
 
 
+def test_the_boot_install_is_found_beside_its_ui_twin(tmp_path: Path, inputs) -> None:
+    """What `zr4 start` installs: the UI format in workflows/ (the only one the sidebar opens) and
+    the API format in zr4/, which the job queues."""
+    from zr4.runtime.workflow_install import install_workflow
+
+    image, video = inputs
+    spec = WorkflowSpec(variant="gguf", diffusion_model_file=GGUF_FILE)
+    with FakeComfyAPI(tmp_path / "comfy", behaviour()) as comfy:
+        ui_file = install_workflow(comfy.state.root, spec)
+        assert ui_file == comfy.state.user_dir / "workflows" / "steadydancer-gguf.json"
+        assert "nodes" in json.loads(ui_file.read_text())  # UI format: no job could queue it
+        result = run_job([ComfyClient(comfy.url)], JobRequest(str(image), str(video)))
+        assert result.workflow_source == f"{comfy.url} user/zr4/steadydancer-gguf.json"
+        queued = comfy.state.prompts[-1]["prompt"]
+        assert {n: node["class_type"] for n, node in queued.items()} == {
+            n: node["class_type"] for n, node in build_steadydancer_workflow(spec).items()
+        }
+        (comfy.state.user_dir / "zr4" / "steadydancer-gguf.json").unlink()
+        with pytest.raises(JobWorkflowError) as caught:
+            run_job([ComfyClient(comfy.url)], JobRequest(str(image), str(video)))
+    assert str(caught.value) == (
+        f"ComfyUI at {comfy.url} has no API-format SteadyDancer workflow in its user folders zr4/ or "
+        "workflows/ (`zr4 start` writes one at boot); pass --workflow FILE"
+    )
+
+
 def test_random_seed_is_reported_and_used(comfy: FakeComfyAPI, inputs) -> None:
     image, video = inputs
     first = run_job([ComfyClient(comfy.url)], JobRequest(str(image), str(video)))

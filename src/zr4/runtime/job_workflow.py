@@ -186,11 +186,27 @@ def fill_workflow(
 
 
 def find_boot_workflow(client: Any) -> tuple[Workflow, str]:
-    """The API-format SteadyDancer workflow the boot put into ComfyUI's user workflows (newest first).
+    """The API-format SteadyDancer workflow the boot installed (newest first). Returns it and its path.
 
-    ``client`` is a :class:`zr4.runtime.comfy_api.ComfyClient`. Returns the workflow and its path.
+    `zr4 start` writes it to the user folder ``zr4/`` (``workflows/`` gets its UI-format twin, the
+    only format ComfyUI's Workflows sidebar opens; see :mod:`zr4.runtime.workflow_install`). An
+    API-format file in ``workflows/`` is taken too, for a workflow a user exported there.
+    ``client`` is a :class:`zr4.runtime.comfy_api.ComfyClient`.
     """
-    entries = client.list_userdata(WORKFLOW_DIR)
+    from zr4.runtime.workflow_install import API_WORKFLOWS_DIR
+
+    for folder in (API_WORKFLOWS_DIR, WORKFLOW_DIR):
+        found = _newest_api_workflow(client, folder)
+        if found is not None:
+            return found
+    raise JobWorkflowError(
+        f"ComfyUI at {client.base_url} has no API-format SteadyDancer workflow in its user folders "
+        f"{API_WORKFLOWS_DIR}/ or {WORKFLOW_DIR}/ (`zr4 start` writes one at boot); pass --workflow FILE"
+    )
+
+
+def _newest_api_workflow(client: Any, folder: str) -> tuple[Workflow, str] | None:
+    entries = client.list_userdata(folder)
     candidates = [
         entry
         for entry in entries
@@ -199,7 +215,7 @@ def find_boot_workflow(client: Any) -> tuple[Workflow, str]:
     ]
     candidates.sort(key=lambda entry: float(entry.get("modified", 0) or 0), reverse=True)
     for entry in candidates:
-        path = f"{WORKFLOW_DIR}/{entry['path']}"
+        path = f"{folder}/{entry['path']}"
         try:
             data = json.loads(client.userdata(path))
         except (ValueError, Zr4Error):
@@ -208,7 +224,4 @@ def find_boot_workflow(client: Any) -> tuple[Workflow, str]:
             data = data["prompt"]
         if is_api_workflow(data):
             return data, path
-    raise JobWorkflowError(
-        f"ComfyUI at {client.base_url} has no API-format SteadyDancer workflow in its user workflows "
-        "(`zr4 start` writes one at boot); pass --workflow FILE"
-    )
+    return None

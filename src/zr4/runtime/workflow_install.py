@@ -23,6 +23,10 @@ from zr4.runtime.models.selection import FileTarget
 from zr4.workflow.build import WorkflowSpec, build_steadydancer_workflow
 
 WORKFLOWS_SUBDIR = Path("user") / "default" / "workflows"
+# The API-format twin `zr4 dance` and the serverless worker queue (through ComfyUI's /userdata?dir=zr4):
+# outside workflows/, whose sidebar cannot open the API format.
+API_WORKFLOWS_DIR = "zr4"
+API_WORKFLOWS_SUBDIR = Path("user") / "default" / API_WORKFLOWS_DIR
 # Manifest entry ids (data/models.yaml) of the files the workflow loads by name.
 # The pose files go by id: the mmpose backend adds files of the same roles (DWPose, YOLOX).
 _YOLO_ID = "pose-yolov10m"
@@ -120,10 +124,16 @@ def install_workflow(comfyui_dir: Path, spec: WorkflowSpec) -> Path:
     """Write ``steadydancer-<variant>.json`` into ComfyUI's user workflows folder (atomically).
 
     The Workflows sidebar opens only the UI ("litegraph") format, so that is what goes there; it
-    is converted from the same API-format graph ``POST /prompt`` takes.
+    is converted from the same API-format graph ``POST /prompt`` takes. That API-format graph goes
+    to ``user/default/zr4/`` under the same name, where `zr4 dance` and the serverless worker find
+    it (:func:`zr4.runtime.job_workflow.find_boot_workflow`).
     """
+    from zr4.workflow.build import workflow_json
     from zr4.workflow.ui import build_ui_workflow, ui_workflow_json
 
-    target = comfyui_dir / WORKFLOWS_SUBDIR / f"steadydancer-{spec.variant}.json"
-    write_text_atomically(target, ui_workflow_json(build_ui_workflow(build_steadydancer_workflow(spec))))
+    api = build_steadydancer_workflow(spec)
+    name = f"steadydancer-{spec.variant}.json"
+    write_text_atomically(comfyui_dir / API_WORKFLOWS_SUBDIR / name, workflow_json(api))
+    target = comfyui_dir / WORKFLOWS_SUBDIR / name
+    write_text_atomically(target, ui_workflow_json(build_ui_workflow(api)))
     return target
