@@ -101,7 +101,7 @@ def test_xformers_that_pins_another_torch() -> None:
 
 
 def test_mmcv_22_breaks_mmdet() -> None:
-    broken = rules("4080super", ["stack.mmcv=2.2.0"])
+    broken = rules("4080super", ["features.pose_backend=mmpose", "stack.mmcv=2.2.0"])
     assert "mmdet 3.3.0 requires 2.0.0rc4 <= mmcv < 2.2.0" in broken["mmcv_consumers"]
 
 

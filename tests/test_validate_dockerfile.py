@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from support.validate_context import REPO, context_of, messages
+from zr4.profile import load_profile
+from zr4.render import render_files, write_context
 from zr4.validate import BuildContext
 from zr4.validate.check_context import check_context
 from zr4.validate.check_dockerfile import check_parse, check_stages
@@ -119,7 +121,9 @@ def test_a_flash_attn_sdist_build_without_its_arch_list_fails(tmp_path: Path) ->
     ) in report
 
 
-def test_extension_built_on_a_runtime_image_or_without_arches(ctx: Path) -> None:
+def test_extension_built_on_a_runtime_image_or_without_arches(tmp_path: Path) -> None:
+    ctx = tmp_path / "docker"
+    write_context(render_files(load_profile("4080super", ["features.pose_backend=mmpose"])), ctx)
     dockerfile = ctx / "Dockerfile"
     edit(dockerfile, 'TORCH_CUDA_ARCH_LIST="8.9" \\\n    ', "")
     edit(

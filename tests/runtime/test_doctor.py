@@ -192,7 +192,9 @@ def test_wrong_and_missing_packages_fail_their_rows(tmp_path: Path) -> None:
 
 
 def test_mmcv_without_compiled_ops_fails_the_mmcv_ops_row(tmp_path: Path) -> None:
-    profile = load_profile("4080super", ["features.flash_attn=false", "features.xformers=false"])
+    profile = load_profile(
+        "4080super", ["features.pose_backend=mmpose", "features.flash_attn=false", "features.xformers=false"]
+    )
     assert profile.features.pose_backend == "mmpose"
     mmcv_lite = {
         "mmcv/__init__.py": "__version__ = '2.1.0'\n",

@@ -125,7 +125,7 @@ def test_every_flag_the_design_lists_for_v070_is_accepted() -> None:
 def test_profile_then_environment() -> None:
     request, warnings = request_from_profile(PROFILE)
     assert warnings == []
-    assert (request.variant, request.gguf_level, request.pose_backend) == ("gguf", "Q4_K_M", "mmpose")
+    assert (request.variant, request.gguf_level, request.pose_backend) == ("gguf", "Q4_K_M", "onnx")
     assert (request.workload.width, request.workload.height, request.workload.frames) == (480, 832, 81)
     changed, warnings = apply_env(
         request,
