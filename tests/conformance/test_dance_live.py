@@ -29,6 +29,7 @@ from support.real_comfyui import (
     ComfySources,
     ComfyUIServer,
     copy_comfyui,
+    free_port,
     place_placeholder_models,
     start_comfyui,
 )
@@ -241,3 +242,79 @@ def test_sdk_local_test_mode_runs_a_job_on_the_real_comfyui(
     body = moto_server.client().get_object(Bucket=moto_server.bucket, Key=match.group(1))["Body"].read()
     (saved,) = [p for p in (live.tree / "output").glob("tiny_*.mp4") if p.read_bytes() == body]
     assert video_facts(live.python, saved)["frames"] == 4  # 3 frames of the clip, then the photo
+
+
+# --- the image in serverless mode, end to end --------------------------------------------------
+
+
+def _post(url: str, body: object, timeout_s: float = 300) -> dict[str, object]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return dict(json.loads(response.read()))
+
+
+def _serves_api(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=2) as response:
+            return "/runsync" in json.loads(response.read())["paths"]
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(1200)
+def test_serverless_mode_of_zr4_start_takes_a_job_into_r2(
+    comfy_sources: ComfySources, moto_server: s3_server.MotoS3, tmp_path: Path
+) -> None:
+    """`zr4 start` with ZR4_MODE=serverless on the real ComfyUI (models from the test Hub, ComfyUI
+    on loopback, no proxy); outside RunPod the worker serves the SDK's local API, which takes a job
+    with the photo and the clip as base64 and the model-free workflow; the video lands in R2."""
+    import signal
+
+    from conformance.test_start_doctor_live import BOOT_TIMEOUT_S, RealPod, wait_for
+    from support.hub_server import FakeHub
+
+    photo, clip = make_media(ffmpeg_of(comfy_sources.python), tmp_path / "media")
+    api_port = free_port()
+    with FakeHub() as hub:
+        pod = RealPod(tmp_path / "pod", comfy_sources, hub)
+        pod.env.pop("COMFYUI_ARGS")
+        pod.env |= {
+            "ZR4_MODE": "serverless",
+            "ZR4_WORKER_API_PORT": str(api_port),
+            "RUNPOD_POD_ID": "worker-e2e",
+            "R2_SYNC_STATE_DIR": str(tmp_path / "sync-state"),
+            "R2_ENDPOINT": moto_server.endpoint,
+            "R2_ACCESS_KEY_ID": moto_server.access_key,
+            "R2_SECRET_ACCESS_KEY": moto_server.secret_key,
+            "R2_BUCKET": moto_server.bucket,
+        }
+        process = pod.start()
+        try:
+            wait_for(lambda: _serves_api(api_port), BOOT_TIMEOUT_S, "the worker's local API", process)
+            job = {
+                "image": base64.b64encode(photo.read_bytes()).decode(),
+                "video": "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode(),
+                "seed": 9,
+                "workflow": tiny_workflow(frames=3),
+            }
+            answer = _post(f"http://127.0.0.1:{api_port}/runsync", {"input": job})
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    log = pod.log.read_text(errors="replace")
+    assert answer.get("status") == "COMPLETED", (answer, log[-4000:])
+    output = answer["output"]
+    assert isinstance(output, dict) and output["seed"] == 9
+    assert output["comfyui"] == f"http://127.0.0.1:{pod.port}"  # ComfyUI on loopback, no proxy
+    video = (pod.outputs / output["filename"]).read_bytes()
+    stored = moto_server.client().get_object(Bucket=moto_server.bucket, Key=output["r2"]["key"])["Body"].read()
+    assert stored == video
+    assert video_facts(comfy_sources.python, pod.outputs / output["filename"])["frames"] == 4
+    assert "authentication on" not in log and "restarting in" not in log  # no proxy, no worker restarts
