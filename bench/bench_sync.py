@@ -1,13 +1,15 @@
-"""Benchmark: `zr4 sync once` vs `rclone copy`, and the daemon's complete→visible latency.
+"""Benchmark: `zr4 sync once` vs `rclone copy` and `aws s3 cp`, and the daemon's complete→visible latency.
 
 Against one local `rclone serve s3` (loopback, data on local disk), in one run:
   (a) one large file (default 2 GB), (b) many small files (default 500 x 1 MB): wall time of
-  `zr4 sync once` (a fresh journal and prefix each time) and of `rclone copy` with its defaults to a
-  fresh prefix; median of --reps runs each, alternating the order.
+  `zr4 sync once` (a fresh journal and prefix each time), `rclone copy` and `aws s3 cp --recursive`
+  (aws-cli, if `aws` is on PATH), each with its defaults to a fresh prefix; median of --reps runs
+  each, the order rotated every repetition.
   (c) `zr4 sync run` with its default settings (stable time 1 s, inotify): for --latency-files files,
   the time from the file's last write (close) to a HEAD on its key succeeding; the median is reported.
 
 Usage: python bench/bench_sync.py [--tls] [--big-mb 2000] [--small-count 500] [--small-mb 1] [--reps 3]
+       [--cases big,small,latency]
 (--tls: HTTPS with a self-signed certificate, as R2 is HTTPS-only. Over plain HTTP botocore must
 SHA-256 every request body for the signature; over HTTPS it sends UNSIGNED-PAYLOAD, see
 botocore/auth.py ``_should_sha256_sign_payload``.)
