@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -93,12 +92,9 @@ def test_fresh_download_then_warm_start_without_network(
     assert hub.served(GGUF_Q4_FROM_FP8) == 0 and hub.served(GGUF_Q5) == 0
 
     requests_before = len(hub.requests)
-    started = time.perf_counter()
     warm = ensure_models(settings, manifest=MANIFEST, options=FAST)
-    elapsed = time.perf_counter() - started
     assert warm.fetched == [] and warm.plan.complete and warm.diffusion_model == GGUF_Q4
     assert len(hub.requests) == requests_before, "a warm start must not touch the network"
-    assert elapsed < 1.0
 
     hub.stop()  # the Hub is gone: a warm boot still succeeds
     assert ensure_models(settings, manifest=MANIFEST, options=FAST).plan.complete
