@@ -21,11 +21,10 @@ from zr4.build.run import parse_size, summary_lines
 from zr4.errors import UsageError
 
 CONTEXT = Path("/src/docker")
-ROOT = Path("/src")
 
 
 def options(**changes: object) -> BuildOptions:
-    base: dict[str, object] = {"context_dir": CONTEXT, "source_root": ROOT, "tag": "zr4:4080super-zr4-0.1.0"}
+    base: dict[str, object] = {"context_dir": CONTEXT, "tag": "zr4:4080super-zr4-0.1.0"}
     base.update(changes)
     return BuildOptions(**base)  # type: ignore[arg-type]
 
@@ -36,7 +35,7 @@ def options(**changes: object) -> BuildOptions:
 def test_docker_default_loads_into_the_local_store() -> None:
     assert build_command("docker", "/usr/bin/docker", options()) == [
         "/usr/bin/docker", "buildx", "build", "--progress=plain",
-        "--build-context", "zr4=/src", "--file", "/src/docker/Dockerfile", "--tag", "zr4:4080super-zr4-0.1.0",
+        "--file", "/src/docker/Dockerfile", "--tag", "zr4:4080super-zr4-0.1.0",
         "--load", "/src/docker",
     ]  # fmt: skip
 
@@ -58,7 +57,7 @@ def test_docker_with_every_option() -> None:
     )
     assert argv == [
         "docker", "buildx", "build", "--progress=plain",
-        "--build-context", "zr4=/src", "--file", "/src/docker/Dockerfile", "--tag", "ghcr.io/me/zr4:dev",
+        "--file", "/src/docker/Dockerfile", "--tag", "ghcr.io/me/zr4:dev",
         "--platform", "linux/amd64",
         "--cache-from", "type=registry,ref=ghcr.io/me/zr4:cache",
         "--cache-to", "type=registry,ref=ghcr.io/me/zr4:cache,mode=max",
@@ -76,8 +75,9 @@ def test_podman_and_buildah_build_then_push(engine: str) -> None:
         push=True, platform="linux/amd64", build_args=("A=1",), target="venv", cache_from=("reg/c",)
     )
     assert build_command(engine, engine, opts) == [
-        engine, "build", "--layers",
-        "--build-context", "zr4=/src", "--file", "/src/docker/Dockerfile", "--tag", "zr4:4080super-zr4-0.1.0",
+        # OCI format (their default) silently drops SHELL and HEALTHCHECK.
+        engine, "build", "--layers", "--format", "docker",
+        "--file", "/src/docker/Dockerfile", "--tag", "zr4:4080super-zr4-0.1.0",
         "--platform", "linux/amd64", "--cache-from", "reg/c", "--build-arg", "A=1", "--target", "venv",
         "/src/docker",
     ]  # fmt: skip

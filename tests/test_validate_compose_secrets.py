@@ -62,9 +62,11 @@ def test_missing_gpu_port_and_healthcheck(ctx: Path) -> None:
 
 
 def test_named_context_missing_from_compose_build(ctx: Path) -> None:
-    document = compose_of(ctx)
-    del document["services"]["comfyui"]["build"]["additional_contexts"]
-    write_compose(ctx, document)
+    # The rendered Dockerfile needs none; one a user adds must reach compose's build too.
+    dockerfile = ctx / "Dockerfile"
+    text = dockerfile.read_text()
+    dockerfile.write_text(text.replace("WORKDIR /tmp/zr4\n", "WORKDIR /tmp/zr4\nCOPY --from=zr4 src /tmp/src\n", 1))
+    assert "additional_contexts" not in compose_of(ctx)["services"]["comfyui"]["build"]
     report = messages(check_compose(context_of(ctx)))
     assert "services.comfyui.build lacks additional_contexts.zr4" in report
 

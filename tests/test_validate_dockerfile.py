@@ -121,11 +121,25 @@ def test_a_flash_attn_sdist_build_without_its_arch_list_fails(tmp_path: Path) ->
     ) in report
 
 
+def test_flash_attn_arch_list_naming_nothing_its_setup_py_compiles(tmp_path: Path) -> None:
+    from support.validate_context import render
+
+    out = render(tmp_path, "features.flash_attn_source=source")
+    assert check_stages(context_of(out)).status == "pass"
+    # What zr4 rendered before: the card's own "89", which flash-attn 2.7.4.post1's setup.py ignores.
+    edit(out / "Dockerfile", 'FLASH_ATTN_CUDA_ARCHS="80"', 'FLASH_ATTN_CUDA_ARCHS="89"')
+    report = messages(check_stages(context_of(out)))
+    assert (
+        "stage 'flash-attn-wheel': FLASH_ATTN_CUDA_ARCHS=89 names no arch flash-attn 2.7.4.post1 compiles "
+        "(its setup.py knows 80, 90, 100, 120"
+    ) in report
+
+
 def test_extension_built_on_a_runtime_image_or_without_arches(tmp_path: Path) -> None:
     ctx = tmp_path / "docker"
     write_context(render_files(load_profile("4080super", ["features.pose_backend=mmpose"])), ctx)
     dockerfile = ctx / "Dockerfile"
-    edit(dockerfile, 'TORCH_CUDA_ARCH_LIST="8.9" \\\n    ', "")
+    edit(dockerfile, ' \\\n    TORCH_CUDA_ARCH_LIST="8.9"', "")
     edit(
         dockerfile,
         "RUN ln -s /opt/zr4/bin/zr4 /usr/local/bin/zr4",
@@ -170,7 +184,20 @@ def test_stage_used_before_it_is_defined(ctx: Path) -> None:
     assert "COPY --from=venv uses stage 'venv' before it is defined" in report
 
 
+# The rendered Dockerfile needs no named context; a user's edit (or a build switch) may add one.
+COPY_FROM_ZR4 = (
+    "COPY --from=zr4 pyproject.toml README.md /tmp/zr4-src/\n"
+    "COPY --from=zr4 src /tmp/zr4-src/src\n"
+    "COPY --from=zr4 profiles /tmp/zr4-src/profiles\n"
+)
+
+
+def add_copy_from_zr4(ctx: Path) -> None:
+    edit(ctx / "Dockerfile", "WORKDIR /tmp/zr4\n", "WORKDIR /tmp/zr4\n" + COPY_FROM_ZR4)
+
+
 def test_named_context_must_be_declared(ctx: Path) -> None:
+    add_copy_from_zr4(ctx)
     result = check_stages(BuildContext(ctx, named_contexts={}))
     report = messages(result)
     assert result.status == "fail"
@@ -232,7 +259,7 @@ def test_every_file_of_a_copied_directory_excluded(ctx: Path) -> None:
 def test_wildcard_source_matching_only_ignored_files(ctx: Path) -> None:
     (ctx / "extra-a.lock").write_text("")
     (ctx / ".dockerignore").write_text("*.lock\n")
-    edit(ctx / "Dockerfile", "COPY zr4-runtime.lock /tmp/zr4-runtime.lock", "COPY extra-*.lock /tmp/")
+    edit(ctx / "Dockerfile", "COPY requirements.lock /tmp/requirements.lock", "COPY extra-*.lock /tmp/")
     report = messages(check_context(context_of(ctx)))
     assert "source extra-*.lock matches only files that .dockerignore line 1 `*.lock` excludes" in report
 
@@ -247,6 +274,7 @@ def test_named_context_sources_are_checked_against_its_own_dockerignore(ctx: Pat
         (fake_root / folder).mkdir()
         (fake_root / folder / "file").write_text("x\n")
     (fake_root / ".dockerignore").write_text("*\n!pyproject.toml\n!src/\n")
+    add_copy_from_zr4(ctx)
     result = check_context(BuildContext(ctx, named_contexts={"zr4": fake_root}))
     report = messages(result)
     assert (

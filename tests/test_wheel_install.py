@@ -24,7 +24,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "src" / "zr4", site / "zr4", ignore=shutil.ignore_patterns("__pycache__"))
     wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
     for source, target in wheel["force-include"].items():
-        shutil.copytree(ROOT / source, site / target)
+        if (ROOT / source).is_dir():
+            shutil.copytree(ROOT / source, site / target)
+        else:
+            shutil.copy2(ROOT / source, site / target)
     return site
 
 
@@ -42,19 +45,24 @@ def test_the_wheel_layout_reads_its_bundled_data(site: Path, tmp_path: Path) -> 
     assert "4080super" in completed.stdout.split()
 
 
-def test_validate_profile_says_the_context_cannot_build_without_a_checkout(site: Path, tmp_path: Path) -> None:
+def test_validate_profile_passes_without_a_checkout(site: Path, tmp_path: Path) -> None:
+    # The context is self-contained (zr4's wheel is rendered into it) and hadolint's config is bundled.
     completed = _zr4(site, tmp_path, "validate", "--profile", "4080super", "--no-build")
-    assert completed.returncode == 2
-    assert completed.stderr.startswith("error: zr4 is installed without its checkout")
-    assert "--build-context zr4=<checkout>" in completed.stderr and completed.stderr.count("\n") == 1
-
-
-def test_validate_profile_with_a_checkout_named_runs_the_checks(site: Path, tmp_path: Path) -> None:
-    completed = _zr4(
-        site, tmp_path, "validate", "--profile", "4080super", "--no-build", "--build-context", f"zr4={ROOT}"
-    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "all checks passed" in completed.stdout
+    assert "4  hadolint    PASS" in completed.stdout
+
+
+def test_the_rendered_zr4_wheel_is_the_same_from_a_wheel_install_and_a_checkout(
+    site: Path, tmp_path: Path
+) -> None:
+    from zr4.render.wheel import WHEEL_NAME
+
+    completed = _zr4(site, tmp_path, "render", "--profile", "4080super", "--out", str(tmp_path / "w"))
+    assert completed.returncode == 0, completed.stderr
+    checkout = _zr4(ROOT / "src", tmp_path, "render", "--profile", "4080super", "--out", str(tmp_path / "c"))
+    assert checkout.returncode == 0, checkout.stderr
+    assert (tmp_path / "w" / WHEEL_NAME).read_bytes() == (tmp_path / "c" / WHEEL_NAME).read_bytes()
 
 
 def test_render_without_a_checkout_needs_out(site: Path, tmp_path: Path) -> None:

@@ -264,6 +264,28 @@ def flash_attn_wheel_url(profile: Profile, matrix: dict[str, Any] | None = None)
     )
 
 
+def flash_attn_compile_archs(version: str | None, matrix: dict[str, Any] | None = None) -> dict[str, str]:
+    """``FLASH_ATTN_CUDA_ARCHS`` values flash-attn ``version``'s setup.py compiles -> the CUDA each needs."""
+    matrix = matrix or load_matrix()
+    row = next((r for r in matrix["flash_attn"] if str(r["version"]) == version), None)
+    return {str(arch): str(cuda) for arch, cuda in (row or {}).get("compile_archs", {}).items()}
+
+
+def flash_attn_cuda_archs(profile: Profile, matrix: dict[str, Any] | None = None) -> str:
+    """``FLASH_ATTN_CUDA_ARCHS`` for the profile's arch list: each arch's major as flash-attn names it
+    (8.6/8.9 -> ``80``: sm_80 code runs on the whole major), kept when the pinned flash-attn compiles it
+    with the stack's CUDA. Empty when none is left (``check_flash_attn`` reports that)."""
+    known = flash_attn_compile_archs(profile.stack.flash_attn, matrix)
+    cuda = version_tuple(profile.stack.cuda)
+    wanted: list[str] = []
+    for arch in profile.gpu.cuda_arch_list.split(";"):
+        major = arch.split("+")[0].split(".")[0].strip()
+        name = f"{major}0"
+        if name in known and cuda >= version_tuple(known[name]) and name not in wanted:
+            wanted.append(name)
+    return ";".join(wanted)
+
+
 def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
     if not profile.features.flash_attn:
         return []
@@ -301,6 +323,18 @@ def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation
                 f"no flash-attn {stack.flash_attn} release wheel for CUDA {stack.cuda.split('.')[0]}, torch {minor_of(stack.torch)}, "
                 f"Python {stack.python} (wheels: torch {', '.join(row['wheel_torch'])}; Python {', '.join(row['wheel_python'])}); "
                 "set features.flash_attn_source: source to compile it in the builder stage",
+            )
+        )
+    building = profile.features.flash_attn_source == "source" or flash_attn_wheel_url(profile, matrix) is None
+    if building and not flash_attn_cuda_archs(profile, matrix):
+        known = flash_attn_compile_archs(stack.flash_attn, matrix)
+        problems.append(
+            Violation(
+                "flash_attn_archs",
+                f"gpu.cuda_arch_list {profile.gpu.cuda_arch_list} names no arch flash-attn {stack.flash_attn} "
+                f"compiles with CUDA {stack.cuda} (its setup.py knows "
+                + ", ".join(f"{arch} from CUDA {cuda}" for arch, cuda in known.items())
+                + "); add one, or use the release wheel (features.flash_attn_source: wheel)",
             )
         )
     return problems

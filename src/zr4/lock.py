@@ -11,7 +11,8 @@ versions and hashes of everything ComfyUI and the custom nodes need, for the ima
 
 The files go to uv as separate ``-r`` inputs, so the lock's ``# via`` annotations name the file each
 requirement came from. mmcv (compiled in the builder stage) and flash-attn (GitHub release wheel) are
-never in a lock. zr4's own venv in the image gets a separate lock, ``data/locks/zr4-runtime.txt``.
+never in a lock. zr4's own venv in the image gets a separate lock, ``data/locks/zr4-runtime.txt``, resolved
+from ``data/locks/requirements/zr4-runtime.in`` (what the in-image commands import).
 
 Decisions (composing, parsing, comparing) are pure functions; running uv and writing files sit at the edges.
 """
@@ -27,14 +28,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from zr4 import __version__
 from zr4.errors import Zr4Error
-from zr4.paths import data_dir, source_root
+from zr4.paths import data_dir
 from zr4.profile.models import Profile, Stack
 from zr4.runtime.atomic import write_text_atomically
 
@@ -275,44 +275,31 @@ def _vendored_text(vendored: VendoredRequirements) -> str:
     return header + normalize_requirements(vendored.body.decode("utf-8"))
 
 
-# Extras of zr4 the image installs besides its dependencies: the same image is a RunPod Serverless
-# worker (ZR4_MODE=serverless), which needs the runpod SDK; a developer machine does not.
-IMAGE_EXTRAS = ("serverless",)
+RUNTIME_REQUIREMENTS = "zr4-runtime.in"
 
 
-def runtime_lock_input(pyproject_text: str) -> LockInput:
-    """The input of zr4's own runtime venv: ``[project].dependencies`` of zr4's pyproject.toml, plus its
-    ``[build-system].requires`` (the image installs zr4 itself into that venv with --no-build-isolation)."""
-    pyproject = tomllib.loads(pyproject_text)
-    dependencies = pyproject.get("project", {}).get("dependencies", [])
-    if not dependencies:
-        raise LockError("pyproject.toml lists no [project].dependencies")
-    dependencies = [
-        dependency
-        for dependency in dependencies
-        if canonical_name(re.split(r"[<>=!~\[; ]", dependency, maxsplit=1)[0]) not in BUILD_MACHINE_ONLY
-    ]
-    build_requires = pyproject.get("build-system", {}).get("requires", [])
-    text = "# zr4's [project].dependencies (pyproject.toml), for its own venv in the image (/opt/zr4).\n"
-    text += "".join(f"{dependency}\n" for dependency in dependencies)
-    extras = pyproject.get("project", {}).get("optional-dependencies", {})
-    for extra in IMAGE_EXTRAS:
-        text += f"# [project.optional-dependencies].{extra}: the image runs it too.\n"
-        text += "".join(f"{dependency}\n" for dependency in extras.get(extra, []))
-    text += "# [build-system].requires: the image builds zr4 into that venv with --no-build-isolation.\n"
-    text += "".join(f"{requirement}\n" for requirement in build_requires)
+def runtime_lock_input(requirements_text: str) -> LockInput:
+    """The input of zr4's own runtime venv: ``data/locks/requirements/zr4-runtime.in``, the packages the
+    in-image commands import. The image installs zr4 itself from a wheel in the build context, so no
+    build backend enters this venv."""
+    if not requirement_lines(requirements_text):
+        raise LockError(f"{RUNTIME_REQUIREMENTS} lists no requirement")
     return LockInput(
         lock_name=RUNTIME_LOCK,
         python=RUNTIME_PYTHON,
         exclude_newer=RUNTIME_EXCLUDE_NEWER,
         requirements=(
-            InputFile(
-                "zr4-dependencies.in",
-                text,
-                "zr4 pyproject.toml [project].dependencies, the image's extras and [build-system].requires",
-            ),
+            InputFile(RUNTIME_REQUIREMENTS, requirements_text, "what zr4's in-image commands import"),
         ),
     )
+
+
+def runtime_requirements_text() -> str:
+    """The runtime venv's requirement list, bundled with zr4 (a wheel install has it too)."""
+    path = requirements_dir() / RUNTIME_REQUIREMENTS
+    if not path.is_file():
+        raise LockError(f"{path} is missing")
+    return path.read_text(encoding="utf-8")
 
 
 def exclude_newer_timestamp(day: dt.date) -> str:
@@ -403,6 +390,47 @@ def parse_lock(lock_text: str) -> dict[str, LockedPackage]:
     for name, (raw_name, version) in versions.items():
         packages[name] = LockedPackage(raw_name, version, frozenset(hashes[name]))
     return packages
+
+
+def _lock_blocks(lock_text: str) -> dict[str, tuple[str, set[str]]]:
+    """Each entry of a lock: normalized name -> (its lines, the names its ``# via`` notes list)."""
+    blocks: dict[str, tuple[list[str], set[str]]] = {}
+    current: str | None = None
+    for line in lock_body(lock_text).splitlines(keepends=True):
+        match = _PIN.match(line)
+        if match:
+            current = canonical_name(match.group(1))
+            blocks[current] = ([line], set())
+            continue
+        if current is None or not line[:1].isspace():
+            current = None
+            continue
+        blocks[current][0].append(line)
+        note = line.strip().lstrip("#").strip()
+        note = note.removeprefix("via").strip()
+        if note and not note.startswith(("-r ", "--")):
+            blocks[current][1].add(canonical_name(note))
+    return {name: ("".join(lines), via) for name, (lines, via) in blocks.items()}
+
+
+def lock_subset(lock_text: str, roots: Iterable[str]) -> str:
+    """The entries of ``roots`` and of everything they pull in (read from the ``# via`` notes), in lock order.
+
+    A compile stage installs only this, so bumping an unrelated pin of the lock does not recompile mmcv.
+    """
+    blocks = _lock_blocks(lock_text)
+    wanted = {canonical_name(root) for root in roots}
+    missing = sorted(wanted - blocks.keys())
+    if missing:
+        raise LockError(f"the lock has no entry for {', '.join(missing)}")
+    grew = True
+    while grew:
+        grew = False
+        for name, (_, via) in blocks.items():
+            if name not in wanted and via & wanted:
+                wanted.add(name)
+                grew = True
+    return "".join(text for name, (text, _) in blocks.items() if name in wanted)
 
 
 def _public_version(version: str) -> tuple[str, str]:
@@ -521,12 +549,7 @@ def load_lock_input(profile: Profile, folder: Path | None = None) -> LockInput:
 
 
 def load_runtime_lock_input() -> LockInput:
-    root = source_root()
-    if root is None:
-        raise LockError(
-            "zr4's runtime lock is made from a checkout (pyproject.toml); run `zr4 lock` from one"
-        )
-    return runtime_lock_input((root / "pyproject.toml").read_text(encoding="utf-8"))
+    return runtime_lock_input(runtime_requirements_text())
 
 
 def find_uv() -> str:

@@ -21,6 +21,11 @@ def _data_dir(name: str) -> Path:
     return _CHECKOUT_ROOT / name
 
 
+def package_dir() -> Path:
+    """The ``zr4`` package folder (its code; a wheel install also holds ``_data`` there)."""
+    return _PACKAGE_DIR
+
+
 def profiles_dir() -> Path:
     """Folder of the bundled ``*.yaml`` profiles."""
     return _data_dir("profiles")
@@ -36,11 +41,18 @@ def data_dir() -> Path:
     return _data_dir("data")
 
 
+def hadolint_config() -> Path | None:
+    """zr4's hadolint configuration (``.hadolint.yaml`` of the checkout, bundled in a wheel)."""
+    for candidate in (_WHEEL_DATA / "hadolint.yaml", _CHECKOUT_ROOT / ".hadolint.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def source_root() -> Path | None:
     """The checkout zr4 runs from (has pyproject.toml), or None for a wheel install.
 
-    The image build copies zr4's own source from here through a named build context, so the
-    repository never holds a second copy of it.
+    ``zr4 lock`` resolves the stack locks only from a checkout.
     """
     if (_CHECKOUT_ROOT / "pyproject.toml").is_file() and (_CHECKOUT_ROOT / "src" / "zr4").is_dir():
         return _CHECKOUT_ROOT

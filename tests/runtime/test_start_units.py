@@ -202,7 +202,13 @@ def test_health_of_comfyui_and_sync() -> None:
         closed = check_comfyui(free_port(), timeout_s=1)
         assert not closed.ok and "does not answer" in closed.detail
         assert check_sync({"ENABLE_R2_SYNC": "false"}) is None
-        misconfigured = check_sync({"ENABLE_R2_SYNC": "true"})
+        # Enabled (the compose and RunPod default) but nothing configured: outputs stay on the volume.
+        unconfigured = check_sync({"ENABLE_R2_SYNC": "true", "R2_ENDPOINT": ""})
+        assert unconfigured is not None and unconfigured.ok and "not configured" in unconfigured.detail
+        checks = check_health({"COMFYUI_PORT": str(port), "ENABLE_R2_SYNC": "true"})
+        assert [check.ok for check in checks] == [True, True]
+        # Half configured (credentials, no endpoint) is a mistake worth reporting.
+        misconfigured = check_sync({"ENABLE_R2_SYNC": "true", "R2_ACCESS_KEY_ID": "k"})
         assert misconfigured is not None and not misconfigured.ok and "R2_ENDPOINT" in misconfigured.detail
         checks = check_health({"COMFYUI_PORT": str(port), "ENABLE_R2_SYNC": "false"})
         assert [check.name for check in checks] == ["comfyui"] and checks[0].ok

@@ -21,9 +21,8 @@ def render(tmp_path: Path, *overrides: str) -> Path:
 
 
 def context_of(directory: Path) -> BuildContext:
-    """The context as `zr4 validate` sees it, with the checkout as the named context ``zr4``."""
-    assert REPO is not None
-    return BuildContext(directory, named_contexts={"zr4": REPO})
+    """The context as `zr4 validate` sees it (self-contained: no named contexts)."""
+    return BuildContext(directory)
 
 
 def messages(result: CheckResult) -> str:

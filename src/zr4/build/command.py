@@ -1,13 +1,14 @@
 """The exact engine command lines for a build: pure functions of the engine and the options.
 
-- docker: ``docker buildx build --progress=plain --build-context zr4=<root> ... (--push | --load)``;
+- docker: ``docker buildx build --progress=plain ... (--push | --load)``;
   ``--load`` puts the image into the local image store (needed with the docker-container driver,
   harmless with the default driver) so its size can be read afterwards.
-- podman / buildah: ``<engine> build --layers --build-context zr4=<root> ...``; they have no
-  ``--push`` on build, so a separate ``<engine> push <tag>`` follows.
+- podman / buildah: ``<engine> build --layers --format docker ...``; they have no ``--push`` on build,
+  so a separate ``<engine> push <tag>`` follows. ``--format docker`` because their default, OCI, has no
+  place for ``SHELL`` and ``HEALTHCHECK``: buildah drops both with only a warning, so the image would
+  lose ``pipefail`` in its RUN steps and its health check.
 
-The renderer's Dockerfile pulls zr4's own source through the named build context ``zr4``
-(``COPY --from=zr4``), so every command passes ``--build-context zr4=<zr4 checkout>``.
+The rendered context is self-contained (zr4's wheel is rendered into it): no named build contexts.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ class BuildOptions:
     """What the user asked for; validated by :func:`check_options`."""
 
     context_dir: Path
-    source_root: Path
     tag: str
     push: bool = False
     platform: str | None = None
@@ -69,8 +69,6 @@ def check_options(options: BuildOptions) -> None:
 
 def _common(options: BuildOptions) -> list[str]:
     argv = [
-        "--build-context",
-        f"zr4={options.source_root}",
         "--file",
         str(options.dockerfile),
         "--tag",
@@ -98,7 +96,7 @@ def build_command(engine: str, binary: str, options: BuildOptions) -> list[str]:
         if options.metadata_file is not None:
             argv += ["--metadata-file", str(options.metadata_file)]
     elif engine in ("podman", "buildah"):
-        argv = [binary, "build", "--layers", *_common(options)]
+        argv = [binary, "build", "--layers", "--format", "docker", *_common(options)]
     else:
         raise UsageError(f"unknown engine {engine!r}")
     argv.append(str(options.context_dir))

@@ -14,7 +14,7 @@ class ValidationFailed(Zr4Error):
     """A static check failed; the build did not start."""
 
 
-def static_problems(context_dir: Path, source_root: Path) -> list[str]:
+def static_problems(context_dir: Path) -> list[str]:
     """One line per finding of a failed static check (empty: all passed).
 
     The static checks are every check of ``zr4 validate`` except ``resolve`` (needs the package
@@ -24,7 +24,7 @@ def static_problems(context_dir: Path, source_root: Path) -> list[str]:
 
     static = [check for check in CHECK_IDS if check not in ("resolve", "build")]
     report = validate_directory(
-        context_dir, Options(resolve=False, build=False), named_contexts={"zr4": source_root}, only=static
+        context_dir, Options(resolve=False, build=False), only=static
     )
     problems: list[str] = []
     for result in report.results:
@@ -35,8 +35,8 @@ def static_problems(context_dir: Path, source_root: Path) -> list[str]:
     return problems
 
 
-def ensure_valid(context_dir: Path, source_root: Path) -> None:
-    problems = static_problems(context_dir, source_root)
+def ensure_valid(context_dir: Path) -> None:
+    problems = static_problems(context_dir)
     if problems:
         shown = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
         raise ValidationFailed(

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from zr4.cli.common import PROFILE_OPTION, SET_OPTION
-from zr4.errors import UsageError
 
 
 def build(
@@ -35,9 +34,6 @@ def build(
         "-o",
         help="Directory the build context is rendered into (default: docker/ of the zr4 checkout).",
     ),
-    zr4_source: Path | None = typer.Option(
-        None, "--zr4-source", help="zr4 checkout passed as the `zr4` build context (default: this checkout)."
-    ),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip `zr4 validate`'s static checks."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Render, then print the engine command; build nothing."
@@ -57,24 +53,19 @@ def build(
     )
     from zr4.build.display import BuildDisplay
     from zr4.build.validation import ensure_valid
-    from zr4.paths import source_root
     from zr4.profile import load_profile
     from zr4.render import render_files, write_context
 
     resolved = load_profile(profile, overrides)
-    root = zr4_source or source_root()
-    if root is None:
-        raise UsageError(
-            "the image copies zr4's own source through the build context `zr4`: run from a zr4 checkout "
-            "or pass --zr4-source <checkout>"
-        )
     # As `zr4 render`: the checkout's docker/, wherever the command is run (not ./docker).
-    out = out if out is not None else root / "docker"
+    if out is None:
+        from zr4.cli.render import default_out
+
+        out = default_out()
     files = render_files(resolved)
     write_context(files, out)
     options = BuildOptions(
         context_dir=out.resolve(),
-        source_root=root.resolve(),
         tag=tag or f"{resolved.image.name}:{resolved.image_tag}",
         push=push,
         platform=platform,
@@ -103,7 +94,7 @@ def build(
     if no_validate:
         typer.echo("static checks skipped (--no-validate)")
     else:
-        ensure_valid(options.context_dir, options.source_root)
+        ensure_valid(options.context_dir)
         typer.echo(f"static checks passed for {out}")
     with BuildDisplay() as display:
         result = run_build(chosen, options, echo=display.echo, display=display)

@@ -11,7 +11,6 @@ from zr4.cli.common import PROFILE_OPTION, SET_OPTION
 from zr4.errors import UsageError, Zr4Error
 from zr4.paths import source_root
 from zr4.profile import load_profile
-from zr4.render import check_rendered, render_files, write_context
 
 
 class StaleContextError(Zr4Error):
@@ -32,6 +31,8 @@ def render(
     overrides: list[str] = SET_OPTION,
 ) -> None:
     """Render a profile into a Docker build context (Dockerfile, start.sh, compose, locks, workflow...)."""
+    from zr4.render import check_rendered, render_files, write_context  # Jinja2: not in the image's venv
+
     out = out if out is not None else default_out()
     resolved = load_profile(profile, overrides)
     files = render_files(resolved)

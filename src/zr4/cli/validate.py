@@ -13,7 +13,6 @@ import typer
 
 from zr4.cli.common import SET_OPTION
 from zr4.errors import UsageError, Zr4Error
-from zr4.validate import CHECK_IDS, Options, format_json, format_table, validate_directory, validate_profile
 
 
 class ValidationFailed(Zr4Error):
@@ -56,12 +55,25 @@ def validate(
     build_context: list[str] = typer.Option(
         [],
         "--build-context",
-        help="A named context NAME=PATH (default: zr4's checkout for --profile, the compose file's "
-        "additional_contexts for DIR).",
+        help="A named context NAME=PATH, for a Dockerfile that uses one (default: none for --profile, "
+        "the compose file's additional_contexts for DIR).",
     ),
-    only: list[str] = typer.Option([], "--only", help=f"Run only these checks: {', '.join(CHECK_IDS)}."),
+    only: list[str] = typer.Option(
+        [], "--only", help="Run only these checks (the ids in the table's first column, e.g. parse, build)."
+    ),
 ) -> None:
     """Check a build context: Dockerfile, .dockerignore, lint, compose, secrets, pins, flags, workflow, budget."""
+    # Imported here: the checks pull in their tools (Dockerfile parser, jsonschema), which the image's
+    # lean zr4 venv does not carry; the in-image commands never import them.
+    from zr4.validate import (
+        CHECK_IDS,
+        Options,
+        format_json,
+        format_table,
+        validate_directory,
+        validate_profile,
+    )
+
     if (directory is None) == (profile is None):
         raise UsageError("give either a context directory or --profile, e.g. `zr4 validate docker/`")
     if overrides and profile is None:

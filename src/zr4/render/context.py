@@ -11,9 +11,12 @@ from typing import Any
 
 from zr4 import __version__
 from zr4.compat import ensure_compatible, flash_attn_wheel_url, mmcv_build_method
+from zr4.errors import CompatibilityError
 from zr4.profile.models import Profile
+from zr4.render.wheel import SHA256_NAME, WHEEL_NAME
 from zr4.runtime import image_layout
 from zr4.runtime.arch import flash_attn_build_archs
+from zr4.runtime.start import FINAL_SYNC_TIMEOUT_S, SYNC_STOP_TIMEOUT_S
 
 # Paths inside the image; the runtime reads the same values from the environment.
 COMFYUI_DIR = image_layout.COMFYUI_DIR
@@ -28,8 +31,45 @@ BUILD_TOOL_PINS = ("setuptools==75.8.0", "wheel==0.45.1", "ninja==1.11.1.3", "pa
 
 # Runtime libraries the final stage needs from Ubuntu: libGL/glib for opencv, git for ComfyUI-Manager-style
 # node updates is deliberately absent; ca-certificates for HTTPS downloads of models.
-RUNTIME_APT = ("ca-certificates", "libgl1", "libglib2.0-0", "libgomp1", "tini")
+# gcc + libc6-dev: Triton (torch.compile, e.g. WanVideoTorchCompileSettings) compiles a small C launcher
+# at first use and stops with "Failed to find C compiler" without one.
+RUNTIME_APT = ("ca-certificates", "gcc", "libc6-dev", "libgl1", "libglib2.0-0", "libgomp1", "tini")
 BUILDER_APT = ("build-essential", "ca-certificates", "git", "ninja-build")
+
+
+# The CPython patch release uv installs for a minor: the newest build the pinned uv's own download list
+# knows (`uv python list --all-versions --only-downloads` of uv 0.13.9 from PyPI: python-build-standalone
+# 20261110 for 3.11-3.15, 20261009 for 3.10). Pinned, so two builds of one profile get one interpreter.
+MANAGED_PYTHON: dict[tuple[str, str], str] = {
+    ("0.13.9", "3.10"): "3.10.22",
+    ("0.13.9", "3.11"): "3.11.18",
+    ("0.13.9", "3.12"): "3.12.16",
+    ("0.13.9", "3.13"): "3.13.18",
+}
+
+# Parallel compile jobs for mmcv / flash-attn (a build ARG: `--build-arg MAX_JOBS=16` on a big builder).
+# Each nvcc job of flash-attn takes several GB of RAM; 4 fits a 16 GB builder.
+DEFAULT_MAX_JOBS = 4
+
+# HEALTHCHECK start period: a first boot downloads 30-50 GB of models before ComfyUI starts; 50 GB at
+# 10 MB/s is ~85 min. A healthy answer ends the start period early, so a long one costs nothing.
+HEALTHCHECK_START_PERIOD = "90m"
+
+
+def managed_python(profile: Profile) -> str:
+    """The pinned CPython patch version for the profile's uv and Python minor."""
+    version = MANAGED_PYTHON.get((profile.stack.uv, profile.stack.python))
+    if version is None:
+        raise CompatibilityError(
+            f"no pinned CPython patch release for uv {profile.stack.uv} and Python {profile.stack.python}; "
+            "known: " + ", ".join(f"uv {uv} Python {minor}" for uv, minor in sorted(MANAGED_PYTHON))
+        )
+    return version
+
+
+def stop_grace_seconds() -> int:
+    """How long `docker compose stop` must wait: the sync daemon's drain, the final sync pass, a margin."""
+    return int(SYNC_STOP_TIMEOUT_S + FINAL_SYNC_TIMEOUT_S + 30)
 
 
 def header(profile: Profile, comment: str = "#") -> str:
@@ -94,6 +134,14 @@ def build_context_vars(profile: Profile) -> dict[str, Any]:
         "builder_apt": BUILDER_APT,
         "torch_cuda_arch_list": profile.gpu.cuda_arch_list,
         "flash_attn_cuda_archs": flash_attn_build_archs(arches),
+        "managed_python": managed_python(profile),
+        "max_jobs": DEFAULT_MAX_JOBS,
+        "zr4_wheel": WHEEL_NAME,
+        "zr4_wheel_sha256": SHA256_NAME,
+        "healthcheck_start_period": HEALTHCHECK_START_PERIOD,
+        "stop_grace_period": f"{stop_grace_seconds()}s",
+        "sync_stop_s": int(SYNC_STOP_TIMEOUT_S),
+        "final_sync_s": int(FINAL_SYNC_TIMEOUT_S),
         "flash_attn_wheel_url": None if build_flash_attn_from_source else flash_attn_url,
         "build_flash_attn_from_source": build_flash_attn_from_source,
         "build_mmcv": mmpose and mmcv_build_method(profile) == "source",

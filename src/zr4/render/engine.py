@@ -19,7 +19,7 @@ from zr4.errors import Zr4Error
 from zr4.paths import templates_dir
 from zr4.profile.models import Profile
 from zr4.render.context import build_context_vars
-from zr4.render.extras import lock_files, manifest_file, workflow_files
+from zr4.render.extras import compile_lock_file, lock_files, manifest_file, workflow_files, zr4_wheel_files
 from zr4.render.filters import FILTERS, UnsafeValueError
 
 # Template name -> path in the build context, and whether it is executable.
@@ -36,11 +36,16 @@ TEMPLATES: tuple[tuple[str, str, bool], ...] = (
 
 @dataclass(frozen=True)
 class RenderedFile:
-    """One file of the build context: relative path, bytes, and whether it is executable."""
+    """One file of the build context: relative path, bytes, and whether it is executable.
+
+    ``artifact`` marks a build artifact (zr4's wheel and its hash): rendered into every context but not
+    committed, and not compared by ``render --check``, because its bytes follow every line of zr4's code.
+    """
 
     path: str
     content: bytes
     executable: bool = False
+    artifact: bool = False
 
 
 class RenderError(Zr4Error):
@@ -74,6 +79,11 @@ def render_files(profile: Profile) -> list[RenderedFile]:
             raise RenderError(f"template {template_name}: {error}") from error
         files.append(RenderedFile(out_path, text.encode("utf-8"), executable))
     files.extend(RenderedFile(path, content) for path, content in lock_files(profile).items())
+    if variables["build_mmcv"] or variables["build_flash_attn_from_source"]:
+        files.append(RenderedFile("compile.lock", compile_lock_file(profile)))
+    files.extend(
+        RenderedFile(path, content, artifact=True) for path, content in zr4_wheel_files().items()
+    )
     files.append(RenderedFile("models.yaml", manifest_file(profile)))
     files.extend(RenderedFile(path, content) for path, content in workflow_files(profile))
     return sorted(files, key=lambda item: item.path)
@@ -110,9 +120,13 @@ def write_context(files: list[RenderedFile], out_dir: Path) -> None:
 
 
 def check_rendered(files: list[RenderedFile], out_dir: Path) -> list[str]:
-    """Paths that differ between ``files`` and ``out_dir`` (missing, changed, extra, or wrong mode)."""
+    """Paths that differ between ``files`` and ``out_dir`` (missing, changed, extra, or wrong mode).
+
+    Artifacts (zr4's wheel) are neither required nor compared: ``zr4 render`` rewrites them.
+    """
     differences: list[str] = []
-    expected = {item.path: item for item in files}
+    artifacts = {item.path for item in files if item.artifact}
+    expected = {item.path: item for item in files if not item.artifact}
     for path, item in expected.items():
         target = out_dir / path
         if not target.is_file():
@@ -125,6 +139,6 @@ def check_rendered(files: list[RenderedFile], out_dir: Path) -> list[str]:
     if out_dir.is_dir():
         for target in sorted(out_dir.rglob("*")):
             relative = target.relative_to(out_dir).as_posix()
-            if target.is_file() and relative not in expected:
+            if target.is_file() and relative not in expected and relative not in artifacts:
                 differences.append(f"{relative} (not rendered any more)")
     return differences

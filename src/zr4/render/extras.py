@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from zr4.errors import Zr4Error
@@ -33,6 +34,35 @@ def lock_files(profile: Profile) -> dict[str, bytes]:
         "requirements.lock": _with_header(profile, locks / f"{profile.stack.lock}.txt", "lock file"),
         "zr4-runtime.lock": _with_header(profile, locks / "zr4-runtime.txt", "lock file"),
     }
+
+
+# What the compile stages (mmcv, flash-attn from source) install before compiling: torch and numpy with
+# their own dependencies, pinned from the stack's lock. A lock bump that leaves these alone keeps the
+# compiled wheels cached.
+COMPILE_ROOTS = ("torch", "numpy")
+
+
+def compile_lock_file(profile: Profile) -> bytes:
+    """``compile.lock``: the part of the stack's lock a CUDA extension compile needs, with its hashes."""
+    from zr4.lock import lock_subset
+
+    source = data_dir() / "locks" / f"{profile.stack.lock}.txt"
+    text = _with_header(profile, source, "lock file").decode("utf-8")
+    note = (
+        f"# {', '.join(COMPILE_ROOTS)} and what they pull in, copied from requirements.lock: all the mmcv and\n"
+        "# flash-attn compile stages install, so a lock bump that leaves these pins alone recompiles nothing.\n"
+    )
+    return (header(profile) + "\n" + note + lock_subset(text, COMPILE_ROOTS)).encode("utf-8")
+
+
+@cache
+def zr4_wheel_files() -> dict[str, bytes]:
+    """zr4's wheel (as the image installs it) and its ``sha256sum`` line (built once per process)."""
+    from zr4.lock import requirement_lines, runtime_requirements_text
+    from zr4.render.wheel import SHA256_NAME, WHEEL_NAME, build_wheel, sha256_line
+
+    wheel = build_wheel(requirement_lines(runtime_requirements_text()))
+    return {WHEEL_NAME: wheel, SHA256_NAME: sha256_line(wheel)}
 
 
 def manifest_file(profile: Profile) -> bytes:

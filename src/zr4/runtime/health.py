@@ -20,6 +20,15 @@ from zr4.runtime.env import EnvError, env_bool, env_str
 
 # Heartbeats are written every 2 s (zr4.runtime.sync.daemon); 30 s allows a slow upload tick.
 SYNC_MAX_AGE_S = 30.0
+# Any of these set means the user meant to configure the sync; none set means "not configured".
+SYNC_SETTINGS = (
+    "R2_ENDPOINT",
+    "R2_ACCOUNT_ID",
+    "R2_ACCESS_KEY_ID",
+    "R2_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
 
 
 @dataclass(frozen=True)
@@ -70,9 +79,18 @@ def check_comfyui(
 
 
 def check_sync(environ: Mapping[str, str]) -> HealthCheck | None:
-    """None when the sync is off; otherwise whether its daemon is alive."""
+    """None when the sync is off; otherwise whether its daemon is alive.
+
+    ENABLE_R2_SYNC defaults to true in the compose file and the RunPod template, so a pod with no R2
+    settings at all is normal: `zr4 start` then leaves outputs on the volume, and that is healthy. Only
+    a half-done configuration (some settings, not all) or a dead daemon is unhealthy.
+    """
     if not env_bool("ENABLE_R2_SYNC", False, environ):
         return None
+    if not any((environ.get(name) or "").strip() for name in SYNC_SETTINGS):
+        return HealthCheck(
+            "r2-sync", True, "not configured (no R2_ENDPOINT or credentials): outputs stay on the volume"
+        )
     from zr4.runtime.sync.daemon import daemon_is_alive
     from zr4.runtime.sync.settings import settings_from_env
 

@@ -431,7 +431,30 @@ def _extension_build_findings(model: DockerfileModel, envs: list[dict[str, str]]
                                 instruction.line,
                             )
                         )
+                    elif variable == "FLASH_ATTN_CUDA_ARCHS":
+                        problem = _flash_attn_arch_problem(package, env[variable].strip('"'))
+                        if problem:
+                            findings.append(Finding(f"stage {stage.label!r}: {problem}", file, instruction.line))
     return findings
+
+
+def _flash_attn_arch_problem(requirement: str, archs: str) -> str | None:
+    """flash-attn's setup.py adds a -gencode only for the archs it knows (80/90/100/120 for 2.7.4.post1);
+    a list naming none of them compiles no kernel, then fails looking for a GPU the builder lacks."""
+    from zr4.compat import flash_attn_compile_archs
+
+    version = requirement.partition("==")[2] or None
+    known = flash_attn_compile_archs(version)
+    if not known:
+        return None  # a version the matrix does not describe: nothing to compare with
+    named = [arch.strip() for arch in archs.split(";") if arch.strip()]
+    if any(arch in known for arch in named):
+        return None
+    return (
+        f"FLASH_ATTN_CUDA_ARCHS={archs} names no arch flash-attn {version} compiles (its setup.py knows "
+        f"{', '.join(known)}; sm_8x cards run the 80 build), so the build makes no kernel; use e.g. "
+        f'FLASH_ATTN_CUDA_ARCHS="80"'
+    )
 
 
 _DOCKER_BUILD = re.compile(r"\bdocker\s+(?:buildx\s+)?build\b[^\n]*")

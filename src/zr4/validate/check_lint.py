@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from zr4.paths import source_root
+from zr4.paths import hadolint_config as zr4_hadolint_config
 from zr4.validate.context import BuildContext
 from zr4.validate.model import CheckResult, Finding, outcome, skipped
 
@@ -21,16 +21,9 @@ _TIMEOUT_S = 60
 
 
 def hadolint_config(context: BuildContext) -> Path | None:
-    """The context's own `.hadolint.yaml`, else the one committed in zr4's checkout (the `zr4` context, or
-    the checkout zr4 runs from)."""
-    candidates = [context.root / ".hadolint.yaml"]
-    named = context.named_contexts.get("zr4")
-    if named is not None:
-        candidates.append(Path(named) / ".hadolint.yaml")
-    root = source_root()
-    if root is not None:
-        candidates.append(root / ".hadolint.yaml")
-    return next((path for path in candidates if path.is_file()), None)
+    """The context's own `.hadolint.yaml`, else zr4's (the repository's, bundled in zr4's wheel)."""
+    own = context.root / ".hadolint.yaml"
+    return own if own.is_file() else zr4_hadolint_config()
 
 
 def check_hadolint(context: BuildContext) -> CheckResult:

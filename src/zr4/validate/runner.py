@@ -143,8 +143,7 @@ def validate_profile(
     named_contexts: dict[str, Path] | None = None,
     only: Sequence[str] = (),
 ) -> Report:
-    """Render a profile into a temporary directory and check that; zr4's checkout is the `zr4` context."""
-    from zr4.paths import source_root
+    """Render a profile into a temporary directory and check that (it needs no named build context)."""
     from zr4.profile import load_profile
     from zr4.render import render_files, write_context
 
@@ -153,17 +152,9 @@ def validate_profile(
     with tempfile.TemporaryDirectory(prefix=f"zr4-validate-{profile.name}-") as folder:
         out = Path(folder) / "docker"
         write_context(files, out)
-        if named_contexts is None:
-            root = source_root()
-            if root is None:
-                # As `zr4 build` says: without a checkout this context cannot build, so do not pass it.
-                raise UsageError(
-                    "zr4 is installed without its checkout, and the image copies zr4's own source through "
-                    "the build context `zr4`: run from a zr4 checkout or pass --build-context zr4=<checkout>"
-                )
-            named_contexts = {"zr4": root}
         context = BuildContext(out)
-        context.named_contexts = dict(named_contexts)
+        if named_contexts is not None:
+            context.named_contexts = dict(named_contexts)
         report = validate_context(context, options, only)
     return Report(f"profile {profile.name}, rendered to a temporary folder", report.profile, report.results)
 

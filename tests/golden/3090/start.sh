@@ -3,5 +3,17 @@
 # Thin launcher: everything the container decides at boot lives in `zr4 start` (GPU plan, models,
 # output sync, ComfyUI), so it is tested Python rather than shell.
 set -euo pipefail
+python="${ZR4_PYTHON:-/opt/zr4/bin/python}"
+if [ "$(id -u)" = 0 ] && [ -n "${ZR4_USER:-}" ]; then
+  # Started as root (RunPod: a root-owned volume, no way to pick a user): hand zr4's folders on the
+  # volume to $ZR4_USER, then drop to that user for everything else, ComfyUI included.
+  "$python" -m zr4.runtime.volume_prep "$ZR4_USER"
+  HOME="$(getent passwd "$ZR4_USER" | cut -d: -f6)"
+  USER="$ZR4_USER"
+  LOGNAME="$ZR4_USER"
+  export HOME USER LOGNAME
+  exec setpriv --reuid="$(id -u "$ZR4_USER")" --regid="$(id -g "$ZR4_USER")" --init-groups -- \
+    "$python" -m zr4.runtime.start "$@"
+fi
 # `python -m zr4.runtime.start` skips the CLI layer (Typer, boto3 imports) to keep a warm boot under 1 s.
-exec /opt/zr4/bin/python -m zr4.runtime.start "$@"
+exec "$python" -m zr4.runtime.start "$@"
