@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zr4.errors import UsageError
 from zr4.validate.check_budget import check_budget
 from zr4.validate.check_build import check_build
 from zr4.validate.check_compose import check_compose
