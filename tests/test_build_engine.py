@@ -75,9 +75,7 @@ def test_a_failing_step_exits_with_the_engines_code_and_names_the_step(tmp_path:
     context.mkdir()
     (context / "Dockerfile").write_text("FROM scratch AS files\nCOPY missing.txt /missing.txt\n")
     with pytest.raises(BuildFailed) as caught:
-        run_build(
-            ENGINE, BuildOptions(context_dir=context, tag=tag), echo=lambda _l: None
-        )
+        run_build(ENGINE, BuildOptions(context_dir=context, tag=tag), echo=lambda _l: None)
     assert caught.value.exit_code == 125  # buildah's and podman's exit code for a failed build
     message = str(caught.value)
     assert "failed at STEP 2/2: COPY missing.txt /missing.txt" in message
@@ -164,7 +162,7 @@ def test_a_terminal_shows_each_stage_of_a_real_build_and_the_failing_step(tmp_pa
     with pytest.raises(BuildFailed), BuildDisplay(stream, tty=True) as display:
         run_build(
             ENGINE,
-            BuildOptions(context_dir=context, source_root=tmp_path, tag=tag),
+            BuildOptions(context_dir=context, tag=tag),
             echo=display.echo,
             display=display,
         )
@@ -177,25 +175,15 @@ def test_a_terminal_shows_each_stage_of_a_real_build_and_the_failing_step(tmp_pa
 def test_default_out_is_the_checkouts_docker_folder_not_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checkout = tmp_path / "checkout"
+    # As `zr4 render`: the docker/ of the checkout zr4 runs from (rewritten with the same bytes:
+    # rendering is deterministic), never ./docker of the working directory.
+    checkout_docker = Path(__file__).resolve().parents[1] / "docker"
     elsewhere = tmp_path / "elsewhere"
-    checkout.mkdir()
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     result = CliRunner().invoke(
-        _cli(),
-        [
-            "build",
-            "--profile",
-            "4080super",
-            "--zr4-source",
-            str(checkout),
-            "--engine",
-            "buildah",
-            "--dry-run",
-        ],
+        _cli(), ["build", "--profile", "4080super", "--engine", "buildah", "--dry-run"]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0].startswith(f"context: {(checkout / 'docker').resolve()} ")
-    assert (checkout / "docker" / "Dockerfile").is_file()
+    assert result.output.splitlines()[0].startswith(f"context: {checkout_docker} ")
     assert not (elsewhere / "docker").exists()
