@@ -3,7 +3,7 @@
 RunPod mounts its volume at ``/workspace`` owned by root, and a template cannot choose the container's
 user, so the image starts as root (no ``USER``). ``start.sh`` runs this module as root, then drops to
 the unprivileged user with ``setpriv`` for everything else, ComfyUI included. Only zr4's folders are
-touched (models, outputs, the sync state), never the rest of the volume; entries already owned by the
+touched (models, outputs, the sync state, the auth token's folder), never the rest of the volume; entries already owned by the
 user are left alone, and symbolic links are not followed.
 
 Standard library only: it runs before anything else, from zr4's venv.
@@ -26,6 +26,7 @@ def zr4_folders(env: Mapping[str, str]) -> list[Path]:
         Path(env.get("MODELS_DIR") or image_layout.MODELS_DIR),
         Path(env.get("OUTPUT_DIR") or image_layout.OUTPUT_DIR),
         Path(env.get("R2_SYNC_STATE_DIR") or image_layout.SYNC_STATE_DIR),
+        Path(env.get("ZR4_AUTH_DIR") or image_layout.AUTH_DIR),
     ]
 
 
