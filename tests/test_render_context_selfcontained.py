@@ -2,7 +2,7 @@
 
 Covers issue 10's seams: `COPY --from=zr4` (a named context) is gone, zr4's wheel is reproducible and
 checked by sha256, the compile stages hold only torch + numpy from the lock, and the flash-attn arch
-list names archs its setup.py compiles.
+list names archs its setup.py compiles; the flash-attn release wheel is checked against a pinned sha256.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from zr4 import lock as locks
-from zr4.compat import check_profile, flash_attn_cuda_archs
+from zr4.compat import check_profile, flash_attn_cuda_archs, flash_attn_wheel_sha256, flash_attn_wheel_url
 from zr4.paths import data_dir
 from zr4.profile import bundled_profile_names, load_profile
 from zr4.render import check_rendered, render_files, write_context
@@ -218,3 +218,29 @@ def test_compose_builds_from_the_rendered_folder_wherever_it_is(tmp_path: Path) 
         ["bash", "-n", str(out / "start.sh")], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_flash_attn_release_wheel_is_installed_against_its_pinned_sha256() -> None:
+    files = rendered("4090")
+    lock = files["flash-attn.lock"].decode()
+    url = flash_attn_wheel_url(load_profile("4090"))
+    digest = flash_attn_wheel_sha256(load_profile("4090"))
+    assert url and digest and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+    assert f"flash-attn @ {url} \\\n    --hash=sha256:{digest}\n" in lock
+    venv = stages(files["Dockerfile"].decode())["venv"]
+    runs = [" ".join(c.value) for c in venv if c.cmd == "RUN"]
+    assert any("uv pip install --require-hashes --no-deps -r /tmp/flash-attn.lock" in run for run in runs)
+    assert not any(url in run for run in runs)  # never the bare URL, which nothing checks
+    assert "!flash-attn.lock" in files[".dockerignore"].decode()
+    assert "flash-attn.lock" not in rendered("5090")  # no flash-attn there
+
+
+def test_a_release_wheel_without_a_pinned_sha256_is_refused() -> None:
+    # Python 3.12 has a v2.7.4.post1 release wheel, but the matrix pins no sha256 for it.
+    profile = load_profile("4080super", ["stack.python='3.12'"])
+    assert flash_attn_wheel_url(profile) is not None and flash_attn_wheel_sha256(profile) is None
+    problems = {v.rule: v.message for v in check_profile(profile)}
+    assert "cp312" in problems["flash_attn_wheel_hash"]
+    assert "features.flash_attn_source: source" in problems["flash_attn_wheel_hash"]
+    compiled = load_profile("4080super", ["stack.python='3.12'", "features.flash_attn_source=source"])
+    assert "flash_attn_wheel_hash" not in {v.rule for v in check_profile(compiled)}

@@ -264,6 +264,17 @@ def flash_attn_wheel_url(profile: Profile, matrix: dict[str, Any] | None = None)
     )
 
 
+def flash_attn_wheel_sha256(profile: Profile, matrix: dict[str, Any] | None = None) -> str | None:
+    """The pinned sha256 of the profile's flash-attn release wheel, or None when the matrix has none."""
+    matrix = matrix or load_matrix()
+    url = flash_attn_wheel_url(profile, matrix)
+    row = next((r for r in matrix["flash_attn"] if str(r["version"]) == profile.stack.flash_attn), None)
+    if url is None or row is None:
+        return None
+    digest = (row.get("wheel_sha256") or {}).get(url.rsplit("/", 1)[-1])
+    return str(digest) if digest else None
+
+
 def flash_attn_compile_archs(version: str | None, matrix: dict[str, Any] | None = None) -> dict[str, str]:
     """``FLASH_ATTN_CUDA_ARCHS`` values flash-attn ``version``'s setup.py compiles -> the CUDA each needs."""
     matrix = matrix or load_matrix()
@@ -326,6 +337,16 @@ def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation
             )
         )
     building = profile.features.flash_attn_source == "source" or flash_attn_wheel_url(profile, matrix) is None
+    if not building and flash_attn_wheel_sha256(profile, matrix) is None:
+        wheel = str(flash_attn_wheel_url(profile, matrix)).rsplit("/", 1)[-1]
+        problems.append(
+            Violation(
+                "flash_attn_wheel_hash",
+                f"no sha256 pinned for the flash-attn release wheel {wheel} (data/compatibility.yaml, "
+                "flash_attn wheel_sha256), so its download could not be checked; add the release asset's "
+                "sha256 there, or set features.flash_attn_source: source to compile it",
+            )
+        )
     if building and not flash_attn_cuda_archs(profile, matrix):
         known = flash_attn_compile_archs(stack.flash_attn, matrix)
         problems.append(

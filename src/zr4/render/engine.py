@@ -19,7 +19,14 @@ from zr4.errors import Zr4Error
 from zr4.paths import templates_dir
 from zr4.profile.models import Profile
 from zr4.render.context import build_context_vars
-from zr4.render.extras import compile_lock_file, lock_files, manifest_file, workflow_files, zr4_wheel_files
+from zr4.render.extras import (
+    compile_lock_file,
+    flash_attn_lock_file,
+    lock_files,
+    manifest_file,
+    workflow_files,
+    zr4_wheel_files,
+)
 from zr4.render.filters import FILTERS, UnsafeValueError
 
 # Template name -> path in the build context, and whether it is executable.
@@ -81,6 +88,8 @@ def render_files(profile: Profile) -> list[RenderedFile]:
     files.extend(RenderedFile(path, content) for path, content in lock_files(profile).items())
     if variables["build_mmcv"] or variables["build_flash_attn_from_source"]:
         files.append(RenderedFile("compile.lock", compile_lock_file(profile)))
+    if variables["flash_attn_wheel_url"]:
+        files.append(RenderedFile("flash-attn.lock", flash_attn_lock_file(profile)))
     files.extend(
         RenderedFile(path, content, artifact=True) for path, content in zr4_wheel_files().items()
     )

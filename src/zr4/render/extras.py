@@ -55,6 +55,20 @@ def compile_lock_file(profile: Profile) -> bytes:
     return (header(profile) + "\n" + note + lock_subset(text, COMPILE_ROOTS)).encode("utf-8")
 
 
+def flash_attn_lock_file(profile: Profile) -> bytes:
+    """``flash-attn.lock``: the release wheel's URL and its pinned sha256, installed with --require-hashes."""
+    from zr4.compat import flash_attn_wheel_sha256, flash_attn_wheel_url
+
+    url, digest = flash_attn_wheel_url(profile), flash_attn_wheel_sha256(profile)
+    if url is None or digest is None:
+        raise Zr4Error(f"profile {profile.name}: no flash-attn release wheel with a pinned sha256")
+    return (
+        f"{header(profile)}\n"
+        "# flash-attn's release wheel for this stack (GitHub release asset), checked by uv --require-hashes.\n"
+        f"flash-attn @ {url} \\\n    --hash=sha256:{digest}\n"
+    ).encode()
+
+
 @cache
 def zr4_wheel_files() -> dict[str, bytes]:
     """zr4's wheel (as the image installs it) and its ``sha256sum`` line (built once per process)."""
