@@ -151,3 +151,40 @@ def test_buildah_replays_named_context_copies_with_that_contexts_ignore_file(
         .index("COPY --from=zr4 templates /tmp/zr4-src/templates")
         + 1
     )
+
+
+@needs_buildah
+def test_buildah_replays_every_context_copy_of_a_render_anywhere(tmp_path: Path) -> None:
+    from zr4.profile import load_profile
+    from zr4.render import render_files, write_context
+
+    out = tmp_path / "somewhere" / "else" / "my-4080"
+    write_context(render_files(load_profile("4080super")), out)
+    result = check_build(context_of(out))
+    if result.status == "skip":
+        pytest.skip(result.notes[0])
+    assert result.status == "pass", messages(result)
+    copies = [note for note in result.notes if note.startswith("built every COPY from the build context")]
+    assert copies and str(out) in copies[0], result.notes
+
+    # A context missing a file the zr4-venv stage copies (behind a RUN, so not built for real) fails.
+    (out / "zr4-runtime.lock").unlink()
+    result = check_build(context_of(out))
+    (finding,) = result.findings
+    assert finding.message.startswith("COPY from the build context (replayed) fails:")
+    assert "zr4-runtime.lock" in finding.message
+    dockerfile = (out / "Dockerfile").read_text().splitlines()
+    assert dockerfile[finding.line - 1].startswith("COPY zr4-runtime.lock")
+
+
+@needs_buildah
+def test_a_wheel_that_does_not_match_its_sha256_file_is_found(ctx: Path) -> None:
+    from zr4.render.wheel import SHA256_NAME, WHEEL_NAME
+
+    with (ctx / WHEEL_NAME).open("ab") as wheel:
+        wheel.write(b"\0")
+    result = check_build(context_of(ctx))
+    if result.status == "skip":
+        pytest.skip(result.notes[0])
+    (finding,) = result.findings
+    assert finding.message == f"{SHA256_NAME} does not match {WHEEL_NAME} (sha256sum --check would fail)"

@@ -11,12 +11,18 @@ excludes was copied), unlike BuildKit. So every `COPY --from=<named context>` of
 also built as a derived `FROM scratch` stage whose main context *is* that directory, where buildah
 does apply the ignore file.
 
+The other stages need base images and the network, but what they copy from the build context does
+not: every such COPY (zr4's wheel, the locks) is replayed in one derived `FROM scratch` stage against
+the rendered folder, and each copied `*.sha256` file is checked against the file it names, so a
+render to any folder is proven to hold everything the build copies.
+
 Storage and isolation need no daemon: `--storage-driver vfs --isolation chroot` under a throw-away
 `--root`, as root or where user namespaces work; otherwise the check is skipped, not failed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -126,7 +132,8 @@ def check_build(context: BuildContext) -> CheckResult:
         notes: list[str] = []
         named = {name: path for name, path in context.named_contexts.items() if path.is_dir()}
         failures: list[str] = []
-        for stage in offline_stages(model, named):
+        offline = offline_stages(model, named)
+        for stage in offline:
             if stage.name is None:
                 continue
             used = {i.flag("from") for i in stage.instructions if i.cmd == "COPY"}
@@ -139,6 +146,10 @@ def check_build(context: BuildContext) -> CheckResult:
                 findings.append(_finding_for(output, model, file, f"stage {stage.name}"))
         for name, path in named.items():
             findings.extend(_build_named(buildah, model, name, path, file, notes, failures))
+        built = {stage.index for stage in offline}
+        others = [stage for stage in model.stages if stage.index not in built]
+        findings.extend(_build_context_copies(buildah, model, others, context.root, file, notes, failures))
+        findings.extend(_checksum_findings(model, context.root, file))
         if any(_STEP_ERROR.search(output) is None for output in failures):
             reason = _environment_problem(buildah)
             if reason:
@@ -183,6 +194,73 @@ def _build_named(
             if _replayed(instruction) == step.group("step"):
                 finding = Finding(finding.message, file, instruction.line)
     return [finding]
+
+
+def _build_context_copies(
+    buildah: _Buildah,
+    model: DockerfileModel,
+    stages: list[Stage],
+    root: Path,
+    file: str,
+    notes: list[str],
+    failures: list[str],
+) -> list[Finding]:
+    """Every COPY from the build context in ``stages`` (those that need a base image or the network)
+    replayed in one FROM scratch stage against the rendered folder and its `.dockerignore`: the context
+    holds every file the whole build copies, wherever it was rendered."""
+    copies = [i for stage in stages for i in stage.instructions if i.cmd == "COPY" and i.flag("from") is None]
+    if not copies:
+        return []
+    steps = [_replayed(instruction) for instruction in copies]
+    derived = buildah.root / "Dockerfile.context-copies"
+    derived.write_text("FROM scratch\n" + "\n".join(dict.fromkeys(steps)) + "\n", encoding="utf-8")
+    code, output = buildah.bud(derived, root, None, [])
+    if code == 0:
+        notes.append(
+            f"built every COPY from the build context ({len(copies)}) against {root} and its .dockerignore"
+        )
+        return []
+    failures.append(output)
+    finding = _finding_for(output, model, file, "COPY from the build context (replayed)")
+    step = _STEP_ERROR.search(output)
+    if step:
+        for instruction in copies:
+            if _replayed(instruction) == step.group("step"):
+                finding = Finding(finding.message, file, instruction.line)
+    return [finding]
+
+
+def _checksum_findings(model: DockerfileModel, root: Path, file: str) -> list[Finding]:
+    """A copied `*.sha256` file (`sha256sum` format) must match the file it names, or the build's
+    `sha256sum --check` step fails after the hour a GPU image takes to get there."""
+    findings: list[Finding] = []
+    for instruction in model.instructions:
+        if instruction.cmd != "COPY" or instruction.flag("from") is not None:
+            continue
+        for source in instruction.args[:-1]:
+            listing = root / source.lstrip("/")
+            if not source.endswith(".sha256") or not listing.is_file():
+                continue
+            for line in listing.read_text(encoding="utf-8").splitlines():
+                digest, _, name = line.partition("  ")
+                target = root / name.strip().lstrip("*")
+                if not name.strip():
+                    continue
+                if not target.is_file():
+                    findings.append(
+                        Finding(
+                            f"{source} names {name.strip()}, which the context lacks", file, instruction.line
+                        )
+                    )
+                elif hashlib.sha256(target.read_bytes()).hexdigest() != digest.strip().lower():
+                    findings.append(
+                        Finding(
+                            f"{source} does not match {name.strip()} (sha256sum --check would fail)",
+                            file,
+                            instruction.line,
+                        )
+                    )
+    return findings
 
 
 def _replayed(instruction: Instruction) -> str:
