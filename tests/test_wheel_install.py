@@ -70,3 +70,22 @@ def test_render_without_a_checkout_needs_out(site: Path, tmp_path: Path) -> None
     assert completed.returncode == 2
     assert completed.stderr == "error: zr4 is not running from a checkout: pass --out DIR for the build context\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_render_from_inside_a_checkout_writes_its_docker_folder(site: Path, tmp_path: Path) -> None:
+    # `pip install .` (not editable): zr4 runs from site-packages while its user works in the checkout,
+    # so the README's `zr4 render --profile 4080super` renders into that checkout's docker/.
+    checkout = tmp_path / "zr4-checkout"
+    (checkout / "src" / "zr4").mkdir(parents=True)
+    shutil.copy2(ROOT / "pyproject.toml", checkout / "pyproject.toml")
+    (checkout / "docs").mkdir()
+    completed = _zr4(site, checkout / "docs", "render", "--profile", "4080super")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith(f"rendered profile 4080super into {checkout / 'docker'}/")
+    assert (checkout / "docker" / "Dockerfile").is_file() and list((checkout / "docs").iterdir()) == []
+    # Another project's pyproject.toml is not a zr4 checkout.
+    other = tmp_path / "other"
+    (other / "src" / "zr4").mkdir(parents=True)
+    (other / "pyproject.toml").write_text('[project]\nname = "not-zr4"\n')
+    refused = _zr4(site, other, "render", "--profile", "4080super")
+    assert refused.returncode == 2 and "pass --out DIR" in refused.stderr

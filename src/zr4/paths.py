@@ -7,6 +7,7 @@ guesses paths.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -56,4 +57,23 @@ def source_root() -> Path | None:
     """
     if (_CHECKOUT_ROOT / "pyproject.toml").is_file() and (_CHECKOUT_ROOT / "src" / "zr4").is_dir():
         return _CHECKOUT_ROOT
+    return None
+
+
+def checkout_containing(start: Path) -> Path | None:
+    """The zr4 checkout ``start`` lies in (a folder with zr4's pyproject.toml and ``src/zr4``), or None.
+
+    ``pip install .`` (not editable) runs zr4 from site-packages, yet its user still works in the
+    checkout: commands that default to the checkout's folders look for it from the working directory.
+    """
+    for folder in (start, *start.parents):
+        pyproject = folder / "pyproject.toml"
+        if not (pyproject.is_file() and (folder / "src" / "zr4").is_dir()):
+            continue
+        try:
+            name = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {}).get("name")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        if name == "zr4":
+            return folder
     return None

@@ -9,7 +9,7 @@ import typer
 
 from zr4.cli.common import PROFILE_OPTION, SET_OPTION
 from zr4.errors import UsageError, Zr4Error
-from zr4.paths import source_root
+from zr4.paths import checkout_containing, source_root
 from zr4.profile import load_profile
 
 
@@ -53,13 +53,11 @@ def render(
 
 
 def default_out() -> Path:
-    """``docker/`` at the root of the checkout zr4 runs from, wherever the command is run.
-
-    Not the working directory: the rendered compose file names zr4's source as ``..`` (the folder
-    above the context), so a context only builds from the checkout's own ``docker/``. A wheel
-    install has no checkout to write into, so there ``--out`` is required.
+    """``docker/`` (the committed build context) at the root of the checkout zr4 runs from, wherever
+    the command is run; for an install from site-packages (``pip install .``), of the checkout the
+    working directory lies in. Elsewhere there is no checkout to write into, so ``--out`` is required.
     """
-    root = source_root()
+    root = source_root() or checkout_containing(Path.cwd())
     if root is None:
         raise UsageError("zr4 is not running from a checkout: pass --out DIR for the build context")
     return root / "docker"
