@@ -96,9 +96,15 @@ def test_dockerfile_is_multi_stage_with_runtime_final() -> None:
 
 
 def test_onnx_profile_has_no_mmcv_stage() -> None:
-    text = by_path("4090")["Dockerfile"].decode()
+    files = by_path("4090")
+    text = files["Dockerfile"].decode()
     assert "mmcv-wheel" not in text
-    assert "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl" in text
+    # flash-attn's release wheel comes from flash-attn.lock (its URL and pinned sha256).
+    assert "-r /tmp/flash-attn.lock" in text
+    assert (
+        "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
+        in files["flash-attn.lock"].decode()
+    )
 
 
 def test_5090_has_neither_flash_attn_nor_mmcv() -> None:
