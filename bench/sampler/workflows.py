@@ -1,8 +1,8 @@
 """Write the plan and the workflow `zr4 start` would use for one imitated card, for run.py.
 
 Why: the benchmark must run zr4's own workflow, not a hand-edited copy. At boot `zr4 start` plans
-the card (zr4.runtime.planner) and rebuilds the workflow with the planner's block swap through
-``workflow_spec_for_boot``; this does the same with the profile's default model files (as
+the card (zr4.runtime.planner) and rebuilds the workflow with the planner's block swap, text
+encoder device, VAE tiling and prefetch through ``workflow_spec_for_boot``; this does the same with the profile's default model files (as
 ``zr4 render`` names them), so the file the device machine queues is byte-for-byte what a pod
 with that card would install.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from zr4.profile import load_profile
 from zr4.render.extras import default_targets
-from zr4.runtime.workflow_install import workflow_spec_for_boot
+from zr4.runtime.workflow_install import PlannedSettings, workflow_spec_for_boot
 from zr4.workflow.build import build_steadydancer_workflow, workflow_json
 
 
@@ -36,7 +36,17 @@ def plan_json(profile: str, vram_gib: float | None, gguf_level: str | None) -> d
 
 
 def workflow_for(profile_name: str, plan: dict[str, object]) -> str:
-    """The workflow `zr4 start` installs for this plan (profile defaults, the plan's level and swap)."""
+    """The workflow `zr4 start` installs for this plan (profile defaults, the plan's level and swap).
+
+    The plan's workflow settings go through the ``ZR4_*`` variables `zr4 tune --env` exports and
+    ``PlannedSettings.from_plan_env`` reads at boot, so they are read exactly as a pod reads them."""
+    env = {
+        "ZR4_TEXT_ENCODER_DEVICE": str(plan["text_encoder_device"]),
+        "ZR4_POSE_DEVICE": str(plan["pose_device"]),
+        "ZR4_VAE_TILING": "true" if plan["vae_tiling"] else "false",
+        "ZR4_PREFETCH_BLOCKS": str(plan["prefetch_blocks"]),
+        "ZR4_ATTENTION": str(plan["attention"]),
+    }
     profile = load_profile(profile_name)
     model = profile.model.model_copy(update={"gguf_level": plan["gguf_level"], "variant": plan["variant"]})
     profile = profile.model_copy(update={"model": model})
@@ -45,6 +55,7 @@ def workflow_for(profile_name: str, plan: dict[str, object]) -> str:
         default_targets(profile),
         str(plan["variant"]),
         int(str(plan["block_swap"])),
+        PlannedSettings.from_plan_env(env),
     )
     return workflow_json(build_steadydancer_workflow(spec))
 
