@@ -25,7 +25,15 @@ from zr4.workflow.build import build_steadydancer_workflow, workflow_json
 
 def plan_json(profile: str, vram_gib: float | None, gguf_level: str | None) -> dict[str, object]:
     """`zr4 plan --json` for the profile on a card of vram_gib (the CLI, so the flags are the user's)."""
-    args = [str(Path(sys.executable).with_name("zr4")), "plan", "--profile", profile, "--json"]
+    args = [
+        sys.executable,
+        "-c",
+        "from zr4.cli.main import run; run()",
+        "plan",
+        "--profile",
+        profile,
+        "--json",
+    ]
     if vram_gib is not None:
         args += ["--vram-gib", str(vram_gib)]
     if gguf_level is not None:
