@@ -1,57 +1,71 @@
-"""Build the rendered Dockerfile for real with buildah, replacing only what this machine cannot reach.
+"""Build a rendered Dockerfile for real with buildah, replacing only what this machine cannot reach.
 
 Why: a Dockerfile that lints and renders can still fail at its first RUN; the image is only proven
 by building every stage to the final one and booting it. Machines without GitHub, Docker Hub or
-ghcr.io (CI included) cannot pull the base images nor fetch the pinned sources, so this script
-builds local stand-ins under the exact names the Dockerfile uses and feeds the Dockerfile's own
-hermetic switches (build ARGs whose defaults are the real sources; a user's build never sets them):
+ghcr.io (CI included) cannot pull the base images nor fetch the pinned sources, so the stand-ins of
+``bench/build_standins.py`` are made under the exact names the Dockerfile uses, and the Dockerfile's
+own hermetic switches (build ARGs whose defaults are the real sources; a user's build never sets
+them) take local files:
 
 * ``nvidia/cuda:*-devel-*`` / ``*-runtime-*``: Debian (``--suite``, default trixie) made with
-  debootstrap from Debian's archive. Ubuntu's archive is unreachable here, so the stand-ins are
-  Debian, not Ubuntu. The devel stand-in adds Debian's ``nvidia-cuda-toolkit`` (non-free), which is
-  CUDA 12.4.1 (nvcc 12.4.131) in trixie, the release of the real devel image; PyPI's
-  ``nvidia-cuda-nvcc-cu12==12.4.131`` wheel ships only ptxas, not nvcc.
+  debootstrap from Debian's archive. The devel stand-in adds Debian's ``nvidia-cuda-toolkit``
+  (non-free), CUDA 12.4.1 (nvcc 12.4.131) in trixie, the release of the real devel image (PyPI's
+  ``nvidia-cuda-nvcc-cu12==12.4.131`` wheel ships only ptxas, not nvcc). ``--light`` (CI) skips it.
 * ``ghcr.io/astral-sh/uv:<v>``: ``FROM scratch`` with ``/uv`` and ``/uvx`` from PyPI's ``uv`` wheel.
-* ``PYTHON_SOURCE=local``: CPython compiled from the upstream source tarball of Debian's
-  ``python3.<minor>`` source package, installed at the managed-Python path with its non-glibc
-  libraries bundled (rpath ``$ORIGIN``), i.e. relocatable like python-build-standalone.
+* ``PYTHON_SOURCE=local``: CPython compiled from the upstream tarball of Debian's ``python3.<minor>``
+  source package, installed at the managed-Python path with its non-glibc libraries bundled (rpath
+  ``$ORIGIN``), i.e. relocatable like python-build-standalone. Debian's archive has no source of
+  every patch release: where it lacks the pinned one, the build passes ``PYTHON_VERSION`` (the
+  release it compiled) and the record says so.
 * ``COMFYUI_SOURCE=local``: the pinned ComfyUI and custom nodes laid out by ``bench/sources.py``.
 * ``FLASH_ATTN_SOURCE=local``: a STAND-IN wheel with the release file name whose ``flash_attn``
   package only imports (there is no GPU here and the release wheel is on GitHub).
 * ``MMCV_SOURCE=local`` (``--mmcv-wheel``): a wheel an earlier run of this script compiled.
 
-PyPI is reached from inside the build with this machine's CA bundle (its TLS is intercepted),
+PyPI is reached from inside the build with this machine's CA bundle (its TLS may be intercepted),
 passed as the Dockerfile's optional build secrets (``build-ca``, ``uv-config``, ``pip-config``), so
 it is never part of a layer.
 
 Everything goes to a private buildah store under ``--cache`` (never the machine's shared one).
+Without ``--context`` the profile is rendered afresh into the cache (zr4's wheel included).
 
 Usage:
-    python bench/build_image.py --sources .cache/sources [--target runtime] [--boot]
-        [--mmcv-wheel PATH] [--record bench/results/build.md]
-    python bench/build_image.py --light --target zr4-venv --smoke   # CI: no CUDA toolkit
+    python bench/build_image.py --sources .cache/sources --boot --record bench/results/build.md
+        [--mmcv-wheel DIR] [--target runtime]
+    python bench/build_image.py --light --target zr4-venv --smoke 'zr4 --help'   # CI: no CUDA toolkit
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from build_standins import (
+    Buildah,
+    LocalPython,
+    Wanted,
+    base_image,
+    devel_standin,
+    flash_attn_standin,
+    local_python,
+    read_dockerfile,
+    run,
+    runtime_standin,
+    uv_standin,
+)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-STANDIN_BASE = "localhost/zr4-standin/debian"
 
 
 @dataclass
@@ -67,378 +81,6 @@ class Timings:
         self.steps.append((name, time.monotonic() - start))
         print(f"== {name}: {self.steps[-1][1]:.0f} s", flush=True)
         return result
-
-
-class Buildah:
-    """buildah against a private store, so nothing here touches other users' images."""
-
-    def __init__(self, cache: Path) -> None:
-        self.root = cache / "storage"
-        self.runroot = cache / "run"
-        self.base = [
-            "buildah",
-            "--root",
-            str(self.root),
-            "--runroot",
-            str(self.runroot),
-            "--storage-driver",
-            "overlay",
-        ]
-
-    def __call__(self, *args: str, capture: bool = False, check: bool = True) -> str:
-        cmd = [*self.base, *args]
-        if capture:
-            done = subprocess.run(cmd, check=check, text=True, stdout=subprocess.PIPE)
-            return done.stdout.strip()
-        subprocess.run(cmd, check=check)
-        return ""
-
-    def exists(self, image: str) -> bool:
-        done = subprocess.run(
-            [*self.base, "inspect", "--type", "image", image],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        return done.returncode == 0
-
-
-def run(cmd: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
-    print("+ " + shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, **kwargs)
-
-
-# ---------------------------------------------------------------- what the Dockerfile asks for
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """The external things a rendered Dockerfile names, read from its text."""
-
-    uv_image: str
-    uv_version: str
-    devel_image: str
-    runtime_image: str
-    python: str
-    python_dir: str
-    flash_attn_url: str | None
-
-
-def read_dockerfile(path: Path) -> Wanted:
-    """Parse the base images, the managed Python pin and the flash-attn URL out of the Dockerfile."""
-    text = path.read_text()
-    froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
-    uv = next(f for f in froms if f.startswith("ghcr.io/astral-sh/uv:"))
-    devel = next(f for f in froms if f.startswith("nvidia/cuda:") and "-devel-" in f)
-    runtime = next(f for f in froms if f.startswith("nvidia/cuda:") and "-runtime-" in f)
-    python = re.search(r"uv python install (\S+)", text)
-    python_dir = re.search(r"UV_PYTHON_INSTALL_DIR=(\S+)", text)
-    flash = re.search(r"(https://github\.com/Dao-AILab/flash-attention/\S+\.whl)", text)
-    if not python or not python_dir:
-        raise SystemExit(f"{path}: no `uv python install` / UV_PYTHON_INSTALL_DIR found")
-    return Wanted(
-        uv_image=uv,
-        uv_version=uv.split(":", 1)[1],
-        devel_image=devel,
-        runtime_image=runtime,
-        python=python.group(1),
-        python_dir=python_dir.group(1).rstrip("\\").strip(),
-        flash_attn_url=flash.group(1) if flash else None,
-    )
-
-
-def qualified(image: str) -> str:
-    """The name buildah stores a short Docker Hub name under."""
-    first = image.split("/", 1)[0]
-    if "." in first or (":" in first.split("@")[0] and "/" in image):
-        return image
-    return f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}"
-
-
-# ---------------------------------------------------------------- stand-in base images
-
-
-def debootstrap(cache: Path, suite: str) -> Path:
-    """A minbase Debian root (main, contrib, non-free), made once and kept under the cache."""
-    rootfs = cache / f"rootfs-{suite}"
-    if (rootfs / "etc" / "os-release").exists():
-        return rootfs
-    partial = cache / f"rootfs-{suite}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            "--components=main,contrib,non-free",
-            suite,
-            str(partial),
-            DEBIAN_MIRROR,
-        ]
-    )
-    partial.rename(rootfs)
-    return rootfs
-
-
-def base_image(b: Buildah, cache: Path, suite: str) -> str:
-    """The Debian root as an image (a single layer), tagged under zr4-standin."""
-    tag = f"{STANDIN_BASE}:{suite}"
-    if b.exists(tag):
-        return tag
-    rootfs = debootstrap(cache, suite)
-    ctr = b("from", "scratch", capture=True)
-    mnt = b("mount", ctr, capture=True)
-    run(["cp", "-a", f"{rootfs}/.", mnt])
-    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        for item in (Path(mnt) / junk).glob("*"):
-            if item.is_file():
-                item.unlink()
-    b("umount", ctr)
-    b(
-        "config",
-        "--env",
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--cmd",
-        "/bin/bash",
-        "--label",
-        f"io.zr4.standin=debootstrap {suite} from Debian's archive",
-        ctr,
-    )
-    b("commit", "--format", "docker", "--rm", ctr, tag)
-    return tag
-
-
-def runtime_standin(b: Buildah, base: str, wanted: Wanted) -> None:
-    """The runtime base: plain Debian (torch brings its own CUDA runtime libraries from PyPI)."""
-    name = qualified(wanted.runtime_image)
-    if not b.exists(name):
-        b("tag", base, name)
-
-
-def devel_standin(b: Buildah, base: str, wanted: Wanted, light: bool) -> None:
-    """The devel base: Debian plus Debian's CUDA 12.4.1 toolkit, or plain Debian with --light."""
-    name = qualified(wanted.devel_image)
-    if b.exists(name):
-        return
-    if light:
-        b("tag", base, name)
-        return
-    ctr = b("from", "--pull-never", base, capture=True)
-    b(
-        "run",
-        "--isolation",
-        "chroot",
-        ctr,
-        "--",
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-        "--no-install-recommends nvidia-cuda-toolkit nvidia-cuda-toolkit-gcc >/dev/null && nvcc --version "
-        "&& rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb",
-    )
-    b("config", "--label", "io.zr4.standin=Debian nvidia-cuda-toolkit (non-free)", ctr)
-    b("commit", "--format", "docker", "--rm", ctr, name)
-
-
-def pip_download(dest: Path, requirement: str) -> Path:
-    """One wheel from PyPI into dest (kept: re-runs do not download again)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    name = requirement.split("==")[0].replace("-", "_")
-    version = requirement.split("==")[1]
-    found = sorted(dest.glob(f"{name}-{version}-*.whl"))
-    if not found:
-        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-             "--platform", "manylinux2014_x86_64", "-d", str(dest), requirement])
-        found = sorted(dest.glob(f"{name}-{version}-*.whl"))
-    return found[0]
-
-
-def uv_standin(b: Buildah, cache: Path, wanted: Wanted) -> None:
-    """ghcr.io/astral-sh/uv:<v> rebuilt FROM scratch with /uv and /uvx from PyPI's uv wheel."""
-    name = wanted.uv_image
-    if b.exists(name):
-        return
-    wheel = pip_download(cache / "wheels", f"uv=={wanted.uv_version}")
-    out = cache / "uv-bin"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    with zipfile.ZipFile(wheel) as zf:
-        for member in zf.namelist():
-            if re.search(r"\.data/scripts/uvx?$", member):
-                target = out / Path(member).name
-                target.write_bytes(zf.read(member))
-                target.chmod(0o755)
-    ctr = b("from", "scratch", capture=True)
-    b("copy", ctr, str(out / "uv"), str(out / "uvx"), "/")
-    b("config", "--entrypoint", '["/uv"]', "--label", "io.zr4.standin=uv from PyPI", ctr)
-    b("commit", "--format", "docker", "--rm", ctr, name)
-
-
-# ---------------------------------------------------------------- local CPython (PYTHON_SOURCE=local)
-
-
-def debian_python_source(cache: Path, minor: str, suite: str) -> tuple[str, Path]:
-    """The upstream CPython tarball of Debian's python<minor> source package: (version, path)."""
-    suites = [suite, "bookworm"] if suite != "bookworm" else [suite]
-    for candidate in suites:
-        index = cache / f"Sources-{candidate}"
-        if not index.exists():
-            data = subprocess.run(
-                ["curl", "-fsS", f"{DEBIAN_MIRROR}/dists/{candidate}/main/source/Sources.xz"],
-                check=True,
-                stdout=subprocess.PIPE,
-            ).stdout
-            index.write_bytes(subprocess.run(["xz", "-d"], input=data, check=True, stdout=subprocess.PIPE).stdout)
-        stanza = re.search(
-            rf"^Package: python{re.escape(minor)}\n(.*?)(?:\n\n|\Z)", index.read_text(), flags=re.M | re.S
-        )
-        if not stanza:
-            continue
-        body = stanza.group(1)
-        directory = re.search(r"^Directory: (\S+)", body, flags=re.M)
-        orig = re.search(r"^ ([0-9a-f]{32}) \d+ (python\S+?_([0-9.]+)\.orig\.tar\.\w+)$", body, flags=re.M)
-        if not directory or not orig:
-            continue
-        md5, filename, version = orig.groups()
-        path = cache / filename
-        if not path.exists():
-            run(["curl", "-fsS", "-o", str(path), f"{DEBIAN_MIRROR}/{directory.group(1)}/{filename}"])
-        if hashlib.md5(path.read_bytes()).hexdigest() != md5:
-            raise SystemExit(f"{path}: checksum differs from Debian's Sources index")
-        return version, path
-    raise SystemExit(f"no python{minor} source package in Debian's {' or '.join(suites)}")
-
-
-PYTHON_BUILD = r"""
-set -euo pipefail
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  build-essential pkg-config patchelf xz-utils libssl-dev zlib1g-dev libbz2-dev liblzma-dev \
-  libffi-dev libsqlite3-dev uuid-dev libncurses-dev libreadline-dev libgdbm-dev >/dev/null
-rm -rf /tmp/cpython && mkdir -p /tmp/cpython && tar -xf /work/"$TARBALL" -C /tmp/cpython --strip-components=1
-cd /tmp/cpython
-./configure -q --prefix="$PREFIX" --with-ensurepip=install LDFLAGS='-Wl,-rpath,\$$ORIGIN/../lib' >/dev/null
-make -s -j"$(nproc)" >/dev/null 2>/tmp/cpython-make.log || { tail -50 /tmp/cpython-make.log; exit 1; }
-make -s install >/dev/null 2>&1
-rm -rf /work/python-local.partial && mkdir -p /work/python-local.partial
-cp -a "$PREFIX" /work/python-local.partial/
-"""
-
-
-# Bundle every shared library outside glibc into lib/ (rpath $ORIGIN), as python-build-standalone
-# is self-contained: the runtime base needs none of the -dev packages' libraries.
-PYTHON_BUNDLE = r"""
-set -euo pipefail
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends patchelf libssl3t64 \
-  libffi8 libsqlite3-0 libreadline8t64 libncursesw6 libgdbm6t64 libuuid1 libbz2-1.0 liblzma5 zlib1g >/dev/null
-tree="/work/python-local/$DIRNAME"
-for elf in "$tree"/bin/python3.* $(find "$tree/lib" -name '*.so*' -type f); do
-  if ldd "$elf" >/tmp/deps 2>/dev/null; then
-    awk '/=> \//{print $3}' /tmp/deps | while read -r lib; do
-      case "$(basename "$lib")" in
-        libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|libutil.so*|ld-linux*|libgcc_s.so*) ;;
-        *) [ -e "$tree/lib/$(basename "$lib")" ] || cp -L "$lib" "$tree/lib/" ;;
-      esac
-    done
-  fi
-done
-for elf in $(find "$tree/lib" -name '*.so*' -type f); do
-  case "$elf" in
-    "$tree"/lib/python*/lib-dynload/*) patchelf --set-rpath '$ORIGIN/../..' "$elf" ;;
-    *) patchelf --set-rpath '$ORIGIN' "$elf" ;;
-  esac
-done
-for exe in "$tree"/bin/python3.*; do
-  if ldd "$exe" >/dev/null 2>&1; then patchelf --set-rpath '$ORIGIN/../lib' "$exe"; fi
-done
-"""
-
-# What a stand-in runtime base must be able to import from the tree alone.
-PYTHON_CHECK = (
-    "import ssl, sqlite3, ctypes, lzma, bz2, zlib, uuid, readline, dbm.gnu, curses; print(ssl.OPENSSL_VERSION)"
-)
-
-
-def local_python(b: Buildah, cache: Path, base: str, wanted: Wanted, suite: str) -> Path:
-    """A relocatable CPython at the managed-Python path, matching the Dockerfile's pin."""
-    minor = ".".join(wanted.python.split(".")[:2])
-    version, tarball = debian_python_source(cache, minor, suite)
-    if wanted.python.count(".") == 2 and wanted.python != version:
-        raise SystemExit(
-            f"the Dockerfile pins Python {wanted.python}, but Debian's archive has only {version}: "
-            "no local CPython of the pinned version can be built here"
-        )
-    out = cache / "python-local"
-    dirname = f"cpython-{version}-linux-x86_64-gnu"
-    if (out / dirname / "bin" / "python3").exists():
-        return out
-    prefix = f"{wanted.python_dir}/{dirname}"
-    ctr = b("from", "--pull-never", base, capture=True)
-    try:
-        b("run", "--isolation", "chroot", "-v", f"{cache}:/work", "--env", f"TARBALL={tarball.name}",
-          "--env", f"PREFIX={prefix}", ctr, "--", "bash", "-c", PYTHON_BUILD.replace("$$", "$"))
-    finally:
-        b("rm", ctr)
-    shutil.rmtree(out, ignore_errors=True)
-    (cache / "python-local.partial").rename(out)
-    bundle_python(b, cache, base, dirname)
-    return out
-
-
-def bundle_python(b: Buildah, cache: Path, base: str, dirname: str) -> None:
-    """Make the tree self-contained, then prove it imports its C modules on the bare base."""
-    ctr = b("from", "--pull-never", base, capture=True)
-    try:
-        b("run", "--isolation", "chroot", "-v", f"{cache}:/work", "--env", f"DIRNAME={dirname}", ctr,
-          "--", "bash", "-c", PYTHON_BUNDLE)
-    finally:
-        b("rm", ctr)
-    bare = b("from", "--pull-never", base, capture=True)
-    try:
-        b("run", "--isolation", "chroot", "-v", f"{cache / 'python-local' / dirname}:/opt/check-python:ro", bare,
-          "--", "/opt/check-python/bin/python3", "-c", PYTHON_CHECK)
-    finally:
-        b("rm", bare)
-
-
-# ---------------------------------------------------------------- flash-attn stand-in wheel
-
-
-def flash_attn_standin(cache: Path, url: str) -> Path:
-    """A wheel with the release file name whose flash_attn package imports and says it is a stand-in."""
-    filename = url.rsplit("/", 1)[1]
-    version = filename.split("-")[1]
-    out = cache / "flash-attn-local"
-    out.mkdir(parents=True, exist_ok=True)
-    wheel = out / filename.replace("%2B", "+")
-    if wheel.exists():
-        return out
-    dist = f"flash_attn-{version}.dist-info"
-    files = {
-        "flash_attn/__init__.py": (
-            '"""STAND-IN for flash-attn (hermetic build without GitHub and without a GPU): imports only."""\n'
-            f'__version__ = "{version.split("+")[0]}"\n'
-            "STANDIN = True\n\n\n"
-            "def flash_attn_func(*args, **kwargs):  # noqa: D103\n"
-            '    raise RuntimeError("flash-attn stand-in: the real wheel was not installed in this build")\n'
-        ),
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: flash_attn\nVersion: {version}\n"
-        "Summary: STAND-IN built by zr4 bench/build_image.py\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: zr4-bench\nRoot-Is-Purelib: false\n"
-        f"Tag: {'-'.join(filename[:-4].split('-')[2:])}\n",
-        f"{dist}/top_level.txt": "flash_attn\n",
-    }
-    record = []
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, text in files.items():
-            data = text.encode()
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-            record.append(f"{name},sha256={digest},{len(data)}")
-            zf.writestr(name, data)
-        record.append(f"{dist}/RECORD,,")
-        zf.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
-    return out
 
 
 # ---------------------------------------------------------------- CA bundle for PyPI, never in a layer
@@ -465,14 +107,89 @@ STEP_LINE = re.compile(r"^\[(\d+)/(\d+)\] STEP (\d+)/(\d+): (.*)$")
 
 
 @dataclass
-class StageLog:
-    """When each stage's first step started, read from buildah's own progress lines."""
+class Step:
+    """One STEP buildah printed: its stage, its text, and its own seconds (nested stages excluded)."""
 
-    order: list[str] = field(default_factory=list)
-    started: dict[str, float] = field(default_factory=dict)
-    ended: dict[str, float] = field(default_factory=dict)
-    cached_steps: dict[str, int] = field(default_factory=dict)
-    steps: dict[str, int] = field(default_factory=dict)
+    stage: str
+    text: str
+    start: float
+    seconds: float = 0.0
+    cached: bool = False
+    nested: float = 0.0  # seconds of other stages' steps that ran inside this one
+
+
+@dataclass
+class StageLog:
+    """Every STEP of a build, with its own time, read from buildah's progress lines.
+
+    buildah builds a stage when a later one first needs it (``COPY --from=venv`` builds venv, then
+    copies), so steps nest: a step runs from its STEP line to its ``--> <id>`` line, minus the steps
+    of other stages that ran in between. A FROM step prints no ``-->``: it ends at the next STEP.
+    """
+
+    steps: list[Step] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # buildah's stage index -> stage name
+    open: list[Step] = field(default_factory=list)
+
+    def step_line(self, index: str, step: str, text: str, now: float) -> None:
+        if step == "1":
+            name = stage_name(text, index)
+            self.names[index] = name if name not in self.names.values() else f"{name} ({index})"
+        if self.open and self.open[-1].text.upper().startswith("FROM "):
+            self._close(now)
+        item = Step(self.names.get(index, f"stage {index}"), text, now)
+        self.steps.append(item)
+        self.open.append(item)
+
+    def arrow_line(self, line: str, now: float) -> None:
+        """`--> Using cache <id>` marks the open step cached; `--> <id>` ends it."""
+        if not self.open:
+            return
+        if line.startswith("--> Using cache"):
+            self.open[-1].cached = True
+        else:
+            self._close(now)
+
+    def _close(self, now: float) -> None:
+        item = self.open.pop()
+        span = now - item.start
+        item.seconds = span - item.nested
+        if self.open:
+            self.open[-1].nested += span
+
+    def close(self, now: float) -> None:
+        while self.open:
+            self._close(now)
+
+    def stages(self) -> list[tuple[str, float, int, int]]:
+        """(stage, seconds, steps, steps from cache), in the order each stage first ran."""
+        rows: dict[str, list[float]] = {}
+        for item in self.steps:
+            row = rows.setdefault(item.stage, [0.0, 0, 0])
+            row[0] += item.seconds
+            row[1] += 1
+            row[2] += int(item.cached)
+        return [(name, secs, int(n), int(cached)) for name, (secs, n, cached) in rows.items()]
+
+
+def read_build_log(path: Path) -> StageLog:
+    """The StageLog of a build log this script wrote (each line prefixed with its seconds)."""
+    stages = StageLog()
+    now = 0.0
+    for raw in path.read_text().splitlines():
+        seconds, _, line = raw.strip().partition(" ")
+        try:
+            now = float(seconds)
+        except ValueError:
+            continue
+        match = STEP_LINE.match(line)
+        if match:
+            index, _, step, _, text = match.groups()
+            stages.step_line(index, step, text, now)
+        elif line.startswith("--> "):
+            stages.arrow_line(line, now)
+    stages.close(now)
+    return stages
 
 
 def stage_name(line: str, index: str) -> str:
@@ -504,7 +221,6 @@ def build(
     cmd.append(str(context))
     stages = StageLog()
     start = time.monotonic()
-    current = ""
     print("+ " + shlex.join(cmd), flush=True)
     with log_path.open("w") as log, subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -517,25 +233,14 @@ def build(
             match = STEP_LINE.match(line.rstrip("\n"))
             if match:
                 index, _, step, _, text = match.groups()
-                if step == "1":
-                    current = stage_name(text, index)
-                    if current in stages.started:  # a stage name repeats only for unnamed stages
-                        current = f"{current} ({index})"
-                    if stages.order:
-                        stages.ended[stages.order[-1]] = now
-                    stages.order.append(current)
-                    stages.started[current] = now
-                    stages.steps[current] = 0
-                    stages.cached_steps[current] = 0
-                stages.steps[current] = stages.steps.get(current, 0) + 1
+                stages.step_line(index, step, text, now)
                 print(f"{now:8.1f} {line}", end="", flush=True)
-            elif line.startswith("--> Using cache") and current:
-                stages.cached_steps[current] = stages.cached_steps.get(current, 0) + 1
+            elif line.startswith("--> "):
+                stages.arrow_line(line.rstrip("\n"), now)
             elif line.startswith(("Error", "error")) or "exit status" in line:
                 print(f"{now:8.1f} {line}", end="", flush=True)
         code = proc.wait()
-    if stages.order:
-        stages.ended[stages.order[-1]] = time.monotonic() - start
+    stages.close(time.monotonic() - start)
     return stages, code, cmd
 
 
@@ -562,15 +267,23 @@ class BootResult:
     seconds: float
     health: str
     command: list[str]
+    workspace: str  # `ls -lnR` of the volume after the boot: who owns what zr4 prepared
 
 
 def boot(b: Buildah, image: str, port: int, timeout_s: float, log_path: Path) -> BootResult:
-    """Start the image through its ENTRYPOINT (as its USER) on the CPU; poll `zr4 health` inside it."""
+    """Start the image through its ENTRYPOINT (as its USER) on the CPU; poll `zr4 health` inside it.
+
+    /workspace is a fresh root-owned folder (mode 0755) mounted as a volume, as RunPod mounts its own.
+    """
     info = json.loads(b("inspect", "--type", "image", image, capture=True))
     config = info["Docker"]["config"]
     entrypoint = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+    workspace = log_path.parent.parent / "workspace"
+    shutil.rmtree(workspace, ignore_errors=True)
+    workspace.mkdir(mode=0o755)
+    os.chown(workspace, 0, 0)
     ctr = b("from", "--pull-never", image, capture=True)
-    env = ["-e", "SKIP_MODEL_DOWNLOAD=true", "-e", f"COMFYUI_PORT={port}"]
+    env = ["-e", "SKIP_MODEL_DOWNLOAD=true", "-e", f"COMFYUI_PORT={port}", "-v", f"{workspace}:/workspace"]
     cmd = [*b.base, "run", "--isolation", "chroot", *env, ctr, "--", *entrypoint]
     health_cmd = [*b.base, "run", "--isolation", "chroot", *env, ctr, "--", "zr4", "health"]
     start = time.monotonic()
@@ -597,10 +310,30 @@ def boot(b: Buildah, image: str, port: int, timeout_s: float, log_path: Path) ->
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, 9)
                     proc.wait()
+            stray = kill_chrooted(b)
+            if stray:
+                print(f"killed {stray} process(es) left in the container's root", flush=True)
+    listing = subprocess.run(["ls", "-lanR", str(workspace)], text=True, stdout=subprocess.PIPE).stdout
     b("rm", ctr)
     if not ok and not answer:
         answer = f"the entrypoint exited with {proc.returncode} before ComfyUI answered"
-    return BootResult(ok, seconds, answer, cmd)
+    return BootResult(ok, seconds, answer, cmd, listing.replace(str(workspace), "/workspace"))
+
+
+def kill_chrooted(b: Buildah) -> int:
+    """SIGKILL every process chrooted into our store or our TMPDIR (only what this script started)."""
+    roots = (str(b.root) + "/", str(b.tmp) + "/")
+    killed = 0
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            root = os.readlink(proc_dir / "root")
+        except OSError:
+            continue
+        if root.startswith(roots):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 def doctor_output(log_path: Path) -> str:
@@ -620,14 +353,24 @@ def doctor_output(log_path: Path) -> str:
     return "\n".join(out)
 
 
-def standins(b: Buildah, cache: Path, wanted: Wanted, suite: str, light: bool, timings: Timings) -> Path:
-    """Every stand-in the Dockerfile needs; returns the local CPython folder."""
+def standins(b: Buildah, cache: Path, wanted: Wanted, suite: str, light: bool, timings: Timings) -> LocalPython:
+    """Every stand-in the Dockerfile needs; returns the local CPython."""
     base = timings.run("stand-in: Debian base (debootstrap)", base_image, b, cache, suite)
     timings.run("stand-in: uv image", uv_standin, b, cache, wanted)
     timings.run("stand-in: runtime base", runtime_standin, b, base, wanted)
     timings.run("stand-in: devel base" + (" (light)" if light else " (CUDA toolkit)"),
                 devel_standin, b, base, wanted, light)
     return timings.run("stand-in: local CPython", local_python, b, cache, base, wanted, suite)
+
+
+def render_context(profile: str, overrides: list[str], out: Path) -> None:
+    """`zr4 render` into a fresh folder, with the zr4 installed beside this interpreter (its wheel included)."""
+    zr4 = shutil.which("zr4", path=str(Path(sys.executable).parent)) or shutil.which("zr4")
+    if zr4 is None:
+        raise SystemExit("zr4 is not installed beside this Python: pip install -e . first")
+    shutil.rmtree(out, ignore_errors=True)
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    run([zr4, "render", "--profile", profile, *sets, "--out", str(out)], stdout=subprocess.DEVNULL)
 
 
 def export_mmcv_wheel(b: Buildah, context: Path, cache: Path, contexts, build_args, log_dir: Path) -> Path | None:  # type: ignore[no-untyped-def]
@@ -679,6 +422,20 @@ def human(n: float) -> str:
     return f"{n:.2f} GB"
 
 
+def stage_section(stages: StageLog) -> list[str]:
+    """The record's stage table and its slowest steps (markdown lines)."""
+    out: list[str] = []
+    out += ["", "## Stages (in the order buildah first ran them)", "",
+            "| stage | seconds | steps | from cache |", "| --- | ---: | ---: | ---: |"]
+    out += [f"| {name} | {secs:.0f} | {n} | {cached} |" for name, secs, n, cached in stages.stages()]
+    slowest = sorted(stages.steps, key=lambda item: item.seconds, reverse=True)[:10]
+    out += ["", "Slowest steps:", "", "| stage | seconds | step |", "| --- | ---: | --- |"]
+    for item in slowest:
+        text = item.text.replace("|", "\\|")
+        out.append(f"| {item.stage} | {item.seconds:.0f} | `{text if len(text) <= 110 else text[:107] + '...'}` |")
+    return out
+
+
 def record(
     path: Path,
     argv: list[str],
@@ -691,8 +448,13 @@ def record(
     booted: BootResult | None,
     smokes: list[tuple[str, int, str]],
     notes: list[str],
+    aliases: dict[str, str],
 ) -> None:
-    """Write the measurements as markdown (the file is replaced: one run, one record)."""
+    """Write the measurements as markdown (the file is replaced: one run, one record).
+
+    ``aliases`` maps this machine's paths (cache, sources, checkout) to names such as ``$CACHE``: a
+    record in the repository names no folder of the machine it was measured on.
+    """
     total = sum(size for _, size in layers)
     out = [
         "# Real build of the rendered Dockerfile with buildah",
@@ -705,10 +467,10 @@ def record(
         "python bench/build_image.py " + shlex.join(argv),
         "```",
         "",
-        "buildah invocation (store paths shortened to `$STORE`):",
+        "buildah invocation (`$CACHE`: the script's cache folder, `$SOURCES`: bench/sources.py's output):",
         "",
         "```",
-        shlex.join(cmd).replace(str(Path(cmd[2]).parent), "$STORE"),
+        shlex.join(cmd),
         "```",
         "",
         f"Result: build exit code **{code}**" + (f"; boot: **{'healthy' if booted.ok else 'NOT healthy'}**" if booted else ""),
@@ -717,10 +479,7 @@ def record(
     out += [f"- {note}" for note in notes]
     out += ["", "## Stand-ins (cached between runs; 0 s = reused)", "", "| step | seconds |", "| --- | ---: |"]
     out += [f"| {name} | {secs:.0f} |" for name, secs in timings.steps]
-    out += ["", "## Stages (in build order)", "", "| stage | seconds | steps | from cache |", "| --- | ---: | ---: | ---: |"]
-    for name in stages.order:
-        secs = stages.ended.get(name, 0.0) - stages.started[name]
-        out.append(f"| {name} | {secs:.0f} | {stages.steps.get(name, 0)} | {stages.cached_steps.get(name, 0)} |")
+    out += stage_section(stages)
     if layers:
         out += ["", "## Layers of the final image (uncompressed)", "", "| # | size | created by |", "| ---: | ---: | --- |"]
         for index, (created_by, size) in enumerate(layers, 1):
@@ -735,20 +494,74 @@ def record(
             "", "## Boot through the ENTRYPOINT on the CPU", "",
             f"{'Healthy' if booted.ok else 'Not healthy'} after {booted.seconds:.0f} s "
             "(SKIP_MODEL_DOWNLOAD=true: the Hub is unreachable here). `zr4 health` answered:", "",
-            "```", booted.health, "```",
+            "```", booted.health, "```", "",
+            "The root-owned volume after the boot (`ls -lanR`; uid 1000 is the image's user):", "",
+            "```", booted.workspace.strip()[:3000], "```",
         ]
     if smokes:
         out += ["", "## Commands run inside the image", ""]
         for command, rc, head in smokes:
             out += [f"`{command}` -> exit {rc}", "", "```", head, "```", ""]
+    text = "\n".join(out).rstrip() + "\n"
+    for host, alias in sorted(aliases.items(), key=lambda item: len(item[0]), reverse=True):
+        text = text.replace(host, alias)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out).rstrip() + "\n")
+    path.write_text(text)
+
+
+def remove_store(b: Buildah, cache: Path) -> None:
+    """Stop what still runs on the private store, delete its containers and images, unmount, delete the cache."""
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(proc_dir.name) != os.getpid() and str(b.root) in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+    kill_chrooted(b)
+    b("rm", "--all", check=False)
+    b("rmi", "--all", "--force", check=False)
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(str(cache) + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", mount], check=False)
+    shutil.rmtree(cache)
+
+
+def comfyui_sources(given: Path | None) -> Path:
+    """The folder holding ComfyUI/ (custom_nodes/ inside) laid out by bench/sources.py."""
+    env = os.environ.get("ZR4_COMFYUI_SOURCES")
+    sources = given or (Path(env) if env else None)
+    if sources is None or not (sources / "ComfyUI" / "main.py").exists():
+        raise SystemExit("--sources (or ZR4_COMFYUI_SOURCES) must name a folder holding ComfyUI/: run bench/sources.py")
+    return sources.resolve()
+
+
+def python_switches(dockerfile: str, wanted: Wanted, python: LocalPython) -> tuple[dict[str, str], str]:
+    """The build ARGs that take the local CPython, and the note that says which one it is."""
+    build_args = {"PYTHON_SOURCE": "local"}
+    source = "compiled from the upstream tarball of Debian's source package (python-build-standalone is on GitHub)"
+    if python.version == wanted.python or (wanted.python.count(".") == 1 and python.version.startswith(wanted.python + ".")):
+        return build_args, f"Managed Python: CPython {python.version} (the Dockerfile asks for {wanted.python}), {source}."
+    if not re.search(r"^ARG PYTHON_VERSION=", dockerfile, flags=re.M):
+        raise SystemExit(
+            f"the Dockerfile pins CPython {wanted.python} and has no PYTHON_VERSION build ARG, but Debian's "
+            f"archive has the source of {python.version} only: no local CPython of the pin can be built here"
+        )
+    build_args["PYTHON_VERSION"] = python.version
+    return build_args, (
+        f"Managed Python: CPython **{python.version}, not the pinned {wanted.python}**: {source}, and Debian's "
+        f"archive has no source of {wanted.python}; the build passes `PYTHON_VERSION={python.version}`."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--context", type=Path, default=REPO_ROOT / "docker", help="rendered build context")
+    parser.add_argument("--profile", default="4080super", help="render this profile afresh (default)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="render with this override (zr4 render --set; repeatable)")
+    parser.add_argument("--context", type=Path, default=None, help="build this rendered folder instead")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache" / "build")
     parser.add_argument("--sources", type=Path, default=None,
                         help="folder holding ComfyUI/ (bench/sources.py); default $ZR4_COMFYUI_SOURCES")
@@ -764,36 +577,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="append", default=[], metavar="CMD",
                         help="a command to run inside the built image (repeatable)")
     parser.add_argument("--record", type=Path, default=None, help="write the measurements here (markdown)")
+    parser.add_argument("--note", action="append", default=[], help="a line for the record's notes (repeatable)")
     parser.add_argument("--standins-only", action="store_true")
+    parser.add_argument("--remove-cache", action="store_true",
+                        help="delete the private store and everything cached under --cache at the end (CI)")
     args = parser.parse_args(argv)
+    # A stopped run (CI's timeout, a kill) still cleans up with --remove-cache: SIGTERM unwinds as an exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return build_and_record(args, argv)
+    finally:
+        if args.remove_cache and args.cache.exists():
+            remove_store(Buildah(args.cache.resolve()), args.cache.resolve())
+
+
+def build_and_record(args: argparse.Namespace, argv: list[str]) -> int:
+    """Stand-ins, the build, the optional boot and smoke commands, the record; 0 when all passed."""
     cache = args.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
     log_dir = cache / "logs"
     log_dir.mkdir(exist_ok=True)
     b = Buildah(cache)
-    dockerfile = (args.context / "Dockerfile").read_text()
-    wanted = read_dockerfile(args.context / "Dockerfile")
+    # Build from a private copy, one per run: the checkout may change (a rebase, a re-render) during an
+    # hour-long build, and two builds may share the store (and so its layer cache) at once.
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    context = cache / "contexts" / f"{args.target}-{stamp}"
+    context.parent.mkdir(exist_ok=True)
+    if args.context:
+        shutil.copytree(args.context, context, symlinks=True)
+    else:
+        render_context(args.profile, args.set, context)
+    dockerfile = (context / "Dockerfile").read_text()
+    wanted = read_dockerfile(context / "Dockerfile")
     timings = Timings()
-    python_local = standins(b, cache, wanted, args.suite, args.light, timings)
+    python = standins(b, cache, wanted, args.suite, args.light, timings)
     if args.standins_only:
         return 0
 
-    contexts: dict[str, Path] = {"python-local": python_local}
-    build_args = {"PYTHON_SOURCE": "local"}
+    contexts: dict[str, Path] = {"python-local": python.folder}
+    build_args, python_note = python_switches(dockerfile, wanted, python)
     notes = [
         f"Base images: Debian {args.suite} stand-ins (debootstrap, Debian's archive) tagged "
-        f"`{wanted.devel_image}` and `{wanted.runtime_image}`; Ubuntu's archive is unreachable here.",
-        "Managed Python: CPython "
-        + next(python_local.glob("cpython-*")).name.split("-")[1]
-        + " compiled from the upstream tarball of Debian's source package (python-build-standalone is on GitHub).",
+        f"`{wanted.devel_image}` and `{wanted.runtime_image}`"
+        + (" (the devel one without a CUDA toolkit: `--light`)." if args.light else "."),
+        python_note,
     ]
-    if "COMFYUI_SOURCE" in dockerfile and args.target not in ("zr4-venv", "builder"):
-        sources = args.sources or (Path(os.environ["ZR4_COMFYUI_SOURCES"]) if "ZR4_COMFYUI_SOURCES" in os.environ else None)
-        if sources is None or not (sources / "ComfyUI" / "main.py").exists():
-            parser.error("--sources (or ZR4_COMFYUI_SOURCES) must name a folder holding ComfyUI/: run bench/sources.py")
-        contexts["comfyui-local"] = sources.resolve()
+    notes += args.note
+    if args.set:
+        notes.append("Rendered with " + ", ".join(f"`--set {o}`" for o in args.set) + " (see the notes below for why).")
+    if "COMFYUI_SOURCE" in dockerfile and args.target in ("runtime", "comfyui-src"):
+        contexts["comfyui-local"] = comfyui_sources(args.sources)
         build_args["COMFYUI_SOURCE"] = "local"
-        notes.append("ComfyUI v0.7.0 and the pinned custom nodes: local trees from bench/sources.py (GitHub is unreachable).")
+        notes.append("ComfyUI and the pinned custom nodes: local trees from bench/sources.py at the pinned commits "
+                     "(GitHub is unreachable).")
     if wanted.flash_attn_url and "FLASH_ATTN_SOURCE" in dockerfile:
         contexts["flash-attn-local"] = flash_attn_standin(cache, wanted.flash_attn_url)
         build_args["FLASH_ATTN_SOURCE"] = "local"
@@ -803,25 +639,19 @@ def main(argv: list[str] | None = None) -> int:
         contexts["mmcv-local"] = args.mmcv_wheel.resolve()
         build_args["MMCV_SOURCE"] = "local"
         notes.append(f"mmcv: the wheel an earlier run of this script compiled ({next(args.mmcv_wheel.glob('*.whl')).name}).")
-    elif "AS mmcv-wheel" in dockerfile:
+    elif "AS mmcv-wheel" in dockerfile and args.target in ("runtime", "venv", "mmcv-wheel"):
         notes.append("mmcv: compiled for real in this run (CUDA ops, nvcc 12.4.131 of the devel stand-in).")
     if "COPY --from=zr4 " in dockerfile:
         contexts["zr4"] = REPO_ROOT
     tag = args.tag or f"localhost/zr4-build/{args.target}:latest"
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    # Build from a snapshot: the checkout may change (a rebase, a re-render) during an hour-long build.
-    snapshot = cache / "context"
-    shutil.rmtree(snapshot, ignore_errors=True)
-    shutil.copytree(args.context, snapshot, symlinks=True)
-    args.context = snapshot
     log_path = log_dir / f"build-{args.target}-{stamp}.log"
     stages, code, cmd = timings.run(
-        f"build --target {args.target}", build, b, args.context, args.target, tag, contexts, build_args, cache, log_path
+        f"build --target {args.target}", build, b, context, args.target, tag, contexts, build_args, cache, log_path
     )
     print(f"build log: {log_path}", flush=True)
     layers = layer_sizes(b, tag) if code == 0 else []
     if code == 0 and not args.mmcv_wheel and args.target in ("runtime", "mmcv-wheel"):
-        exported = export_mmcv_wheel(b, args.context, cache, contexts, build_args, log_dir)
+        exported = export_mmcv_wheel(b, context, cache, contexts, build_args, log_dir)
         if exported:
             print(f"mmcv wheel kept for --mmcv-wheel: {exported}", flush=True)
     booted = None
@@ -830,7 +660,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boot: {'healthy' if booted.ok else 'NOT healthy'}\n{booted.health}", flush=True)
     smokes = smoke(b, tag, [shlex.split(c) for c in args.smoke]) if code == 0 and args.smoke else []
     if args.record:
-        record(args.record, argv, timings, stages, code, cmd, layers, doctor_output(log_path), booted, smokes, notes)
+        aliases = {str(cache): "$CACHE", str(REPO_ROOT): "."}
+        if "comfyui-local" in contexts:
+            aliases[str(contexts["comfyui-local"])] = "$SOURCES"
+        record(args.record, argv, timings, stages, code, cmd, layers, doctor_output(log_path), booted, smokes, notes,
+               aliases)
     failed = code != 0 or (booted is not None and not booted.ok) or any(rc != 0 for _, rc, _ in smokes)
     return 1 if failed else 0
 
