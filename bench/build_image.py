@@ -624,7 +624,7 @@ def build_and_record(args: argparse.Namespace, argv: list[str]) -> int:
     ]
     notes += args.note
     if args.set:
-        notes.append("Rendered with " + ", ".join(f"`--set {o}`" for o in args.set) + " (see the notes below for why).")
+        notes.append("Rendered with " + ", ".join(f"`--set {o}`" for o in args.set) + " (the notes say why).")
     if "COMFYUI_SOURCE" in dockerfile and args.target in ("runtime", "comfyui-src"):
         contexts["comfyui-local"] = comfyui_sources(args.sources)
         build_args["COMFYUI_SOURCE"] = "local"
