@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from runtime.test_auth_start import outside_address
 from runtime.test_start_sequence import Pod
 from support.auth_stack import TOKEN, AuthProxy
 from support.browser import Browser, chromium_or_skip_reason
@@ -172,17 +173,6 @@ def test_guessing_the_token_locks_the_client_out(comfyui: ComfyUIServer, tmp_pat
     assert other_client[0] == 200  # another address is not slowed by the first one's guessing
     assert "locked out for 2 s" in log and "bearer token failed from 127.0.0.1" in log
     assert TOKEN not in log and not any(guess in log for guess in guesses)
-
-
-def outside_address() -> str | None:
-    """This machine's address on its default route (no packet is sent), or None without one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("10.255.255.255", 1))
-            address = str(probe.getsockname()[0])
-        except OSError:
-            return None
-    return None if address.startswith("127.") else address
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.test_start_sequence import manifest_for_tests
 from support.browser import Browser, chromium_or_skip_reason
 from support.comfy_frontend import VIEWPORT, click_workflow, open_sidebar
 from support.hub_server import FakeHub, deterministic_bytes
 from support.real_comfyui import ComfySources, copy_comfyui, free_port
-from zr4.paths import data_dir
 from zr4.profile import load_profile
 from zr4.render import render_files
 
@@ -57,22 +57,6 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, process:
             return value
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def manifest_for_tests(path: Path) -> Path:
-    """The bundled manifest, Hub entries only, sizes and hashes blanked (small placeholder files)."""
-    document = yaml.safe_load((data_dir() / "models.yaml").read_text(encoding="utf-8"))
-    files = []
-    for entry in document["files"]:
-        if entry.get("url"):
-            continue  # plain-HTTPS files of the mmpose backend; this pod uses the ONNX pose backend
-        for key in ("size", "sha256", "sha256_prefix"):
-            if key in entry:
-                entry[key] = None
-        files.append(entry)
-    document["files"] = files
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return path
 
 
 class RealPod:
