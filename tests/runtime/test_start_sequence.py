@@ -202,7 +202,6 @@ def test_cold_then_warm_boot_writes_paths_and_workflow_and_forwards_sigterm(
         f"warm boot ready to launch after {ready_s:.2f} s of the start process"
     )
     # How fast that is lives in bench/start_times.py (BENCHMARKS.md), not in a timed test.
-    assert ready_s >= 0, output
 
 
 def test_comfyui_exit_code_is_the_containers(tmp_path: Path, hub: FakeHub) -> None:
