@@ -71,6 +71,8 @@ class _Sampler:
         self.proc = psutil.Process()
         self.handle: Any = None
         self.baseline = 0
+        # Without NVML the process-level peaks read 0: the launcher record says why (nvml_error).
+        self.nvml_error: str | None = None
         try:
             import pynvml
 
@@ -78,8 +80,10 @@ class _Sampler:
             self.nvml = pynvml
             self.handle = pynvml.nvmlDeviceGetHandleByIndex(0)
             self.baseline = pynvml.nvmlDeviceGetMemoryInfo(self.handle).used
-        except Exception:
+        except Exception as error:  # ImportError or any pynvml.NVMLError subclass
             self.nvml = None
+            self.handle = None
+            self.nvml_error = f"{type(error).__name__}: {error}"
         self.lock = threading.Lock()
         self.nvml_max = 0
         self.rss_max = 0
@@ -204,6 +208,7 @@ def main() -> None:
         )
         info["nvml_baseline_mib"] = sampler.baseline // MIB
         info["nvml_after_init_mib"] = sampler.nvml_used() // MIB
+        info["nvml_error"] = sampler.nvml_error
         info["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
         with open(stats, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"launcher": info}) + "\n")
