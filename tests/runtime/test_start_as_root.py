@@ -11,12 +11,15 @@ the image has it, without touching the machine's. Needs root, ``unshare`` with m
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,20 +54,69 @@ def root_dir() -> Iterator[Path]:
         shutil.rmtree(path)
 
 
-# As uid 1000, start itself runs Python again (ComfyUI, the auth proxy): that child must be able to exec it.
-_PROBE = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import zr4'], check=True)"
+# As uid 1000, start itself runs Python again (ComfyUI, the auth proxy): that child must be able to exec it
+# and import everything the start path imports (start, its lazily imported launcher, their dependencies).
+_PROBE = (
+    "import subprocess, sys; subprocess.run([sys.executable, '-c', "
+    "'import yaml, pydantic, zr4.runtime.start, zr4.runtime.comfy_launch, zr4.runtime.volume_prep'], check=True)"
+)
 
 
-def _runs_as_uid_1000(python: str) -> bool:
-    argv = ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", python, "-c", _PROBE]
+@dataclass(frozen=True)
+class _Uid1000Python:
+    """An interpreter uid 1000 can run, and the bind mounts (source, target) that make its packages reachable."""
+
+    python: str
+    binds: tuple[tuple[str, str], ...] = ()
+
+    def in_namespace(self, command: str) -> str:
+        """``command`` prefixed with this interpreter's bind mounts, for ``bash -c`` in a private mount namespace."""
+        mounts = [f"mount --bind {shlex.quote(src)} {shlex.quote(dst)}" for src, dst in self.binds]
+        return " && ".join([*mounts, command])
+
+
+def _runs_as_uid_1000(candidate: _Uid1000Python) -> bool:
+    drop = f"setpriv --reuid={UID} --regid={UID} --clear-groups {shlex.quote(candidate.python)} -c {shlex.quote(_PROBE)}"
+    argv = ["unshare", "--mount", "--propagation", "private", "bash", "-c", candidate.in_namespace(drop)]
     return subprocess.run(argv, capture_output=True).returncode == 0
 
 
-def _python_for_uid_1000(root: Path) -> str:
-    """This interpreter, or (when it lives where uid 1000 cannot go, e.g. under a 0700 home) a venv of
-    the system's Python of the same minor that sees the same packages through a .pth file."""
-    if _runs_as_uid_1000(sys.executable):
-        return sys.executable
+def _reachable_by_uid_1000(path: str) -> bool:
+    probe = [
+        "setpriv",
+        f"--reuid={UID}",
+        f"--regid={UID}",
+        "--clear-groups",
+        "test",
+        "-r",
+        path,
+        "-a",
+        "-x",
+        path,
+    ]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def _package_folders() -> list[str]:
+    """sys.path less this Python's standard library (the system Python brings its own): site-packages
+    (also a non-venv Python's, which lies under its prefix), the source tree, pytest's additions."""
+    packages = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    stdlib = tuple(sysconfig.get_path(name) for name in ("stdlib", "platstdlib"))
+
+    def is_stdlib(path: str) -> bool:
+        inside = any(path == lib or path.startswith(lib + os.sep) for lib in stdlib)
+        return (inside and path not in packages) or path.endswith(".zip")
+
+    return [path for path in sys.path if path and Path(path).is_dir() and not is_stdlib(path)]
+
+
+def _python_for_uid_1000(root: Path) -> _Uid1000Python:
+    """This interpreter, or (when it or its packages live where uid 1000 cannot go, e.g. pyenv under a 0700
+    /root) a venv of the system's Python of the same minor that sees the same package folders: each one uid
+    1000 cannot reach is bind-mounted (in the run's private mount namespace) onto an empty folder it can."""
+    own = _Uid1000Python(sys.executable)
+    if _runs_as_uid_1000(own):
+        return own
     minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
     system = next(
         (p for p in (f"/usr/bin/{minor}", f"/usr/local/bin/{minor}") if os.access(p, os.X_OK)), None
@@ -73,12 +125,23 @@ def _python_for_uid_1000(root: Path) -> str:
         pytest.skip(f"needs a {minor} that uid {UID} can run (this one is not reachable by it)")
     venv = root / "venv-uid-1000"
     subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
-    paths = [p for p in sys.path if p and Path(p).is_dir() and not p.startswith(sys.base_prefix)]
-    (venv / "lib" / minor / "site-packages" / "zr4-test.pth").write_text("\n".join(paths) + "\n")
-    python = str(venv / "bin" / "python")
-    if not _runs_as_uid_1000(python):
+    site_dirs: list[str] = []
+    binds: list[tuple[str, str]] = []
+    for index, path in enumerate(_package_folders()):
+        if _reachable_by_uid_1000(path):
+            site_dirs.append(path)
+            continue
+        target = root / f"packages-{index}"
+        target.mkdir()
+        binds.append((path, str(target)))
+        site_dirs.append(str(target))
+    # addsitedir, not a bare path: the folders' own .pth files (an editable install's among them) count too.
+    lines = [f"import site; site.addsitedir({path!r})" for path in site_dirs]
+    (venv / "lib" / minor / "site-packages" / "zr4-test.pth").write_text("\n".join(lines) + "\n")
+    candidate = _Uid1000Python(str(venv / "bin" / "python"), tuple(binds))
+    if not _runs_as_uid_1000(candidate):
         pytest.skip(f"needs zr4 and its dependencies readable by uid {UID}")
-    return python
+    return candidate
 
 
 def _identity_files(root: Path, home: Path) -> tuple[Path, Path]:
@@ -148,9 +211,9 @@ def test_root_start_prepares_only_zr4_folders_and_runs_comfyui_as_uid_1000(root_
         **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
         "PYTHONUNBUFFERED": "1",
         "ZR4_USER": USER,
-        "ZR4_PYTHON": python,
+        "ZR4_PYTHON": python.python,
         "COMFYUI_DIR": str(comfyui),
-        "COMFYUI_PYTHON": python,
+        "COMFYUI_PYTHON": python.python,
         "ZR4_PROFILE": str(root_dir / "profile.json"),
         "MODELS_DIR": str(volume / "models"),
         "OUTPUT_DIR": str(volume / "outputs"),
@@ -163,7 +226,7 @@ def test_root_start_prepares_only_zr4_folders_and_runs_comfyui_as_uid_1000(root_
         "FAKE_COMFYUI_EXIT_AFTER": "1",
         "FAKE_COMFYUI_EXIT_CODE": "0",
     }
-    script = 'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && exec "$3"'
+    script = python.in_namespace('mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && exec "$3"')
     run = subprocess.run(
         [
             "unshare",
