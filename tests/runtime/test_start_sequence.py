@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from support.hub_server import FakeHub, deterministic_bytes
-from support.s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, RcloneS3, free_port, s3_client
+from support.s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, RcloneS3, free_port_run, s3_client
 from zr4.paths import data_dir
 from zr4.profile import load_profile
 
@@ -72,6 +72,9 @@ def hub() -> Iterator[FakeHub]:
         yield server
 
 
+GPU_ROOM = 4  # the most GPUs a test pod starts ComfyUI on
+
+
 class Pod:
     """One container's worth of folders and environment on the local disk."""
 
@@ -90,8 +93,10 @@ class Pod:
         profile = load_profile("4080super", ["features.pose_backend=onnx", "model.variant=gguf"])
         self.profile = root / "profile.json"
         self.profile.write_text(profile.model_dump_json(), encoding="utf-8")
-        self.port = free_port()
-        self.backend_port = free_port()  # ComfyUI's loopback port behind the auth proxy (on by default)
+        # Room for a ComfyUI per GPU (port + i) on both sides of the auth proxy (on by default); the
+        # backend run must not overlap the public one (start refuses that, as it should).
+        self.port = free_port_run(GPU_ROOM)
+        self.backend_port = free_port_run(GPU_ROOM, avoid=range(self.port, self.port + GPU_ROOM))
         self.env = {
             "PATH": os.environ["PATH"],
             "HOME": str(root / "home"),

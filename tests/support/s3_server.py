@@ -35,6 +35,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(count: int, avoid: range = range(0)) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1 right now, none of them in ``avoid``.
+
+    For servers that take ``port + i`` (one ComfyUI per GPU): ``free_port()`` twice may hand out
+    neighbours, so ``port + 1`` of one run could be the other run's first port.
+    """
+    for _ in range(200):
+        first = free_port()
+        run = range(first, first + count)
+        if run.stop > 65536 or any(port in avoid for port in run):
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in run:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
