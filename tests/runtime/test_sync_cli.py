@@ -6,6 +6,7 @@ Every command's whole output is checked for the credentials (they must never be 
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -217,3 +218,60 @@ def test_sync_run_writes_a_heartbeat_and_stops_on_sigterm(rclone_server: RcloneS
     assert "watching" in output and "(inotify)" in output and "stopped" in output
     _assert_no_credentials(output, env)
     assert not daemon_is_alive(settings, max_age_s=10)  # the process is gone
+
+
+_MODULES_RUNNER = """
+import json, sys
+from zr4.cli.main import run
+try:
+    run(sys.argv[1:])
+finally:
+    print(json.dumps(sorted(sys.modules)), file=sys.__stderr__)
+"""
+
+
+def test_sync_once_without_options_skips_typer_and_prints_what_the_typer_path_prints(
+    rclone_server: RcloneS3, tmp_path: Path
+) -> None:
+    """`zr4 sync once` (as a job's end runs it) goes straight to the sync; with an option it goes through
+    typer. Both upload the same files and print the same summary; only the fast one leaves typer out."""
+    runs = {}
+    for name, args in (("fast", ("sync", "once")), ("typer", ("sync", "once", "--wait", "60"))):
+        root = tmp_path / name
+        env = _env(rclone_server, root, R2_PREFIX=name, R2_SYNC_STABLE_SECONDS="0")
+        for index in range(3):
+            (root / "output" / f"clip_{index}.mp4").write_bytes(os.urandom(1000 + index))
+        done = subprocess.run(
+            [sys.executable, "-c", _MODULES_RUNNER, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        _assert_no_credentials(done.stdout + done.stderr, env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs[name] = (done.stdout, set(json.loads(done.stderr.strip().splitlines()[-1])))
+        listed = rclone_server.client().list_objects_v2(Bucket="runpod", Prefix=f"{name}/")
+        assert sum(key["Key"].endswith(".mp4") for key in listed["Contents"]) == 3
+    for name, (stdout, _modules) in runs.items():
+        summary = stdout.splitlines()[0]
+        assert summary.startswith("uploaded 3 file(s) (0.0 MB), 0 already in the bucket, in "), (name, stdout)
+    assert "typer" not in runs["fast"][1] and "pydantic" not in runs["fast"][1]
+    assert "typer" in runs["typer"][1]
+
+
+def test_sync_errors_read_the_same_on_the_fast_and_the_typer_path(tmp_path: Path) -> None:
+    """No endpoint configured: one line, exit 1, whichever path parsed the command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R2_", "ENABLE_R2"))}
+    env["R2_SYNC_OUTPUT_DIR"] = str(tmp_path)
+    outputs = {}
+    for args in (("sync", "once"), ("sync", "once", "--wait", "60"), ("sync", "run")):
+        done = subprocess.run(
+            [sys.executable, "-m", "zr4.cli.main", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        outputs[args] = (done.returncode, done.stdout, done.stderr)
+    fast, typer_path, daemon = outputs.values()
+    assert fast == typer_path
+    assert fast[0] == 1 and fast[1] == "" and fast[2].startswith("error: sync settings: set R2_ENDPOINT")
+    assert fast[2].count("\n") == 1
+    assert daemon == fast  # the daemon reads the same settings first

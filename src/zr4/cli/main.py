@@ -4,6 +4,8 @@ Each command group lives in its own module. Modules are imported lazily: ``zr4 m
 and ``zr4 sync run`` run inside the image at every boot, and importing the renderer, the validator
 or boto3 for them would cost most of their run time. ``run()`` looks at the command name and
 registers only the module that defines it; help and unknown commands register them all.
+The argument lists in ``FAST_COMMANDS`` (``sync once`` at the end of every job, ``sync run`` at
+boot) skip typer altogether: typer itself is imported only when it parses.
 This module also turns ``Zr4Error`` into one red line and an exit code.
 """
 
@@ -13,22 +15,30 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, get_args
-
-import typer
-import typer.core
-import typer.main
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 from zr4 import __version__
 from zr4.errors import Zr4Error
 
+if TYPE_CHECKING:
+    import typer
+
 _START_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-# typer >= 0.26 bundles its own copy of click (typer._click), so `click.ClickException` from an
-# installed click is a different class: take the base class typer's own BadParameter derives from.
-_CLICK_EXCEPTION: type[Exception] = next(
-    base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException"
-)
+# Exactly these argument lists run the named function without typer (module, function): no
+# options to parse, so nothing typer would do differently; anything else goes through typer.
+FAST_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("sync", "once"): ("zr4.cli.sync_core", "once"),
+    ("sync", "run"): ("zr4.cli.sync_core", "run_until_signal"),
+}
+
+
+def _click_exception() -> type[Exception]:
+    """typer >= 0.26 bundles its own copy of click (typer._click), so `click.ClickException` from an
+    installed click is a different class: take the base class typer's own BadParameter derives from."""
+    import typer
+
+    return next(base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException")
 
 
 def _sub_app(module: str, name: str) -> Callable[[typer.Typer], None]:
@@ -76,10 +86,12 @@ COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
 
 def version() -> None:
     """Print zr4's version."""
-    typer.echo(__version__)
+    print(__version__)
 
 
 def _print_version(value: bool) -> None:
+    import typer
+
     if value:
         typer.echo(__version__)
         raise typer.Exit(0)
@@ -101,6 +113,9 @@ _METAVARS: dict[Any, str] = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: 
 
 def plain_help_types(command: Any) -> None:
     """Give every option and argument of ``command`` (and its subcommands) a click-style metavar."""
+    import typer
+    import typer.core
+
     ctx = typer.Context(command)
     for param in command.get_params(ctx):
         if param.metavar is not None:
@@ -126,6 +141,8 @@ def plain_help_types(command: Any) -> None:
 
 def make_app(names: Sequence[str] | None = None) -> typer.Typer:
     """The Typer app with the commands ``names`` registered (all of them when None)."""
+    import typer
+
     app = typer.Typer(
         name="zr4",
         help="Profiles in, a working ComfyUI + SteadyDancer GPU image out.",
@@ -164,9 +181,36 @@ def _command_name(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _fail(line: str, exit_code: int) -> NoReturn:
+    """One red line on stderr (plain where stderr is not a terminal), then exit."""
+    import typer
+
+    typer.secho(line, fg=typer.colors.RED, err=True)
+    sys.exit(exit_code)
+
+
+def _run_fast(module: str, function: str) -> NoReturn:
+    """A ``FAST_COMMANDS`` entry, with the errors and Ctrl-C reported as the typer path reports them."""
+    try:
+        getattr(importlib.import_module(module), function)()
+    except Zr4Error as error:
+        _fail(f"error: {error}", error.exit_code)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        _fail("aborted", 130)
+    sys.exit(0)
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     """Console-script entry: user errors become one line on stderr, never a traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
+    fast = FAST_COMMANDS.get(tuple(args))
+    if fast is not None:
+        _run_fast(*fast)
+    import typer
+    import typer.main
+
+    click_exception = _click_exception()
     name = _command_name(args)
     app = make_app(None if name is None else [name])
     try:
@@ -175,16 +219,13 @@ def run(argv: Sequence[str] | None = None) -> None:
         plain_help_types(command)
         exit_code = command(args=args, prog_name="zr4", standalone_mode=False)
     except Zr4Error as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        sys.exit(error.exit_code)
+        _fail(f"error: {error}", error.exit_code)
     except typer.Abort:
-        typer.secho("aborted", fg=typer.colors.RED, err=True)
-        sys.exit(130)
+        _fail("aborted", 130)
     except typer.Exit as exit_request:
         sys.exit(exit_request.exit_code)
-    except _CLICK_EXCEPTION as click_error:  # usage errors (exit 2) and click's own failures (exit 1)
-        typer.secho(usage_error_line(click_error), fg=typer.colors.RED, err=True)
-        sys.exit(getattr(click_error, "exit_code", 2))
+    except click_exception as click_error:  # usage errors (exit 2) and click's own failures (exit 1)
+        _fail(usage_error_line(click_error), getattr(click_error, "exit_code", 2))
     sys.exit(exit_code if isinstance(exit_code, int) else 0)
 
 
