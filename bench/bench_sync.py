@@ -5,6 +5,9 @@ Against one local `rclone serve s3` (loopback, data on local disk), in one run:
   `zr4 sync once` (a fresh journal and prefix each time), `rclone copy` and `aws s3 cp --recursive`
   (aws-cli, if `aws` is on PATH), each with its defaults to a fresh prefix; median of --reps runs
   each, the order rotated every repetition.
+  Beside each wall time: the CPU seconds the tool's process used (user + system, its children
+  included) and the CPU seconds the server used meanwhile. On a machine where the server shares the
+  CPUs, wall time is bounded by their sum: this says which side a difference comes from.
   (c) `zr4 sync run` with its default settings (stable time 1 s, inotify): for --latency-files files,
   the time from the file's last write (close) to a HEAD on its key succeeding; the median is reported.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -131,24 +135,44 @@ def run_aws_cp(server: RcloneS3, source: Path, tag: str) -> float:
 TOOLS = ("zr4 sync once", "rclone copy", "aws s3 cp")
 
 
-def compare(server: RcloneS3, source: Path, work: Path, name: str, reps: int) -> dict[str, list[float]]:
-    """Each tool ``reps`` times, the order rotated every repetition."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu_s(pid: int) -> float:
+    """utime + stime of a running process (proc(5): fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compare(
+    server: RcloneS3, source: Path, work: Path, name: str, reps: int
+) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float]]]]:
+    """Each tool ``reps`` times, the order rotated every repetition: wall times, and (tool CPU s, server
+    CPU s) per run."""
     tools = [t for t in TOOLS if t != "aws s3 cp" or shutil.which("aws")]
     times: dict[str, list[float]] = {tool: [] for tool in tools}
+    cpu: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
+    assert server.process is not None
     for rep in range(reps):
         order = tools[rep % len(tools) :] + tools[: rep % len(tools)]
         for tool in order:
             tag = f"{name}-{rep}"
+            tool_before, server_before = _children_cpu_s(), _process_cpu_s(server.process.pid)
             if tool == "zr4 sync once":
                 times[tool].append(run_zr4_once(server, source, work, tag))
             elif tool == "rclone copy":
                 times[tool].append(run_rclone_copy(server, source, tag))
             else:
                 times[tool].append(run_aws_cp(server, source, tag))
+            cpu[tool].append(
+                (_children_cpu_s() - tool_before, _process_cpu_s(server.process.pid) - server_before)
+            )
         # Free the server's disk before the next repetition.
         for folder in (server.data_dir / server.bucket).glob(f"*-{name}-{rep}"):
             shutil.rmtree(folder, ignore_errors=True)
-    return times
+    return times, cpu
 
 
 def latency(server: RcloneS3, work: Path, files: int, size: int) -> list[float]:
@@ -212,6 +236,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="zr4-bench-sync-", dir=args.workdir))
     server = RcloneS3(work / "server", tls=args.tls).start()
     rows: list[tuple[str, dict[str, list[float]], float]] = []
+    cpu_rows: list[tuple[str, dict[str, list[tuple[float, float]]]]] = []
     lat: list[float] = []
     try:
         sets = []
@@ -235,8 +260,9 @@ def main() -> None:
             )
         # Files were written long enough ago: every tool reads from the page cache.
         for name, source, tag, total in sets:
-            times = compare(server, source, work, tag, args.reps)
+            times, cpu = compare(server, source, work, tag, args.reps)
             rows.append((name, times, total))
+            cpu_rows.append((name, cpu))
             loads.append(_load())
             print(f"{name}: {times}", file=sys.stderr)
         if "latency" in cases:
@@ -271,6 +297,21 @@ def main() -> None:
         best = min(v for t, v in medians.items() if t != "zr4 sync once")
         cells = " | ".join(f"{medians[t]:.2f} s" if t in medians else "-" for t in TOOLS)
         print(f"| {name} | {cells} | **{best / zr4:.2f}x** | {total / MB / zr4:.0f} |")
+    print()
+    print("CPU seconds, median of the same runs: the tool's process (user + system) / the server meanwhile.")
+    print()
+    print("| case | zr4 sync once | rclone copy | aws s3 cp |")
+    print("|---|---|---|---|")
+    for name, cpu in cpu_rows:
+        cells = " | ".join(
+            (
+                f"{statistics.median(c for c, _ in cpu[t]):.2f} / {statistics.median(s for _, s in cpu[t]):.2f}"
+                if t in cpu
+                else "-"
+            )
+            for t in TOOLS
+        )
+        print(f"| {name} | {cells} |")
     print()
     for name, times, _ in rows:
         print(
