@@ -292,11 +292,17 @@ def main() -> int:
 
 def start_proxy(workdir: Path, backend: int, processes: list[subprocess.Popen[bytes]]) -> tuple[str, int]:
     public = free_port()
-    env = {**os.environ, "ZR4_AUTH_TOKEN": TOKEN, "ZR4_PROXY_ROUTES": f"{public}={backend}",
-           "ZR4_PROXY_LISTEN": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "ZR4_AUTH_TOKEN": TOKEN,
+        "ZR4_PROXY_ROUTES": f"{public}={backend}",
+        "ZR4_PROXY_LISTEN": "127.0.0.1",
+    }
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "zr4.runtime.auth.proxy"], env=env,
-        stdout=(workdir / f"proxy-{public}.log").open("wb"), stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "zr4.runtime.auth.proxy"],
+        env=env,
+        stdout=(workdir / f"proxy-{public}.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     processes.append(proxy)
     wait_http(f"http://127.0.0.1:{public}/zr4/login")
@@ -311,7 +317,8 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
     origin_port = free_port()
     origin = subprocess.Popen(
         [sys.executable, __file__, "--serve-origin", str(origin_port), str(outputs)],
-        stdout=(workdir / "origin.log").open("wb"), stderr=subprocess.STDOUT,
+        stdout=(workdir / "origin.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     processes.append(origin)
     direct = f"http://127.0.0.1:{origin_port}"
@@ -321,8 +328,10 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
     view = "/view?filename=dance.mp4&type=output"
 
     print(f"## Auth proxy overhead ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
-    print(f"Machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start; "
-          f"curl {subprocess.run(['curl', '--version'], capture_output=True, text=True).stdout.split()[1]}.\n")
+    print(
+        f"Machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start; "
+        f"curl {subprocess.run(['curl', '--version'], capture_output=True, text=True).stdout.split()[1]}.\n"
+    )
     rows = []
     for label, rate in cases(args.rate_mbps):
         result = download_case(direct + view, proxied + view, args.runs, rate, proxy_pid, size)
@@ -330,21 +339,31 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
     if args.real_comfyui:
         rows += real_comfyui_rows(args, workdir, processes, outputs, size)
 
-    print("| case | direct | through the proxy | slower by (goal ≤ 5 %) | proxy peak RSS | proxy CPU per download |")
+    print(
+        "| case | direct | through the proxy | slower by (goal ≤ 5 %) | proxy peak RSS | proxy CPU per download |"
+    )
     print("|---|---|---|---|---|---|")
     for label, r in rows:
-        print(f"| {label} | {r.direct_s:.2f} s ({r.direct_mbps:.0f} MB/s) | {r.proxy_s:.2f} s "
-              f"({r.proxy_mbps:.0f} MB/s) | **{r.overhead_pct:+.1f} %** | {r.peak_rss_kib / 1024:.0f} MiB | "
-              f"{r.proxy_cpu_s:.2f} s ({size / MB / max(r.proxy_cpu_s, 1e-9):.0f} MB per CPU-second) |")
+        print(
+            f"| {label} | {r.direct_s:.2f} s ({r.direct_mbps:.0f} MB/s) | {r.proxy_s:.2f} s "
+            f"({r.proxy_mbps:.0f} MB/s) | **{r.overhead_pct:+.1f} %** | {r.peak_rss_kib / 1024:.0f} MiB | "
+            f"{r.proxy_cpu_s:.2f} s ({size / MB / max(r.proxy_cpu_s, 1e-9):.0f} MB per CPU-second) |"
+        )
     print()
     for label, r in rows:
-        print(f"- {label}: direct {' / '.join(f'{s:.2f}' for s in r.runs['direct'])} s; "
-              f"proxy {' / '.join(f'{s:.2f}' for s in r.runs['proxy'])} s")
-    print(f"\nProxy memory: {idle_rss / 1024:.0f} MiB RSS idle after start, peak while streaming "
-          f"{max(r.peak_rss_kib for _, r in rows) / 1024:.0f} MiB (goal: flat, < 100 MB), "
-          f"{rss_kib(proxy_pid) / 1024:.0f} MiB after all downloads.\n")
+        print(
+            f"- {label}: direct {' / '.join(f'{s:.2f}' for s in r.runs['direct'])} s; "
+            f"proxy {' / '.join(f'{s:.2f}' for s in r.runs['proxy'])} s"
+        )
+    print(
+        f"\nProxy memory: {idle_rss / 1024:.0f} MiB RSS idle after start, peak while streaming "
+        f"{max(r.peak_rss_kib for _, r in rows) / 1024:.0f} MiB (goal: flat, < 100 MB), "
+        f"{rss_kib(proxy_pid) / 1024:.0f} MiB after all downloads.\n"
+    )
 
-    print("| websocket messages | direct median / p99 | through the proxy median / p99 | added per message (goal < 2 ms) |")
+    print(
+        "| websocket messages | direct median / p99 | through the proxy median / p99 | added per message (goal < 2 ms) |"
+    )
     print("|---|---|---|---|")
     for label, binary in (("JSON progress", 0), ("64 KiB binary (preview-sized)", 65536)):
         lat: dict[str, list[float]] = {"direct": [], "proxy": []}
@@ -353,17 +372,25 @@ def run(args: argparse.Namespace, workdir: Path, processes: list[subprocess.Pope
             if round_ % 2:
                 order.reverse()
             for name, url, bearer in order:
-                lat[name] += asyncio.run(ws_latencies(url, bearer, args.messages // 4, args.interval_ms, binary))
+                lat[name] += asyncio.run(
+                    ws_latencies(url, bearer, args.messages // 4, args.interval_ms, binary)
+                )
         d_med, p_med = statistics.median(lat["direct"]), statistics.median(lat["proxy"])
-        print(f"| {label}, {args.messages} × every {args.interval_ms:g} ms | {d_med:.3f} / {pct(lat['direct'], 0.99):.3f} ms | "
-              f"{p_med:.3f} / {pct(lat['proxy'], 0.99):.3f} ms | **{p_med - d_med:+.3f} ms** median, "
-              f"{pct(lat['proxy'], 0.99) - pct(lat['direct'], 0.99):+.3f} ms p99 |")
+        print(
+            f"| {label}, {args.messages} × every {args.interval_ms:g} ms | {d_med:.3f} / {pct(lat['direct'], 0.99):.3f} ms | "
+            f"{p_med:.3f} / {pct(lat['proxy'], 0.99):.3f} ms | **{p_med - d_med:+.3f} ms** median, "
+            f"{pct(lat['proxy'], 0.99) - pct(lat['direct'], 0.99):+.3f} ms p99 |"
+        )
     print(f"\nLoad average at the end: {os.getloadavg()[0]:.1f}.")
     return 0
 
 
 def real_comfyui_rows(
-    args: argparse.Namespace, workdir: Path, processes: list[subprocess.Popen[bytes]], outputs: Path, size: int
+    args: argparse.Namespace,
+    workdir: Path,
+    processes: list[subprocess.Popen[bytes]],
+    outputs: Path,
+    size: int,
 ) -> list[tuple[str, Download]]:
     from support.real_comfyui import copy_comfyui, find_sources
 
@@ -371,9 +398,20 @@ def real_comfyui_rows(
     comfy = copy_comfyui(sources, workdir / "tree")
     port = free_port()
     comfyui = subprocess.Popen(
-        [str(sources.python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--output-directory", str(outputs)],
-        cwd=comfy, stdout=(workdir / "comfyui.log").open("wb"), stderr=subprocess.STDOUT,
+        [
+            str(sources.python),
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--output-directory",
+            str(outputs),
+        ],
+        cwd=comfy,
+        stdout=(workdir / "comfyui.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     processes.append(comfyui)
     wait_http(f"http://127.0.0.1:{port}/system_stats", 600)

@@ -127,7 +127,9 @@ def reference_job(url: str, image_b64: str, video_url: str, workflow: dict[str, 
     filled["1"]["inputs"]["image"], filled["2"]["inputs"]["video"] = names
     filled["4"]["inputs"]["filename_prefix"] = f"ref_{tag}"
     client_id = uuid.uuid4().hex
-    with connect(f"ws://{url.split('://', 1)[1]}/ws?clientId={client_id}", compression=None, proxy=None) as ws:
+    with connect(
+        f"ws://{url.split('://', 1)[1]}/ws?clientId={client_id}", compression=None, proxy=None
+    ) as ws:
         request = urllib.request.Request(
             f"{url}/prompt",
             data=json.dumps({"prompt": filled, "client_id": client_id}).encode(),
@@ -173,7 +175,13 @@ def overhead(sources: ComfySources, jobs: int) -> None:
             env = {"ZR4_COMFYUI_URLS": comfy.url, "ZR4_AUTH": "off", "OUTPUT_DIR": str(tree / "output")}
             config = WorkerConfig.from_env(env)
             image_b64 = base64.b64encode(photo.read_bytes()).decode()
-            job_input = {"image": image_b64, "video": f"{base}/clip.mp4", "frames": 5, "width": 64, "height": 64}
+            job_input = {
+                "image": image_b64,
+                "video": f"{base}/clip.mp4",
+                "frames": 5,
+                "width": 64,
+                "height": 64,
+            }
             workflow = tiny_workflow()
             zr4_times: list[float] = []
             ref_times: list[float] = []
@@ -247,7 +255,9 @@ def zr4_boot(pod: Any, log: Path) -> tuple[float, float, float]:
     try:
         url = f"http://127.0.0.1:{pod.port}"
         answered = _wait(lambda: _answers(url), 600, "ComfyUI to answer") - began
-        worker = _wait(lambda: b"[zr4 worker] ComfyUI ready at" in log.read_bytes(), 120, "the worker") - began
+        worker = (
+            _wait(lambda: b"[zr4 worker] ComfyUI ready at" in log.read_bytes(), 120, "the worker") - began
+        )
     finally:
         _stop(process)
     text = log.read_text(errors="replace")
@@ -286,12 +296,14 @@ def coldstart(sources: ComfySources, boots: int) -> None:
         pod.env["ZR4_COMFYUI_WAIT_S"] = "600"
         print(machine_line())
         first = zr4_boot(pod, root / "first.log")  # downloads the models onto the "volume"
-        print(f"First boot (8 small files from the local Hub, then ComfyUI): ComfyUI answered after {first[0]:.1f} s.\n")
+        print(
+            f"First boot (8 small files from the local Hub, then ComfyUI): ComfyUI answered after {first[0]:.1f} s.\n"
+        )
         zr4_runs, bare_runs = [], []
         for index in range(boots):
             zr4_runs.append(zr4_boot(pod, root / f"zr4-{index}.log"))
             bare_runs.append(bare_boot(tree, sources.python, root / f"bare-{index}.log"))
-        print("| boot, models on the volume | to ComfyUI answering | to the worker's \"ComfyUI ready\" |")
+        print('| boot, models on the volume | to ComfyUI answering | to the worker\'s "ComfyUI ready" |')
         print("|---|---|---|")
         answered = [r[0] for r in zr4_runs]
         worker = [r[1] for r in zr4_runs]

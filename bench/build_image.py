@@ -94,9 +94,12 @@ def ca_secrets(cache: Path) -> list[str]:
     (conf / "uv.toml").write_text("system-certs = true\n")
     (conf / "pip.conf").write_text("[global]\ncert = /etc/ssl/certs/zr4-build-ca.crt\n")
     return [
-        "--secret", f"id=build-ca,src={bundle}",
-        "--secret", f"id=uv-config,src={conf / 'uv.toml'}",
-        "--secret", f"id=pip-config,src={conf / 'pip.conf'}",
+        "--secret",
+        f"id=build-ca,src={bundle}",
+        "--secret",
+        f"id=uv-config,src={conf / 'uv.toml'}",
+        "--secret",
+        f"id=pip-config,src={conf / 'pip.conf'}",
     ]
 
 
@@ -210,8 +213,20 @@ def build(
 ) -> tuple[StageLog, int, list[str]]:
     """buildah build of one target; every line goes to the log with its time since the start."""
     cmd = [
-        *b.base, "build", "--format", "docker", "--isolation", "chroot", "--layers", "--pull-never",
-        "--target", target, "-t", tag, "-f", str(context / "Dockerfile"),
+        *b.base,
+        "build",
+        "--format",
+        "docker",
+        "--isolation",
+        "chroot",
+        "--layers",
+        "--pull-never",
+        "--target",
+        target,
+        "-t",
+        tag,
+        "-f",
+        str(context / "Dockerfile"),
     ]
     for name, path in sorted(contexts.items()):
         cmd += ["--build-context", f"{name}={path}"]
@@ -222,9 +237,10 @@ def build(
     stages = StageLog()
     start = time.monotonic()
     print("+ " + shlex.join(cmd), flush=True)
-    with log_path.open("w") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             now = time.monotonic() - start
@@ -256,6 +272,8 @@ def layer_sizes(b: Buildah, image: str) -> list[tuple[str, int]]:
         created_by = history[index].get("created_by", "") if index < len(history) else ""
         rows.append((created_by, int(size_of.get(digest, 0))))
     return rows
+
+
 # ---------------------------------------------------------------- boot through the entrypoint
 
 
@@ -290,9 +308,10 @@ def boot(b: Buildah, image: str, port: int, timeout_s: float, log_path: Path) ->
     answer = ""
     ok = False
     print("+ " + shlex.join(cmd), flush=True)
-    with log_path.open("w") as log, subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    ) as proc:
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True) as proc,
+    ):
         try:
             while time.monotonic() - start < timeout_s and proc.poll() is None:
                 time.sleep(5)
@@ -353,13 +372,21 @@ def doctor_output(log_path: Path) -> str:
     return "\n".join(out)
 
 
-def standins(b: Buildah, cache: Path, wanted: Wanted, suite: str, light: bool, timings: Timings) -> LocalPython:
+def standins(
+    b: Buildah, cache: Path, wanted: Wanted, suite: str, light: bool, timings: Timings
+) -> LocalPython:
     """Every stand-in the Dockerfile needs; returns the local CPython."""
     base = timings.run("stand-in: Debian base (debootstrap)", base_image, b, cache, suite)
     timings.run("stand-in: uv image", uv_standin, b, cache, wanted)
     timings.run("stand-in: runtime base", runtime_standin, b, base, wanted)
-    timings.run("stand-in: devel base" + (" (light)" if light else " (CUDA toolkit)"),
-                devel_standin, b, base, wanted, light)
+    timings.run(
+        "stand-in: devel base" + (" (light)" if light else " (CUDA toolkit)"),
+        devel_standin,
+        b,
+        base,
+        wanted,
+        light,
+    )
     return timings.run("stand-in: local CPython", local_python, b, cache, base, wanted, suite)
 
 
@@ -373,12 +400,16 @@ def render_context(profile: str, overrides: list[str], out: Path) -> None:
     run([zr4, "render", "--profile", profile, *sets, "--out", str(out)], stdout=subprocess.DEVNULL)
 
 
-def export_mmcv_wheel(b: Buildah, context: Path, cache: Path, contexts, build_args, log_dir: Path) -> Path | None:  # type: ignore[no-untyped-def]
+def export_mmcv_wheel(
+    b: Buildah, context: Path, cache: Path, contexts, build_args, log_dir: Path
+) -> Path | None:  # type: ignore[no-untyped-def]
     """Copy the wheel the mmcv stage compiled out of its (cached) image, for --mmcv-wheel re-runs."""
     if "AS mmcv-wheel" not in (context / "Dockerfile").read_text():
         return None
     tag = "localhost/zr4-build/mmcv-wheel:latest"
-    _, code, _ = build(b, context, "mmcv-wheel", tag, contexts, build_args, cache, log_dir / "mmcv-export.log")
+    _, code, _ = build(
+        b, context, "mmcv-wheel", tag, contexts, build_args, cache, log_dir / "mmcv-export.log"
+    )
     if code != 0:
         return None
     out = cache / "mmcv-local"
@@ -404,7 +435,9 @@ def smoke(b: Buildah, image: str, commands: list[list[str]]) -> list[tuple[str, 
         for command in commands:
             done = subprocess.run(
                 [*b.base, "run", "--isolation", "chroot", ctr, "--", *command],
-                text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
             )
             head = "\n".join(done.stdout.strip().splitlines()[:6])
             print(f"$ {shlex.join(command)}  -> {done.returncode}\n{head}", flush=True)
@@ -425,14 +458,21 @@ def human(n: float) -> str:
 def stage_section(stages: StageLog) -> list[str]:
     """The record's stage table and its slowest steps (markdown lines)."""
     out: list[str] = []
-    out += ["", "## Stages (in the order buildah first ran them)", "",
-            "| stage | seconds | steps | from cache |", "| --- | ---: | ---: | ---: |"]
+    out += [
+        "",
+        "## Stages (in the order buildah first ran them)",
+        "",
+        "| stage | seconds | steps | from cache |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     out += [f"| {name} | {secs:.0f} | {n} | {cached} |" for name, secs, n, cached in stages.stages()]
     slowest = sorted(stages.steps, key=lambda item: item.seconds, reverse=True)[:10]
     out += ["", "Slowest steps:", "", "| stage | seconds | step |", "| --- | ---: | --- |"]
     for item in slowest:
         text = item.text.replace("|", "\\|")
-        out.append(f"| {item.stage} | {item.seconds:.0f} | `{text if len(text) <= 110 else text[:107] + '...'}` |")
+        out.append(
+            f"| {item.stage} | {item.seconds:.0f} | `{text if len(text) <= 110 else text[:107] + '...'}` |"
+        )
     return out
 
 
@@ -473,15 +513,28 @@ def record(
         shlex.join(cmd),
         "```",
         "",
-        f"Result: build exit code **{code}**" + (f"; boot: **{'healthy' if booted.ok else 'NOT healthy'}**" if booted else ""),
+        f"Result: build exit code **{code}**"
+        + (f"; boot: **{'healthy' if booted.ok else 'NOT healthy'}**" if booted else ""),
         "",
     ]
     out += [f"- {note}" for note in notes]
-    out += ["", "## Stand-ins (cached between runs; 0 s = reused)", "", "| step | seconds |", "| --- | ---: |"]
+    out += [
+        "",
+        "## Stand-ins (cached between runs; 0 s = reused)",
+        "",
+        "| step | seconds |",
+        "| --- | ---: |",
+    ]
     out += [f"| {name} | {secs:.0f} |" for name, secs in timings.steps]
     out += stage_section(stages)
     if layers:
-        out += ["", "## Layers of the final image (uncompressed)", "", "| # | size | created by |", "| ---: | ---: | --- |"]
+        out += [
+            "",
+            "## Layers of the final image (uncompressed)",
+            "",
+            "| # | size | created by |",
+            "| ---: | ---: | --- |",
+        ]
         for index, (created_by, size) in enumerate(layers, 1):
             short = created_by.replace("|", "\\|").replace("\n", " ")
             short = short if len(short) <= 160 else short[:157] + "..."
@@ -491,12 +544,21 @@ def record(
         out += ["", "## `zr4 doctor --build-time` (the Dockerfile's own RUN step)", "", "```", doctor, "```"]
     if booted:
         out += [
-            "", "## Boot through the ENTRYPOINT on the CPU", "",
+            "",
+            "## Boot through the ENTRYPOINT on the CPU",
+            "",
             f"{'Healthy' if booted.ok else 'Not healthy'} after {booted.seconds:.0f} s "
-            "(SKIP_MODEL_DOWNLOAD=true: the Hub is unreachable here). `zr4 health` answered:", "",
-            "```", booted.health, "```", "",
-            "The root-owned volume after the boot (`ls -lanR`; uid 1000 is the image's user):", "",
-            "```", booted.workspace.strip()[:3000], "```",
+            "(SKIP_MODEL_DOWNLOAD=true: the Hub is unreachable here). `zr4 health` answered:",
+            "",
+            "```",
+            booted.health,
+            "```",
+            "",
+            "The root-owned volume after the boot (`ls -lanR`; uid 1000 is the image's user):",
+            "",
+            "```",
+            booted.workspace.strip()[:3000],
+            "```",
         ]
     if smokes:
         out += ["", "## Commands run inside the image", ""]
@@ -533,16 +595,25 @@ def comfyui_sources(given: Path | None) -> Path:
     env = os.environ.get("ZR4_COMFYUI_SOURCES")
     sources = given or (Path(env) if env else None)
     if sources is None or not (sources / "ComfyUI" / "main.py").exists():
-        raise SystemExit("--sources (or ZR4_COMFYUI_SOURCES) must name a folder holding ComfyUI/: run bench/sources.py")
+        raise SystemExit(
+            "--sources (or ZR4_COMFYUI_SOURCES) must name a folder holding ComfyUI/: run bench/sources.py"
+        )
     return sources.resolve()
 
 
 def python_switches(dockerfile: str, wanted: Wanted, python: LocalPython) -> tuple[dict[str, str], str]:
     """The build ARGs that take the local CPython, and the note that says which one it is."""
     build_args = {"PYTHON_SOURCE": "local"}
-    source = "compiled from the upstream tarball of Debian's source package (python-build-standalone is on GitHub)"
-    if python.version == wanted.python or (wanted.python.count(".") == 1 and python.version.startswith(wanted.python + ".")):
-        return build_args, f"Managed Python: CPython {python.version} (the Dockerfile asks for {wanted.python}), {source}."
+    source = (
+        "compiled from the upstream tarball of Debian's source package (python-build-standalone is on GitHub)"
+    )
+    if python.version == wanted.python or (
+        wanted.python.count(".") == 1 and python.version.startswith(wanted.python + ".")
+    ):
+        return (
+            build_args,
+            f"Managed Python: CPython {python.version} (the Dockerfile asks for {wanted.python}), {source}.",
+        )
     if not re.search(r"^ARG PYTHON_VERSION=", dockerfile, flags=re.M):
         raise SystemExit(
             f"the Dockerfile pins CPython {wanted.python} and has no PYTHON_VERSION build ARG, but Debian's "
@@ -557,30 +628,55 @@ def python_switches(dockerfile: str, wanted: Wanted, python: LocalPython) -> tup
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", default="4080super", help="render this profile afresh (default)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="render with this override (zr4 render --set; repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="render with this override (zr4 render --set; repeatable)",
+    )
     parser.add_argument("--context", type=Path, default=None, help="build this rendered folder instead")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache" / "build")
-    parser.add_argument("--sources", type=Path, default=None,
-                        help="folder holding ComfyUI/ (bench/sources.py); default $ZR4_COMFYUI_SOURCES")
+    parser.add_argument(
+        "--sources",
+        type=Path,
+        default=None,
+        help="folder holding ComfyUI/ (bench/sources.py); default $ZR4_COMFYUI_SOURCES",
+    )
     parser.add_argument("--suite", default="trixie", help="Debian release of the stand-in bases")
     parser.add_argument("--light", action="store_true", help="devel stand-in without the CUDA toolkit (CI)")
     parser.add_argument("--target", default="runtime")
     parser.add_argument("--tag", default=None)
-    parser.add_argument("--mmcv-wheel", type=Path, default=None,
-                        help="folder with the mmcv wheel an earlier run compiled (MMCV_SOURCE=local)")
+    parser.add_argument(
+        "--mmcv-wheel",
+        type=Path,
+        default=None,
+        help="folder with the mmcv wheel an earlier run compiled (MMCV_SOURCE=local)",
+    )
     parser.add_argument("--boot", action="store_true", help="start the image and wait for `zr4 health`")
     parser.add_argument("--boot-timeout", type=float, default=900.0)
     parser.add_argument("--port", type=int, default=18188)
-    parser.add_argument("--smoke", action="append", default=[], metavar="CMD",
-                        help="a command to run inside the built image (repeatable)")
+    parser.add_argument(
+        "--smoke",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="a command to run inside the built image (repeatable)",
+    )
     parser.add_argument("--record", type=Path, default=None, help="write the measurements here (markdown)")
-    parser.add_argument("--note", action="append", default=[], help="a line for the record's notes (repeatable)")
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the record's notes (repeatable)"
+    )
     parser.add_argument("--standins-only", action="store_true")
-    parser.add_argument("--remove-cache", action="store_true",
-                        help="delete the private store and everything cached under --cache at the end (CI)")
+    parser.add_argument(
+        "--remove-cache",
+        action="store_true",
+        help="delete the private store and everything cached under --cache at the end (CI)",
+    )
     args = parser.parse_args(argv)
     # A stopped run (CI's timeout, a kill) still cleans up with --remove-cache: SIGTERM unwinds as an exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -628,17 +724,23 @@ def build_and_record(args: argparse.Namespace, argv: list[str]) -> int:
     if "COMFYUI_SOURCE" in dockerfile and args.target in ("runtime", "comfyui-src"):
         contexts["comfyui-local"] = comfyui_sources(args.sources)
         build_args["COMFYUI_SOURCE"] = "local"
-        notes.append("ComfyUI and the pinned custom nodes: local trees from bench/sources.py at the pinned commits "
-                     "(GitHub is unreachable).")
+        notes.append(
+            "ComfyUI and the pinned custom nodes: local trees from bench/sources.py at the pinned commits "
+            "(GitHub is unreachable)."
+        )
     if wanted.flash_attn_url and "FLASH_ATTN_SOURCE" in dockerfile:
         contexts["flash-attn-local"] = flash_attn_standin(cache, wanted.flash_attn_url)
         build_args["FLASH_ATTN_SOURCE"] = "local"
-        notes.append("flash-attn is a STAND-IN wheel (same file name, `flash_attn` imports, no kernels): "
-                     "the release wheel is on GitHub and there is no GPU here.")
+        notes.append(
+            "flash-attn is a STAND-IN wheel (same file name, `flash_attn` imports, no kernels): "
+            "the release wheel is on GitHub and there is no GPU here."
+        )
     if args.mmcv_wheel:
         contexts["mmcv-local"] = args.mmcv_wheel.resolve()
         build_args["MMCV_SOURCE"] = "local"
-        notes.append(f"mmcv: the wheel an earlier run of this script compiled ({next(args.mmcv_wheel.glob('*.whl')).name}).")
+        notes.append(
+            f"mmcv: the wheel an earlier run of this script compiled ({next(args.mmcv_wheel.glob('*.whl')).name})."
+        )
     elif "AS mmcv-wheel" in dockerfile and args.target in ("runtime", "venv", "mmcv-wheel"):
         notes.append("mmcv: compiled for real in this run (CUDA ops, nvcc 12.4.131 of the devel stand-in).")
     if "COPY --from=zr4 " in dockerfile:
@@ -646,7 +748,16 @@ def build_and_record(args: argparse.Namespace, argv: list[str]) -> int:
     tag = args.tag or f"localhost/zr4-build/{args.target}:latest"
     log_path = log_dir / f"build-{args.target}-{stamp}.log"
     stages, code, cmd = timings.run(
-        f"build --target {args.target}", build, b, context, args.target, tag, contexts, build_args, cache, log_path
+        f"build --target {args.target}",
+        build,
+        b,
+        context,
+        args.target,
+        tag,
+        contexts,
+        build_args,
+        cache,
+        log_path,
     )
     print(f"build log: {log_path}", flush=True)
     layers = layer_sizes(b, tag) if code == 0 else []
@@ -656,15 +767,29 @@ def build_and_record(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"mmcv wheel kept for --mmcv-wheel: {exported}", flush=True)
     booted = None
     if code == 0 and args.boot:
-        booted = timings.run("boot", boot, b, tag, args.port, args.boot_timeout, log_dir / f"boot-{stamp}.log")
+        booted = timings.run(
+            "boot", boot, b, tag, args.port, args.boot_timeout, log_dir / f"boot-{stamp}.log"
+        )
         print(f"boot: {'healthy' if booted.ok else 'NOT healthy'}\n{booted.health}", flush=True)
     smokes = smoke(b, tag, [shlex.split(c) for c in args.smoke]) if code == 0 and args.smoke else []
     if args.record:
         aliases = {str(cache): "$CACHE", str(REPO_ROOT): "."}
         if "comfyui-local" in contexts:
             aliases[str(contexts["comfyui-local"])] = "$SOURCES"
-        record(args.record, argv, timings, stages, code, cmd, layers, doctor_output(log_path), booted, smokes, notes,
-               aliases)
+        record(
+            args.record,
+            argv,
+            timings,
+            stages,
+            code,
+            cmd,
+            layers,
+            doctor_output(log_path),
+            booted,
+            smokes,
+            notes,
+            aliases,
+        )
     failed = code != 0 or (booted is not None and not booted.ok) or any(rc != 0 for _, rc, _ in smokes)
     return 1 if failed else 0
 

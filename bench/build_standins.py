@@ -102,7 +102,8 @@ def read_dockerfile(path: Path) -> Wanted:
     # The release wheel's URL is in the Dockerfile or, pinned with its sha256, in flash-attn.lock beside it.
     lock = path.parent / "flash-attn.lock"
     flash = re.search(
-        r"(https://github\.com/Dao-AILab/flash-attention/\S+\.whl)", text + (lock.read_text() if lock.exists() else "")
+        r"(https://github\.com/Dao-AILab/flash-attention/\S+\.whl)",
+        text + (lock.read_text() if lock.exists() else ""),
     )
     if not python or not python_dir:
         raise SystemExit(f"{path}: no `uv python install` / UV_PYTHON_INSTALL_DIR found")
@@ -224,8 +225,11 @@ def pypi_wheel(dest: Path, name: str, version: str) -> Path:
         files = json.load(answer)["files"]
     prefix = f"{name.replace('-', '_')}-{version}-"
     wheel = next(
-        f for f in files
-        if f["filename"].startswith(prefix) and "manylinux" in f["filename"] and f["filename"].endswith("x86_64.whl")
+        f
+        for f in files
+        if f["filename"].startswith(prefix)
+        and "manylinux" in f["filename"]
+        and f["filename"].endswith("x86_64.whl")
     )
     path = dest / wheel["filename"]
     if not path.exists():
@@ -273,7 +277,9 @@ def debian_python_source(cache: Path, minor: str, suite: str) -> tuple[str, Path
                 check=True,
                 stdout=subprocess.PIPE,
             ).stdout
-            index.write_bytes(subprocess.run(["xz", "-d"], input=data, check=True, stdout=subprocess.PIPE).stdout)
+            index.write_bytes(
+                subprocess.run(["xz", "-d"], input=data, check=True, stdout=subprocess.PIPE).stdout
+            )
         stanza = re.search(
             rf"^Package: python{re.escape(minor)}\n(.*?)(?:\n\n|\Z)", index.read_text(), flags=re.M | re.S
         )
@@ -340,9 +346,7 @@ done
 """
 
 # What a stand-in runtime base must be able to import from the tree alone.
-PYTHON_CHECK = (
-    "import ssl, sqlite3, ctypes, lzma, bz2, zlib, uuid, readline, dbm.gnu, curses; print(ssl.OPENSSL_VERSION)"
-)
+PYTHON_CHECK = "import ssl, sqlite3, ctypes, lzma, bz2, zlib, uuid, readline, dbm.gnu, curses; print(ssl.OPENSSL_VERSION)"
 
 
 @dataclass(frozen=True)
@@ -368,8 +372,22 @@ def local_python(b: Buildah, cache: Path, base: str, wanted: Wanted, suite: str)
     prefix = f"{wanted.python_dir}/{dirname}"
     ctr = b("from", "--pull-never", base, capture=True)
     try:
-        b("run", "--isolation", "chroot", "-v", f"{cache}:/standin", "--env", f"TARBALL={tarball.name}",
-          "--env", f"PREFIX={prefix}", ctr, "--", "bash", "-c", PYTHON_BUILD.replace("$$", "$"))
+        b(
+            "run",
+            "--isolation",
+            "chroot",
+            "-v",
+            f"{cache}:/standin",
+            "--env",
+            f"TARBALL={tarball.name}",
+            "--env",
+            f"PREFIX={prefix}",
+            ctr,
+            "--",
+            "bash",
+            "-c",
+            PYTHON_BUILD.replace("$$", "$"),
+        )
     finally:
         b("rm", ctr)
     shutil.rmtree(out, ignore_errors=True)
@@ -382,14 +400,36 @@ def bundle_python(b: Buildah, cache: Path, base: str, dirname: str) -> None:
     """Make the tree self-contained, then prove it imports its C modules on the bare base."""
     ctr = b("from", "--pull-never", base, capture=True)
     try:
-        b("run", "--isolation", "chroot", "-v", f"{cache}:/standin", "--env", f"DIRNAME={dirname}", ctr,
-          "--", "bash", "-c", PYTHON_BUNDLE)
+        b(
+            "run",
+            "--isolation",
+            "chroot",
+            "-v",
+            f"{cache}:/standin",
+            "--env",
+            f"DIRNAME={dirname}",
+            ctr,
+            "--",
+            "bash",
+            "-c",
+            PYTHON_BUNDLE,
+        )
     finally:
         b("rm", ctr)
     bare = b("from", "--pull-never", base, capture=True)
     try:
-        b("run", "--isolation", "chroot", "-v", f"{cache / 'python-local' / dirname}:/opt/check-python:ro", bare,
-          "--", "/opt/check-python/bin/python3", "-c", PYTHON_CHECK)
+        b(
+            "run",
+            "--isolation",
+            "chroot",
+            "-v",
+            f"{cache / 'python-local' / dirname}:/opt/check-python:ro",
+            bare,
+            "--",
+            "/opt/check-python/bin/python3",
+            "-c",
+            PYTHON_CHECK,
+        )
     finally:
         b("rm", bare)
 

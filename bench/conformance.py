@@ -48,14 +48,27 @@ def _chromium() -> str:
 def main(argv: list[str]) -> int:
     sources, python = os.environ.get("ZR4_COMFYUI_SOURCES"), os.environ.get("ZR4_COMFYUI_PYTHON")
     if not sources or not python:
-        print("set ZR4_COMFYUI_SOURCES and ZR4_COMFYUI_PYTHON (see tests/support/real_comfyui.py)", file=sys.stderr)
+        print(
+            "set ZR4_COMFYUI_SOURCES and ZR4_COMFYUI_PYTHON (see tests/support/real_comfyui.py)",
+            file=sys.stderr,
+        )
         return 2
     manifest = Path(sources) / "SOURCES.json"
     commits = {
         name: entry.get("commit", "")
         for name, entry in (json.loads(manifest.read_text()) if manifest.is_file() else {}).items()
     }
-    command = [sys.executable, "-m", "pytest", "tests/conformance", "-v", "-rs", "-p", "no:cacheprovider", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests/conformance",
+        "-v",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        *argv,
+    ]
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="zr4-conformance-") as out:
         result = subprocess.run(
@@ -69,7 +82,9 @@ def main(argv: list[str]) -> int:
         elapsed = time.monotonic() - began
         if (Path(out) / SCREENSHOT).is_file():
             shutil.copy(Path(out) / SCREENSHOT, RESULTS / SCREENSHOT)
-        kept = {p.stem.removeprefix("conformance-"): p.read_text() for p in Path(out).glob("conformance-*.txt")}
+        kept = {
+            p.stem.removeprefix("conformance-"): p.read_text() for p in Path(out).glob("conformance-*.txt")
+        }
 
     def public(text: str) -> str:  # no machine paths in the record
         text = text.replace(str(REPO_ROOT) + "/", "").replace(sources, "<sources>")

@@ -48,7 +48,9 @@ def pinned_sources(out: Path, profile_file: Path) -> list[PinnedSource]:
     sources = [PinnedSource("ComfyUI", comfy["repo"], comfy["commit"], comfy_dir)]
     for node in comfy["custom_nodes"]:
         sources.append(
-            PinnedSource(node["name"], node["repo"], node["commit"], comfy_dir / "custom_nodes" / node["name"])
+            PinnedSource(
+                node["name"], node["repo"], node["commit"], comfy_dir / "custom_nodes" / node["name"]
+            )
         )
     return sources
 
@@ -143,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         git_dir = holder_of(source.commit, candidates)
         if git_dir is None:
-            print(f"sources: no snapshot under {args.mirror} holds {source.name}@{source.commit}", file=sys.stderr)
+            print(
+                f"sources: no snapshot under {args.mirror} holds {source.name}@{source.commit}",
+                file=sys.stderr,
+            )
             return 1
         missing = extract_tree(git_dir, source.commit, source.dest)
         record[source.name] = {"repo": source.repo, "commit": source.commit, "missing_blobs": missing}

@@ -44,7 +44,9 @@ def test_every_render_names_what_the_stand_ins_replace(render: Path) -> None:
     assert wanted.python.count(".") == 2, "the managed Python is pinned to a patch release"
     assert wanted.python_dir == "/opt/python"
     if "FLASH_ATTN_SOURCE=release" in (render / "Dockerfile").read_text():
-        assert wanted.flash_attn_url and wanted.flash_attn_url.endswith(".whl"), "the stand-in needs the wheel's name"
+        assert wanted.flash_attn_url and wanted.flash_attn_url.endswith(".whl"), (
+            "the stand-in needs the wheel's name"
+        )
 
 
 def test_the_pinned_python_needs_no_switch() -> None:

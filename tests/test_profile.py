@@ -96,7 +96,9 @@ def test_a_bad_set_value_blames_the_set_not_the_file(override: str) -> None:
 def test_a_rule_across_fields_names_the_file_and_the_sets() -> None:
     with pytest.raises(ProfileError) as caught:
         load_profile("4080super", ["features.pose_backend=mmpose", "stack.mmcv=null"])
-    assert "4080super.yaml with --set features.pose_backend=mmpose --set stack.mmcv=null: " in str(caught.value)
+    assert "4080super.yaml with --set features.pose_backend=mmpose --set stack.mmcv=null: " in str(
+        caught.value
+    )
 
 
 def test_a_bad_value_in_the_file_names_the_file(tmp_path: Path) -> None:

@@ -108,7 +108,11 @@ def test_onnx_profile_has_no_mmcv_stage() -> None:
 
 
 def test_5090_has_neither_flash_attn_nor_mmcv() -> None:
-    stages = [c.value[-1] for c in dockerfile.parse_string(by_path("5090")["Dockerfile"].decode()) if c.cmd == "FROM"]
+    stages = [
+        c.value[-1]
+        for c in dockerfile.parse_string(by_path("5090")["Dockerfile"].decode())
+        if c.cmd == "FROM"
+    ]
     assert "mmcv-wheel" not in stages and "flash-attn-wheel" not in stages
     text = by_path("5090")["Dockerfile"].decode()
     assert "flash_attn-" not in text and "mmcv==" not in text
@@ -289,7 +293,17 @@ def test_default_out_is_the_checkouts_docker_folder_wherever_zr4_runs(tmp_path: 
 def test_check_with_set_suggests_the_command_with_its_set(tmp_path: Path) -> None:
     write_context(render_files(load_profile("4090")), tmp_path)
     result = subprocess.run(
-        [*ZR4, "render", "--profile", "4090", "--set", "model.gguf_level=Q8_0", "--check", "--out", str(tmp_path)],
+        [
+            *ZR4,
+            "render",
+            "--profile",
+            "4090",
+            "--set",
+            "model.gguf_level=Q8_0",
+            "--check",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
     )
@@ -300,7 +314,9 @@ def test_check_with_set_suggests_the_command_with_its_set(tmp_path: Path) -> Non
 def test_show_prints_the_runpod_disk_sizes_the_template_gets() -> None:
     shown = subprocess.run([*ZR4, "show", "4080super"], capture_output=True, text=True, check=True).stdout
     runpod = yaml.safe_load(shown)["runpod"]
-    template = json.loads((Path(__file__).resolve().parents[1] / "docker" / "runpod-template.json").read_text())
+    template = json.loads(
+        (Path(__file__).resolve().parents[1] / "docker" / "runpod-template.json").read_text()
+    )
     assert (runpod["container_disk_gb"], runpod["volume_gb"]) == (
         template["containerDiskInGb"],
         template["volumeInGb"],

@@ -65,7 +65,9 @@ def test_named_context_missing_from_compose_build(ctx: Path) -> None:
     # The rendered Dockerfile needs none; one a user adds must reach compose's build too.
     dockerfile = ctx / "Dockerfile"
     text = dockerfile.read_text()
-    dockerfile.write_text(text.replace("WORKDIR /tmp/zr4\n", "WORKDIR /tmp/zr4\nCOPY --from=zr4 src /tmp/src\n", 1))
+    dockerfile.write_text(
+        text.replace("WORKDIR /tmp/zr4\n", "WORKDIR /tmp/zr4\nCOPY --from=zr4 src /tmp/src\n", 1)
+    )
     assert "additional_contexts" not in compose_of(ctx)["services"]["comfyui"]["build"]
     report = messages(check_compose(context_of(ctx)))
     assert "services.comfyui.build lacks additional_contexts.zr4" in report

@@ -68,7 +68,10 @@ def test_the_rendered_zr4_wheel_is_the_same_from_a_wheel_install_and_a_checkout(
 def test_render_without_a_checkout_needs_out(site: Path, tmp_path: Path) -> None:
     completed = _zr4(site, tmp_path, "render", "--profile", "4080super")
     assert completed.returncode == 2
-    assert completed.stderr == "error: zr4 is not running from a checkout: pass --out DIR for the build context\n"
+    assert (
+        completed.stderr
+        == "error: zr4 is not running from a checkout: pass --out DIR for the build context\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -35,7 +35,9 @@ GENERATOR = data_dir() / "comfyui" / "gen_object_info.py"
 
 @pytest.fixture(scope="module")
 def api() -> dict:
-    spec = WorkflowSpec(variant="fp8", diffusion_model_file="m.safetensors", torch_compile=True, block_swap=20)
+    spec = WorkflowSpec(
+        variant="fp8", diffusion_model_file="m.safetensors", torch_compile=True, block_swap=20
+    )
     return build_steadydancer_workflow(spec)
 
 
@@ -46,7 +48,10 @@ def ui(api: dict) -> dict:
 
 def test_node_definitions_are_generated_from_the_captured_object_info() -> None:
     result = subprocess.run(
-        [sys.executable, str(GENERATOR), "--subset-only", "--check"], capture_output=True, text=True, check=False
+        [sys.executable, str(GENERATOR), "--subset-only", "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -58,7 +63,9 @@ def test_generator_check_fails_on_a_hand_edit(tmp_path: Path) -> None:
     for name in ("gen_object_info.py", "object_info-v0.7.0.json.gz", "workflow-nodes-v0.7.0.json"):
         (copy_dir / name).write_bytes((data_dir() / "comfyui" / name).read_bytes())
     nodes = copy_dir / "workflow-nodes-v0.7.0.json"
-    nodes.write_text(nodes.read_text(encoding="utf-8").replace('"default": 81', '"default": 80', 1), encoding="utf-8")
+    nodes.write_text(
+        nodes.read_text(encoding="utf-8").replace('"default": 81', '"default": 80', 1), encoding="utf-8"
+    )
     result = subprocess.run(
         [sys.executable, str(copy_dir / "gen_object_info.py"), "--subset-only", "--check"],
         capture_output=True,
@@ -116,8 +123,10 @@ def test_every_node_sits_inside_its_group(ui: dict) -> None:
         inside = [
             g["title"]
             for g in ui["groups"]
-            if g["bounding"][0] <= x and x + node["size"][0] <= g["bounding"][0] + g["bounding"][2]
-            and g["bounding"][1] <= y and y + node["size"][1] <= g["bounding"][1] + g["bounding"][3]
+            if g["bounding"][0] <= x
+            and x + node["size"][0] <= g["bounding"][0] + g["bounding"][2]
+            and g["bounding"][1] <= y
+            and y + node["size"][1] <= g["bounding"][1] + g["bounding"][3]
         ]
         assert len(inside) == 1, (node["id"], node["type"], inside)
 
@@ -137,7 +146,10 @@ def test_ui_problems_name_a_dangling_link(ui: dict) -> None:
     ui["links"][0][3] = 999
     ui["version"] = None
     problems = ui_problems(ui, load_object_info())
-    assert f"link {ui['links'][0][0]} joins node {ui['links'][0][1]} to node 999, one of which is missing" in problems
+    assert (
+        f"link {ui['links'][0][0]} joins node {ui['links'][0][1]} to node 999, one of which is missing"
+        in problems
+    )
     assert any(p.startswith("version is None") for p in problems)
 
 
@@ -151,7 +163,10 @@ def test_validate_passes_the_rendered_pair_and_names_one_edited_alone(ctx: Path)
     loader["widgets_values"][0] = "other_vae.safetensors"
     path.write_text(json.dumps(ui), encoding="utf-8")
     report = messages(check_workflows(context_of(ctx)))
-    assert f"differs from the UI form of its API twin workflows/{path.name.removesuffix('.ui.json')}.json" in report
+    assert (
+        f"differs from the UI form of its API twin workflows/{path.name.removesuffix('.ui.json')}.json"
+        in report
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,7 +180,9 @@ def test_validate_passes_the_rendered_pair_and_names_one_edited_alone(ctx: Path)
         ("OnnxDetectionModelLoader", "onnx_device", "ONNX_DEVICES"),
     ],
 )
-def test_the_builder_choice_lists_are_the_generated_definitions(class_type: str, input_name: str, constant: str) -> None:
+def test_the_builder_choice_lists_are_the_generated_definitions(
+    class_type: str, input_name: str, constant: str
+) -> None:
     """zr4.workflow.build names these choices in code (readable errors before any file is read);
     they must be exactly the pinned node packs' own lists."""
     from zr4.workflow import build

@@ -44,8 +44,10 @@ PNG_1X1 = bytes.fromhex(
 
 def is_api_workflow(document: Any) -> bool:
     """API format: node id -> {class_type, inputs}; the UI format has "nodes" and "links" lists."""
-    return isinstance(document, dict) and bool(document) and all(
-        isinstance(node, dict) and "class_type" in node for node in document.values()
+    return (
+        isinstance(document, dict)
+        and bool(document)
+        and all(isinstance(node, dict) and "class_type" in node for node in document.values())
     )
 
 

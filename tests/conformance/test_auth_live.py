@@ -37,10 +37,20 @@ pytestmark = pytest.mark.slow
 
 # Runs on the CPU in well under a second: no model is needed.
 WORKFLOW = {
-    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0xFF0000}},
+    "1": {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0xFF0000},
+    },
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "zr4auth"}},
 }
-EVENTS = ("execution_start", "executing", "progress_state", "executed", "execution_success", "execution_error")
+EVENTS = (
+    "execution_start",
+    "executing",
+    "progress_state",
+    "executed",
+    "execution_success",
+    "execution_error",
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +69,17 @@ def status_of(url: str, headers: dict[str, str] | None = None) -> int:
 
 
 def test_real_routes_and_websocket_need_the_token(proxy: AuthProxy, comfyui: ComfyUIServer) -> None:
-    for path in ("/", "/object_info", "/system_stats", "/queue", "/history", "/api/userdata?dir=workflows",
-                 "/extensions", "/view?filename=x.png", "/api/settings"):
+    for path in (
+        "/",
+        "/object_info",
+        "/system_stats",
+        "/queue",
+        "/history",
+        "/api/userdata?dir=workflows",
+        "/extensions",
+        "/view?filename=x.png",
+        "/api/settings",
+    ):
         assert status_of(proxy.url + path) == 401, path
         assert status_of(comfyui.url + path) != 401, path  # the refusal is the proxy's, not ComfyUI's
     assert status_of(proxy.url + "/object_info", {"Authorization": f"Bearer {TOKEN}"}) == 200
@@ -100,7 +119,9 @@ def test_browser_logs_in_and_the_real_frontend_queues_a_workflow(proxy: AuthProx
                 "ComfyUI's frontend to load",
                 timeout_s=180,
             )
-            await page.wait_for("window.app.api.socket && window.app.api.socket.readyState === 1", "its websocket")
+            await page.wait_for(
+                "window.app.api.socket && window.app.api.socket.readyState === 1", "its websocket"
+            )
             await page.evaluate(
                 "window.__zr4 = []; for (const name of " + json.dumps(list(EVENTS)) + ") "
                 "window.app.api.addEventListener(name, (e) => window.__zr4.push([name, e.detail])); true"
@@ -144,8 +165,9 @@ def test_guessing_the_token_locks_the_client_out(comfyui: ComfyUIServer, tmp_pat
         connector = aiohttp.TCPConnector(local_addr=(local, 0))
         async with aiohttp.ClientSession(connector=connector) as client:
             if kind == "login":
-                request = client.post(guard.url + "/zr4/login", data={"token": token, "next": "/"},
-                                      allow_redirects=False)
+                request = client.post(
+                    guard.url + "/zr4/login", data={"token": token, "next": "/"}, allow_redirects=False
+                )
             elif kind == "bearer":
                 request = client.get(guard.url + "/object_info", headers={"Authorization": f"Bearer {token}"})
             else:  # the websocket ComfyUI's frontend opens
@@ -168,7 +190,11 @@ def test_guessing_the_token_locks_the_client_out(comfyui: ComfyUIServer, tmp_pat
         other_client = asyncio.run(attempt("bearer", TOKEN, local="127.0.0.2"))
         log = guard.output()
     assert statuses == [401] * 6  # the sixth wrong token starts the lock-out
-    assert {kind: status for kind, (status, _) in locked.items()} == {"login": 429, "bearer": 429, "websocket": 429}
+    assert {kind: status for kind, (status, _) in locked.items()} == {
+        "login": 429,
+        "bearer": 429,
+        "websocket": 429,
+    }
     assert 1 <= int(locked["bearer"][1]) <= 2
     assert other_client[0] == 200  # another address is not slowed by the first one's guessing
     assert "locked out for 2 s" in log and "bearer token failed from 127.0.0.1" in log
@@ -216,7 +242,11 @@ def test_zr4_start_puts_the_real_comfyui_on_loopback_behind_the_proxy(
             "SKIP_MODEL_DOWNLOAD": "true",
         }
         server = spawn(
-            [sys.executable, "-m", "zr4.runtime.start"], tmp_path, pod.backend_port, tmp_path / "start.log", env=env
+            [sys.executable, "-m", "zr4.runtime.start"],
+            tmp_path,
+            pod.backend_port,
+            tmp_path / "start.log",
+            env=env,
         )
         public = f"http://127.0.0.1:{pod.port}"
         try:
@@ -229,7 +259,11 @@ def test_zr4_start_puts_the_real_comfyui_on_loopback_behind_the_proxy(
                 "with_token": status_of(public + "/object_info", bearer),
             }
             health = subprocess.run(
-                [sys.executable, "-m", "zr4.runtime.health"], env=env, capture_output=True, text=True, timeout=60
+                [sys.executable, "-m", "zr4.runtime.health"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
 
             async def websocket(headers: dict[str, str]) -> Any:
@@ -247,7 +281,9 @@ def test_zr4_start_puts_the_real_comfyui_on_loopback_behind_the_proxy(
             address = outside_address()
             if address is not None:
                 seen["outside_proxy"] = status_or_unreachable(f"http://{address}:{pod.port}/system_stats")
-                seen["outside_comfyui"] = status_or_unreachable(f"http://{address}:{pod.backend_port}/system_stats")
+                seen["outside_comfyui"] = status_or_unreachable(
+                    f"http://{address}:{pod.backend_port}/system_stats"
+                )
         finally:
             server.process.send_signal(signal.SIGTERM)  # zr4 start passes it on to ComfyUI, stops the proxy
             try:

@@ -105,7 +105,9 @@ def test_dance_runs_the_installed_workflow_to_a_video(live: LiveDance, tmp_path:
     assert "ComfyUI started executing" in log and "running node 4 (Save video)" in log
     assert "node 2 (Dance clip): step 5/5" in log and "node 4 (Save video) finished" in log
     timings = result["timings"]
-    assert timings["inputs_uploaded"] <= timings["queued"] <= timings["execution_started"] <= timings["executed"]
+    assert (
+        timings["inputs_uploaded"] <= timings["queued"] <= timings["execution_started"] <= timings["executed"]
+    )
 
 
 def test_dance_uses_the_whole_clip_when_frames_are_not_given(live: LiveDance, tmp_path: Path) -> None:
@@ -314,7 +316,9 @@ def test_serverless_mode_of_zr4_start_takes_a_job_into_r2(
     assert isinstance(output, dict) and output["seed"] == 9
     assert output["comfyui"] == f"http://127.0.0.1:{pod.port}"  # ComfyUI on loopback, no proxy
     video = (pod.outputs / output["filename"]).read_bytes()
-    stored = moto_server.client().get_object(Bucket=moto_server.bucket, Key=output["r2"]["key"])["Body"].read()
+    stored = (
+        moto_server.client().get_object(Bucket=moto_server.bucket, Key=output["r2"]["key"])["Body"].read()
+    )
     assert stored == video
     assert video_facts(comfy_sources.python, pod.outputs / output["filename"])["frames"] == 4
     assert "authentication on" not in log and "restarting in" not in log  # no proxy, no worker restarts

@@ -33,7 +33,13 @@ GPUS = (
 
 def test_table_is_what_the_generator_makes_from_the_pinned_sources(comfy_sources: ComfySources) -> None:
     result = subprocess.run(
-        [sys.executable, str(data_dir() / "gen_comfyui_flags.py"), "--comfyui", str(comfy_sources.comfyui), "--check"],
+        [
+            sys.executable,
+            str(data_dir() / "gen_comfyui_flags.py"),
+            "--comfyui",
+            str(comfy_sources.comfyui),
+            "--check",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -51,7 +57,9 @@ def _valid_vector(spec: FlagSpec, directory: Path) -> list[str]:
     return [spec.name, value]
 
 
-def test_every_flag_in_the_table_is_accepted_by_real_argparse(comfy_sources: ComfySources, tmp_path: Path) -> None:
+def test_every_flag_in_the_table_is_accepted_by_real_argparse(
+    comfy_sources: ComfySources, tmp_path: Path
+) -> None:
     vectors = [_valid_vector(spec, tmp_path) for spec in FLAGS.flags.values()]
     # and with the optional value given, where there is one to give
     vectors += [

@@ -47,7 +47,9 @@ HOSTILE_ARGS = "--lowvram --use-sage-attention"
 BOOT_TIMEOUT_S = 600.0
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, process: subprocess.Popen[str]) -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float, what: str, process: subprocess.Popen[str]
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -123,7 +125,9 @@ class RealPod:
 
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.backend_port}{path}", data=data, headers={"Content-Type": "application/json"}
+            f"http://127.0.0.1:{self.backend_port}{path}",
+            data=data,
+            headers={"Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:

@@ -53,7 +53,11 @@ def rendered_ui_workflows() -> dict[str, tuple[str, dict[str, Any], dict[str, An
 
     found = {}
     for name in bundled_profile_names():
-        files = {r.path: json.loads(r.content) for r in render_files(load_profile(name)) if r.path.endswith(".json")}
+        files = {
+            r.path: json.loads(r.content)
+            for r in render_files(load_profile(name))
+            if r.path.endswith(".json")
+        }
         for path, document in files.items():
             if path.startswith("workflows/") and path.endswith(".ui.json"):
                 assert is_ui_workflow(document), path
@@ -108,7 +112,9 @@ def test_api_format_alone_opens_as_an_empty_canvas_with_a_zod_error(
         (workflows_folder / "api-format.json").unlink()
     state = seen["api-format.json"]
     assert state["nodes"] == []
-    assert any('valid version' in alert and 'Required at "version"' in alert for alert in state["alerts"]), state
+    assert any("valid version" in alert and 'Required at "version"' in alert for alert in state["alerts"]), (
+        state
+    )
 
 
 @pytest.mark.timeout(1200)
@@ -122,7 +128,9 @@ def test_ui_workflows_open_from_the_sidebar_with_every_node_link_and_group(
 
     out = os.environ.get("ZR4_CONFORMANCE_OUT")
     if out:
-        shutil.copy(tmp_path / f"{SCREENSHOT_PROFILE}-steadydancer-gguf.png", Path(out) / "comfyui-ui-workflow.png")
+        shutil.copy(
+            tmp_path / f"{SCREENSHOT_PROFILE}-steadydancer-gguf.png", Path(out) / "comfyui-ui-workflow.png"
+        )
     failures = []
     for name, (_profile, ui, api) in sorted(workflows.items()):
         state = seen[name]
@@ -139,6 +147,11 @@ def test_ui_workflows_open_from_the_sidebar_with_every_node_link_and_group(
         if not checks["every link"]:
             shown, written = {tuple(x) for x in state["links"]}, {tuple(x) for x in ui["links"]}
             failures.append(f"  canvas only: {sorted(shown - written)}; file only: {sorted(written - shown)}")
-    assert not failures, "\n".join(failures) + "\n" + json.dumps(
-        {name: {k: v for k, v in state.items() if k != "prompt"} for name, state in seen.items()}, indent=1
-    )[:6000]
+    assert not failures, (
+        "\n".join(failures)
+        + "\n"
+        + json.dumps(
+            {name: {k: v for k, v in state.items() if k != "prompt"} for name, state in seen.items()},
+            indent=1,
+        )[:6000]
+    )

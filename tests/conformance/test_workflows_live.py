@@ -35,7 +35,9 @@ def test_workflows_match_live_object_info(
     comfyui: ComfyUIServer, bundled_workflows: dict[tuple[str, str], Any]
 ) -> None:
     info = comfyui.object_info()
-    assert len(info) > 900, f"only {len(info)} node types: a node pack failed to load\n{comfyui.log()[-3000:]}"
+    assert len(info) > 900, (
+        f"only {len(info)} node types: a node pack failed to load\n{comfyui.log()[-3000:]}"
+    )
     failures = []
     for (profile, path), workflow in sorted(bundled_workflows.items()):
         problems = check_workflow(workflow, info, strict_files=True)
@@ -43,7 +45,9 @@ def test_workflows_match_live_object_info(
     assert not failures, "\n".join(failures)
 
 
-def test_live_object_info_lists_the_placeholder_models(comfyui: ComfyUIServer, model_files: list[str]) -> None:
+def test_live_object_info_lists_the_placeholder_models(
+    comfyui: ComfyUIServer, model_files: list[str]
+) -> None:
     """Guard for the strict check above: file choices really come from the placeholder files."""
     info = comfyui.object_info()
     loader_choices = info["WanVideoVAELoader"]["input"]["required"]["model_name"][0]
@@ -75,8 +79,15 @@ def test_node_definitions_are_what_the_generator_captures(comfy_sources: ComfySo
     """data/comfyui/ (object_info and the workflow's node subset) is generated from the pinned
     sources, not typed: a fresh capture from ComfyUI must give the same bytes."""
     result = subprocess.run(
-        [sys.executable, str(data_dir() / "comfyui" / "gen_object_info.py"), "--check",
-         "--comfyui", str(comfy_sources.comfyui), "--python", str(comfy_sources.python)],
+        [
+            sys.executable,
+            str(data_dir() / "comfyui" / "gen_object_info.py"),
+            "--check",
+            "--comfyui",
+            str(comfy_sources.comfyui),
+            "--python",
+            str(comfy_sources.python),
+        ],
         capture_output=True,
         text=True,
         timeout=900,

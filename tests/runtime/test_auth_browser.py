@@ -38,7 +38,9 @@ async def browse(stack: ComfyBehindProxy, profile: Path) -> dict[str, object]:
         seen["login_field"] = await page.evaluate("document.getElementById('token').type")
 
         await log_in(page, stack.url, "not-the-token-0123456789")
-        await page.wait_for("document.getElementById('message').textContent.length > 0", "the wrong-token message")
+        await page.wait_for(
+            "document.getElementById('message').textContent.length > 0", "the wrong-token message"
+        )
         seen["wrong_message"] = await page.evaluate("document.getElementById('message').textContent")
         seen["cookies_after_wrong"] = await browser.cookies()
 

@@ -154,7 +154,15 @@ def test_websocket_carries_progress_through_the_proxy(stack: ComfyBehindProxy) -
 
     prompt_id, messages = run(watch())
     kinds = [m["type"] for m in messages]
-    assert kinds == ["execution_start", "executing", "progress", "progress", "progress", "executed", "execution_success"]
+    assert kinds == [
+        "execution_start",
+        "executing",
+        "progress",
+        "progress",
+        "progress",
+        "executed",
+        "execution_success",
+    ]
     progress = [m["data"] for m in messages if m["type"] == "progress"]
     assert [(p["value"], p["max"]) for p in progress] == [(1, 3), (2, 3), (3, 3)]  # type: ignore[index]
     assert all(m["data"]["prompt_id"] == prompt_id for m in messages)  # type: ignore[index]
@@ -162,12 +170,15 @@ def test_websocket_carries_progress_through_the_proxy(stack: ComfyBehindProxy) -
 
 def test_login_sets_a_hardened_cookie_that_opens_http_and_websocket(stack: ComfyBehindProxy) -> None:
     async def login(headers: dict[str, str], next_path: str) -> tuple[int, str, str]:
-        async with session(cookie_jar=aiohttp.DummyCookieJar()) as client, client.post(
-            stack.url + "/zr4/login",
-            data={"token": TOKEN, "next": next_path},
-            headers=headers,
-            allow_redirects=False,
-        ) as answer:
+        async with (
+            session(cookie_jar=aiohttp.DummyCookieJar()) as client,
+            client.post(
+                stack.url + "/zr4/login",
+                data={"token": TOKEN, "next": next_path},
+                headers=headers,
+                allow_redirects=False,
+            ) as answer,
+        ):
             return answer.status, answer.headers["Location"], answer.headers["Set-Cookie"]
 
     status, location, cookie = run(login({}, "/?workflow=a"))
@@ -203,15 +214,21 @@ def test_failed_attempts_lock_out_one_client_only(tmp_path: Path) -> None:
 
         async def attempt(token: str, local: str = "127.0.0.1") -> tuple[int, str]:
             connector = aiohttp.TCPConnector(local_addr=(local, 0))
-            async with session(connector=connector) as client, client.post(
-                stack.url + "/zr4/login", data={"token": token, "next": "/"}, allow_redirects=False
-            ) as answer:
+            async with (
+                session(connector=connector) as client,
+                client.post(
+                    stack.url + "/zr4/login", data={"token": token, "next": "/"}, allow_redirects=False
+                ) as answer,
+            ):
                 return answer.status, answer.headers.get("Retry-After", "")
 
         async def bearer(token: str) -> int:
-            async with session() as client, client.get(
-                stack.url + "/system_stats", headers={"Authorization": f"Bearer {token}"}
-            ) as answer:
+            async with (
+                session() as client,
+                client.get(
+                    stack.url + "/system_stats", headers={"Authorization": f"Bearer {token}"}
+                ) as answer,
+            ):
                 return answer.status
 
         guesses = [f"guess-{n:02d}-abcdefghijklmnop" for n in range(6)]

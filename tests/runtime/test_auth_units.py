@@ -73,7 +73,10 @@ def test_auth_switch() -> None:
 
 def test_port_layout_for_one_and_several_instances() -> None:
     assert routes_for([8188], {}) == [Route(8188, 18188)]
-    assert routes_for([8188, 8189], {"ZR4_COMFYUI_BACKEND_PORT": "9000"}) == [Route(8188, 9000), Route(8189, 9001)]
+    assert routes_for([8188, 8189], {"ZR4_COMFYUI_BACKEND_PORT": "9000"}) == [
+        Route(8188, 9000),
+        Route(8189, 9001),
+    ]
     assert parse_routes("8188=18188,8189=18189") == [Route(8188, 18188), Route(8189, 18189)]
     with pytest.raises(AuthError, match="below 65536"):
         routes_for([60000], {})

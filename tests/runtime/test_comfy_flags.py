@@ -71,7 +71,7 @@ def test_policy_applies_on_top_of_the_generated_facts() -> None:
     assert {name for name, spec in FLAGS.flags.items() if spec.needs_gpu} == set(MEMORY_FLAGS)
 
 
-CLI_ARGS = '''
+CLI_ARGS = """
 import argparse, enum
 import comfy.options
 
@@ -92,7 +92,7 @@ mem_group = parser.add_mutually_exclusive_group()
 mem_group.add_argument("--low", action="store_true")
 mem_group.add_argument("--ram", nargs="?", const=4.0, type=float)
 args = parser.parse_args() if comfy.options.args_parsing else parser.parse_args([])
-'''
+"""
 
 
 def test_generator_reads_arity_types_choices_and_groups(tmp_path: Path) -> None:
@@ -116,10 +116,14 @@ def test_generator_reads_arity_types_choices_and_groups(tmp_path: Path) -> None:
         "--low": ("none", None, (), "mem"),
         "--ram": ("optional", "float", (), "mem"),
     }
-    check = subprocess.run([*run, "--commit", "abc123", "--check"], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [*run, "--commit", "abc123", "--check"], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 0, check.stdout
     table.write_text(table.read_text().replace("--low: {takes: none", "--low: {takes: one"))
-    check = subprocess.run([*run, "--commit", "abc123", "--check"], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [*run, "--commit", "abc123", "--check"], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 1 and "+      --low: {takes: none, group: mem}" in check.stdout
 
 
@@ -215,9 +219,7 @@ def test_path_values_are_checked_from_comfyuis_folder(tmp_path: Path) -> None:
         "--user-directory=missing",
     ]  # fmt: skip
     kept, rejected = check_environment(args, FLAGS, env)
-    assert kept == (
-        "--user-directory", "users", "--extra-model-paths-config", str(tmp_path / "extra.yaml")
-    )
+    assert kept == ("--user-directory", "users", "--extra-model-paths-config", str(tmp_path / "extra.yaml"))
     reasons = {" ".join(r.tokens): r.reason for r in rejected}
     assert reasons == {
         "--front-end-root /nonexistent/frontend": "--front-end-root /nonexistent/frontend: no such directory (ComfyUI would exit at start)",

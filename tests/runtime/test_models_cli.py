@@ -169,7 +169,11 @@ def test_errors_are_one_red_line(hub: FakeHub, tmp_path: Path) -> None:
 
 def test_plan_says_when_no_profile_is_baked_and_where_each_choice_came_from(tmp_path: Path) -> None:
     # No Hub at all (port 9 refuses): plan still prints its choices, with estimated sizes.
-    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "MODELS_DIR": str(tmp_path / "models"), "STEADYDANCER_GGUF_MODEL": "q5"}
+    env = {
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "MODELS_DIR": str(tmp_path / "models"),
+        "STEADYDANCER_GGUF_MODEL": "q5",
+    }
     code, out, err = finish(zr4(["plan"], {**env, "ZR4_PROFILE": ""}))
     assert code == 0, err
     lines = out.splitlines()
@@ -179,7 +183,9 @@ def test_plan_says_when_no_profile_is_baked_and_where_each_choice_came_from(tmp_
     assert lines[2].startswith("[SteadyDancer] no resolved profile: none at /opt/zr4/profile.json")
 
     profile = tmp_path / "profile.json"
-    profile.write_text('{"model": {"variant": "gguf", "gguf_level": "Q4_K_M"}, "features": {"pose_backend": "mmpose"}}')
+    profile.write_text(
+        '{"model": {"variant": "gguf", "gguf_level": "Q4_K_M"}, "features": {"pose_backend": "mmpose"}}'
+    )
     code, out, err = finish(zr4(["plan"], {**env, "ZR4_PROFILE": str(profile)}))
     assert code == 0, err
     assert out.splitlines()[0].startswith(

@@ -151,7 +151,9 @@ def test_bundled_manifest_entries_are_complete() -> None:
         assert entry.folder and (entry.url or entry.repo), entry.id
         if entry.pick is None:
             assert entry.dest_name and "/" not in entry.dest_name
-    assert MANIFEST.entry("steadydancer-fp8").size == 16_410_198_058  # Kijai/WanVideo_comfy_fp8_scaled file listing
+    assert (
+        MANIFEST.entry("steadydancer-fp8").size == 16_410_198_058
+    )  # Kijai/WanVideo_comfy_fp8_scaled file listing
     assert MANIFEST.entry("dwpose-ll-ucoco-384").size == 406_878_486  # yzd-v/DWPose file listing
     assert MANIFEST.gguf_fallback == "steadydancer-fp8"
 

@@ -328,7 +328,10 @@ def test_the_documented_request_runs_through_the_sdk_api_server(
         worker.wait(timeout=30)
         log.close()
     text = (tmp_path / "worker.log").read_text()
-    assert f"[zr4 worker] not on RunPod: serving the SDK's local API (/run, /runsync, /status) on http://127.0.0.1:{port}" in text
+    assert (
+        f"[zr4 worker] not on RunPod: serving the SDK's local API (/run, /runsync, /status) on http://127.0.0.1:{port}"
+        in text
+    )
 
 
 def test_local_api_only_outside_runpod_and_without_a_test_job(tmp_path: Path) -> None:
@@ -337,7 +340,10 @@ def test_local_api_only_outside_runpod_and_without_a_test_job(tmp_path: Path) ->
     assert local_api_args({"ZR4_WORKER_API_HOST": "0.0.0.0", "ZR4_WORKER_API_PORT": "9000"}, [], tmp_path) == [
         "--rp_serve_api", "--rp_api_host", "0.0.0.0", "--rp_api_port", "9000",
     ]  # fmt: skip
-    assert local_api_args({"RUNPOD_WEBHOOK_GET_JOB": "https://api.runpod.ai/v2/x/job-take/$ID"}, [], tmp_path) == []
+    assert (
+        local_api_args({"RUNPOD_WEBHOOK_GET_JOB": "https://api.runpod.ai/v2/x/job-take/$ID"}, [], tmp_path)
+        == []
+    )
     assert local_api_args({}, ["--test_input", "{}"], tmp_path) == []
     assert local_api_args({}, ["--rp_serve_api", "--rp_api_port", "8001"], tmp_path) == []
     (tmp_path / "test_input.json").write_text('{"input": {}}')

@@ -50,7 +50,9 @@ CARDS = [(6144, Workload()), (10240, Workload(1280, 720, 81, 4)), (4096, Workloa
 
 
 def card_plan(mib: int, workload: Workload) -> Any:
-    request = PlanRequest(gpu=GpuFacts("card", mib, mib - 100, "8.6"), host_ram_mib=128 * 1024, workload=workload)
+    request = PlanRequest(
+        gpu=GpuFacts("card", mib, mib - 100, "8.6"), host_ram_mib=128 * 1024, workload=workload
+    )
     return plan(request)
 
 

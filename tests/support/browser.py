@@ -76,7 +76,11 @@ class Page:
 
     async def set_viewport(self, width: int, height: int) -> None:
         await self.send(
-            "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
         )
 
     async def click(self, selector: str, timeout_s: float = 30.0) -> None:

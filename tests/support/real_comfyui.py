@@ -105,9 +105,11 @@ def copy_comfyui(sources: ComfySources, dest: Path) -> Path:
     shutil.copytree(
         sources.comfyui,
         target,
-        ignore=lambda folder, names: [n for n in names if n in _RUNTIME_DIRS or n.endswith(".db")]
-        if Path(folder) == sources.comfyui
-        else [n for n in names if n == "__pycache__"],
+        ignore=lambda folder, names: (
+            [n for n in names if n in _RUNTIME_DIRS or n.endswith(".db")]
+            if Path(folder) == sources.comfyui
+            else [n for n in names if n == "__pycache__"]
+        ),
         symlinks=True,
     )
     return target
@@ -154,9 +156,7 @@ class ComfyUIServer:
         """Everything ComfyUI printed so far (stdout and stderr together)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
 
-    def request(
-        self, method: str, path: str, body: Any = None, timeout_s: float = 60.0
-    ) -> tuple[int, bytes]:
+    def request(self, method: str, path: str, body: Any = None, timeout_s: float = 60.0) -> tuple[int, bytes]:
         """(HTTP status, body) of one request; an HTTP error status is returned, not raised."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json"} if data is not None else {}

@@ -23,9 +23,7 @@ def static_problems(context_dir: Path) -> list[str]:
     from zr4.validate import CHECK_IDS, Options, validate_directory
 
     static = [check for check in CHECK_IDS if check not in ("resolve", "build")]
-    report = validate_directory(
-        context_dir, Options(resolve=False, build=False), only=static
-    )
+    report = validate_directory(context_dir, Options(resolve=False, build=False), only=static)
     problems: list[str] = []
     for result in report.results:
         if result.failed:

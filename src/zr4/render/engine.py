@@ -90,9 +90,7 @@ def render_files(profile: Profile) -> list[RenderedFile]:
         files.append(RenderedFile("compile.lock", compile_lock_file(profile)))
     if variables["flash_attn_wheel_url"]:
         files.append(RenderedFile("flash-attn.lock", flash_attn_lock_file(profile)))
-    files.extend(
-        RenderedFile(path, content, artifact=True) for path, content in zr4_wheel_files().items()
-    )
+    files.extend(RenderedFile(path, content, artifact=True) for path, content in zr4_wheel_files().items())
     files.append(RenderedFile("models.yaml", manifest_file(profile)))
     files.extend(RenderedFile(path, content) for path, content in workflow_files(profile))
     return sorted(files, key=lambda item: item.path)

@@ -64,7 +64,11 @@ def check_comfyui(
             status = response.status
     except urllib.error.HTTPError as error:
         if error.code == 401:
-            why = "the token was refused" if headers else "no token found (ZR4_AUTH_TOKEN, or the token file in ZR4_AUTH_DIR)"
+            why = (
+                "the token was refused"
+                if headers
+                else "no token found (ZR4_AUTH_TOKEN, or the token file in ZR4_AUTH_DIR)"
+            )
             return HealthCheck("comfyui", False, f"{url} answered HTTP 401: {why}")
         return HealthCheck("comfyui", False, f"{url} answered HTTP {error.code}")
     except (urllib.error.URLError, OSError) as error:

@@ -434,7 +434,9 @@ def _extension_build_findings(model: DockerfileModel, envs: list[dict[str, str]]
                     elif variable == "FLASH_ATTN_CUDA_ARCHS":
                         problem = _flash_attn_arch_problem(package, env[variable].strip('"'))
                         if problem:
-                            findings.append(Finding(f"stage {stage.label!r}: {problem}", file, instruction.line))
+                            findings.append(
+                                Finding(f"stage {stage.label!r}: {problem}", file, instruction.line)
+                            )
     return findings
 
 

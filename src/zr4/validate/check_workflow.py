@@ -36,7 +36,9 @@ def _twin_problems(context: BuildContext, relative: str, ui: dict[str, object]) 
         return []  # the twin's own check reports what is wrong with it
     if expected == ui:
         return []
-    return [f"differs from the UI form of its API twin {twin}: edit neither by hand; re-render with `zr4 render`"]
+    return [
+        f"differs from the UI form of its API twin {twin}: edit neither by hand; re-render with `zr4 render`"
+    ]
 
 
 def check_workflows(context: BuildContext) -> CheckResult:
@@ -63,7 +65,9 @@ def check_workflows(context: BuildContext) -> CheckResult:
             continue
         if is_ui_workflow(workflow):  # the sidebar's copy: its API twin is checked in full
             findings.extend(Finding(problem, relative) for problem in ui_problems(workflow, object_info))
-            findings.extend(Finding(problem, relative) for problem in _twin_problems(context, relative, workflow))
+            findings.extend(
+                Finding(problem, relative) for problem in _twin_problems(context, relative, workflow)
+            )
             notes.append(f"{relative}: UI format, {len(workflow['nodes'])} nodes and their links checked")
             continue
         problems = check_workflow(workflow, object_info)

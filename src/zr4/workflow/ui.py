@@ -42,7 +42,10 @@ GROUPS: tuple[tuple[str, str, tuple[tuple[str, ...], ...]], ...] = (
     (
         "Pose: driving video -> pose frames",
         "#3f789e",
-        (("video", "video_size", "image", "image_resize"), ("pose_model", "pose", "pose_resize", "pose_first")),
+        (
+            ("video", "video_size", "image", "image_resize"),
+            ("pose_model", "pose", "pose_resize", "pose_first"),
+        ),
     ),
     (
         "Encoders: text, CLIP vision, VAE",
@@ -229,7 +232,9 @@ def build_ui_workflow(api: Workflow, definitions: Mapping[str, Any] | None = Non
         ]
         specs = {name: raw for name, raw, _ in ordered_inputs(info)}
 
-        def widget_value(name: str, values: Mapping[str, Any] = values, specs: Mapping[str, Any] = specs) -> Any:
+        def widget_value(
+            name: str, values: Mapping[str, Any] = values, specs: Mapping[str, Any] = specs
+        ) -> Any:
             value = values.get(name)
             return _default(specs[name]) if value is None or _is_link(value) else value
 
@@ -279,7 +284,9 @@ def build_ui_workflow(api: Workflow, definitions: Mapping[str, Any] | None = Non
 
 def _execution_order(api: Workflow) -> list[str]:
     """Node ids sources-first (ties by id), as litegraph's ``order`` field expects."""
-    remaining = {node_id: {v[0] for v in node["inputs"].values() if _is_link(v)} for node_id, node in api.items()}
+    remaining = {
+        node_id: {v[0] for v in node["inputs"].values() if _is_link(v)} for node_id, node in api.items()
+    }
     done: list[str] = []
     while remaining:
         ready = sorted((n for n, deps in remaining.items() if deps <= set(done)), key=int)

@@ -46,7 +46,12 @@ def safe_next(value: str | None) -> str:
     if not value:
         return "/"
     decoded = unquote(value)
-    if not value.startswith("/") or decoded.startswith("//") or "\\" in decoded or value.startswith(LOGIN_PATH):
+    if (
+        not value.startswith("/")
+        or decoded.startswith("//")
+        or "\\" in decoded
+        or value.startswith(LOGIN_PATH)
+    ):
         return "/"
     if any(ord(ch) < 32 for ch in decoded):
         return "/"

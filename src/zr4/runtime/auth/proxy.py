@@ -149,7 +149,9 @@ class Site:
             headers={"Retry-After": str(retry), "Cache-Control": "no-store"},
         )
 
-    def _unauthenticated(self, request: web.Request, message: str = "authentication required") -> web.Response:
+    def _unauthenticated(
+        self, request: web.Request, message: str = "authentication required"
+    ) -> web.Response:
         if _wants_page(request) and not _is_websocket(request):
             target = URL(LOGIN_PATH).with_query(next=request.raw_path)
             raise web.HTTPFound(target, headers={"Cache-Control": "no-store"})
@@ -361,7 +363,9 @@ async def serve(
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, listen, route.public_port, reuse_address=True).start()
-            gate.log(f"listening on {listen}:{route.public_port} -> ComfyUI on 127.0.0.1:{route.backend_port}")
+            gate.log(
+                f"listening on {listen}:{route.public_port} -> ComfyUI on 127.0.0.1:{route.backend_port}"
+            )
         if ready is not None:
             ready()
         await stop.wait()

@@ -55,7 +55,9 @@ def auth_enabled(env: Mapping[str, str]) -> bool:
         return True
     if value in _OFF:
         return False
-    raise AuthError(f"ZR4_AUTH={raw!r} is not understood: leave it unset (authentication on) or set it to off")
+    raise AuthError(
+        f"ZR4_AUTH={raw!r} is not understood: leave it unset (authentication on) or set it to off"
+    )
 
 
 def check_token(token: str, where: str) -> str:

@@ -310,6 +310,7 @@ class _Syncer:
 def _connect(url: str, timeout_s: float) -> http.client.HTTPConnection:
     # Imported here: http.client pulls in ssl and email (~30 ms), which a warm start never needs.
     import http.client
+
     parts = urlsplit(url)
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     return connection_class(parts.hostname or "", parts.port, timeout=timeout_s)
@@ -339,6 +340,7 @@ class _Fetcher:
     def get(self, start: int, end: int | None) -> http.client.HTTPResponse:
         """GET bytes ``start``..``end`` (exclusive; None: to the end), following redirects."""
         import http.client
+
         headers = dict(self.headers)
         if start or end is not None:
             headers["Range"] = f"bytes={start}-" + (str(end - 1) if end is not None else "")
@@ -491,6 +493,7 @@ class _Run:
 
     def _stream(self, fetcher: _Fetcher, piece: _Piece) -> None:
         import http.client
+
         offset = piece.next_offset
         # The last piece (or the only one) asks for "the rest" (bytes=N-), as any resuming client does.
         response = fetcher.get(offset, None if piece.end == self.total else piece.end)
