@@ -8,7 +8,10 @@ own hermetic switches (build ARGs whose defaults are the real sources; a user's 
 them) take local files:
 
 * ``nvidia/cuda:*-devel-*`` / ``*-runtime-*``: Debian (``--suite``, default trixie) made with
-  debootstrap from Debian's archive. The devel stand-in adds Debian's ``nvidia-cuda-toolkit``
+  debootstrap from Debian's archive; ``--suite jammy`` / ``noble`` takes the Ubuntu release the real
+  images are built on (``*-ubuntu22.04`` / ``-ubuntu24.04``), from Ubuntu's archive: the faithful
+  choice for ``--light`` builds (CI). Debian stays the default because a CUDA compile needs its
+  toolkit: jammy's multiverse has ``nvidia-cuda-toolkit`` 11.5.1, older than the images' 12.4.1. The devel stand-in adds Debian's ``nvidia-cuda-toolkit``
   (non-free), CUDA 12.4.1 (nvcc 12.4.131) in trixie, the release of the real devel image (PyPI's
   ``nvidia-cuda-nvcc-cu12==12.4.131`` wheel ships only ptxas, not nvcc). ``--light`` (CI) skips it.
 * ``ghcr.io/astral-sh/uv:<v>``: ``FROM scratch`` with ``/uv`` and ``/uvx`` from PyPI's ``uv`` wheel.
@@ -33,6 +36,7 @@ Usage:
     python bench/build_image.py --sources .cache/sources --boot --record bench/results/build.md
         [--mmcv-wheel DIR] [--target runtime]
     python bench/build_image.py --light --target zr4-venv --smoke 'zr4 --help'   # CI: no CUDA toolkit
+    python bench/build_image.py --light --suite jammy --target runtime --stage-head   # CI: the runtime's own RUNs
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from pathlib import Path
 
 from build_standins import (
     Buildah,
+    Distro,
     LocalPython,
     Wanted,
     base_image,
@@ -376,7 +381,8 @@ def standins(
     b: Buildah, cache: Path, wanted: Wanted, suite: str, light: bool, timings: Timings
 ) -> LocalPython:
     """Every stand-in the Dockerfile needs; returns the local CPython."""
-    base = timings.run("stand-in: Debian base (debootstrap)", base_image, b, cache, suite)
+    distro = Distro.of(suite).name
+    base = timings.run(f"stand-in: {distro} base (debootstrap)", base_image, b, cache, suite)
     timings.run("stand-in: uv image", uv_standin, b, cache, wanted)
     timings.run("stand-in: runtime base", runtime_standin, b, base, wanted)
     timings.run(
@@ -386,8 +392,36 @@ def standins(
         base,
         wanted,
         light,
+        distro,
     )
     return timings.run("stand-in: local CPython", local_python, b, cache, base, wanted, suite)
+
+
+def stage_head(dockerfile: str, stage: str) -> str:
+    """The Dockerfile cut to ``stage``'s own first steps: its FROM and what follows up to its first
+    COPY or ADD (the global ARGs before the first FROM kept, the parser directive line too).
+
+    Why: the runtime stage installs its OS packages and creates its user on the CUDA runtime base
+    before it takes anything from the other stages; building only that head checks those lines on a
+    stand-in of the base's own release in seconds, without the GBs of wheels the full build fetches.
+    """
+    import dockerfile as parser  # the BuildKit parser zr4 validate uses
+
+    lines = dockerfile.splitlines()
+    commands = parser.parse_string(dockerfile)
+    first_from = next(c for c in commands if c.cmd == "FROM")
+    head = [line for line in lines[: first_from.start_line - 1] if line.startswith("# syntax=")]
+    head += [c.original for c in commands if c.cmd == "ARG" and c.end_line < first_from.start_line]
+    start = next(
+        (i for i, c in enumerate(commands) if c.cmd == "FROM" and c.value[-2:] == ("AS", stage)), None
+    )
+    if start is None:
+        raise SystemExit(f"no stage {stage!r} in the Dockerfile")
+    for command in commands[start:]:
+        if command.cmd in ("COPY", "ADD") or (command.cmd == "FROM" and command is not commands[start]):
+            break
+        head.append("\n".join(lines[command.start_line - 1 : command.end_line]))
+    return "\n".join(head) + "\n"
 
 
 def render_context(profile: str, overrides: list[str], out: Path) -> None:
@@ -647,9 +681,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="folder holding ComfyUI/ (bench/sources.py); default $ZR4_COMFYUI_SOURCES",
     )
-    parser.add_argument("--suite", default="trixie", help="Debian release of the stand-in bases")
+    parser.add_argument(
+        "--suite", default="trixie", help="release of the stand-in bases: Debian's, or Ubuntu's jammy/noble"
+    )
     parser.add_argument("--light", action="store_true", help="devel stand-in without the CUDA toolkit (CI)")
     parser.add_argument("--target", default="runtime")
+    parser.add_argument(
+        "--stage-head",
+        action="store_true",
+        help="build only the target stage's steps before its first COPY/ADD (its OS packages, its user)",
+    )
     parser.add_argument("--tag", default=None)
     parser.add_argument(
         "--mmcv-wheel",
@@ -705,15 +746,20 @@ def build_and_record(args: argparse.Namespace, argv: list[str]) -> int:
         render_context(args.profile, args.set, context)
     dockerfile = (context / "Dockerfile").read_text()
     wanted = read_dockerfile(context / "Dockerfile")
+    full_dockerfile = dockerfile
+    if args.stage_head:
+        dockerfile = stage_head(dockerfile, args.target)
+        (context / "Dockerfile").write_text(dockerfile)
     timings = Timings()
     python = standins(b, cache, wanted, args.suite, args.light, timings)
     if args.standins_only:
         return 0
 
     contexts: dict[str, Path] = {"python-local": python.folder}
-    build_args, python_note = python_switches(dockerfile, wanted, python)
+    build_args, python_note = python_switches(full_dockerfile, wanted, python)
     notes = [
-        f"Base images: Debian {args.suite} stand-ins (debootstrap, Debian's archive) tagged "
+        f"Base images: {Distro.of(args.suite).name} {args.suite} stand-ins (debootstrap, "
+        f"{Distro.of(args.suite).name}'s archive) tagged "
         f"`{wanted.devel_image}` and `{wanted.runtime_image}`"
         + (" (the devel one without a CUDA toolkit: `--light`)." if args.light else "."),
         python_note,

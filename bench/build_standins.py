@@ -22,7 +22,60 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+# Ubuntu's archive over HTTPS: the Release files and the keyring package are checked through TLS.
+UBUNTU_MIRROR = "https://archive.ubuntu.com/ubuntu"
+UBUNTU_SUITES = ("jammy", "noble")  # the releases of the nvidia/cuda *-ubuntu22.04 / -ubuntu24.04 images
 STANDIN_BASE = "localhost/zr4-standin/debian"
+
+
+@dataclass(frozen=True)
+class Distro:
+    """Where a stand-in root comes from: Debian by default, Ubuntu for the CUDA images' own releases."""
+
+    name: str
+    mirror: str
+    components: str
+    image: str
+
+    @staticmethod
+    def of(suite: str) -> Distro:
+        if suite in UBUNTU_SUITES:
+            # universe holds tini and the other runtime packages; multiverse the CUDA toolkit.
+            return Distro("Ubuntu", UBUNTU_MIRROR, "main,universe,multiverse", "localhost/zr4-standin/ubuntu")
+        return Distro("Debian", DEBIAN_MIRROR, "main,contrib,non-free", STANDIN_BASE)
+
+
+def ubuntu_keyring(cache: Path, suite: str) -> Path:
+    """Ubuntu's archive keyring, from the ``ubuntu-keyring`` package of ``suite``.
+
+    Debian's archive does not carry it. The package index is read over HTTPS and the .deb checked
+    against the SHA256 the index gives, so the trust in the keyring is the trust in TLS to
+    archive.ubuntu.com; debootstrap then checks every Release file with it.
+    """
+    keyring = cache / f"ubuntu-archive-keyring-{suite}.gpg"
+    if keyring.exists():
+        return keyring
+    index = subprocess.run(
+        ["bash", "-c", f"curl -fsS {UBUNTU_MIRROR}/dists/{suite}/main/binary-amd64/Packages.xz | xz -d"],
+        check=True,
+        text=True,
+        stdout=subprocess.PIPE,
+    ).stdout
+    stanza = next(
+        (block for block in index.split("\n\n") if block.startswith("Package: ubuntu-keyring\n")), None
+    )
+    if stanza is None:
+        raise SystemExit(f"no ubuntu-keyring package in {suite}'s main index")
+    fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+    deb = cache / Path(fields["Filename"]).name
+    run(["curl", "-fsS", "-o", str(deb), f"{UBUNTU_MIRROR}/{fields['Filename']}"])
+    if hashlib.sha256(deb.read_bytes()).hexdigest() != fields["SHA256"]:
+        raise SystemExit(f"{deb.name}: sha256 differs from {suite}'s package index")
+    unpacked = cache / f"ubuntu-keyring-{suite}"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    run(["dpkg-deb", "-x", str(deb), str(unpacked)])
+    shutil.copy(unpacked / "usr" / "share" / "keyrings" / "ubuntu-archive-keyring.gpg", keyring)
+    return keyring
 
 
 class Buildah:
@@ -130,29 +183,42 @@ def qualified(image: str) -> str:
 
 
 def debootstrap(cache: Path, suite: str) -> Path:
-    """A minbase Debian root (main, contrib, non-free), made once and kept under the cache."""
+    """A minbase root of ``suite`` (Debian: main, contrib, non-free; Ubuntu: main, universe,
+    multiverse), made once and kept under the cache."""
     rootfs = cache / f"rootfs-{suite}"
     if (rootfs / "etc" / "os-release").exists():
         return rootfs
+    distro = Distro.of(suite)
+    keyring = [f"--keyring={ubuntu_keyring(cache, suite)}"] if distro.name == "Ubuntu" else []
     partial = cache / f"rootfs-{suite}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     run(
         [
             "debootstrap",
             "--variant=minbase",
-            "--components=main,contrib,non-free",
+            f"--components={distro.components}",
+            *keyring,
             suite,
             str(partial),
-            DEBIAN_MIRROR,
+            distro.mirror,
         ]
     )
+    if distro.name == "Ubuntu":
+        # What the Ubuntu images ship: plain HTTP (apt checks the signed Release files with the keyring;
+        # a minbase root has no CA bundle), every component, and the release's -updates pocket.
+        components = distro.components.replace(",", " ")
+        mirror = distro.mirror.replace("https://", "http://", 1)
+        (partial / "etc" / "apt" / "sources.list").write_text(
+            f"deb {mirror} {suite} {components}\ndeb {mirror} {suite}-updates {components}\n"
+        )
     partial.rename(rootfs)
     return rootfs
 
 
 def base_image(b: Buildah, cache: Path, suite: str) -> str:
-    """The Debian root as an image (a single layer), tagged under zr4-standin."""
-    tag = f"{STANDIN_BASE}:{suite}"
+    """The debootstrapped root as an image (a single layer), tagged under zr4-standin."""
+    distro = Distro.of(suite)
+    tag = f"{distro.image}:{suite}"
     if b.exists(tag):
         return tag
     rootfs = debootstrap(cache, suite)
@@ -171,7 +237,7 @@ def base_image(b: Buildah, cache: Path, suite: str) -> str:
         "--cmd",
         "/bin/bash",
         "--label",
-        f"io.zr4.standin=debootstrap {suite} from Debian's archive",
+        f"io.zr4.standin=debootstrap {suite} from {distro.name}'s archive",
         ctr,
     )
     b("commit", "--format", "docker", "--rm", ctr, tag)
@@ -185,8 +251,9 @@ def runtime_standin(b: Buildah, base: str, wanted: Wanted) -> None:
         b("tag", base, name)
 
 
-def devel_standin(b: Buildah, base: str, wanted: Wanted, light: bool) -> None:
-    """The devel base: Debian plus Debian's CUDA 12.4.1 toolkit, or plain Debian with --light."""
+def devel_standin(b: Buildah, base: str, wanted: Wanted, light: bool, distro: str = "Debian") -> None:
+    """The devel base: the stand-in root plus its archive's CUDA toolkit (Debian trixie: 12.4.1), or the
+    plain root with --light."""
     name = qualified(wanted.devel_image)
     if b.exists(name):
         return
@@ -208,7 +275,7 @@ def devel_standin(b: Buildah, base: str, wanted: Wanted, light: bool) -> None:
         "--no-install-recommends nvidia-cuda-toolkit nvidia-cuda-toolkit-gcc >/dev/null && nvcc --version "
         "&& rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb",
     )
-    b("config", "--label", "io.zr4.standin=Debian nvidia-cuda-toolkit (non-free)", ctr)
+    b("config", "--label", f"io.zr4.standin={distro} nvidia-cuda-toolkit", ctr)
     b("commit", "--format", "docker", "--rm", ctr, name)
 
 
@@ -268,7 +335,9 @@ def uv_standin(b: Buildah, cache: Path, wanted: Wanted) -> None:
 
 def debian_python_source(cache: Path, minor: str, suite: str) -> tuple[str, Path]:
     """The upstream CPython tarball of Debian's python<minor> source package: (version, path)."""
-    suites = [suite, "bookworm"] if suite != "bookworm" else [suite]
+    # An Ubuntu stand-in still compiles Debian's source of CPython (the same upstream tarball).
+    own = [suite] if Distro.of(suite).name == "Debian" else []
+    suites = [*own, "bookworm"] if suite != "bookworm" else [suite]
     for candidate in suites:
         index = cache / f"Sources-{candidate}"
         if not index.exists():
@@ -321,8 +390,11 @@ cp -a "$PREFIX" /standin/python-local.partial/
 PYTHON_BUNDLE = r"""
 set -euo pipefail
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends patchelf libssl3t64 \
-  libffi8 libsqlite3-0 libreadline8t64 libncursesw6 libgdbm6t64 libuuid1 libbz2-1.0 liblzma5 zlib1g >/dev/null
+# The first name the archive has: Debian trixie renamed these in its 64-bit time_t transition (t64).
+pick() { for name; do apt-cache show "$name" >/dev/null 2>&1 && { echo "$name"; return; }; done; echo "$1"; }
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends patchelf \
+  "$(pick libssl3t64 libssl3)" libffi8 libsqlite3-0 "$(pick libreadline8t64 libreadline8)" libncursesw6 \
+  "$(pick libgdbm6t64 libgdbm6)" libuuid1 libbz2-1.0 liblzma5 zlib1g >/dev/null
 tree="/standin/python-local/$DIRNAME"
 for elf in "$tree"/bin/python3.* $(find "$tree/lib" -name '*.so*' -type f); do
   if ldd "$elf" >/tmp/deps 2>/dev/null; then
@@ -367,7 +439,13 @@ def local_python(b: Buildah, cache: Path, base: str, wanted: Wanted, suite: str)
     version, tarball = debian_python_source(cache, minor, suite)
     out = cache / "python-local"
     dirname = f"cpython-{version}-linux-x86_64-gnu"
+    # Written only once the tree is bundled and imported its C modules on the bare base: a run stopped
+    # between compiling and bundling must not leave a tree that later runs take as finished.
+    bundled = cache / f"python-local-{dirname}.bundled"
     if (out / dirname / "bin" / "python3").exists():
+        if not bundled.exists():
+            bundle_python(b, cache, base, dirname)
+            bundled.touch()
         return LocalPython(out, version)
     prefix = f"{wanted.python_dir}/{dirname}"
     ctr = b("from", "--pull-never", base, capture=True)
@@ -393,6 +471,7 @@ def local_python(b: Buildah, cache: Path, base: str, wanted: Wanted, suite: str)
     shutil.rmtree(out, ignore_errors=True)
     (cache / "python-local.partial").rename(out)
     bundle_python(b, cache, base, dirname)
+    bundled.touch()
     return LocalPython(out, version)
 
 

@@ -93,3 +93,30 @@ def test_a_stage_built_inside_another_steps_copy_is_not_counted_twice(tmp_path: 
     )
     stages = build_image.read_build_log(log)
     assert stages.stages() == [("runtime", 30.0, 2, 0), ("venv", 100.0, 2, 0), ("other", 0.5, 2, 1)]
+
+
+@pytest.mark.parametrize("render", RENDERS, ids=lambda p: p.name)
+def test_the_runtime_head_is_the_runtime_stage_up_to_its_first_copy(render: Path) -> None:
+    """CI builds this head on a stand-in of the runtime base's release: it must hold the stage's OS
+    packages and user, and nothing that needs another stage or the build context."""
+    build_image = _load("build_image")
+    text = (render / "Dockerfile").read_text()
+    head = build_image.stage_head(text, "runtime")
+    lines = head.splitlines()
+    assert lines[0] == "# syntax=docker/dockerfile:1.7"
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert len(froms) == 1 and froms[0].endswith(" AS runtime") and "-runtime-ubuntu" in froms[0]
+    assert not any(line.startswith(("COPY", "ADD")) for line in lines)
+    assert "apt-get install" in head and "useradd --uid 1000" in head
+    # After the directive, the head is the Dockerfile's runtime stage itself (comments aside), cut
+    # right before its first COPY.
+    body = text.splitlines()
+    own = [line for line in body[body.index(froms[0]) :] if not line.lstrip().startswith("#")]
+    assert lines[1:] == own[: len(lines) - 1]
+    assert own[len(lines) - 1].startswith("COPY --from=")
+
+
+def test_a_missing_stage_has_no_head() -> None:
+    build_image = _load("build_image")
+    with pytest.raises(SystemExit, match="no stage 'nowhere'"):
+        build_image.stage_head((ROOT / "docker" / "Dockerfile").read_text(), "nowhere")
