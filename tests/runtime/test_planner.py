@@ -29,7 +29,7 @@ MODES = {"full": "full", "model": "model_cpu_offload", "seq": "sequential_cpu_of
 
 
 def request(vram_gib: float, variant: str, ram_gib: float | None = 64, **changes: object) -> PlanRequest:
-    """What the 4080super profile asks for (GGUF, mmpose, bf16 text encoder, LoRA, 480×832×81),
+    """What the 4080super profile asks for (GGUF, ONNX pose, bf16 text encoder, LoRA, 480×832×81),
     on a card of ``vram_gib`` with ``variant`` = fp16, fp8 or a GGUF level."""
     gguf = variant not in ("fp16", "fp8")
     base = PlanRequest(
@@ -37,7 +37,7 @@ def request(vram_gib: float, variant: str, ram_gib: float | None = 64, **changes
         host_ram_mib=None if ram_gib is None else int(ram_gib * 1024),
         variant="gguf" if gguf else variant,  # type: ignore[arg-type]
         gguf_level=variant if gguf else "Q4_K_M",
-        pose_backend="mmpose",
+        pose_backend="onnx",
         workload=Workload(width=480, height=832, frames=81, steps=4),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
@@ -51,7 +51,7 @@ EXPECTED = [
     (8, "fp16", 64, "seq", 39, 1, "cpu", False, False),
     (8, "fp8", 32, "seq", 35, 1, "cpu", False, False),
     (8, "fp8", 64, "seq", 35, 1, "cpu", False, False),
-    (8, "Q8_0", 32, "seq", 36, 1, "cpu", False, False),
+    (8, "Q8_0", 32, "seq", 36, 1, "cpu", False, True),
     (8, "Q8_0", 64, "seq", 36, 1, "cpu", False, False),
     (8, "Q6_K", 32, "seq", 34, 1, "cpu", False, False),
     (8, "Q6_K", 64, "seq", 34, 1, "cpu", False, False),
@@ -101,8 +101,8 @@ EXPECTED = [
     (32, "fp8", 64, "model", 0, 0, "gpu", False, False),
     (32, "Q8_0", 32, "model", 0, 0, "gpu", False, False),
     (32, "Q8_0", 64, "model", 0, 0, "gpu", False, False),
-    (32, "Q6_K", 32, "full", 0, 0, "gpu", False, False),
-    (32, "Q6_K", 64, "full", 0, 0, "gpu", False, False),
+    (32, "Q6_K", 32, "model", 0, 0, "gpu", False, False),
+    (32, "Q6_K", 64, "model", 0, 0, "gpu", False, False),
     (32, "Q4_K_M", 32, "full", 0, 0, "gpu", False, False),
     (32, "Q4_K_M", 64, "full", 0, 0, "gpu", False, False),
     (32, "Q3_K_M", 32, "full", 0, 0, "gpu", False, False),
@@ -192,9 +192,9 @@ def test_more_swap_as_the_model_grows() -> None:
 def test_auto_level_is_the_largest_that_fits() -> None:
     assert plan(request(16, "auto")).gguf_level == "Q8_0"  # with 17 blocks in host RAM
     assert plan(request(80, "auto")).gguf_level == "Q8_0"
-    # host RAM decides between levels that fit the card: 24 GiB holds the swapped blocks of Q3_K_M
-    # plus the offloaded encoders, but not those of Q4_K_M and up
-    small_ram = plan(request(8, "auto", ram_gib=24))
+    # host RAM decides between levels that fit the card: 25 GiB holds the swapped blocks of Q3_K_M
+    # plus the offloaded encoders and ONNX pose models (24,647 MiB), but not those of Q4_K_M (27,309)
+    small_ram = plan(request(8, "auto", ram_gib=25))
     assert small_ram.gguf_level == "Q3_K_M"
     assert not any("host RAM" in warning for warning in small_ram.warnings)
     decision = {d.name: d for d in small_ram.decisions}["GGUF level"]
