@@ -396,7 +396,8 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pa
   "$(pick libssl3t64 libssl3)" libffi8 libsqlite3-0 "$(pick libreadline8t64 libreadline8)" libncursesw6 \
   "$(pick libgdbm6t64 libgdbm6)" libuuid1 libbz2-1.0 liblzma5 zlib1g >/dev/null
 tree="/standin/python-local/$DIRNAME"
-for elf in "$tree"/bin/python3.* $(find "$tree/lib" -name '*.so*' -type f); do
+{ printf '%s\0' "$tree"/bin/python3.*; find "$tree/lib" -name '*.so*' -type f -print0; } |
+while IFS= read -r -d '' elf; do
   if ldd "$elf" >/tmp/deps 2>/dev/null; then
     awk '/=> \//{print $3}' /tmp/deps | while read -r lib; do
       case "$(basename "$lib")" in
@@ -406,7 +407,7 @@ for elf in "$tree"/bin/python3.* $(find "$tree/lib" -name '*.so*' -type f); do
     done
   fi
 done
-for elf in $(find "$tree/lib" -name '*.so*' -type f); do
+find "$tree/lib" -name '*.so*' -type f -print0 | while IFS= read -r -d '' elf; do
   case "$elf" in
     "$tree"/lib/python*/lib-dynload/*) patchelf --set-rpath '$ORIGIN/../..' "$elf" ;;
     *) patchelf --set-rpath '$ORIGIN' "$elf" ;;
