@@ -449,26 +449,13 @@ def local_python(b: Buildah, cache: Path, base: str, wanted: Wanted, suite: str)
             bundled.touch()
         return LocalPython(out, version)
     prefix = f"{wanted.python_dir}/{dirname}"
-    ctr = b("from", "--pull-never", base, capture=True)
-    try:
-        b(
-            "run",
-            "--isolation",
-            "chroot",
-            "-v",
-            f"{cache}:/standin",
-            "--env",
-            f"TARBALL={tarball.name}",
-            "--env",
-            f"PREFIX={prefix}",
-            ctr,
-            "--",
-            "bash",
-            "-c",
-            PYTHON_BUILD.replace("$$", "$"),
-        )
-    finally:
-        b("rm", ctr)
+    run_throwaway(
+        b,
+        base,
+        ["bash", "-c", PYTHON_BUILD.replace("$$", "$")],
+        volumes=[f"{cache}:/standin"],
+        env={"TARBALL": tarball.name, "PREFIX": prefix},
+    )
     shutil.rmtree(out, ignore_errors=True)
     (cache / "python-local.partial").rename(out)
     bundle_python(b, cache, base, dirname)
@@ -476,42 +463,29 @@ def local_python(b: Buildah, cache: Path, base: str, wanted: Wanted, suite: str)
     return LocalPython(out, version)
 
 
-def bundle_python(b: Buildah, cache: Path, base: str, dirname: str) -> None:
-    """Make the tree self-contained, then prove it imports its C modules on the bare base."""
-    ctr = b("from", "--pull-never", base, capture=True)
+def run_throwaway(
+    b: Buildah, image: str, command: list[str], volumes: list[str], env: dict[str, str] | None = None
+) -> None:
+    """``command`` in a container of ``image`` that is removed afterwards (chroot isolation, like the
+    build); ``volumes`` as ``host:container[:ro]``."""
+    ctr = b("from", "--pull-never", image, capture=True)
+    options = [arg for volume in volumes for arg in ("-v", volume)]
+    options += [arg for name, value in (env or {}).items() for arg in ("--env", f"{name}={value}")]
     try:
-        b(
-            "run",
-            "--isolation",
-            "chroot",
-            "-v",
-            f"{cache}:/standin",
-            "--env",
-            f"DIRNAME={dirname}",
-            ctr,
-            "--",
-            "bash",
-            "-c",
-            PYTHON_BUNDLE,
-        )
+        b("run", "--isolation", "chroot", *options, ctr, "--", *command)
     finally:
         b("rm", ctr)
-    bare = b("from", "--pull-never", base, capture=True)
-    try:
-        b(
-            "run",
-            "--isolation",
-            "chroot",
-            "-v",
-            f"{cache / 'python-local' / dirname}:/opt/check-python:ro",
-            bare,
-            "--",
-            "/opt/check-python/bin/python3",
-            "-c",
-            PYTHON_CHECK,
-        )
-    finally:
-        b("rm", bare)
+
+
+def bundle_python(b: Buildah, cache: Path, base: str, dirname: str) -> None:
+    """Make the tree self-contained, then prove it imports its C modules on the bare base."""
+    run_throwaway(b, base, ["bash", "-c", PYTHON_BUNDLE], [f"{cache}:/standin"], {"DIRNAME": dirname})
+    run_throwaway(
+        b,
+        base,
+        ["/opt/check-python/bin/python3", "-c", PYTHON_CHECK],
+        [f"{cache / 'python-local' / dirname}:/opt/check-python:ro"],
+    )
 
 
 # ---------------------------------------------------------------- flash-attn stand-in wheel
