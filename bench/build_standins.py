@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import lzma
 import re
 import shlex
 import shutil
@@ -45,6 +46,12 @@ class Distro:
         return Distro("Debian", DEBIAN_MIRROR, "main,contrib,non-free", STANDIN_BASE)
 
 
+def archive_index(url: str) -> bytes:
+    """An archive's xz-compressed index (Packages.xz, Sources.xz), fetched with curl and unpacked."""
+    data = subprocess.run(["curl", "-fsS", url], check=True, stdout=subprocess.PIPE).stdout
+    return lzma.decompress(data)
+
+
 def ubuntu_keyring(cache: Path, suite: str) -> Path:
     """Ubuntu's archive keyring, from the ``ubuntu-keyring`` package of ``suite``.
 
@@ -55,12 +62,7 @@ def ubuntu_keyring(cache: Path, suite: str) -> Path:
     keyring = cache / f"ubuntu-archive-keyring-{suite}.gpg"
     if keyring.exists():
         return keyring
-    index = subprocess.run(
-        ["bash", "-c", f"curl -fsS {UBUNTU_MIRROR}/dists/{suite}/main/binary-amd64/Packages.xz | xz -d"],
-        check=True,
-        text=True,
-        stdout=subprocess.PIPE,
-    ).stdout
+    index = archive_index(f"{UBUNTU_MIRROR}/dists/{suite}/main/binary-amd64/Packages.xz").decode()
     stanza = next(
         (block for block in index.split("\n\n") if block.startswith("Package: ubuntu-keyring\n")), None
     )
@@ -341,14 +343,7 @@ def debian_python_source(cache: Path, minor: str, suite: str) -> tuple[str, Path
     for candidate in suites:
         index = cache / f"Sources-{candidate}"
         if not index.exists():
-            data = subprocess.run(
-                ["curl", "-fsS", f"{DEBIAN_MIRROR}/dists/{candidate}/main/source/Sources.xz"],
-                check=True,
-                stdout=subprocess.PIPE,
-            ).stdout
-            index.write_bytes(
-                subprocess.run(["xz", "-d"], input=data, check=True, stdout=subprocess.PIPE).stdout
-            )
+            index.write_bytes(archive_index(f"{DEBIAN_MIRROR}/dists/{candidate}/main/source/Sources.xz"))
         stanza = re.search(
             rf"^Package: python{re.escape(minor)}\n(.*?)(?:\n\n|\Z)", index.read_text(), flags=re.M | re.S
         )
