@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from support.browser import chromium_or_skip_reason
 from support.real_comfyui import (
     ComfySources,
     ComfyUIServer,
@@ -72,6 +73,15 @@ def profile_model_files() -> list[str]:
     from zr4.render.extras import default_targets
 
     return sorted({t.rel for name in bundled_profile_names() for t in default_targets(load_profile(name))})
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of a headless Chromium for the browser checks; skips, naming what is missing, without one."""
+    binary, reason = chromium_or_skip_reason()
+    if binary is None:
+        pytest.skip(reason)
+    return binary
 
 
 @pytest.fixture(scope="session")

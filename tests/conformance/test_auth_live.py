@@ -28,7 +28,7 @@ import pytest
 from runtime.test_auth_start import outside_address
 from runtime.test_start_sequence import Pod
 from support.auth_stack import TOKEN, AuthProxy
-from support.browser import Browser, chromium_or_skip_reason
+from support.browser import Browser
 from support.hub_server import FakeHub
 from support.real_comfyui import ComfySources, ComfyUIServer, copy_comfyui, spawn
 from zr4.runtime.auth.settings import TOKEN_PREFIX
@@ -99,14 +99,13 @@ def test_real_routes_and_websocket_need_the_token(proxy: AuthProxy, comfyui: Com
     assert TOKEN not in proxy.output()
 
 
-def test_browser_logs_in_and_the_real_frontend_queues_a_workflow(proxy: AuthProxy, tmp_path: Path) -> None:
-    binary, reason = chromium_or_skip_reason()
-    if binary is None:
-        pytest.skip(reason)
+def test_browser_logs_in_and_the_real_frontend_queues_a_workflow(
+    chromium: str, proxy: AuthProxy, tmp_path: Path
+) -> None:
 
     async def session() -> dict[str, Any]:
         seen: dict[str, Any] = {}
-        async with Browser(tmp_path / "chromium", binary) as browser:
+        async with Browser(tmp_path / "chromium", chromium) as browser:
             page = await browser.new_page()
             await page.goto(proxy.url + "/")
             seen["login"] = await page.evaluate("location.pathname")

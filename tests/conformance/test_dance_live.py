@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conformance.conftest import profile_model_files
+from runtime.test_instances import serves_worker_api
 from support import s3_server
 from support.real_comfyui import (
     ComfySources,
@@ -257,14 +258,6 @@ def _post(url: str, body: object, timeout_s: float = 300) -> dict[str, object]:
         return dict(json.loads(response.read()))
 
 
-def _serves_api(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=2) as response:
-            return "/runsync" in json.loads(response.read())["paths"]
-    except OSError:
-        return False
-
-
 @pytest.mark.timeout(1200)
 def test_serverless_mode_of_zr4_start_takes_a_job_into_r2(
     comfy_sources: ComfySources, moto_server: s3_server.MotoS3, tmp_path: Path
@@ -294,7 +287,7 @@ def test_serverless_mode_of_zr4_start_takes_a_job_into_r2(
         }
         process = pod.start()
         try:
-            wait_for(lambda: _serves_api(api_port), BOOT_TIMEOUT_S, "the worker's local API", process)
+            wait_for(lambda: serves_worker_api(api_port), BOOT_TIMEOUT_S, "the worker's local API", process)
             job = {
                 "image": base64.b64encode(photo.read_bytes()).decode(),
                 "video": "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode(),

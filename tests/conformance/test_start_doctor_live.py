@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 import yaml
 
-from runtime.test_start_sequence import manifest_for_tests
-from support.browser import Browser, chromium_or_skip_reason
+from runtime.test_start_sequence import container_env, manifest_for_tests
+from support.browser import Browser
 from support.comfy_frontend import VIEWPORT, click_workflow, open_sidebar
 from support.hub_server import FakeHub, deterministic_bytes
 from support.real_comfyui import ComfySources, copy_comfyui, free_port
@@ -80,24 +80,7 @@ class RealPod:
         self.profile.write_text(profile.model_dump_json(), encoding="utf-8")
         self.port = free_port()
         self.backend_port = free_port()
-        self.env = {
-            "PATH": os.environ["PATH"],
-            "HOME": str(root / "home"),
-            "PYTHONUNBUFFERED": "1",
-            "COMFYUI_DIR": str(self.comfyui),
-            "COMFYUI_PYTHON": str(sources.python),
-            "COMFYUI_PORT": str(self.port),
-            "ZR4_COMFYUI_BACKEND_PORT": str(self.backend_port),
-            "ZR4_AUTH_DIR": str(self.workspace / ".zr4" / "auth"),
-            "OUTPUT_DIR": str(self.outputs),
-            "MODELS_DIR": str(self.models),
-            "ZR4_PROFILE": str(self.profile),
-            "ZR4_MODEL_MANIFEST": str(self.manifest),
-            "HF_ENDPOINT": hub.endpoint,
-            "ENABLE_DWPOSE": "false",
-            "ENABLE_R2_SYNC": "false",
-            "COMFYUI_ARGS": HOSTILE_ARGS,
-        }
+        self.env = container_env(self, str(sources.python), hub) | {"COMFYUI_ARGS": HOSTILE_ARGS}
         self.log = root / "start.log"
 
     def start(self) -> subprocess.Popen[str]:
@@ -180,10 +163,9 @@ def test_zr4_start_boots_the_real_comfyui_with_the_planned_flags(booted: RealPod
 
 
 @pytest.mark.timeout(900)
-def test_the_installed_workflow_opens_from_the_sidebar_and_validates(booted: RealPod, tmp_path: Path) -> None:
-    binary, reason = chromium_or_skip_reason()
-    if binary is None:
-        pytest.skip(reason)
+def test_the_installed_workflow_opens_from_the_sidebar_and_validates(
+    chromium: str, booted: RealPod, tmp_path: Path
+) -> None:
 
     installed = booted.comfyui / "user" / "default" / "workflows" / "steadydancer-gguf.json"
     ui = json.loads(installed.read_text(encoding="utf-8"))
@@ -191,7 +173,7 @@ def test_the_installed_workflow_opens_from_the_sidebar_and_validates(booted: Rea
     assert loader["widgets_values"][0] == GGUF_Q4  # the file the model manager resolved this boot
 
     async def session() -> dict[str, Any]:
-        async with Browser(tmp_path / "chromium", binary) as browser:
+        async with Browser(tmp_path / "chromium", chromium) as browser:
             page = await browser.new_page()
             await page.set_viewport(*VIEWPORT)
             await open_sidebar(page, f"http://127.0.0.1:{booted.backend_port}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from support.browser import Browser, chromium_or_skip_reason
+from support.browser import Browser
 from support.comfy_frontend import VIEWPORT, click_workflow, open_sidebar, pan_clear_of_the_sidebar
 from support.real_comfyui import ComfyUIServer
 from zr4.runtime.workflow_install import WORKFLOWS_SUBDIR
@@ -36,14 +36,6 @@ from zr4.workflow.ui import is_ui_workflow
 pytestmark = pytest.mark.slow
 
 SCREENSHOT_PROFILE = "4080super"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    binary, reason = chromium_or_skip_reason()
-    if binary is None:
-        pytest.skip(reason)
-    return binary
 
 
 def rendered_ui_workflows() -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:

@@ -113,7 +113,8 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _serves_api(port: int) -> bool:
+def serves_worker_api(port: int) -> bool:
+    """The serverless worker's local API answers on ``port`` (FastAPI's schema lists /runsync)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=2) as response:
             return "/runsync" in json.loads(response.read())["paths"]
@@ -161,7 +162,7 @@ def test_serverless_mode_keeps_comfyui_private_and_starts_the_worker(tmp_path: P
         record = wait_for(pod.comfyui_record, 120, "ComfyUI to start")
         wait_for(lambda: _answers(pod.port), 60, "ComfyUI to answer")
         # Not on RunPod: the worker serves the SDK's local API (FastAPI's schema answers) and stays up.
-        wait_for(lambda: _serves_api(api_port), 120, "the worker's local API")
+        wait_for(lambda: serves_worker_api(api_port), 120, "the worker's local API")
     finally:
         output = stop(process)
     argv = record["argv"]  # type: ignore[index]

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -75,6 +76,28 @@ def hub() -> Iterator[FakeHub]:
 GPU_ROOM = 4  # the most GPUs a test pod starts ComfyUI on
 
 
+def container_env(pod: Any, comfyui_python: str, hub: FakeHub) -> dict[str, str]:
+    """What the image's start sees for ``pod`` (its folders, ports, profile and manifest, as the
+    Dockerfile and the RunPod template set them), with the Hub stand-in, no R2 and no DWPose."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(pod.root / "home"),
+        "PYTHONUNBUFFERED": "1",
+        "COMFYUI_DIR": str(pod.comfyui),
+        "COMFYUI_PYTHON": comfyui_python,
+        "COMFYUI_PORT": str(pod.port),
+        "ZR4_COMFYUI_BACKEND_PORT": str(pod.backend_port),
+        "ZR4_AUTH_DIR": str(pod.workspace / ".zr4" / "auth"),
+        "OUTPUT_DIR": str(pod.outputs),
+        "MODELS_DIR": str(pod.models),
+        "ZR4_PROFILE": str(pod.profile),
+        "ZR4_MODEL_MANIFEST": str(pod.manifest),
+        "HF_ENDPOINT": hub.endpoint,
+        "ENABLE_DWPOSE": "false",
+        "ENABLE_R2_SYNC": "false",
+    }
+
+
 class Pod:
     """One container's worth of folders and environment on the local disk."""
 
@@ -97,24 +120,7 @@ class Pod:
         # backend run must not overlap the public one (start refuses that, as it should).
         self.port = free_port_run(GPU_ROOM)
         self.backend_port = free_port_run(GPU_ROOM, avoid=range(self.port, self.port + GPU_ROOM))
-        self.env = {
-            "PATH": os.environ["PATH"],
-            "HOME": str(root / "home"),
-            "PYTHONUNBUFFERED": "1",
-            "COMFYUI_DIR": str(self.comfyui),
-            "COMFYUI_PYTHON": sys.executable,
-            "COMFYUI_PORT": str(self.port),
-            "ZR4_COMFYUI_BACKEND_PORT": str(self.backend_port),
-            "ZR4_AUTH_DIR": str(self.workspace / ".zr4" / "auth"),
-            "OUTPUT_DIR": str(self.outputs),
-            "MODELS_DIR": str(self.models),
-            "ZR4_PROFILE": str(self.profile),
-            "ZR4_MODEL_MANIFEST": str(self.manifest),
-            "HF_ENDPOINT": hub.endpoint,
-            "ENABLE_DWPOSE": "false",
-            "ENABLE_R2_SYNC": "false",
-            "FAKE_COMFYUI_STATE": str(self.state),
-        }
+        self.env = container_env(self, sys.executable, hub) | {"FAKE_COMFYUI_STATE": str(self.state)}
 
     def start(self, **extra: str) -> subprocess.Popen[str]:
         env = {**self.env, **extra}
