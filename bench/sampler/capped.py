@@ -1,21 +1,29 @@
 """Run ComfyUI's main.py as if the GPU were a smaller card, and record per-node memory and time.
 
-Why: the H200 has ~140 GiB; the product targets a 16 GB card. Capping only PyTorch's allocator
-(torch.cuda.set_per_process_memory_fraction) is not enough, because ComfyUI decides what to keep
-on the GPU from torch.cuda.mem_get_info, which still reports the whole H200. This launcher sets
-the allocator the way ComfyUI's cuda_malloc.py would, caps it at the card's memory minus the CUDA
-context, makes mem_get_info report (min(free, cap - reserved), card), then runs main.py unchanged.
+Why: the H100/H200 has 80-140 GiB; the product targets a 16 GB card. Capping only PyTorch's
+allocator (torch.cuda.set_per_process_memory_fraction) is not enough: under cudaMallocAsync, the
+allocator ComfyUI picks, the cap bounds the bytes PyTorch has handed out, not the memory its pool
+holds (c10/cuda/CUDAMallocAsyncAllocator.cpp checks ``pytorch_used_bytes + size`` against the
+limit), and ComfyUI decides what to keep on the GPU from torch.cuda.mem_get_info, which still
+reports the whole card. So this launcher takes the memory the imitated card does not have away
+from the device itself: right after the CUDA context exists it allocates a ballast with the
+driver's cuMemAlloc (outside PyTorch's pool), leaving card MiB minus this device's idle use (the
+driver's reserve, which NVML counts as used) minus the context, as on a real card of that size. It
+also caps the allocator at the CUDA-visible size of the imitated card and makes mem_get_info
+report that size as the total. Then main.py runs unchanged.
 
 Per executed node it appends one JSON line to $ZR4_BENCH_STATS: seconds, PyTorch's allocated and
-reserved peaks, NVML device use minus the idle baseline (sampled every 20 ms), host RSS peak, and
-the times of ComfyUI progress-bar updates (the sampler's steps).
+reserved peaks (kept across the resets the nodes make themselves: WanVideoWrapper calls
+torch.cuda.reset_peak_memory_stats inside its sampler and VAE), NVML device use of this process
+(minus the idle baseline and the ballast; sampled every 20 ms), host RSS peak, and the times of
+ComfyUI progress-bar updates (the sampler's steps).
 
-    ZR4_BENCH_CARD_MIB=16376 ZR4_BENCH_CONTEXT_MIB=700 ZR4_BENCH_STATS=stats.jsonl \
-        python capped.py main.py --listen 127.0.0.1 --port 8188 ...
+    ZR4_BENCH_CARD_MIB=16376 ZR4_BENCH_STATS=stats.jsonl python capped.py main.py --listen 127.0.0.1 ...
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.abc
 import importlib.machinery
 import json
@@ -84,6 +92,7 @@ class _Sampler:
             self.nvml = None
             self.handle = None
             self.nvml_error = f"{type(error).__name__}: {error}"
+        self.ballast = 0  # bytes taken by the launcher's ballast, not by ComfyUI
         self.lock = threading.Lock()
         self.nvml_max = 0
         self.rss_max = 0
@@ -92,7 +101,7 @@ class _Sampler:
     def nvml_used(self) -> int:
         if self.handle is None:
             return 0
-        return int(self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used) - self.baseline
+        return int(self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used) - self.baseline - self.ballast
 
     def _loop(self) -> None:
         while True:
@@ -113,34 +122,67 @@ class _Sampler:
             return self.nvml_max, self.rss_max
 
 
-def _cap(card_mib: int, context_mib: int) -> dict[str, Any]:
+def _ballast(size: int) -> None:
+    """Allocate ``size`` bytes of device memory with the driver API, outside PyTorch's pool, for good.
+
+    Why the driver API: PyTorch's allocators would count it (and a cudaMallocAsync pool could
+    hand it back); this memory is simply gone for the process, as on a smaller card."""
+    libcuda = ctypes.CDLL("libcuda.so.1")
+    pointer = ctypes.c_uint64()
+    status = libcuda.cuMemAlloc_v2(ctypes.byref(pointer), ctypes.c_size_t(size))
+    if status != 0:
+        raise RuntimeError(f"cuMemAlloc of the {size // MIB} MiB ballast failed with CUresult {status}")
+
+
+def _cap(card_mib: int, sampler: _Sampler, peaks: dict[str, int]) -> dict[str, Any]:
     import torch
 
     if not torch.cuda.is_available():
         return {"gpu": None}
     torch.zeros(1, device="cuda")
-    _free, real_total = torch.cuda.mem_get_info()
-    cap = (card_mib - context_mib) * MIB
-    torch.cuda.set_per_process_memory_fraction(cap / real_total)
+    free_before, real_total = torch.cuda.mem_get_info()
+    # What CUDA would report as total on the imitated card: NVML's total minus the driver's
+    # reserve, taken to be this device's (NVML used at idle = NVML total - CUDA total here).
+    visible = card_mib * MIB - sampler.baseline
+    ballast = max(0, free_before - (visible - (real_total - free_before)))
+    _ballast(ballast)
+    sampler.ballast = ballast
+    torch.cuda.set_per_process_memory_fraction(min(1.0, visible / real_total))
     real = torch.cuda.mem_get_info
 
     def mem_get_info(device: Any = None) -> tuple[int, int]:
         free, _total = real(device)
-        return max(0, min(free, cap - torch.cuda.memory_reserved(device))), card_mib * MIB
+        return free, visible
 
     torch.cuda.mem_get_info = mem_get_info
     torch.cuda.memory.mem_get_info = mem_get_info
+
+    # Keep the peaks a node's own reset_peak_memory_stats would wipe before the node ends.
+    reset = torch.cuda.memory.reset_peak_memory_stats
+
+    def reset_keeping_peaks(device: Any = None) -> None:
+        peaks["allocated"] = max(peaks["allocated"], torch.cuda.max_memory_allocated(device))
+        peaks["reserved"] = max(peaks["reserved"], torch.cuda.max_memory_reserved(device))
+        reset(device)
+
+    peaks["reset"] = reset  # type: ignore[assignment]
+    torch.cuda.reset_peak_memory_stats = reset_keeping_peaks
+    torch.cuda.memory.reset_peak_memory_stats = reset_keeping_peaks
+    free_after, _ = real()
     return {
         "gpu": torch.cuda.get_device_name(),
         "real_total_mib": real_total // MIB,
         "card_mib": card_mib,
-        "context_mib": context_mib,
-        "allocator_cap_mib": cap // MIB,
+        "cuda_visible_mib": visible // MIB,
+        "ballast_mib": ballast // MIB,
+        "free_after_ballast_mib": free_after // MIB,
         "backend": torch.cuda.get_allocator_backend(),
     }
 
 
-def _instrument(stats_path: str, sampler: _Sampler, state: dict[str, Any], execution: Any) -> None:
+def _instrument(
+    stats_path: str, sampler: _Sampler, state: dict[str, Any], peaks: dict[str, Any], execution: Any
+) -> None:
     """Wrap execution.execute: one stats line per executed node."""
     import torch
 
@@ -153,7 +195,8 @@ def _instrument(stats_path: str, sampler: _Sampler, state: dict[str, Any], execu
         class_type = dynprompt.get_node(current_item)["class_type"]
         if cuda:
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            peaks["reset"]()
+        peaks["allocated"] = peaks["reserved"] = 0
         sampler.reset()
         state["steps"] = []
         start = time.monotonic()
@@ -164,12 +207,14 @@ def _instrument(stats_path: str, sampler: _Sampler, state: dict[str, Any], execu
                 torch.cuda.synchronize()
             seconds = time.monotonic() - start
             nvml, rss = sampler.peaks()
+            allocated = torch.cuda.max_memory_allocated() if cuda else 0
+            reserved = torch.cuda.max_memory_reserved() if cuda else 0
             record = {
                 "node": str(current_item),
                 "class_type": class_type,
                 "s": round(seconds, 3),
-                "allocated_peak_mib": round(torch.cuda.max_memory_allocated() / MIB, 1) if cuda else 0,
-                "reserved_peak_mib": round(torch.cuda.max_memory_reserved() / MIB, 1) if cuda else 0,
+                "allocated_peak_mib": round(max(peaks["allocated"], allocated) / MIB, 1),
+                "reserved_peak_mib": round(max(peaks["reserved"], reserved) / MIB, 1),
                 "reserved_end_mib": round(torch.cuda.memory_reserved() / MIB, 1) if cuda else 0,
                 "nvml_peak_mib": round(nvml / MIB, 1),
                 "rss_peak_mib": round(rss / MIB, 1),
@@ -201,11 +246,10 @@ def main() -> None:
     sampler = _Sampler()
     stats = os.environ["ZR4_BENCH_STATS"]
     state: dict[str, Any] = {"steps": []}
+    peaks: dict[str, Any] = {"allocated": 0, "reserved": 0}
 
     def on_torch(_torch: Any) -> None:
-        info = _cap(
-            int(os.environ["ZR4_BENCH_CARD_MIB"]), int(os.environ.get("ZR4_BENCH_CONTEXT_MIB", "700"))
-        )
+        info = _cap(int(os.environ["ZR4_BENCH_CARD_MIB"]), sampler, peaks)
         info["nvml_baseline_mib"] = sampler.baseline // MIB
         info["nvml_after_init_mib"] = sampler.nvml_used() // MIB
         info["nvml_error"] = sampler.nvml_error
@@ -218,7 +262,7 @@ def main() -> None:
         _AfterImport(
             {
                 "torch": on_torch,
-                "execution": lambda module: _instrument(stats, sampler, state, module),
+                "execution": lambda module: _instrument(stats, sampler, state, peaks, module),
                 "comfy.utils": lambda module: _progress(state, module),
             }
         ),

@@ -2,10 +2,11 @@
 # On the device machine (one H100/H200, no network), from the repository root, with the carry
 # folder pack.sh and workflows.py made in .devcarry/: unpack ComfyUI + node packs and wheels,
 # write random weights of the true shapes, then run zr4's workflow for each imitated card in RUNS.
-#   RUNS="q4km-16g:16384 q4km-12g:12288" bash .devcarry/bench/device.sh
-# Each entry: name:card MiB, with .devcarry/plan-NAME.json and workflow-NAME.json beside it.
-# A run starts only if MIN_RUN_S of BUDGET_S is left. Results, the per-node stats and ComfyUI's log
-# are written straight into $OUT, so a call cut off at its limit still brings back what ran.
+#   RUNS="q4km-16g:16376 q4km-16g.2:16376 q4km-12g:12288" bash .devcarry/bench/device.sh
+# Each entry: name:card MiB, with .devcarry/plan-NAME.json and workflow-NAME.json beside it; a
+# repeat of a run is NAME.2 (same plan and workflow, its own results).
+# A run starts only if MIN_RUN_S of BUDGET_S is left. Each run's result, per-node stats and ComfyUI
+# log go into $OUT/runs.tar as soon as it ends, so a call cut off at its limit brings back what ran.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 T0=$(date +%s)
@@ -34,16 +35,20 @@ B="$CARRY/bench"
 } 2>&1
 echo "== $(date -u +%FT%TZ) tokenizer + weights ($(left) s left)"
 python3 "$B/tokenizer.py" --into "$W/ComfyUI/custom_nodes/ComfyUI-WanVideoWrapper/configs/T5_tokenizer"
-# The GGUF files and the four other models are written by two processes at once (disk-bound).
-PIDS=()
-for r in $RUNS; do
-  level=$(python3 -c "import json; print(json.load(open('$CARRY/plan-${r%%:*}.json'))['gguf_level'])")
-  if [ ! -f "$W/ComfyUI/models/diffusion_models/.done-$level" ]; then
+# One GGUF file at a time (Q4_K_M 10.7 GB, Q8_0 17.4 GB and the other four 13.6 GB do not fit the
+# device's free disk together): the first run's level is written beside the other four models by a
+# second process (disk-bound), a later run's level replaces it when that run starts.
+level_of() { python3 -c "import json; print(json.load(open('$CARRY/plan-${1%%.*}.json'))['gguf_level'])"; }
+gguf() {
+  if [ ! -f "$W/ComfyUI/models/diffusion_models/.done-$1" ]; then
+    rm -f "$W"/ComfyUI/models/diffusion_models/*.gguf "$W"/ComfyUI/models/diffusion_models/.done-*
     (cd "$B" && python3 make_weights.py --manifests "$W/manifests.json" --models "$W/ComfyUI/models" \
-      --gguf "$level" --skip-others > "$W/weights-$level.json" && touch "$W/ComfyUI/models/diffusion_models/.done-$level") &
-    PIDS+=($!)
+      --gguf "$1" --skip-others > "$W/weights-$1.json") && touch "$W/ComfyUI/models/diffusion_models/.done-$1"
   fi
-done
+}
+first=${RUNS%% *}
+gguf "$(level_of "${first%%:*}")" &
+PIDS=($!)
 if [ ! -f "$W/ComfyUI/models/.done-others" ]; then
   (cd "$B" && python3 make_weights.py --manifests "$W/manifests.json" --models "$W/ComfyUI/models" \
     > "$W/weights-others.json" && touch "$W/ComfyUI/models/.done-others") &
@@ -57,14 +62,18 @@ for r in $RUNS; do
   IFS=: read -r name card <<<"$r"
   remaining=$(left)
   if [ "$remaining" -lt "$MIN_RUN_S" ]; then echo "== skip $name: $remaining s left"; continue; fi
+  gguf "$(level_of "$name")"
+  remaining=$(left)
   echo "== $(date -u +%FT%TZ) run $name (card $card MiB; $remaining s left)"
-  python3 "$B/run.py" --comfyui "$W/ComfyUI" --workflow "$CARRY/workflow-$name.json" --plan "$CARRY/plan-$name.json" \
+  python3 "$B/run.py" --comfyui "$W/ComfyUI" --workflow "$CARRY/workflow-${name%%.*}.json" --plan "$CARRY/plan-${name%%.*}.json" \
     --video "$CARRY/inputs/driving.mp4" --image "$CARRY/inputs/reference.png" \
     --card-mib "$card" --name "$name" --run-timeout $((remaining - 45)) \
     --out "$OUT/$name.json" || echo "run $name failed: $?"
-  # The first run's mp4 comes back (a call returns at most 8 files); later runs' are described in
-  # their JSON (bytes, frames).
-  mp4=$(ls -t "$W"/ComfyUI/output/*.mp4 2>/dev/null | head -1 || true)
+  # A call brings back at most 8 files: each run's result, stats and log go into one tar as soon as
+  # it ends. The first run's mp4 comes back too; later runs' are described in their JSON.
+  tar -rf "$OUT/runs.tar" -C "$OUT" --remove-files "$name.json" "$name.stats.jsonl" "$name.comfyui.log" \
+    || echo "could not add $name's files to runs.tar"
+  mp4=$(find "$W/ComfyUI/output" -maxdepth 1 -name '*.mp4' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -1 | cut -d' ' -f2-)
   if [ -n "$mp4" ] && [ "$(stat -c %s "$mp4")" -lt 12000000 ] && ! ls "$OUT"/*.mp4 >/dev/null 2>&1; then
     cp "$mp4" "$OUT/$name.mp4"
   fi

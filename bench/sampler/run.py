@@ -127,7 +127,12 @@ def summarize(records: list[dict[str, Any]], sampler_steps: int) -> dict[str, An
     marks: list[tuple[float, int]] = []
     for r in records:
         if PHASES.get(r["class_type"]) == "sample":
-            marks = [(t, v) for t, v, total in r["steps"] if total == sampler_steps and v > 0]
+            # Each step is reported twice (value, then preview); the first report of a value counts.
+            seen: dict[int, float] = {}
+            for t, v, total in r["steps"]:
+                if total == sampler_steps and v > 0:
+                    seen.setdefault(v, t)
+            marks = sorted((t, v) for v, t in seen.items())
     first = marks[0][0] if marks else None
     steps = [round(b[0] - a[0], 3) for a, b in itertools.pairwise(marks)]
     return {"phases": phases, "step_s": steps, "first_step_done_s": first}
@@ -158,7 +163,6 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     (front / "index.html").write_text("<!doctype html><title>bench</title>")
     env = os.environ | {
         "ZR4_BENCH_CARD_MIB": str(opts.card_mib),
-        "ZR4_BENCH_CONTEXT_MIB": str(opts.context_mib),
         "ZR4_BENCH_STATS": str(stats),
         "PYTHONUNBUFFERED": "1",
     }
@@ -179,7 +183,6 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "name": opts.name,
         "card_mib": opts.card_mib,
-        "context_mib": opts.context_mib,
         "plan": {
             k: plan[k]
             for k in (
@@ -299,7 +302,6 @@ def main() -> None:
     parser.add_argument("--video", type=Path, required=True)
     parser.add_argument("--image", type=Path, required=True)
     parser.add_argument("--card-mib", type=int, required=True)
-    parser.add_argument("--context-mib", type=int, default=700)
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--extra-arg", action="append", default=[])
