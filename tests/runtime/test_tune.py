@@ -230,10 +230,10 @@ def test_zr4_plan_prints_the_budget_table() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
-    assert "NVIDIA GeForce RTX 4080 SUPER: 16,384 MiB, tier consumer" in out
+    assert "NVIDIA GeForce RTX 4080 SUPER: 16,376 MiB, tier consumer" in out  # as the driver reports it
     assert "diffusion weights (gguf Q4_K_M)" in out and "█" in out
-    assert "memory mode                    model_cpu_offload" in out
-    assert "ComfyUI arguments: --disable-smart-memory --use-pytorch-cross-attention" in out
+    assert "memory mode                    sequential_cpu_offload" in out
+    assert "ComfyUI arguments: --lowvram --disable-smart-memory --use-pytorch-cross-attention" in out
 
 
 def test_zr4_plan_json_and_a_plan_that_does_not_fit() -> None:

@@ -45,8 +45,9 @@ def test_cpu_only_machine_runs_encoder_and_pose_on_the_cpu() -> None:
     assert inputs(workflow, "decode")["enable_vae_tiling"] is False
 
 
-# Small cards and a large frame: the planner moves the encoder and pose off the card and tiles.
-CARDS = [(6144, Workload()), (10240, Workload(1280, 720, 81, 4)), (4096, Workload())]
+# Small cards, each with a workload it fits: the planner moves the encoder (and on 4 GiB the pose
+# models) off the card, and tiles the decode where the untiled one does not fit.
+CARDS = [(6144, Workload(832, 480, 49, 4)), (8192, Workload()), (4096, Workload(480, 272, 33, 4))]
 
 
 def card_plan(mib: int, workload: Workload) -> Any:
@@ -58,6 +59,7 @@ def card_plan(mib: int, workload: Workload) -> Any:
 
 def test_the_cards_cover_every_decision() -> None:
     plans = [card_plan(mib, workload) for mib, workload in CARDS]
+    assert all(p.fits for p in plans)
     assert {p.text_encoder_device for p in plans} == {"cpu"}
     assert {p.pose_device for p in plans} == {"cpu", "gpu"}
     assert {p.vae_tiling for p in plans} == {True, False}

@@ -76,7 +76,7 @@ def plan_command(
         raise UsageError("--vram-gib must be positive")
     gpu = GpuFacts(
         name=loaded.gpu.name if vram_gib is None else f"{vram:g} GiB card",
-        total_mib=int(vram * 1024),
+        total_mib=int(vram * 1024) if vram_gib is not None else loaded.gpu.total_mib,
         compute_capability=loaded.gpu.compute_capability,
     )
     request = replace(

@@ -44,6 +44,10 @@ class Gpu(StrictModel):
 
     name: PlainText
     vram_gib: float = Field(gt=0, le=1024)
+    # What the driver reports as the card's memory (nvidia-smi memory.total, MiB), where a source
+    # gives it: less than vram_gib × 1024 (an RTX 4080 SUPER reports 16,376). Offline plans use it;
+    # at run time the plan uses what NVML reports free.
+    reported_mib: int | None = Field(default=None, gt=0, le=1024 * 1024)
     compute_capability: str = Field(pattern=r"^[0-9]{1,2}\.[0-9]$")
     tier: Literal["consumer", "prosumer", "datacenter"]
     # Extra architectures to compile CUDA extensions for (TORCH_CUDA_ARCH_LIST), besides this card's own.
@@ -58,6 +62,11 @@ class Gpu(StrictModel):
         if isinstance(value, float):
             return f"{value:.1f}"
         return value
+
+    @property
+    def total_mib(self) -> int:
+        """The card's memory to plan against offline: as reported where known, else nominal."""
+        return self.reported_mib if self.reported_mib is not None else int(self.vram_gib * 1024)
 
     @property
     def sm(self) -> int:

@@ -407,8 +407,8 @@ class _Planner:
                 int(f.num("runtime", "cuda_context_mib")),
                 "always",
                 "overhead",
-                "NVML used − PyTorch reserved after a forward pass",
-                "measured (bench/results/planner.md)",
+                "NVML use of the ComfyUI process − PyTorch reserved",
+                "measured on the real sampler (bench/results/sampler.md)",
             ),
             BudgetItem(
                 "comfyui_reserve",
@@ -444,7 +444,6 @@ class _Planner:
                     "estimate",
                 )
             )
-        encoder_activation = int(f.num("encoders", "activation_mib"))
         if layout.text_on_gpu:
             items.append(
                 BudgetItem(
@@ -460,12 +459,12 @@ class _Planner:
             items.append(
                 BudgetItem(
                     "text_activations",
-                    "text encoder activations",
-                    encoder_activation,
+                    "text encoder activations + allocator pool",
+                    int(f.num("encoders", "text_activation_mib")),
                     "text",
                     "transient",
-                    "512 tokens, batch 1",
-                    "estimate",
+                    "512 tokens, batch 1; reserved − weights, measured",
+                    "measured on the real sampler (bench/results/sampler.md)",
                 )
             )
         items.append(
@@ -482,12 +481,12 @@ class _Planner:
         items.append(
             BudgetItem(
                 "clip_activations",
-                "CLIP vision activations",
-                encoder_activation,
+                "CLIP vision activations + allocator pool",
+                int(f.num("encoders", "clip_activation_mib")),
                 "image",
                 "transient",
-                "257 tokens, batch 1",
-                "estimate",
+                "257 tokens, batch 1; reserved − weights, measured",
+                "measured on the real sampler (bench/results/sampler.md)",
             )
         )
         resident_blocks = self.blocks - layout.swap
@@ -506,7 +505,9 @@ class _Planner:
             )
         )
         if layout.swap:
-            staged = min(1 + layout.prefetch, layout.swap)
+            # The block being run, the prefetched ones, and the one just run whose non-blocking copy
+            # back to the host is still in flight (its memory returns to the pool when the copy ends).
+            staged = min(2 + layout.prefetch, layout.swap)
             items.append(
                 BudgetItem(
                     "swap_staging",
@@ -514,8 +515,10 @@ class _Planner:
                     _mib(staged * self.block_bytes),
                     "sample",
                     "transient",
-                    f"the block being run{' + 1 prefetched' if staged > 1 else ''} × {self.block_bytes / 1e6:.0f} MB",
-                    "WanVideoBlockSwap (blocks_to_swap, prefetch_blocks)",
+                    f"the block being run + {layout.prefetch} prefetched + 1 being copied back, at most the "
+                    f"{layout.swap} swapped, × {self.block_bytes / 1e6:.0f} MB",
+                    "WanVideoBlockSwap (blocks_to_swap, prefetch_blocks); wanvideo/modules/model.py offloads "
+                    "each swapped block with non_blocking=True after it runs",
                 )
             )
         if r.step_distill_lora and not self.lora_merged:
@@ -566,7 +569,7 @@ class _Planner:
                 "sample",
                 "transient",
                 f"{fraction:.0%} of activations",
-                "measured under a memory cap (bench/results/planner.md)",
+                "reserved − allocated on the real sampler (bench/results/sampler.md)",
             )
         )
         items.append(
@@ -592,6 +595,18 @@ class _Planner:
                 f"{'tile' if layout.vae_tiled else 'frame'} px + "
                 f"{f.num('decode', 'per_pixel_frame_bytes'):g} B × W×H×frames",
                 "measured and fitted (bench/results/planner.md)",
+            )
+        )
+        pool = f.num("decode", "pool_fraction")
+        items.append(
+            BudgetItem(
+                "vae_pool",
+                "VAE allocator headroom",
+                _mib(decode * pool),
+                "decode",
+                "transient",
+                f"{pool:.0%} of the decode",
+                "reserved − allocated on the real sampler (bench/results/sampler.md)",
             )
         )
         return items

@@ -29,7 +29,7 @@ def plan_for_profile(profile: Any) -> Any:
     request = PlanRequest(
         gpu=GpuFacts(
             name=profile.gpu.name,
-            total_mib=int(profile.gpu.vram_gib * 1024),
+            total_mib=profile.gpu.total_mib,
             compute_capability=profile.gpu.compute_capability,
         ),
         variant=profile.model.variant,
