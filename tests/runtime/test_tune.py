@@ -233,6 +233,8 @@ def test_zr4_plan_prints_the_budget_table() -> None:
     assert "NVIDIA GeForce RTX 4080 SUPER: 16,376 MiB, tier consumer" in out  # as the driver reports it
     assert "diffusion weights (gguf Q4_K_M)" in out and "█" in out
     assert "memory mode                    sequential_cpu_offload" in out
+    # 16,376 − 16,146 planned at the sampling peak, plus the 400 MiB ComfyUI keeps free
+    assert "left free at the peak       630 MiB  ComfyUI's 400 MiB reserve + 230 MiB" in out
     assert "ComfyUI arguments: --lowvram --disable-smart-memory --use-pytorch-cross-attention" in out
 
 

@@ -1111,6 +1111,15 @@ def format_plan(result: TuningPlan) -> str:
             else " (host RAM not given)"
         )
         lines.append(f"  host RAM needed         {result.host_ram_needed_mib / GIB_MIB:7.1f} GiB{ram}")
+        reserve = sum(item.mib for item in result.items if item.key == "comfyui_reserve")
+        if result.fits and card:
+            # Why say it: the peak's share of the card looks thin; what is actually left is the reserve
+            # plus the rest, on top of terms measured as upper bounds (bench/results/sampler.md).
+            left = card - result.peak_mib + reserve
+            lines.append(
+                f"  left free at the peak   {left:>7,} MiB  ComfyUI's {reserve:,} MiB reserve + "
+                f"{card - result.peak_mib:,} MiB"
+            )
     lines.append("")
     lines.append("decisions:")
     for decision in result.decisions:
