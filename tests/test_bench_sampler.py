@@ -144,3 +144,15 @@ def test_phases_take_the_maximum_peak_and_the_sampler_steps() -> None:
     assert out["phases"]["load"]["rss_peak_mib"] == 41000.0
     assert out["step_s"] == [7.0, 7.5, 7.5]
     assert out["first_step_done_s"] == 12.0
+
+
+def test_the_ballast_leaves_the_imitated_card_and_no_more() -> None:
+    ballast_bytes = _module("capped").ballast_bytes
+    mib = 1024 * 1024
+    # The H100 of the first run: 81,559 MiB in NVML, 480 of them used idle, 81,079 in CUDA's total;
+    # ComfyUI's context already holds 240 MiB when the ballast is taken.
+    total, idle, context = 81079 * mib, 480 * mib, 240 * mib
+    visible, ballast = ballast_bytes(16376, idle, total - context, total)
+    assert visible == (16376 - 480) * mib
+    assert total - context - ballast == visible - context  # free after the ballast
+    assert ballast_bytes(200000, idle, total - context, total)[1] == 0  # a card bigger than the device

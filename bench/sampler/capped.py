@@ -122,6 +122,19 @@ class _Sampler:
             return self.nvml_max, self.rss_max
 
 
+def ballast_bytes(card_mib: int, idle_used: int, free: int, total: int) -> tuple[int, int]:
+    """(CUDA-visible bytes of the imitated card, bytes to take from this device) for a card that
+    reports ``card_mib`` to NVML.
+
+    The driver's own reserve is taken to be this device's: NVML counts ``idle_used`` bytes as used
+    with no process on the card, memory CUDA does not count in its total. What this process already
+    holds (``total - free``: its context) stays inside the imitated card, so after the ballast the
+    process has exactly what it would have on that card."""
+    visible = card_mib * MIB - idle_used
+    held = total - free
+    return visible, max(0, free - (visible - held))
+
+
 def _ballast(size: int) -> None:
     """Allocate ``size`` bytes of device memory with the driver API, outside PyTorch's pool, for good.
 
@@ -141,10 +154,7 @@ def _cap(card_mib: int, sampler: _Sampler, peaks: dict[str, int]) -> dict[str, A
         return {"gpu": None}
     torch.zeros(1, device="cuda")
     free_before, real_total = torch.cuda.mem_get_info()
-    # What CUDA would report as total on the imitated card: NVML's total minus the driver's
-    # reserve, taken to be this device's (NVML used at idle = NVML total - CUDA total here).
-    visible = card_mib * MIB - sampler.baseline
-    ballast = max(0, free_before - (visible - (real_total - free_before)))
+    visible, ballast = ballast_bytes(card_mib, sampler.baseline, free_before, real_total)
     _ballast(ballast)
     sampler.ballast = ballast
     torch.cuda.set_per_process_memory_fraction(min(1.0, visible / real_total))
@@ -165,7 +175,7 @@ def _cap(card_mib: int, sampler: _Sampler, peaks: dict[str, int]) -> dict[str, A
         peaks["reserved"] = max(peaks["reserved"], torch.cuda.max_memory_reserved(device))
         reset(device)
 
-    peaks["reset"] = reset  # type: ignore[assignment]
+    peaks["reset"] = reset
     torch.cuda.reset_peak_memory_stats = reset_keeping_peaks
     torch.cuda.memory.reset_peak_memory_stats = reset_keeping_peaks
     free_after, _ = real()
