@@ -122,6 +122,48 @@ class _Sampler:
             return self.nvml_max, self.rss_max
 
 
+class _Peaks:
+    """PyTorch's allocated and reserved peaks over one node, kept across the resets the node makes.
+
+    Why: WanVideoWrapper calls torch.cuda.reset_peak_memory_stats inside its sampler and VAE nodes,
+    which would otherwise leave only the peak after its last reset for the node's record."""
+
+    def __init__(self) -> None:
+        self.allocated = 0
+        self.reserved = 0
+        self.torch: Any = None
+        self._reset: Callable[..., None] | None = None
+
+    def install(self, torch: Any) -> None:
+        """Route every reset_peak_memory_stats through ``_fold`` first."""
+        self.torch, self._reset = torch, torch.cuda.memory.reset_peak_memory_stats
+
+        def reset_keeping_peaks(device: Any = None) -> None:
+            self._fold(device)
+            assert self._reset is not None
+            self._reset(device)
+
+        torch.cuda.reset_peak_memory_stats = reset_keeping_peaks
+        torch.cuda.memory.reset_peak_memory_stats = reset_keeping_peaks
+
+    def _fold(self, device: Any = None) -> None:
+        self.allocated = max(self.allocated, self.torch.cuda.max_memory_allocated(device))
+        self.reserved = max(self.reserved, self.torch.cuda.max_memory_reserved(device))
+
+    def start(self) -> None:
+        """A node begins: forget the previous node's peaks."""
+        if self._reset is not None:
+            self._reset()
+        self.allocated = self.reserved = 0
+
+    def read(self) -> tuple[int, int]:
+        """(allocated, reserved) peak bytes since ``start``; 0, 0 without CUDA."""
+        if self._reset is None:
+            return 0, 0
+        self._fold()
+        return self.allocated, self.reserved
+
+
 def ballast_bytes(card_mib: int, idle_used: int, free: int, total: int) -> tuple[int, int]:
     """(CUDA-visible bytes of the imitated card, bytes to take from this device) for a card that
     reports ``card_mib`` to NVML.
@@ -147,7 +189,7 @@ def _ballast(size: int) -> None:
         raise RuntimeError(f"cuMemAlloc of the {size // MIB} MiB ballast failed with CUresult {status}")
 
 
-def _cap(card_mib: int, sampler: _Sampler, peaks: dict[str, int]) -> dict[str, Any]:
+def _cap(card_mib: int, sampler: _Sampler, peaks: _Peaks) -> dict[str, Any]:
     import torch
 
     if not torch.cuda.is_available():
@@ -167,17 +209,7 @@ def _cap(card_mib: int, sampler: _Sampler, peaks: dict[str, int]) -> dict[str, A
     torch.cuda.mem_get_info = mem_get_info
     torch.cuda.memory.mem_get_info = mem_get_info
 
-    # Keep the peaks a node's own reset_peak_memory_stats would wipe before the node ends.
-    reset = torch.cuda.memory.reset_peak_memory_stats
-
-    def reset_keeping_peaks(device: Any = None) -> None:
-        peaks["allocated"] = max(peaks["allocated"], torch.cuda.max_memory_allocated(device))
-        peaks["reserved"] = max(peaks["reserved"], torch.cuda.max_memory_reserved(device))
-        reset(device)
-
-    peaks["reset"] = reset
-    torch.cuda.reset_peak_memory_stats = reset_keeping_peaks
-    torch.cuda.memory.reset_peak_memory_stats = reset_keeping_peaks
+    peaks.install(torch)
     free_after, _ = real()
     return {
         "gpu": torch.cuda.get_device_name(),
@@ -191,7 +223,7 @@ def _cap(card_mib: int, sampler: _Sampler, peaks: dict[str, int]) -> dict[str, A
 
 
 def _instrument(
-    stats_path: str, sampler: _Sampler, state: dict[str, Any], peaks: dict[str, Any], execution: Any
+    stats_path: str, sampler: _Sampler, state: dict[str, Any], peaks: _Peaks, execution: Any
 ) -> None:
     """Wrap execution.execute: one stats line per executed node."""
     import torch
@@ -205,8 +237,7 @@ def _instrument(
         class_type = dynprompt.get_node(current_item)["class_type"]
         if cuda:
             torch.cuda.synchronize()
-            peaks["reset"]()
-        peaks["allocated"] = peaks["reserved"] = 0
+        peaks.start()
         sampler.reset()
         state["steps"] = []
         start = time.monotonic()
@@ -217,14 +248,13 @@ def _instrument(
                 torch.cuda.synchronize()
             seconds = time.monotonic() - start
             nvml, rss = sampler.peaks()
-            allocated = torch.cuda.max_memory_allocated() if cuda else 0
-            reserved = torch.cuda.max_memory_reserved() if cuda else 0
+            allocated, reserved = peaks.read()
             record = {
                 "node": str(current_item),
                 "class_type": class_type,
                 "s": round(seconds, 3),
-                "allocated_peak_mib": round(max(peaks["allocated"], allocated) / MIB, 1),
-                "reserved_peak_mib": round(max(peaks["reserved"], reserved) / MIB, 1),
+                "allocated_peak_mib": round(allocated / MIB, 1),
+                "reserved_peak_mib": round(reserved / MIB, 1),
                 "reserved_end_mib": round(torch.cuda.memory_reserved() / MIB, 1) if cuda else 0,
                 "nvml_peak_mib": round(nvml / MIB, 1),
                 "rss_peak_mib": round(rss / MIB, 1),
@@ -256,7 +286,7 @@ def main() -> None:
     sampler = _Sampler()
     stats = os.environ["ZR4_BENCH_STATS"]
     state: dict[str, Any] = {"steps": []}
-    peaks: dict[str, Any] = {"allocated": 0, "reserved": 0}
+    peaks = _Peaks()
 
     def on_torch(_torch: Any) -> None:
         info = _cap(int(os.environ["ZR4_BENCH_CARD_MIB"]), sampler, peaks)

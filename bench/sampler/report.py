@@ -14,7 +14,10 @@ holds + library workspaces), the number that must fit the card.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +43,7 @@ def planned_now(result: dict[str, Any]) -> TuningPlan:
 
 
 def _use(planned: TuningPlan, phase: str) -> int:
-    reserve = sum(i.mib for i in planned.items if i.key == "comfyui_reserve")
-    return planned.phase_mib[phase] - reserve
+    return planned.phase_mib[phase] - planned.reserve_mib
 
 
 def _text_on_gpu_use(result: dict[str, Any]) -> int:
@@ -51,17 +53,20 @@ def _text_on_gpu_use(result: dict[str, Any]) -> int:
     return _use(planned_now(big), "text")
 
 
-def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    """Phases and s/step recomputed from the per-node records with run.py's current summarize."""
-    import importlib.util
-    import sys
-
+@functools.cache
+def _run_module() -> Any:
+    """run.py, loaded once: its summarize is what the device-side run used."""
     spec = importlib.util.spec_from_file_location("bench_sampler_run", Path(__file__).with_name("run.py"))
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return dict(module.summarize(result["nodes"], 4))
+    return module
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    """Phases and s/step recomputed from the per-node records with run.py's current summarize."""
+    return dict(_run_module().summarize(result["nodes"], 4))
 
 
 def phase_table(result: dict[str, Any], planned: TuningPlan) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -75,21 +75,26 @@ def profile_model_files() -> list[str]:
     return sorted({t.rel for name in bundled_profile_names() for t in default_targets(load_profile(name))})
 
 
+T = TypeVar("T")
+
+
+def _found_or_skip(found: tuple[T | None, str]) -> T:
+    """The thing a ``*_or_skip_reason`` helper found; without it, skip the test naming what is missing."""
+    thing, reason = found
+    if thing is None:
+        pytest.skip(reason)
+    return thing
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Path of a headless Chromium for the browser checks; skips, naming what is missing, without one."""
-    binary, reason = chromium_or_skip_reason()
-    if binary is None:
-        pytest.skip(reason)
-    return binary
+    return _found_or_skip(chromium_or_skip_reason())
 
 
 @pytest.fixture(scope="session")
 def comfy_sources() -> ComfySources:
-    sources, reason = sources_or_skip_reason()
-    if sources is None:
-        pytest.skip(reason)
-    return sources
+    return _found_or_skip(sources_or_skip_reason())
 
 
 @pytest.fixture(scope="session")

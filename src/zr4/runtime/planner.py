@@ -185,6 +185,11 @@ class TuningPlan:
     alternatives: tuple[str, ...] = ()
 
     @property
+    def reserve_mib(self) -> int:
+        """What the budget keeps free for ComfyUI (its reserve): in every phase, used by no process."""
+        return sum(item.mib for item in self.items if item.key == "comfyui_reserve")
+
+    @property
     def fits(self) -> bool:
         return self.error is None
 
@@ -1111,7 +1116,7 @@ def format_plan(result: TuningPlan) -> str:
             else " (host RAM not given)"
         )
         lines.append(f"  host RAM needed         {result.host_ram_needed_mib / GIB_MIB:7.1f} GiB{ram}")
-        reserve = sum(item.mib for item in result.items if item.key == "comfyui_reserve")
+        reserve = result.reserve_mib
         if result.fits and card:
             # Why say it: the peak's share of the card looks thin; what is actually left is the reserve
             # plus the rest, on top of terms measured as upper bounds (bench/results/sampler.md).
