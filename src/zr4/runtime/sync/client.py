@@ -2,6 +2,14 @@
 
 R2 rejects the checksum trailers boto3 >= 1.36 sends by default (boto/boto3#4392,
 cloudflare-docs#19236), so checksums are computed only when an operation requires them.
+
+Over HTTPS the request bodies are not SHA-256 signed (``UNSIGNED-PAYLOAD``): without a checksum
+header botocore's S3 signer would hash every byte of every part once more for the signature
+(botocore/auth.py ``S3SigV4Auth._should_sha256_sign_payload``), on top of the sha256 zr4 computes
+for its own index: half the client's CPU for a large file. TLS already authenticates the bytes in
+transit; Cloudflare's own R2 examples turn payload signing off
+(https://developers.cloudflare.com/r2/examples/aws/aws-sdk-net/, ``DisablePayloadSigning = true``).
+Over plain HTTP the body stays signed: there the signature is the only integrity check.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ from zr4.runtime.sync.settings import MIN_PART_BYTES, SyncSettings
 SKEW_LIMIT_SECONDS = 15 * 60
 
 
+def _is_https(endpoint_url: str) -> bool:
+    return endpoint_url.lower().startswith("https://")
+
+
 def make_s3_client(settings: SyncSettings) -> Any:
     """boto3 S3 client for ``settings.endpoint_url`` with R2's required options."""
     config = Config(
@@ -35,7 +47,7 @@ def make_s3_client(settings: SyncSettings) -> Any:
         connect_timeout=settings.connect_timeout_seconds,
         read_timeout=settings.read_timeout_seconds,
         max_pool_connections=max(10, settings.request_concurrency + settings.file_concurrency * 2),
-        s3={"addressing_style": "path"},
+        s3={"addressing_style": "path", "payload_signing_enabled": not _is_https(settings.endpoint_url)},
     )
     core = botocore.session.get_session()
     # Timestamps stay the server's strings: nothing here reads them, and botocore parses each one with
