@@ -142,6 +142,7 @@ def test_start_runs_one_comfyui_per_gpu(tmp_path: Path, hub) -> None:  # noqa: F
         assert pinned == ["0", "1"]
     finally:
         output = stop(process)
+        print(output)  # pytest shows it beside a failure: what `zr4 start` said while the test waited
     assert process.returncode == 0, output
     assert (
         f"ComfyUI 0 on GPU 0, port {pod.port}" in output

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -35,14 +36,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _ephemeral_range() -> range:
+    """The kernel's range for outgoing connections' local ports (ip(7): ip_local_port_range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port_run(count: int, avoid: range = range(0)) -> int:
     """The first of ``count`` consecutive ports free on 127.0.0.1 right now, none of them in ``avoid``.
 
-    For servers that take ``port + i`` (one ComfyUI per GPU): ``free_port()`` twice may hand out
-    neighbours, so ``port + 1`` of one run could be the other run's first port.
+    For servers that take ``port + i`` (one ComfyUI per GPU), bound only after a model download: the
+    run is taken below the kernel's ephemeral range, because a port inside it can become the local
+    port of any outgoing connection (the downloads, the proxy's own) before the server binds it.
+    ``free_port()`` twice may also hand out neighbours, so ``port + 1`` of one run could be the other
+    run's first port: ``avoid`` keeps a second run clear of the first.
     """
+    ephemeral = _ephemeral_range()
+    choose = random.SystemRandom()
     for _ in range(200):
-        first = free_port()
+        below = ephemeral.start - count > 10_000  # else (a wide ephemeral range) any free port
+        first = choose.randrange(10_000, ephemeral.start - count) if below else free_port()
         run = range(first, first + count)
         if run.stop > 65536 or any(port in avoid for port in run):
             continue
