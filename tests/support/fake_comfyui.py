@@ -349,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             "started_at": time.time(),
             "pid": os.getpid(),
         }
-        partial = state / "argv.json.part"  # renamed into place: a reader never sees half a file
+        # Renamed into place: a reader never sees half a file. Per process: one ComfyUI per GPU
+        # shares this folder, and a shared temporary name let one instance rename the other's away.
+        partial = state / f"argv.json.{os.getpid()}.part"
         partial.write_text(json.dumps(record))
         os.replace(partial, state / "argv.json")
     load_custom_nodes(Path(__file__).resolve().parent)
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"To see the GUI go to: http://{host}:{args.port}", flush=True)
 
     # A finished "job": written under a temporary name, then renamed, as ComfyUI's savers end up.
-    partial = output_dir / f".{OUTPUT_NAME}.part"
+    partial = output_dir / f".{OUTPUT_NAME}.{os.getpid()}.part"  # per process, as above
     partial.write_bytes(PNG_BYTES)
     os.replace(partial, output_dir / OUTPUT_NAME)
 
