@@ -7,8 +7,8 @@ Over HTTPS the request bodies are not SHA-256 signed (``UNSIGNED-PAYLOAD``): wit
 header botocore's S3 signer would hash every byte of every part once more for the signature
 (botocore/auth.py ``S3SigV4Auth._should_sha256_sign_payload``), on top of the sha256 zr4 computes
 for its own index: half the client's CPU for a large file. TLS already authenticates the bytes in
-transit; Cloudflare's own R2 examples turn payload signing off
-(https://developers.cloudflare.com/r2/examples/aws/aws-sdk-net/, ``DisablePayloadSigning = true``).
+transit; Cloudflare's own R2 example uploads with payload signing off (``DisablePayloadSigning =
+true``, cloudflare/cloudflare-docs@9f60b2f3:src/content/docs/r2/examples/aws/aws-sdk-net.mdx).
 Over plain HTTP the body stays signed: there the signature is the only integrity check.
 """
 
