@@ -112,8 +112,8 @@ def run_rclone_copy(server: RcloneS3, source: Path, tag: str) -> float:
     return _time(command)
 
 
-def run_aws_cp(server: RcloneS3, source: Path, tag: str) -> float:
-    """`aws s3 cp --recursive` with its defaults (s3transfer: 8 MiB parts, 10 requests in flight)."""
+def aws_env(server: RcloneS3) -> dict[str, str]:
+    """aws-cli's environment for ``server``: its key pair, no user config, R2's checksum setting."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env |= {
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
@@ -126,6 +126,12 @@ def run_aws_cp(server: RcloneS3, source: Path, tag: str) -> float:
     }
     if server.ca_cert:
         env["AWS_CA_BUNDLE"] = str(server.ca_cert)
+    return env
+
+
+def run_aws_cp(server: RcloneS3, source: Path, tag: str) -> float:
+    """`aws s3 cp --recursive` with its defaults (s3transfer: 8 MiB parts, 10 requests in flight)."""
+    env = aws_env(server)
     aws = shutil.which("aws")
     assert aws is not None
     command = [aws, "s3", "cp", "--recursive", "--only-show-errors", "--endpoint-url", server.endpoint]
