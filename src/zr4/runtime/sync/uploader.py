@@ -243,6 +243,7 @@ class _BackgroundHash(BaseSubscriber):
         self._result: str | None = None
         self._error: BaseException | None = None
         self._sent = 0
+        self._wanted = 0  # the offset the hash waits for: progress below it wakes nobody
         self._unpaced = False  # the upload ended (or failed): read on without waiting
         self._abandoned = False
         self._progress = threading.Condition()
@@ -251,13 +252,17 @@ class _BackgroundHash(BaseSubscriber):
 
     def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
         # Negative after a retried request (s3transfer rewinds its progress): the sum stays right.
+        # Called for every block the HTTP client reads (~8,000 times per GB): the hash thread is woken
+        # only once the offset it waits for has been sent.
         with self._progress:
             self._sent += bytes_transferred
-            self._progress.notify()
+            if self._sent >= self._wanted:
+                self._progress.notify()
 
     def _wait_until_sent(self, offset: int) -> bool:
         """Wait until the upload has sent ``offset`` bytes (or ended); False when abandoned."""
         with self._progress:
+            self._wanted = offset
             self._progress.wait_for(lambda: self._unpaced or self._sent >= offset)
             return not self._abandoned
 
@@ -272,7 +277,8 @@ class _BackgroundHash(BaseSubscriber):
                 ):
                     sha.update(chunk)
                     read += len(chunk)
-            self._result = sha.hexdigest()
+            if not self._abandoned:  # a digest of part of the file is no result
+                self._result = sha.hexdigest()
         except BaseException as error:
             self._error = error
 
