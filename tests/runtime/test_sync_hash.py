@@ -19,10 +19,9 @@ import pytest
 from support.s3_server import RcloneS3, sync_settings
 from zr4.runtime.sync import read_day_index, sync_once
 from zr4.runtime.sync.client import make_s3_client
+from zr4.runtime.sync.paced_hash import THREAD_NAME as HASH_THREAD
 from zr4.runtime.sync.scanner import day_for
 from zr4.runtime.sync.settings import MIB
-
-HASH_THREAD = "zr4-sync-sha256"
 
 
 def _hash_threads() -> list[threading.Thread]:

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
-from s3transfer.subscribers import BaseSubscriber
 
 from zr4.runtime.sync.journal import Journal
+from zr4.runtime.sync.paced_hash import READ_BYTES, PacedHash
 from zr4.runtime.sync.scanner import (
     FileState,
     content_type_for,
@@ -38,8 +38,6 @@ from zr4.runtime.sync.scanner import (
     stat_file,
 )
 from zr4.runtime.sync.settings import MIN_PART_BYTES, SyncSettings
-
-_READ_BYTES = 8 * 1024 * 1024
 
 # Outcome kinds
 UPLOADED = "uploaded"
@@ -157,7 +155,7 @@ def hash_file(path: Path, with_md5: bool) -> tuple[str, str | None]:
     sha = hashlib.sha256()
     md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
     with open(path, "rb") as handle:
-        while chunk := handle.read(_READ_BYTES):
+        while chunk := handle.read(READ_BYTES):
             sha.update(chunk)
             if md5 is not None:
                 md5.update(chunk)
@@ -225,81 +223,6 @@ def _already_there(remote: RemoteObject | None, state: FileState, sha256: str | 
         and remote.source_path == state.rel_path
         and remote.source_mtime_ns == str(state.mtime_ns)
     )
-
-
-class _BackgroundHash(BaseSubscriber):
-    """sha256 of a file on its own thread while the same bytes are being uploaded (one pass in time).
-
-    The hash reads no further ahead of the upload than one read block: s3transfer reports the bytes
-    it has sent (``on_progress``) and the hash waits for them. Unpaced, it read the whole file in the
-    first half second (~1.9 GB/s) and took a core from the S3 server exactly when the upload needed
-    it; on the 2-CPU benchmark machine that lengthened a 1 GB transfer by ~0.27 s, against ~0.17 s for
-    aws-cli hashing each part as it sends it (bench/results/sync.md). Where CPUs are plentiful it
-    changes nothing. A failed upload must call :meth:`abandon` so the thread does not wait forever.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._result: str | None = None
-        self._error: BaseException | None = None
-        self._sent = 0
-        self._wanted = 0  # the offset the hash waits for: progress below it wakes nobody
-        self._unpaced = False  # the upload ended (or failed): read on without waiting
-        self._abandoned = False
-        self._progress = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="zr4-sync-sha256", daemon=True)
-        self._thread.start()
-
-    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
-        # Negative after a retried request (s3transfer rewinds its progress): the sum stays right.
-        # Called for every block the HTTP client reads (~8,000 times per GB): the hash thread is woken
-        # only once the offset it waits for has been sent.
-        with self._progress:
-            self._sent += bytes_transferred
-            if self._sent >= self._wanted:
-                self._progress.notify()
-
-    def _wait_until_sent(self, offset: int) -> bool:
-        """Wait until the upload has sent ``offset`` bytes (or ended); False when abandoned."""
-        with self._progress:
-            self._wanted = offset
-            self._progress.wait_for(lambda: self._unpaced or self._sent >= offset)
-            return not self._abandoned
-
-    def _run(self) -> None:
-        try:
-            sha = hashlib.sha256()
-            read = 0
-            with open(self._path, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                while self._wait_until_sent(min(read + _READ_BYTES, size)) and (
-                    chunk := handle.read(_READ_BYTES)
-                ):
-                    sha.update(chunk)
-                    read += len(chunk)
-            if not self._abandoned:  # a digest of part of the file is no result
-                self._result = sha.hexdigest()
-        except BaseException as error:
-            self._error = error
-
-    def _unpace(self, abandon: bool) -> None:
-        with self._progress:
-            self._unpaced = True
-            self._abandoned = abandon
-            self._progress.notify()
-
-    def abandon(self) -> None:
-        """The upload failed: stop hashing (the thread ends at its next block)."""
-        self._unpace(abandon=True)
-
-    def result(self) -> str:
-        """The file's sha256, once the upload has succeeded (the rest is read without waiting)."""
-        self._unpace(abandon=False)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
 
 
 def upload_one(
@@ -386,7 +309,10 @@ def upload_one(
                 )
                 etag = str(response.get("ETag", "")).strip('"')
             else:
-                hashing = _BackgroundHash(path) if defer_hash else None
+                try:
+                    hashing = PacedHash(path) if defer_hash else None
+                except FileNotFoundError:
+                    return Outcome(state.rel_path, VANISHED)
                 try:
                     with hooks.applied(key, condition):
                         transfer_manager.upload(
