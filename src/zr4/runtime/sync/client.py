@@ -24,9 +24,13 @@ import boto3
 import botocore.exceptions
 import botocore.session
 from botocore.config import Config
+from botocore.utils import determine_content_length
 from s3transfer.manager import TransferConfig, TransferManager
 
 from zr4.runtime.sync.settings import MIN_PART_BYTES, SyncSettings
+
+# PutObject bodies up to this size go out without waiting for "100 Continue" (see below).
+SMALL_BODY_BYTES = 1024 * 1024
 
 # A server clock further than this from ours means signatures will be refused (S3 allows 15 min).
 SKEW_LIMIT_SECONDS = 15 * 60
@@ -54,13 +58,33 @@ def make_s3_client(settings: SyncSettings) -> Any:
     # dateutil (~0.5 ms): a LIST of 1,000 keys cost 0.5 s of CPU. aws-cli does the same
     # (awscli/customizations/scalarparse.py); the hook is ResponseParserFactory.set_parser_defaults.
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
-    return boto3.session.Session(botocore_session=core).client(
+    client = boto3.session.Session(botocore_session=core).client(
         "s3",
         endpoint_url=settings.endpoint_url,
         aws_access_key_id=settings.access_key_id.reveal(),
         aws_secret_access_key=settings.secret_access_key.reveal(),
         config=config,
     )
+    client.meta.events.register("request-created.s3.PutObject", _small_body_without_expect)
+    return client
+
+
+def _small_body_without_expect(request: Any, **_: Any) -> None:
+    """Send a small PutObject body with its headers instead of after a ``100 Continue``.
+
+    botocore asks for ``Expect: 100-continue`` on every PutObject (``add_expect_header`` in
+    botocore/handlers.py), so each small output waited one round trip before its body went out:
+    on the benchmark's 300 x 1 MB that was 3 % of the time, against R2 one RTT per file. The
+    handshake only pays off when a rejected body would be expensive to send; below about one
+    bandwidth-delay product it costs more than it saves. A server that rejects such a body early
+    may close before reading it; urllib3 then still reads the response (it swallows the broken
+    pipe): `rclone serve s3` over TLS, refusing a wrong signature, gave a clean S3 error up to
+    2 MiB and a broken TLS connection from 4 MiB (bench/results/sync.md), hence the 1 MiB bound
+    (tests/runtime/test_sync_expect.py keeps it clean).
+    """
+    length = determine_content_length(request.body)
+    if length is not None and length <= SMALL_BODY_BYTES:
+        del request.headers["Expect"]
 
 
 def make_transfer_manager(client: Any, settings: SyncSettings) -> TransferManager:
