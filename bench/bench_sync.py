@@ -13,10 +13,12 @@ Against one local `rclone serve s3` (loopback, data on local disk), in one run:
 
 Usage: python bench/bench_sync.py [--tls] [--big-mb 2000] [--small-count 500] [--small-mb 1] [--reps 3]
        [--cases big,small,latency]
-(--tls: HTTPS with a self-signed certificate, as R2 is HTTPS-only. Over plain HTTP botocore must
-SHA-256 every request body for the signature; over HTTPS it sends UNSIGNED-PAYLOAD, see
-botocore/auth.py ``_should_sha256_sign_payload``.)
-Prints a Markdown report on stdout.
+(--tls: HTTPS with a self-signed certificate, as R2 is HTTPS-only. zr4 signs request bodies over
+plain HTTP and sends UNSIGNED-PAYLOAD over HTTPS; aws-cli signs them (SHA-256 of every body) either
+way with its defaults, see botocore/auth.py ``_should_sha256_sign_payload``.)
+Prints a Markdown report on stdout. Besides the medians it pairs the runs of each repetition (the
+tools run back to back, so they share that moment's load): zr4's time minus the fastest other
+tool's, as a mean with its standard error and the count of repetitions zr4 won.
 """
 
 from __future__ import annotations
@@ -139,6 +141,17 @@ def run_aws_cp(server: RcloneS3, source: Path, tag: str) -> float:
 
 
 TOOLS = ("zr4 sync once", "rclone copy", "aws s3 cp")
+
+
+def paired_vs_fastest(times: dict[str, list[float]]) -> tuple[float, float, int]:
+    """(mean, standard error) in ms of zr4's time minus the fastest other tool's, per repetition,
+    and the number of repetitions zr4 was faster. Pairing removes the load the tools shared."""
+    others = [values for tool, values in times.items() if tool != "zr4 sync once"]
+    differences = [
+        zr4 - min(rep) for zr4, rep in zip(times["zr4 sync once"], zip(*others, strict=True), strict=True)
+    ]
+    error = statistics.stdev(differences) / len(differences) ** 0.5
+    return statistics.mean(differences) * 1000, error * 1000, sum(d < 0 for d in differences)
 
 
 def _children_cpu_s() -> float:
@@ -324,6 +337,14 @@ def main() -> None:
             f"Runs {name}: "
             + "; ".join(f"{t} {', '.join(f'{v:.2f}' for v in vs)}" for t, vs in times.items())
         )
+    print()
+    for name, times, _ in rows:
+        if len(times) > 1 and args.reps > 1:
+            mean_ms, error_ms, wins = paired_vs_fastest(times)
+            print(
+                f"Paired {name}: zr4 minus the fastest other tool of the same repetition, mean {mean_ms:+.0f} ms "
+                f"(standard error {error_ms:.0f} ms); zr4 faster in {wins} of {args.reps}."
+            )
     if lat:
         print()
         print(
