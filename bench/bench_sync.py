@@ -44,7 +44,8 @@ from zr4.runtime.sync.scanner import day_for
 MB = 1_000_000
 
 
-def _write_random(path: Path, size: int) -> None:
+def write_random(path: Path, size: int) -> None:
+    """``size`` bytes that do not compress (one random 8 MiB block repeated: fast to write)."""
     chunk = os.urandom(min(size, 8 * 1024 * 1024))
     with open(path, "wb") as handle:
         left = size
@@ -53,7 +54,8 @@ def _write_random(path: Path, size: int) -> None:
             left -= len(chunk)
 
 
-def _zr4_env(server: RcloneS3, source: Path, state: Path, prefix: str, **extra: str) -> dict[str, str]:
+def zr4_env(server: RcloneS3, source: Path, state: Path, prefix: str, **extra: str) -> dict[str, str]:
+    """`zr4 sync`'s environment for ``server``: no inherited AWS_/R2_ settings, its own state folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R2_"))}
     env.update(
         {
@@ -85,7 +87,7 @@ def _time(command: list[str], env: dict[str, str] | None = None) -> float:
 def run_zr4_once(server: RcloneS3, source: Path, work: Path, tag: str) -> float:
     state = work / f"state-{tag}"
     shutil.rmtree(state, ignore_errors=True)
-    env = _zr4_env(server, source, state, f"zr4-{tag}", R2_SYNC_STABLE_SECONDS="0")
+    env = zr4_env(server, source, state, f"zr4-{tag}", R2_SYNC_STABLE_SECONDS="0")
     return _time([sys.executable, "-m", "zr4.cli.main", "sync", "once"], env)
 
 
@@ -197,7 +199,7 @@ def compare(
 def latency(server: RcloneS3, work: Path, files: int, size: int) -> list[float]:
     source = work / "latency-src"
     source.mkdir()
-    env = _zr4_env(server, source, work / "state-latency", "latency")
+    env = zr4_env(server, source, work / "state-latency", "latency")
     log = open(work / "latency-daemon.log", "wb")  # noqa: SIM115
     daemon = subprocess.Popen(
         [sys.executable, "-m", "zr4.cli.main", "sync", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -208,7 +210,7 @@ def latency(server: RcloneS3, work: Path, files: int, size: int) -> list[float]:
         time.sleep(2.0)  # daemon up and watching
         for i in range(files):
             path = source / f"clip_{i:03d}.mp4"
-            _write_random(path, size)
+            write_random(path, size)
             complete = time.time()  # the last write just closed
             key = f"latency/{day_for(path.stat().st_mtime_ns)}/{path.name}"
             deadline = complete + 30
@@ -262,13 +264,13 @@ def main() -> None:
         if "big" in cases:
             big = work / "big"
             big.mkdir()
-            _write_random(big / "video.mp4", args.big_mb * MB)
+            write_random(big / "video.mp4", args.big_mb * MB)
             sets.append((f"(a) 1 x {args.big_mb} MB", big, "big", args.big_mb * MB))
         if "small" in cases:
             small = work / "small"
             small.mkdir()
             for i in range(args.small_count):
-                _write_random(small / f"frame_{i:04d}.png", int(args.small_mb * MB))
+                write_random(small / f"frame_{i:04d}.png", int(args.small_mb * MB))
             sets.append(
                 (
                     f"(b) {args.small_count} x {args.small_mb:g} MB",

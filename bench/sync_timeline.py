@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_sync import MB, _write_random, _zr4_env, aws_env
+from bench_sync import MB, aws_env, write_random, zr4_env
 
 from support.s3_server import RcloneS3  # bench_sync put tests/ on sys.path
 
@@ -114,7 +114,7 @@ def main() -> None:
     wrapper.write_text(WRAPPER)
     source = work / "big"
     source.mkdir()
-    _write_random(source / "video.mp4", args.mb * MB)
+    write_random(source / "video.mp4", args.mb * MB)
     server = RcloneS3(work / "server", tls=True).start()
     runs: dict[str, list[dict[str, float]]] = {"zr4 sync once": [], "aws s3 cp": []}
     try:
@@ -123,7 +123,7 @@ def main() -> None:
             for tool in order:
                 prefix = f"{'zr4' if tool.startswith('zr4') else 'aws'}-{rep}"
                 if tool.startswith("zr4"):
-                    env = _zr4_env(server, source, work / f"state-{rep}", prefix, R2_SYNC_STABLE_SECONDS="0")
+                    env = zr4_env(server, source, work / f"state-{rep}", prefix, R2_SYNC_STABLE_SECONDS="0")
                     command = [sys.executable, str(wrapper), "zr4", "sync", "once"]
                 else:
                     env = aws_env(server)
