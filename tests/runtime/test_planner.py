@@ -222,6 +222,19 @@ def test_text_encoder_moves_to_cpu_when_it_cannot_fit() -> None:
     assert any("fp8 one" in warning for warning in result.warnings)
 
 
+def test_a_text_encoder_on_the_cpu_is_still_staged_on_the_gpu() -> None:
+    # bench/results/sampler.md, v2 q4km-12g: WanVideoTextEncodeCached with device "cpu" held 4,722 MiB of
+    # the device (NVML) while encoding; the plan must not promise less for that phase.
+    result = plan(request(12, "Q4_K_M"))
+    assert result.text_encoder_device == "cpu"
+    (staging,) = [item for item in result.items if item.key == "text_encoder_staging"]
+    assert staging.phase == "text" and staging.mib == 4032
+    assert result.phase_mib["text"] >= 4722
+    on_gpu = plan(request(24, "Q4_K_M"))
+    assert on_gpu.text_encoder_device == "gpu"
+    assert "text_encoder_staging" not in {item.key for item in on_gpu.items}
+
+
 def test_vae_tiling_when_the_decode_alone_is_too_big() -> None:
     result = plan(request(8, "Q3_K_M", workload=Workload(width=1280, height=720, frames=33)))
     assert result.vae_tiling

@@ -472,6 +472,18 @@ class _Planner:
                     "measured on the real sampler (bench/results/sampler.md)",
                 )
             )
+        else:
+            items.append(
+                BudgetItem(
+                    "text_encoder_staging",
+                    "text encoder staging (runs on the CPU)",
+                    int(f.num("encoders", "text_cpu_staging_mib")),
+                    "text",
+                    "transient",
+                    "WanVideoTextEncodeCached loads the encoder on the GPU first; bf16, measured",
+                    "measured on the real sampler (bench/results/sampler.md)",
+                )
+            )
         items.append(
             BudgetItem(
                 "clip_vision",
