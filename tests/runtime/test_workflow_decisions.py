@@ -45,9 +45,11 @@ def test_cpu_only_machine_runs_encoder_and_pose_on_the_cpu() -> None:
     assert inputs(workflow, "decode")["enable_vae_tiling"] is False
 
 
-# Small cards, each with a workload it fits: the planner moves the encoder (and on 4 GiB the pose
-# models) off the card, and tiles the decode where the untiled one does not fit.
-CARDS = [(6144, Workload(832, 480, 49, 4)), (8192, Workload()), (4096, Workload(480, 272, 33, 4))]
+# Small cards, each with a workload it fits: the planner moves the encoder off the card, and tiles the
+# decode where the untiled one does not fit. (The pose models on the CPU: the CPU-only test above. On a
+# GPU no plan that fits puts them there: the text encoder staged on the GPU even when it runs on the CPU,
+# bench/results/sampler.md v2, needs more of the card than the pose phase.)
+CARDS = [(6144, Workload(832, 480, 49, 4)), (8192, Workload())]
 
 
 def card_plan(mib: int, workload: Workload) -> Any:
@@ -61,8 +63,14 @@ def test_the_cards_cover_every_decision() -> None:
     plans = [card_plan(mib, workload) for mib, workload in CARDS]
     assert all(p.fits for p in plans)
     assert {p.text_encoder_device for p in plans} == {"cpu"}
-    assert {p.pose_device for p in plans} == {"cpu", "gpu"}
+    assert {p.pose_device for p in plans} == {"gpu"}
     assert {p.vae_tiling for p in plans} == {True, False}
+
+
+def test_a_4_gib_card_is_refused_for_the_text_encoders_staging() -> None:
+    refused = card_plan(4096, Workload(480, 272, 33, 4))
+    assert not refused.fits
+    assert refused.error is not None and refused.error.startswith("does not fit: text encoding needs")
 
 
 @pytest.mark.parametrize(("mib", "workload"), CARDS)
