@@ -480,7 +480,7 @@ class _Planner:
                     int(f.num("encoders", "text_cpu_staging_mib")),
                     "text",
                     "transient",
-                    "WanVideoTextEncodeCached loads the encoder on the GPU first; bf16, measured",
+                    "WanVideoTextEncodeCached builds the encoder on the GPU: its fp32 token embedding passes through",
                     "measured on the real sampler (bench/results/sampler.md)",
                 )
             )
