@@ -102,6 +102,21 @@ def test_a_file_of_the_user_at_a_newly_rendered_path_is_refused_and_kept(tmp_pat
     assert tree(context) == before
 
 
+def test_a_manifest_naming_a_path_outside_the_folder_is_refused(tmp_path: Path) -> None:
+    # zr4 removes the listed files a render no longer has: a list it did not write must not steer that.
+    context = tmp_path / "ctx"
+    assert render("4090", context).returncode == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not zr4's\n")
+    with (context / MANIFEST_NAME).open("a") as manifest:
+        manifest.write("file ../victim.txt\n")
+    before = tree(tmp_path)
+    completed = render("5090", context)
+    assert_one_line_failure(completed)
+    assert f"{MANIFEST_NAME} is not a file list zr4 wrote" in completed.stderr
+    assert tree(tmp_path) == before
+
+
 def test_a_context_rendered_before_the_manifest_is_updated_in_place(tmp_path: Path) -> None:
     # A docker/ rendered by a zr4 without .zr4-context: its Dockerfile carries zr4's generated line.
     context = tmp_path / "docker"
