@@ -172,11 +172,11 @@ def test_a_terminal_shows_each_stage_of_a_real_build_and_the_failing_step(tmp_pa
     assert rows[1].rstrip().endswith("failed: COPY missing.txt /missing.txt")
 
 
-def test_default_out_is_the_checkouts_docker_folder_not_the_working_directory(
+def test_default_context_is_a_temporary_folder_not_docker_or_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # As `zr4 render`: the docker/ of the checkout zr4 runs from (rewritten with the same bytes:
-    # rendering is deterministic), never ./docker of the working directory.
+    # Not the checkout's docker/ (the committed 4080super context, which holds the user's .env) and not
+    # ./docker: a folder of its own, gone when the command ends.
     checkout_docker = Path(__file__).resolve().parents[1] / "docker"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -185,5 +185,8 @@ def test_default_out_is_the_checkouts_docker_folder_not_the_working_directory(
         _cli(), ["build", "--profile", "4080super", "--engine", "buildah", "--dry-run"]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0].startswith(f"context: {checkout_docker} ")
-    assert not (elsewhere / "docker").exists()
+    first = result.output.splitlines()[0]
+    assert first.startswith("context: ") and not first.startswith(f"context: {checkout_docker} ")
+    assert "a temporary folder, removed when zr4 exits" in first
+    assert not Path(first.split()[1]).exists()
+    assert list(elsewhere.iterdir()) == []

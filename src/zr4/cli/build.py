@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -32,7 +35,10 @@ def build(
         None,
         "--out",
         "-o",
-        help="Directory the build context is rendered into (default: docker/ of the zr4 checkout).",
+        help=(
+            "Folder to render the build context into and keep (as `zr4 render --out`); default: a"
+            " temporary folder, removed after the build."
+        ),
     ),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip `zr4 validate`'s static checks."),
     dry_run: bool = typer.Option(
@@ -57,23 +63,8 @@ def build(
     from zr4.render import render_files, write_context
 
     resolved = load_profile(profile, overrides)
-    # As `zr4 render`: the checkout's docker/, wherever the command is run (not ./docker).
-    if out is None:
-        from zr4.cli.render import default_out
-
-        out = default_out()
     files = render_files(resolved)
-    write_context(files, out)
-    options = BuildOptions(
-        context_dir=out.resolve(),
-        tag=tag or f"{resolved.image.name}:{resolved.image_tag}",
-        push=push,
-        platform=platform,
-        cache_from=tuple(cache_from),
-        cache_to=tuple(cache_to),
-        build_args=tuple(build_arg),
-        target=target,
-    )
+    # The engine is found before anything is written: a machine without one is told so at once.
     try:
         chosen = detect_engine(engine)
     except EngineError as error:
@@ -81,22 +72,51 @@ def build(
             raise
         # A dry run still shows the command, for the engine asked for (or docker) as if installed.
         chosen = Engine(engine or "docker", engine or "docker", f"not usable here: {error}")
-    if dry_run:
-        typer.echo(
-            f"context: {options.context_dir} (rendered from profile {resolved.name}, {len(files)} files)"
+    with context_folder(out, resolved.name) as context_dir:
+        write_context(files, context_dir)
+        options = BuildOptions(
+            context_dir=context_dir.resolve(),
+            tag=tag or f"{resolved.image.name}:{resolved.image_tag}",
+            push=push,
+            platform=platform,
+            cache_from=tuple(cache_from),
+            cache_to=tuple(cache_to),
+            build_args=tuple(build_arg),
+            target=target,
         )
-        typer.echo(f"engine: {chosen.name} ({chosen.version})")
-        typer.echo(describe(build_command(chosen.name, chosen.binary, options)))
-        push_argv = push_command(chosen.name, chosen.binary, options)
-        if push_argv is not None:
-            typer.echo(describe(push_argv))
-        return
-    if no_validate:
-        typer.echo("static checks skipped (--no-validate)")
-    else:
-        ensure_valid(options.context_dir)
-        typer.echo(f"static checks passed for {out}")
-    with BuildDisplay() as display:
-        result = run_build(chosen, options, echo=display.echo, display=display)
+        if dry_run:
+            kept = (
+                "" if out is not None else "; a temporary folder, removed when zr4 exits: --out DIR keeps it"
+            )
+            typer.echo(
+                f"context: {options.context_dir} (rendered from profile {resolved.name}, "
+                f"{len(files)} files{kept})"
+            )
+            typer.echo(f"engine: {chosen.name} ({chosen.version})")
+            typer.echo(describe(build_command(chosen.name, chosen.binary, options)))
+            push_argv = push_command(chosen.name, chosen.binary, options)
+            if push_argv is not None:
+                typer.echo(describe(push_argv))
+            return
+        if no_validate:
+            typer.echo("static checks skipped (--no-validate)")
+        else:
+            ensure_valid(options.context_dir)
+            typer.echo(f"static checks passed for {context_dir}")
+        with BuildDisplay() as display:
+            result = run_build(chosen, options, echo=display.echo, display=display)
     for line in summary_lines(result):
         typer.echo(line)
+
+
+@contextmanager
+def context_folder(out: Path | None, profile_name: str) -> Iterator[Path]:
+    """Where the build context is rendered: ``--out`` (kept, with `zr4 render`'s rules for what it may
+    replace), else a new temporary folder, removed when the build ends. Never the checkout's docker/:
+    that is the committed 4080super context and holds the user's ``.env``.
+    """
+    if out is not None:
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix=f"zr4-build-{profile_name}-") as folder:
+        yield Path(folder)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import typer
@@ -23,7 +25,10 @@ def render(
         None,
         "--out",
         "-o",
-        help="Directory to write the build context to (default: docker/ of the zr4 checkout).",
+        help=(
+            "Folder to write the build context to: a new or empty one, or one zr4 rendered before, where"
+            " only zr4's own files are replaced (default: docker/ of the zr4 checkout)."
+        ),
     ),
     check: bool = typer.Option(
         False, "--check", help="Compare with --out instead of writing; exit 1 if it differs."
@@ -39,11 +44,7 @@ def render(
     if check:
         differences = check_rendered(files, out)
         if differences:
-            listing = ", ".join(differences)
-            raise StaleContextError(
-                f"{out} is out of date for profile {resolved.name}: {listing}. "
-                f"Run `{render_command(profile, overrides, out)}` and commit the result"
-            )
+            raise StaleContextError(stale_advice(out, resolved.name, profile, overrides, differences))
         typer.echo(f"{out}: up to date with profile {resolved.name} ({len(files)} files)")
         return
     write_context(files, out)
@@ -63,7 +64,65 @@ def default_out() -> Path:
     return root / "docker"
 
 
-def render_command(profile: str, overrides: list[str], out: Path) -> str:
+def render_command(profile: str, overrides: list[str], out: Path | str, check: bool = False) -> str:
     """The command that renders this exact context again (the --set values included)."""
     sets = "".join(f" --set {shlex.quote(assignment)}" for assignment in overrides)
-    return f"zr4 render --profile {shlex.quote(profile)}{sets} --out {shlex.quote(str(out))}"
+    flag = " --check" if check else ""
+    return f"zr4 render --profile {shlex.quote(profile)}{sets}{flag} --out {shlex.quote(str(out))}"
+
+
+def stale_advice(out: Path, name: str, profile: str, overrides: list[str], differences: list[str]) -> str:
+    """What `render --check` says about a stale folder: what differs, and a fix that harms nothing.
+
+    Rendering into a folder that holds another profile's context would replace that context (the
+    committed docker/ is 4080super's), so then the advice points at a folder of the profile's own;
+    "commit" is said only where git tracks the folder.
+    """
+    from zr4.render import context_profile
+
+    held = context_profile(out)
+    if held is not None and held != name:
+        own = _golden_folder(name)
+        where = (
+            f"check it against its own folder: `{render_command(profile, overrides, own, check=True)}`"
+            if own is not None
+            else f"render it into a folder of its own: `{render_command(profile, overrides, 'DIR')}`"
+        )
+        count = f"{len(differences)} file{'s' if len(differences) != 1 else ''} differ"
+        return f"{out} holds the build context of profile {held}, not {name} ({count}); {where}"
+    listing = ", ".join(differences)
+    commit = " and commit the result" if tracked_by_git(out) else ""
+    return (
+        f"{out} is out of date for profile {name}: {listing}. "
+        f"Run `{render_command(profile, overrides, out)}`{commit}"
+    )
+
+
+def _golden_folder(name: str) -> Path | None:
+    """The checkout's committed render of profile ``name`` (docker/ or tests/golden/<name>), if any."""
+    from zr4.render import context_profile
+
+    root = source_root() or checkout_containing(Path.cwd())
+    if root is None:
+        return None
+    for folder in (root / "docker", root / "tests" / "golden" / name):
+        if folder.is_dir() and context_profile(folder) == name:
+            return folder
+    return None
+
+
+def tracked_by_git(folder: Path) -> bool:
+    """Whether git tracks any file of ``folder`` (so a fresh render there is something to commit)."""
+    git = shutil.which("git")
+    if git is None or not folder.is_dir():
+        return False
+    try:
+        listed = subprocess.run(
+            [git, "-C", str(folder), "ls-files", "-z", "--", "."],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return listed.returncode == 0 and bool(listed.stdout)
