@@ -1,7 +1,8 @@
 """Dependency locks: composing a stack's uv input, reading locks, and checking them against the profiles.
 
-The committed locks are data: every bundled profile's lock must exist and agree with its pins. The tests
-that run uv for real need PyPI and skip without it.
+The committed locks are data: every bundled profile's lock must exist, agree with its pins and record the
+digest of the committed inputs. The tests that run uv for real resolve against a local index the tests
+serve (tests/support/package_index.py), never a public one: what a public index serves changes under us.
 """
 
 from __future__ import annotations
@@ -9,33 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shutil
-import socket
 import stat
+import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
+from support.package_index import PackageIndex, serve_index
 from zr4 import lock as locks
-from zr4.cli.lock import lock as lock_command
+from zr4.cli.main import run
 from zr4.paths import data_dir
 from zr4.profile import bundled_profile_names, load_profile
-
-
-def _pypi_reachable() -> bool:
-    try:
-        with socket.create_connection(("pypi.org", 443), timeout=3):
-            return True
-    except OSError:
-        return False
-
-
-needs_pypi = pytest.mark.skipif(
-    not _pypi_reachable(), reason="needs PyPI (uv pip compile resolves against it)"
-)
 
 
 def _committed_lock(profile_name: str) -> str:
@@ -373,78 +360,311 @@ def test_write_atomically_replaces_the_file_with_a_normal_mode(tmp_path: Path) -
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
 
 
-# ------------------------------------------------------------------------------ real uv runs (PyPI)
+# ------------------------------------------------------------------------------ the inputs digest (no index)
 
 
-@needs_pypi
-def test_uv_resolves_node_files_that_lack_a_trailing_newline() -> None:
+def test_committed_locks_were_made_from_the_committed_inputs() -> None:
+    """An edited `<stack>.in`, vendored file, override or profile pin without a re-lock fails here."""
+    checked = set()
+    for name in bundled_profile_names():
+        lock_input = locks.load_lock_input(load_profile(name))
+        assert not locks.inputs_changed(_committed_lock(name), lock_input), name
+        checked.add(lock_input.lock_name)
+    runtime = locks.lock_path(locks.RUNTIME_LOCK).read_text(encoding="utf-8")
+    assert not locks.inputs_changed(runtime, locks.load_runtime_lock_input())
+    assert checked == {"cu124-torch2.5.1", "cu128-torch2.9.1"}
+
+
+def test_inputs_digest_follows_requirements_and_the_command_not_comments() -> None:
+    lock_input = locks.load_runtime_lock_input()
+    command = locks.uv_command(lock_input)
+    digest = locks.inputs_digest(lock_input, command)
+    text = lock_input.requirements[0].text
+
+    def edited(new_text: str) -> locks.LockInput:
+        item = lock_input.requirements[0]
+        return locks.LockInput(
+            lock_input.lock_name,
+            lock_input.python,
+            lock_input.exclude_newer,
+            (locks.InputFile(item.name, new_text, item.source),),
+        )
+
+    assert locks.inputs_digest(edited("# a new reason\n\n" + text), command) == digest
+    assert locks.inputs_digest(edited(text + "rich\n"), command) != digest
+    assert (
+        locks.inputs_digest(lock_input, locks.uv_command(lock_input, "https://mirror.example/simple"))
+        != digest
+    )
+    later = locks.LockInput(
+        lock_input.lock_name, lock_input.python, dt.date(2030, 1, 1), lock_input.requirements
+    )
+    assert locks.inputs_digest(later, locks.uv_command(later)) != digest
+
+
+def test_same_lock_ignores_who_made_it_when_and_with_which_uv() -> None:
+    committed = (data_dir() / "locks" / "zr4-runtime.txt").read_text()
+    redated = re.sub(r" on \d{4}-\d{2}-\d{2}\.", " on 2030-01-01.", committed, count=1)
+    assert redated != committed and locks.same_lock(committed, redated)
+    other_uv = re.sub(r"^# uv \d+\.\d+\.\d+ ", "# uv 9.9.9 ", committed, count=1, flags=re.M)
+    assert other_uv != committed and locks.same_lock(committed, other_uv)
+    assert not locks.same_lock(committed, committed.replace("typer==", "typer===", 1))
+    header_line = next(line for line in committed.splitlines() if line.startswith("# Inputs sha256:"))
+    assert not locks.same_lock(committed, committed.replace(header_line, "# Inputs sha256:" + "0" * 64))
+
+
+# ------------------------------------------------------------------------------ real uv runs (a local index)
+
+CUTOFF = dt.date(2025, 12, 31)
+BEFORE_CUTOFF = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
+AFTER_CUTOFF = dt.datetime(2026, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+# A closed port: uv reaches nothing but 127.0.0.1 (no_proxy), so a stray request to a public index fails.
+CLOSED_PROXY = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PackageIndex]:
+    """A local index, the only one uv can reach, and a uv cache of the test's own."""
+    for key in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(key, CLOSED_PROXY)
+        monkeypatch.setenv(key.upper(), CLOSED_PROXY)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    with serve_index() as served:
+        yield served
+
+
+@pytest.fixture
+def lock_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """data/ for zr4.lock in a temporary folder: locks are read and written under ``<it>/locks``."""
+    (tmp_path / "data" / "locks" / "requirements").mkdir(parents=True)
+    monkeypatch.setattr(locks, "data_dir", lambda: tmp_path / "data")
+    return tmp_path / "data" / "locks"
+
+
+def _simple(index: PackageIndex) -> str:
+    return index.url + "/simple"
+
+
+def _tiny_input(*lines: str) -> locks.LockInput:
+    return locks.LockInput(
+        lock_name="tiny",
+        python="3.11",
+        exclude_newer=CUTOFF,
+        requirements=(locks.InputFile("tiny.in", "\n".join(lines), "the test's requirements"),),
+    )
+
+
+def _publish_tiny(index: PackageIndex) -> None:
+    index.publish("tinyapp", "1.0", BEFORE_CUTOFF, ["tiny-lib>=1"])
+    index.publish("tiny-lib", "1.0", BEFORE_CUTOFF)
+    # Uploaded after the cutoff day: never in a lock, --upgrade or not.
+    index.publish("tinyapp", "9.0", AFTER_CUTOFF, ["tiny-lib>=1"])
+
+
+def _index_moves(index: PackageIndex) -> None:
+    """Newer releases appear with upload times inside the cutoff, as a public index's do."""
+    index.publish("tinyapp", "1.1", BEFORE_CUTOFF, ["tiny-lib>=1"])
+    index.publish("tiny-lib", "1.1", BEFORE_CUTOFF)
+
+
+def _versions(lock_text: str) -> dict[str, str]:
+    return {name: package.version for name, package in locks.parse_lock(lock_text).items()}
+
+
+def test_uv_resolves_node_files_that_lack_a_trailing_newline(index: PackageIndex) -> None:
+    six = index.publish("six", "1.17.0", BEFORE_CUTOFF)
+    idna = index.publish("idna", "3.10", BEFORE_CUTOFF)
     lock_input = locks.LockInput(
         lock_name="tiny",
         python="3.11",
-        exclude_newer=dt.date(2025, 12, 31),
+        exclude_newer=CUTOFF,
         requirements=(
             locks.InputFile("a.txt", "six", "a node without a final newline"),
             locks.InputFile("b.txt", "# main\r\nidna", "a node with CRLF and no final newline"),
         ),
     )
-    result = locks.compile_lock(lock_input)
+    result = locks.compile_lock(lock_input, index_url=_simple(index))
     packages = locks.parse_lock(result.body)
     assert packages.keys() == {"six", "idna"}
-    assert all(package.hashes for package in packages.values())
+    assert packages["six"].hashes == {f"sha256:{six.sha256}"}
+    assert packages["idna"].hashes == {f"sha256:{idna.sha256}"}
     assert "-r a.txt" in result.body and "-r b.txt" in result.body
     assert result.command.startswith("uv pip compile a.txt b.txt --generate-hashes")
+    assert "/simple/six/" in index.requests and "/simple/idna/" in index.requests
 
 
-def _cli() -> typer.Typer:
-    app = typer.Typer()
-    app.command("lock")(lock_command)
-    app.command("version")(lambda: None)  # a second command keeps `lock` a named subcommand
-    return app
-
-
-@pytest.mark.slow
-@needs_pypi
-def test_zr4_lock_check_passes_on_the_committed_locks_and_fails_on_drift(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_lock_resolves_from_the_index_up_to_the_cutoff_with_a_header_free_of_temp_paths(
+    index: PackageIndex, lock_folder: Path
 ) -> None:
-    shutil.copytree(data_dir() / "locks", tmp_path / "locks")
-    monkeypatch.setattr(locks, "data_dir", lambda: tmp_path)
-    runner = CliRunner()
-
-    clean = runner.invoke(_cli(), ["lock", "--profile", "5090", "--check"])
-    assert clean.exit_code == 0, clean.output
-    assert "cu128-torch2.9.1: up to date (131 packages" in clean.output
-    assert "zr4-runtime: up to date" in clean.output
-
-    drifted = tmp_path / "locks" / "cu128-torch2.9.1.txt"
-    drifted.write_text(drifted.read_text().replace("transformers==4.57.3", "transformers==4.57.1"))
-    result = runner.invoke(_cli(), ["lock", "--profile", "5090", "--check"])
-    assert result.exit_code != 0
-    assert "cu128-torch2.9.1: ~ transformers: 4.57.1 -> 4.57.3" in result.output
-    assert isinstance(result.exception, locks.LockError)
-    assert "run `zr4 lock --profile 5090`" in str(result.exception)
+    _publish_tiny(index)
+    outcome = locks.generate(_tiny_input("tinyapp"), "zr4 lock (test)", index_url=_simple(index))
+    text = (lock_folder / "tiny.txt").read_text()
+    assert outcome.path == lock_folder / "tiny.txt" and not outcome.unchanged
+    assert _versions(text) == {"tinyapp": "1.0", "tiny-lib": "1.0"}  # 9.0 came after the cutoff
+    header = text[: len(text) - len(locks.lock_body(text))]
+    assert (
+        f"--index-url {_simple(index)} --no-header --annotation-style split --output-file tiny.txt\n"
+        in header
+    )
+    assert "zr4-lock-" not in text and tempfile.gettempdir() not in text
+    assert not locks.inputs_changed(text, _tiny_input("tinyapp"), _simple(index))
 
 
-@pytest.mark.slow
-@needs_pypi
-def test_zr4_lock_with_nothing_changed_leaves_every_lock_byte_for_byte(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_zr4_lock_with_unchanged_inputs_keeps_the_lock_byte_for_byte_when_the_index_moves(
+    index: PackageIndex, lock_folder: Path
 ) -> None:
-    shutil.copytree(data_dir() / "locks", tmp_path / "locks")
-    monkeypatch.setattr(locks, "data_dir", lambda: tmp_path)
-    files = [tmp_path / "locks" / "cu124-torch2.5.1.txt", tmp_path / "locks" / "zr4-runtime.txt"]
-    before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files}
+    _publish_tiny(index)
+    path = lock_folder / "tiny.txt"
+    locks.generate(_tiny_input("tinyapp"), "zr4 lock (test)", index_url=_simple(index))
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    _index_moves(index)
+    asked = len(index.requests)
 
-    # Another profile on the same stack, on another day: only the first header line would differ.
-    result = CliRunner().invoke(_cli(), ["lock", "--profile", "4090"])
+    outcome = locks.generate(
+        _tiny_input("tinyapp"), "zr4 lock (another run)", today=dt.date(2030, 1, 1), index_url=_simple(index)
+    )
 
-    assert result.exit_code == 0, result.output
-    assert result.output.count(" unchanged ") == 2, result.output
-    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files} == before
+    assert outcome.unchanged, outcome
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    # uv asked the index again (the kept pin is a preference, not a stale cache) and saw 1.1 there.
+    assert "/simple/tinyapp/" in index.requests[asked:]
+    fresh = locks.compile_lock(_tiny_input("tinyapp"), index_url=_simple(index))
+    assert _versions(fresh.body)["tinyapp"] == "1.1"
 
 
-def test_same_lock_ignores_only_the_first_header_line() -> None:
-    committed = (data_dir() / "locks" / "zr4-runtime.txt").read_text()
-    redated = re.sub(r" on \d{4}-\d{2}-\d{2}\.", " on 2030-01-01.", committed, count=1)
-    assert redated != committed and locks.same_lock(committed, redated)
-    assert not locks.same_lock(committed, committed.replace("typer==", "typer===", 1))
+def test_upgrade_takes_what_the_index_serves_now_and_a_rerun_keeps_it(
+    index: PackageIndex, lock_folder: Path
+) -> None:
+    _publish_tiny(index)
+    path = lock_folder / "tiny.txt"
+    locks.generate(_tiny_input("tinyapp"), "zr4 lock (test)", index_url=_simple(index))
+    _index_moves(index)
+
+    upgraded = locks.generate(
+        _tiny_input("tinyapp"), "zr4 lock --upgrade", index_url=_simple(index), upgrade=True
+    )
+
+    assert _versions(path.read_text()) == {"tinyapp": "1.1", "tiny-lib": "1.1"}
+    assert upgraded.changes == ("~ tiny-lib: 1.0 -> 1.1", "~ tinyapp: 1.0 -> 1.1")
+    after = path.read_bytes()
+    again = locks.generate(_tiny_input("tinyapp"), "zr4 lock (test)", index_url=_simple(index))
+    assert again.unchanged and path.read_bytes() == after
+
+
+def test_upgrade_package_frees_only_that_pin(index: PackageIndex, lock_folder: Path) -> None:
+    _publish_tiny(index)
+    locks.generate(_tiny_input("tinyapp"), "zr4 lock (test)", index_url=_simple(index))
+    _index_moves(index)
+
+    outcome = locks.generate(
+        _tiny_input("tinyapp"), "zr4 lock -P tinyapp", index_url=_simple(index), upgrade_packages=["tinyapp"]
+    )
+
+    assert _versions((lock_folder / "tiny.txt").read_text()) == {"tinyapp": "1.1", "tiny-lib": "1.0"}
+    assert outcome.changes == ("~ tinyapp: 1.0 -> 1.1",)
+
+
+def test_changed_inputs_move_only_the_pins_they_must(index: PackageIndex, lock_folder: Path) -> None:
+    _publish_tiny(index)
+    locks.generate(_tiny_input("tinyapp"), "zr4 lock (test)", index_url=_simple(index))
+    _index_moves(index)
+
+    locks.generate(_tiny_input("tinyapp", "tiny-lib>1.0"), "zr4 lock (test)", index_url=_simple(index))
+
+    assert _versions((lock_folder / "tiny.txt").read_text()) == {"tinyapp": "1.0", "tiny-lib": "1.1"}
+
+
+# --- `zr4 lock` itself, for profile 5090, on stand-in packages: the stack's pins (torch 2.9.1, ...) and
+# vendored requirement files naming the pinned commits, whose requirements are tiny packages.
+
+
+def _stand_in_inputs(index: PackageIndex, folder: Path) -> None:
+    profile = load_profile("5090")
+    for name, version in (line.split("==") for line in locks.stack_pin_lines(profile.stack)):
+        index.publish(name, version, BEFORE_CUTOFF)
+    _publish_tiny(index)
+    requirements = folder / "requirements"
+    (requirements / f"{profile.stack.lock}.in").write_text("# the test's decisions\ntinyapp>=1\n")
+    (requirements / locks.RUNTIME_REQUIREMENTS).write_text("tiny-lib\n")
+    vendored = [(f"comfyui-{profile.comfyui.version}.txt", profile.comfyui.repo, profile.comfyui.commit)]
+    vendored += [(f"{node.name}.txt", node.repo, node.commit) for node in profile.comfyui.custom_nodes]
+    for file_name, repo, commit in vendored:
+        body = b"tinyapp"  # no final newline, as upstream files often have none
+        header = f"#@ repo: {repo}\n#@ commit: {commit}\n#@ path: requirements.txt\n#@ git-blob: {locks.git_blob_id(body)}\n"
+        (requirements / file_name).write_bytes(header.encode() + body)
+
+
+def _zr4(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run the zr4 console entry point: its exit status and what it printed (stdout and stderr)."""
+    with pytest.raises(SystemExit) as exited:
+        run(list(args))
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out + captured.err
+
+
+def _zr4_lock(capsys: pytest.CaptureFixture[str], index: PackageIndex, *args: str) -> tuple[int, str]:
+    return _zr4(capsys, "lock", "--profile", "5090", "--index-url", _simple(index), *args)
+
+
+def test_zr4_lock_check_reports_drift_with_the_refresh_command_and_upgrade_clears_it(
+    index: PackageIndex, lock_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _stand_in_inputs(index, lock_folder)
+    code, output = _zr4_lock(capsys, index)
+    assert code == 0, output
+    stack, runtime = lock_folder / "cu128-torch2.9.1.txt", lock_folder / "zr4-runtime.txt"
+    assert _versions(stack.read_text())["torch"] == "2.9.1"
+    assert _versions(runtime.read_text()) == {"tiny-lib": "1.0"}
+    code, output = _zr4_lock(capsys, index, "--check")
+    assert code == 0, output
+    assert "cu128-torch2.9.1: up to date (6 packages" in output and "zr4-runtime: up to date" in output
+
+    _index_moves(index)
+    code, output = _zr4_lock(capsys, index, "--check")
+    assert code == 1, output
+    assert "cu128-torch2.9.1: ~ tinyapp: 1.0 -> 1.1" in output
+    assert "zr4-runtime: ~ tiny-lib: 1.0 -> 1.1" in output
+    assert f"run `zr4 lock --profile 5090 --index-url {_simple(index)} --upgrade`" in output
+
+    before = {path: path.read_bytes() for path in (stack, runtime)}
+    code, output = _zr4_lock(capsys, index)
+    assert code == 0 and output.count(" unchanged ") == 2, output
+    assert {path: path.read_bytes() for path in (stack, runtime)} == before
+
+    code, output = _zr4_lock(capsys, index, "--upgrade")
+    assert code == 0, output
+    assert "cu128-torch2.9.1: ~ tinyapp: 1.0 -> 1.1" in output
+    assert _versions(stack.read_text())["tinyapp"] == "1.1"
+    assert stack.read_text().startswith(
+        f"# Lock cu128-torch2.9.1: generated by `zr4 lock --profile 5090 --index-url {_simple(index)} --upgrade`"
+    )
+    code, output = _zr4_lock(capsys, index, "--check")
+    assert code == 0, output
+
+
+def test_zr4_lock_check_names_a_plain_relock_when_the_inputs_changed(
+    index: PackageIndex, lock_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _stand_in_inputs(index, lock_folder)
+    assert _zr4_lock(capsys, index)[0] == 0
+    decisions = lock_folder / "requirements" / "cu128-torch2.9.1.in"
+    decisions.write_text(decisions.read_text() + "tiny-lib<2\n")
+
+    code, output = _zr4_lock(capsys, index, "--check")
+
+    assert code == 1, output
+    assert "cu128-torch2.9.1: made from other inputs than the committed files" in output
+    assert "zr4-runtime: up to date" in output
+    assert f"run `zr4 lock --profile 5090 --index-url {_simple(index)}`, review" in output
+
+
+def test_zr4_lock_refuses_check_with_upgrade_and_an_index_that_is_no_url(
+    index: PackageIndex, lock_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, output = _zr4_lock(capsys, index, "--check", "--upgrade")
+    assert code == 2 and output.startswith("error: --check compares the locks"), output
+    code, output = _zr4(capsys, "lock", "--profile", "5090", "--index-url", "pypi.org")
+    assert code == 2 and output.startswith("error: --index-url 'pypi.org' is not a URL"), output
+    assert index.requests == []

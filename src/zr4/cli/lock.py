@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
 
 from zr4 import lock as locks
+from zr4.errors import UsageError
 from zr4.profile import bundled_profile_names, load_profile
 
 
@@ -21,46 +23,100 @@ def _profiles_on(lock_name: str) -> list[str]:
     return [name for name in bundled_profile_names() if load_profile(name).stack.lock == lock_name]
 
 
+def _command(profile: str, index_url: str, *flags: str) -> str:
+    """The `zr4 lock` command line for this profile and index, with ``flags`` (e.g. ``--upgrade``)."""
+    words = ["zr4", "lock", "--profile", profile]
+    if index_url != locks.PYPI_SIMPLE:
+        words += ["--index-url", index_url]
+    return shlex.join([*words, *flags])
+
+
 def lock(
     profile: str = typer.Option(
         "4080super", "--profile", "-p", help="Bundled profile name or a YAML path; its stack's lock is made."
     ),
     check: bool = typer.Option(
-        False, "--check", help="Re-resolve and compare with the committed locks; exit 1 on any drift."
+        False,
+        "--check",
+        help="Compare the committed locks with their inputs and with a fresh resolution; exit 1 on any drift.",
+    ),
+    upgrade: bool = typer.Option(
+        False,
+        "--upgrade",
+        "-U",
+        help="Resolve from scratch: take what the index serves now (up to the cutoff).",
+    ),
+    upgrade_package: list[str] = typer.Option(
+        [], "--upgrade-package", "-P", help="Free this package's pin (repeatable); the others are kept."
+    ),
+    index_url: str = typer.Option(
+        locks.PYPI_SIMPLE,
+        "--index-url",
+        help="The package index uv resolves against (a PEP 503 simple index).",
     ),
 ) -> None:
-    """Write data/locks/<stack>.txt and data/locks/zr4-runtime.txt with uv (needs PyPI), or --check them."""
+    """Write data/locks/<stack>.txt and data/locks/zr4-runtime.txt with uv, keeping the committed pins that
+    still satisfy the inputs (--upgrade to take newer releases), or --check them against the index."""
+    if check and (upgrade or upgrade_package):
+        raise UsageError("--check compares the locks, it changes nothing: drop --upgrade/--upgrade-package")
+    if "://" not in index_url:
+        raise UsageError(f"--index-url {index_url!r} is not a URL (e.g. {locks.PYPI_SIMPLE})")
     resolved = load_profile(profile)
     stack_input = locks.load_lock_input(resolved)
     runtime_input = locks.load_runtime_lock_input()
     sharing = ", ".join(_profiles_on(stack_input.lock_name)) or resolved.name
-    made_by = f"zr4 lock --profile {profile}"
     if not check:
-        for outcome, note in (
-            (locks.generate(stack_input, made_by, resolved), f" (profiles {sharing})"),
-            (locks.generate(runtime_input, made_by), " (zr4's venv in the image)"),
+        flags = ["--upgrade"] if upgrade else []
+        for name in upgrade_package:
+            flags += ["--upgrade-package", name]
+        made_by = _command(profile, index_url, *flags)
+        for lock_input, lock_profile, note in (
+            (stack_input, resolved, f" (profiles {sharing})"),
+            (runtime_input, None, " (zr4's venv in the image)"),
         ):
+            outcome = locks.generate(
+                lock_input,
+                made_by,
+                lock_profile,
+                index_url=index_url,
+                upgrade=upgrade,
+                upgrade_packages=upgrade_package,
+            )
             written = "unchanged" if outcome.unchanged else "->"
             typer.echo(
                 f"{outcome.path.stem}: {outcome.packages} packages, resolved in {outcome.seconds:.1f} s "
                 f"{written} {_shown(outcome.path)}{note}"
             )
+            for change in outcome.changes:
+                typer.echo(f"{outcome.path.stem}: {change}")
         return
     failures: list[str] = []
-    outcomes = [locks.check(stack_input, resolved), locks.check(runtime_input)]
+    inputs_moved = False
+    outcomes = [
+        locks.check(stack_input, resolved, index_url=index_url),
+        locks.check(runtime_input, index_url=index_url),
+    ]
     for outcome in outcomes:
         name = outcome.path.stem
-        if not outcome.drift and not outcome.problems:
+        if not outcome.drift and not outcome.problems and not outcome.inputs_changed:
             typer.echo(
                 f"{name}: up to date ({outcome.packages} packages, re-resolved in {outcome.seconds:.1f} s)"
             )
             continue
+        if outcome.inputs_changed:
+            inputs_moved = True
+            typer.echo(
+                f"{name}: made from other inputs than the committed files (its header's digest differs)"
+            )
         for problem in outcome.problems:
             typer.echo(f"{name}: {problem}")
         for change in outcome.drift:
             typer.echo(f"{name}: {change}")
         failures.append(f"{name} ({len(outcome.drift)} changes, {len(outcome.problems)} pin mismatches)")
     if failures:
+        # Changed inputs need only a re-lock (the kept pins move no further than they must); drift
+        # with unchanged inputs is the index serving other files, which only --upgrade takes.
+        refresh = _command(profile, index_url) if inputs_moved else _command(profile, index_url, "--upgrade")
         raise locks.LockError(
-            f"locks out of date: {', '.join(failures)}; run `zr4 lock --profile {profile}` and commit"
+            f"locks out of date: {', '.join(failures)}; run `{refresh}`, review the diff, and commit"
         )
