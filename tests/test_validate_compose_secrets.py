@@ -152,3 +152,16 @@ def test_credential_values_in_the_serverless_template_fail(ctx: Path) -> None:
         "runpod-serverless-template.json: env R2_SECRET_ACCESS_KEY has a literal value; "
         "use {{ RUNPOD_SECRET_R2_SECRET_ACCESS_KEY }}" in report
     )
+
+
+def test_a_token_in_the_compose_env_file_passes_while_dockerignore_keeps_it_out(ctx: Path) -> None:
+    """docker/.env is where the how-to tells users to keep their tokens (compose reads it); the rendered
+    .dockerignore keeps it out of the image, so a token there is in its place. The same file name let
+    into the image by .dockerignore, or a token in any other file, still fails."""
+    (ctx / ".env").write_text(f"HF_TOKEN={FAKE_HF_TOKEN}\n")
+    assert check_secrets(context_of(ctx)).status == "pass"
+    (ctx / ".dockerignore").write_text((ctx / ".dockerignore").read_text() + "!.env\n")
+    report = messages(check_secrets(context_of(ctx)))
+    assert ".env:1" in report and "a Hugging Face token" in report
+    (ctx / "notes.txt").write_text(f"{FAKE_HF_TOKEN}\n")
+    assert "notes.txt" in messages(check_secrets(context_of(ctx)))

@@ -7,7 +7,10 @@
 - RunPod template: a credential's value is a `{{ RUNPOD_SECRET_<name> }}` placeholder (RunPod
   docs, "Secrets") or empty.
 - Every text file: nothing that looks like a real token (Hugging Face `hf_...`, AWS `AKIA...`,
-  a generated zr4 auth token `zr4_...`).
+  a generated zr4 auth token `zr4_...`), except in `.env` when `.dockerignore` keeps it out of the
+  image: that file is where compose reads the user's credentials from (docker docs, "Set environment
+  variables within your container's environment": the `.env` file beside the compose file), so a token
+  there is in its place, not baked in.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 from typing import Any
 
 from zr4.validate.context import BuildContext
+from zr4.validate.dockerignore import BadPatternError, DockerIgnore
 from zr4.validate.model import CheckResult, Finding, outcome
 
 TITLE = "no credentials baked into image, compose or template"
@@ -143,9 +147,25 @@ def _template_findings(context: BuildContext, file: str) -> list[Finding]:
     return findings
 
 
+COMPOSE_ENV_FILE = ".env"
+
+
+def _kept_out_of_the_image(context: BuildContext, relative: str) -> bool:
+    """Whether ``relative`` is compose's own credentials file and the context's ``.dockerignore`` excludes it."""
+    if relative != COMPOSE_ENV_FILE:
+        return False
+    try:
+        ignore = DockerIgnore.for_context(context.root, context.dockerfile_name)
+    except (OSError, BadPatternError):
+        return False
+    return ignore.is_excluded(relative)
+
+
 def _token_findings(context: BuildContext) -> list[Finding]:
     findings: list[Finding] = []
     for relative in context.files:
+        if _kept_out_of_the_image(context, relative):
+            continue
         path = context.root / relative
         try:
             if path.stat().st_size > 5_000_000:
