@@ -80,6 +80,8 @@ def container_env(pod: Any, comfyui_python: str, hub: FakeHub) -> dict[str, str]
     """What the image's start sees for ``pod`` (its folders, ports, profile and manifest, as the
     Dockerfile and the RunPod template set them), with the Hub stand-in, no R2 and no DWPose."""
     return {
+        # The zr4 under test, where the suite runs from a source tree (PYTHONPATH=src) without installing it.
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
         "PATH": os.environ["PATH"],
         "HOME": str(pod.root / "home"),
         "PYTHONUNBUFFERED": "1",

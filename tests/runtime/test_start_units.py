@@ -246,6 +246,7 @@ def test_start_command_passes_extra_arguments_to_comfyui(
         "ZR4_COMFYUI_BACKEND_PORT": str(free_port()),
         "OUTPUT_DIR": str(tmp_path / "out"),
         "MODELS_DIR": str(tmp_path / "models"),
+        "ZR4_AUTH_DIR": str(tmp_path / "auth"),
         "ZR4_PROFILE": str(tmp_path / "profile.json"),
         "SKIP_MODEL_DOWNLOAD": "true",
         "ENABLE_R2_SYNC": "false",
@@ -264,24 +265,62 @@ def test_start_command_passes_extra_arguments_to_comfyui(
     assert argv[-2:] == ["--preview-method", "taesd"]
 
 
-def test_no_comfyui_interpreter_stops_at_step_5(tmp_path: Path) -> None:
+def start_in(tmp_path: Path, comfyui_dir: Path, comfyui_python: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m zr4.runtime.start` with every folder it may write under ``tmp_path / "volume"``."""
     profile = load_profile("4080super", ["features.pose_backend=onnx"])
     (tmp_path / "profile.json").write_text(profile.model_dump_json())
+    volume = tmp_path / "volume"
     env = {
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
         "PATH": "/usr/bin:/bin",
-        "COMFYUI_DIR": str(tmp_path),
-        "COMFYUI_PYTHON": str(tmp_path / "no-python"),
-        "OUTPUT_DIR": str(tmp_path / "out"),
-        "MODELS_DIR": str(tmp_path / "models"),
+        "COMFYUI_DIR": str(comfyui_dir),
+        "COMFYUI_PYTHON": str(comfyui_python),
+        "COMFYUI_PORT": str(free_port()),
+        "ZR4_COMFYUI_BACKEND_PORT": str(free_port()),
+        "OUTPUT_DIR": str(volume / "outputs"),
+        "MODELS_DIR": str(volume / "models"),
+        "ZR4_AUTH_DIR": str(volume / ".zr4" / "auth"),
+        "R2_SYNC_STATE_DIR": str(volume / ".zr4" / "sync"),
         "ZR4_PROFILE": str(tmp_path / "profile.json"),
         "SKIP_MODEL_DOWNLOAD": "true",
     }
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "zr4.runtime.start"], env=env, capture_output=True, text=True, timeout=60
     )
+
+
+@pytest.mark.parametrize("missing", ["main.py", "python"])
+def test_no_comfyui_or_interpreter_stops_the_start_before_it_writes_anything(
+    tmp_path: Path, missing: str
+) -> None:
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    if missing != "main.py":
+        shutil.copy(SUPPORT / "fake_comfyui.py", comfy / "main.py")
+    python = tmp_path / "no-python" if missing == "python" else Path(sys.executable)
+    result = start_in(tmp_path, comfy, python)
+    assert result.returncode == 1, result.stderr
+    expected = {
+        "main.py": f"error: zr4 start: no ComfyUI in {comfy}: {comfy / 'main.py'} is missing (COMFYUI_DIR)",
+        "python": f"error: zr4 start: cannot run {python} (COMFYUI_PYTHON): no such executable file",
+    }[missing]
+    assert result.stderr.strip() == expected
+    # No token, models, outputs or sync state on the volume; nothing added to ComfyUI's folder.
+    assert not (tmp_path / "volume").exists()
+    assert sorted(p.name for p in comfy.iterdir()) == ([] if missing == "main.py" else ["main.py"])
+
+
+def test_an_interpreter_that_cannot_be_run_stops_at_step_5(tmp_path: Path) -> None:
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    shutil.copy(SUPPORT / "fake_comfyui.py", comfy / "main.py")
+    python = tmp_path / "python"
+    python.write_text("not a program\n")
+    python.chmod(0o755)  # found and executable, but the kernel cannot run it
+    result = start_in(tmp_path, comfy, python)
     assert result.returncode == 1
-    assert result.stderr.strip().endswith(f"cannot run {tmp_path / 'no-python'}: No such file or directory")
     assert "error: zr4 start stopped at step 5 (ComfyUI)" in result.stderr
+    assert result.stderr.strip().endswith(f"cannot run {python}: Exec format error")
 
 
 def test_the_container_runtime_imports_neither_jinja2_nor_typer() -> None:

@@ -10,6 +10,8 @@
    SIGTERM/SIGINT/SIGHUP; when it exits, stop the daemon, run the final ``zr4 sync once``, and
    exit with ComfyUI's code.
 
+Before anything is written (the token, models, outputs, ComfyUI's files), the start checks that
+ComfyUI and its interpreter are there: without them it would fail at step 5 only after writing.
 Authentication (:mod:`zr4.runtime.auth`, on unless ``ZR4_AUTH=off``) is settled before step 1: the
 token is read or created, ComfyUI is given a loopback-only port, and the auth proxy takes the
 public port from step 5 until ComfyUI exits.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -176,6 +179,18 @@ def read_profile_data(path: Path) -> dict[str, Any]:
             f"the baked profile {path} lacks {error}: rebuild the image with `zr4 build`"
         ) from None
     return dict(data)
+
+
+def check_comfyui(config: StartConfig, env: Mapping[str, str]) -> None:
+    """ComfyUI's ``main.py`` and an interpreter to run it exist (as step 5 will look the interpreter up)."""
+    main = config.comfyui_dir / "main.py"
+    if not main.is_file():
+        raise StartError(f"zr4 start: no ComfyUI in {config.comfyui_dir}: {main} is missing (COMFYUI_DIR)")
+    search = os.pathsep.join(os.get_exec_path(dict(env)))
+    if shutil.which(config.comfyui_python, path=search) is None:
+        raise StartError(
+            f"zr4 start: cannot run {config.comfyui_python} (COMFYUI_PYTHON): no such executable file"
+        )
 
 
 # --- step 1 ------------------------------------------------------------------------------------
@@ -365,6 +380,7 @@ def run_start(
     report = StartReport()
     config = StartConfig.from_env(env)
     profile = read_profile_data(config.profile_path)
+    check_comfyui(config, env)  # before anything is written
     comfyui_version = str(profile["comfyui"]["version"])
     log(f"profile {profile['name']}, ComfyUI {comfyui_version} in {config.comfyui_dir}")
 
