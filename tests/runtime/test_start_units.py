@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from support.s3_server import free_port
 from zr4.cli.start import health, start
 from zr4.profile import load_profile
-from zr4.runtime.comfy_launch import comfyui_command, exit_code_of
+from zr4.runtime.comfy_flags import flag_set, merge_args
+from zr4.runtime.comfy_launch import OWNED_FLAGS, comfyui_command, exit_code_of
 from zr4.runtime.extra_paths import needs_extra_paths, sync_extra_model_paths
 from zr4.runtime.health import check_comfyui, check_health, check_sync
 from zr4.runtime.models import load_manifest
@@ -36,38 +37,32 @@ SUPPORT = Path(__file__).resolve().parents[1] / "support"
 # --- ComfyUI's command line ---------------------------------------------------------------------
 
 
-def test_fixed_part_then_planned_then_user_flags() -> None:
+def test_fixed_part_then_the_flags_of_step_1() -> None:
     plan = comfyui_command(
         python="/opt/venv/bin/python",
         comfyui_dir=Path("/opt/ComfyUI"),
         output_dir=Path("/workspace/outputs"),
-        planned_flags=["--lowvram", "--use-pytorch-cross-attention"],
-        user_args=["--preview-method", "auto"],
-        comfyui_version="v0.7.0",
+        flags=["--lowvram", "--use-pytorch-cross-attention", "--preview-method", "auto"],
     )
     assert plan.argv == (
         "/opt/venv/bin/python", "/opt/ComfyUI/main.py",
         "--listen", "0.0.0.0", "--port", "8188", "--output-directory", "/workspace/outputs",
         "--lowvram", "--use-pytorch-cross-attention", "--preview-method", "auto",
     )  # fmt: skip
-    assert plan.cwd == Path("/opt/ComfyUI") and plan.rejected == ()
+    assert plan.cwd == Path("/opt/ComfyUI")
 
 
 def test_user_flags_comfyui_would_reject_are_left_out_with_a_reason() -> None:
-    plan = comfyui_command(
-        python="py",
-        comfyui_dir=Path("/c"),
-        output_dir=Path("/o"),
-        planned_flags=["--lowvram"],
-        user_args=["--medvram", "--port", "9000", "--highvram"],
-        comfyui_version="v0.7.0",
-    )
-    reasons = {rejected.tokens[0]: rejected.reason for rejected in plan.rejected}
+    final, user, dropped = merge_args(
+        ["--lowvram"], ["--medvram", "--port", "9000", "--output-directory", "/x", "--highvram"],
+        flag_set("v0.7.0"), owned=OWNED_FLAGS,
+    )  # fmt: skip
+    reasons = {rejected.tokens[0]: rejected.reason for rejected in user.rejected}
     assert reasons["--medvram"] == "ComfyUI v0.7.0 has no --medvram flag"
     assert reasons["--port"] == "--port is set by zr4 itself"
+    assert reasons["--output-directory"] == "--output-directory is set by zr4 itself"
     # The user's VRAM mode replaces the planned one (ComfyUI allows one of the group).
-    assert plan.dropped_planned == ("--lowvram",)
-    assert plan.argv[-1] == "--highvram" and "--lowvram" not in plan.argv and "9000" not in plan.argv
+    assert dropped == ("--lowvram",) and final == ("--highvram",)
 
 
 @pytest.mark.parametrize(("returncode", "code"), [(0, 0), (3, 3), (-15, 143), (-9, 137)])
@@ -263,6 +258,8 @@ def test_start_command_passes_extra_arguments_to_comfyui(
     assert result.exit_code == 5, result.output
     argv = json.loads((tmp_path / "state" / "argv.json").read_text())["argv"]
     assert argv[-2:] == ["--preview-method", "taesd"]
+    # decided with the plan in step 1, whose summary shows them
+    assert f"ComfyUI flags: {' '.join(argv[6:])}\n" in result.output
 
 
 def start_in(tmp_path: Path, comfyui_dir: Path, comfyui_python: Path) -> subprocess.CompletedProcess[str]:
