@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,7 @@ from zr4.runtime.comfy_flags import (
     package_finder,
     split_args,
 )
-from zr4.runtime.comfy_launch import comfyui_command
-from zr4.runtime.planner import PlanRequest, plan
+from zr4.runtime.planner import GpuFacts, PlanRequest, plan
 
 FLAGS = flag_set("v0.7.0")
 GENERATOR = data_dir() / "gen_comfyui_flags.py"
@@ -151,19 +151,6 @@ def test_with_a_gpu_the_users_memory_flag_still_wins() -> None:
     assert final == ("--lowvram",) and dropped == ("--highvram",)
 
 
-def test_launch_on_cpu_keeps_cpu_against_extra_command_line_flags(tmp_path: Path) -> None:
-    launch = comfyui_command(
-        python=sys.executable,
-        comfyui_dir=tmp_path,
-        output_dir=tmp_path / "out",
-        planned_flags=["--cpu"],
-        user_args=["--lowvram"],
-        comfyui_version="v0.7.0",
-    )
-    assert launch.flags == ("--cpu",)
-    assert [r.tokens for r in launch.rejected] == [("--lowvram",)]
-
-
 # --- packages and paths on the machine ComfyUI runs on -------------------------------------------
 
 
@@ -193,9 +180,10 @@ def test_package_finder_asks_a_plain_interpreter() -> None:
     assert has("json") and not has("surely_not_a_package_zr4")
 
 
-@pytest.mark.parametrize(
-    ("flag", "package"), [("--use-sage-attention", "sageattention"), ("--use-flash-attention", "flash_attn")]
-)
+ATTENTION_PACKAGES = [("--use-sage-attention", "sageattention"), ("--use-flash-attention", "flash_attn")]
+
+
+@pytest.mark.parametrize(("flag", "package"), ATTENTION_PACKAGES)
 def test_attention_flag_without_its_package_is_dropped_naming_it(
     tmp_path: Path, flag: str, package: str
 ) -> None:
@@ -228,15 +216,62 @@ def test_path_values_are_checked_from_comfyuis_folder(tmp_path: Path) -> None:
     }
 
 
-def test_launch_drops_a_planned_flag_the_machine_cannot_honour(tmp_path: Path) -> None:
-    python = fake_venv(tmp_path / "venv", ("torch",))
-    launch = comfyui_command(
-        python=str(python),
-        comfyui_dir=tmp_path,
-        output_dir=tmp_path / "out",
-        planned_flags=["--highvram", "--use-flash-attention"],
-        user_args="--user-directory /nonexistent",
-        comfyui_version="v0.7.0",
+CARD_16G = GpuFacts("NVIDIA GeForce RTX 4080 SUPER", 16376, compute_capability="8.9")
+
+
+@pytest.mark.parametrize(("flag", "package"), ATTENTION_PACKAGES)
+def test_a_users_attention_flag_without_its_package_keeps_the_planned_one(
+    tmp_path: Path, flag: str, package: str
+) -> None:
+    bare = FlagEnvironment.for_python(fake_venv(tmp_path / "bare", ("torch",)), tmp_path)
+    final, user, dropped = merge_args(["--use-pytorch-cross-attention"], flag, FLAGS, environment=bare)
+    assert final == ("--use-pytorch-cross-attention",) and dropped == ()
+    assert [r.tokens for r in user.rejected] == [(flag,)] and repr(package) in user.rejected[0].reason
+    # With the package there the user's flag still wins.
+    full = FlagEnvironment.for_python(fake_venv(tmp_path / "full", (package,)), tmp_path)
+    final, user, dropped = merge_args(["--use-pytorch-cross-attention"], flag, FLAGS, environment=full)
+    assert final == (flag,) and dropped == ("--use-pytorch-cross-attention",) and user.rejected == ()
+
+
+@pytest.mark.parametrize(("flag", "package"), ATTENTION_PACKAGES)
+def test_the_gpu_plan_keeps_its_attention_flag_when_the_users_cannot_run(
+    tmp_path: Path, flag: str, package: str
+) -> None:
+    bare = FlagEnvironment.for_python(fake_venv(tmp_path / "bare", ("torch",)), tmp_path)
+    result = plan(
+        PlanRequest(gpu=CARD_16G, user_comfyui_args=f"{flag} --preview-method auto", flag_environment=bare)
     )
-    assert launch.flags == ("--highvram",)
-    assert {r.tokens[0] for r in launch.rejected} == {"--use-flash-attention", "--user-directory"}
+    assert "--use-pytorch-cross-attention" in result.comfyui_args and flag not in result.comfyui_args
+    assert result.comfyui_args[-2:] == ("--preview-method", "auto")
+    assert [r.tokens for r in result.rejected_args] == [(flag,)]
+    assert any(
+        w.startswith(f"COMFYUI_ARGS: not passed to ComfyUI: {flag}:") and package in w
+        for w in result.warnings
+    )
+    assert not any("overrides the planned" in w for w in result.warnings), result.warnings
+    # Planned away from the machine (no environment to check), the user's flag replaces the planned one.
+    offline = plan(PlanRequest(gpu=CARD_16G, user_comfyui_args=flag))
+    assert flag in offline.comfyui_args and "--use-pytorch-cross-attention" not in offline.comfyui_args
+
+
+def test_the_plan_leaves_out_what_the_machine_cannot_honour(tmp_path: Path) -> None:
+    h100 = GpuFacts("NVIDIA H100 80GB HBM3", 81559, compute_capability="9.0")
+    bare = FlagEnvironment.for_python(fake_venv(tmp_path / "venv", ("torch",)), tmp_path)
+    request = PlanRequest(
+        gpu=h100,
+        attention="flash_attn_2",
+        user_comfyui_args="--user-directory /nonexistent",
+        flag_environment=bare,
+    )
+    result = plan(request)
+    assert (
+        "--use-flash-attention" not in result.comfyui_args and "--user-directory" not in result.comfyui_args
+    )
+    assert any(
+        w.startswith("planned flag not passed to ComfyUI: --use-flash-attention:") for w in result.warnings
+    )
+    assert any(
+        w.startswith("COMFYUI_ARGS: not passed to ComfyUI: --user-directory /nonexistent:")
+        for w in result.warnings
+    )
+    assert "--use-flash-attention" in plan(replace(request, flag_environment=None)).comfyui_args

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -138,14 +140,27 @@ def test_dropped_connections_resume_with_range(
     assert "text_encoders/umt5-xxl-enc-bf16.safetensors" in result.fetched
 
 
+STALL_S = 60.0  # far longer than the download: only the client's stall detector ends it early
+
+
 def test_a_stalled_server_is_dropped_and_resumed(
     hub: FakeHub, contents: dict[str, bytes], tmp_path: Path
 ) -> None:
-    hub.stall["Wan2_1_VAE_bf16.safetensors"] = 3.0
-    options = replace(FAST, stall_timeout_s=0.5)
-    ensure_models(settings_for(hub, tmp_path), manifest=MANIFEST, options=options)
     rel = "vae/Wan2_1_VAE_bf16.safetensors"
+    blob = f"/blobs/{hashlib.sha256(contents[rel]).hexdigest()}"
+    hub.stall["Wan2_1_VAE_bf16.safetensors"] = STALL_S
+    options = replace(FAST, stall_timeout_s=0.5)
+    began = time.monotonic()
+    ensure_models(settings_for(hub, tmp_path), manifest=MANIFEST, options=options)
+    took = time.monotonic() - began
     assert (tmp_path / rel).read_bytes() == contents[rel]
+    [stall] = hub.stalls
+    assert stall.client_closed, f"the client waited out the stall ({stall.seconds:.1f} s)"
+    # It went on from the byte the stall stopped at, on a new request, not from the start.
+    ranges = [r for method, path, r in hub.requests if method == "GET" and path.startswith(blob)]
+    assert ranges == [None, f"bytes={stall.at_byte}-"] and 0 < stall.at_byte < len(contents[rel])
+    assert hub.served("Wan2_1_VAE_bf16.safetensors") == len(contents[rel]), "no byte fetched twice"
+    assert took < STALL_S / 4, f"{took:.1f} s: the download waited for the stall to end"
 
 
 def test_corrupted_bytes_are_refetched_once(hub: FakeHub, contents: dict[str, bytes], tmp_path: Path) -> None:

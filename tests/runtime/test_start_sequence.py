@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.test_gpu import smi_script
 from support.hub_server import FakeHub, deterministic_bytes
 from support.s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, RcloneS3, free_port_run, s3_client
 from zr4.paths import data_dir
@@ -80,6 +81,8 @@ def container_env(pod: Any, comfyui_python: str, hub: FakeHub) -> dict[str, str]
     """What the image's start sees for ``pod`` (its folders, ports, profile and manifest, as the
     Dockerfile and the RunPod template set them), with the Hub stand-in, no R2 and no DWPose."""
     return {
+        # The zr4 under test, where the suite runs from a source tree (PYTHONPATH=src) without installing it.
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
         "PATH": os.environ["PATH"],
         "HOME": str(pod.root / "home"),
         "PYTHONUNBUFFERED": "1",
@@ -250,6 +253,55 @@ def test_unknown_comfyui_args_are_reported_not_passed(tmp_path: Path, hub: FakeH
     assert "--medvram" not in argv and "1234" not in argv
     assert argv[argv.index("--preview-method") + 1] == "auto"
     assert "--medvram" in output
+
+
+ONE_4080S = "0, NVIDIA GeForce RTX 4080 SUPER, 16376, 15890, 8.9, 580.159.04\n"
+STEP_1_DONE = "[zr4 start] step 1/5 detect GPU + plan VRAM: done"
+
+
+@pytest.mark.parametrize(
+    ("gpu", "flag", "package"),
+    [
+        (True, "--use-sage-attention", "sageattention"),
+        (True, "--use-flash-attention", "flash_attn"),
+        (False, "--use-sage-attention", "sageattention"),
+    ],
+    ids=["gpu-sage", "gpu-flash", "cpu-sage"],
+)
+def test_an_attention_flag_comfyui_cannot_run_is_refused_in_step_1_keeping_the_planned_one(
+    tmp_path: Path, hub: FakeHub, gpu: bool, flag: str, package: str
+) -> None:
+    pod = Pod(tmp_path / "pod", hub)
+    # ComfyUI's environment: a real venv with neither sageattention nor flash_attn installed.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    extra = {
+        "COMFYUI_PYTHON": str(venv / "bin" / "python"),
+        "COMFYUI_ARGS": f"{flag} --preview-method auto",
+        "SKIP_MODEL_DOWNLOAD": "true",
+    }
+    if gpu:  # the planner sees a 4080 SUPER (an nvidia-smi stand-in; no NVML here)
+        extra["PATH"] = f"{smi_script(tmp_path, ONE_4080S)}:{pod.env['PATH']}"
+    process = pod.start(**extra)
+    record = wait_for(pod.comfyui_record, 60, "ComfyUI to start")
+    output = stop(process)
+    assert process.returncode == 0, output
+    flags = record["argv"][6:]  # type: ignore[index]  # after --listen, --port, --output-directory
+    assert flag not in flags and flags[-2:] == ["--preview-method", "auto"], output
+    # The planned attention flag stays; a CPU plan has none (--cpu, then the user's flags).
+    if gpu:
+        assert "--use-pytorch-cross-attention" in flags and "--cpu" not in flags, output
+    else:
+        assert flags == ["--cpu", "--preview-method", "auto"], output
+    assert "overrides the planned" not in output
+    # Decided once, in step 1: its summary is what ComfyUI got, and the refusal is said there.
+    lines = output.splitlines()
+    summary = [line for line in lines if "ComfyUI flags:" in line]
+    assert summary == [f"[zr4 start]   ComfyUI flags: {' '.join(flags)}"], output
+    refusals = [line for line in lines if "not passed to ComfyUI" in line]
+    step_1 = lines[: next(i for i, line in enumerate(lines) if line.startswith(STEP_1_DONE))]
+    assert len(refusals) == 1 and refusals[0] in step_1, output
+    assert flag in refusals[0] and repr(package) in refusals[0]
 
 
 @pytest.fixture

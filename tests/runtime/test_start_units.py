@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from support.s3_server import free_port
 from zr4.cli.start import health, start
 from zr4.profile import load_profile
-from zr4.runtime.comfy_launch import comfyui_command, exit_code_of
+from zr4.runtime.comfy_flags import flag_set, merge_args
+from zr4.runtime.comfy_launch import OWNED_FLAGS, comfyui_command, exit_code_of
 from zr4.runtime.extra_paths import needs_extra_paths, sync_extra_model_paths
 from zr4.runtime.health import check_comfyui, check_health, check_sync
 from zr4.runtime.models import load_manifest
@@ -36,38 +37,32 @@ SUPPORT = Path(__file__).resolve().parents[1] / "support"
 # --- ComfyUI's command line ---------------------------------------------------------------------
 
 
-def test_fixed_part_then_planned_then_user_flags() -> None:
+def test_fixed_part_then_the_flags_of_step_1() -> None:
     plan = comfyui_command(
         python="/opt/venv/bin/python",
         comfyui_dir=Path("/opt/ComfyUI"),
         output_dir=Path("/workspace/outputs"),
-        planned_flags=["--lowvram", "--use-pytorch-cross-attention"],
-        user_args=["--preview-method", "auto"],
-        comfyui_version="v0.7.0",
+        flags=["--lowvram", "--use-pytorch-cross-attention", "--preview-method", "auto"],
     )
     assert plan.argv == (
         "/opt/venv/bin/python", "/opt/ComfyUI/main.py",
         "--listen", "0.0.0.0", "--port", "8188", "--output-directory", "/workspace/outputs",
         "--lowvram", "--use-pytorch-cross-attention", "--preview-method", "auto",
     )  # fmt: skip
-    assert plan.cwd == Path("/opt/ComfyUI") and plan.rejected == ()
+    assert plan.cwd == Path("/opt/ComfyUI")
 
 
 def test_user_flags_comfyui_would_reject_are_left_out_with_a_reason() -> None:
-    plan = comfyui_command(
-        python="py",
-        comfyui_dir=Path("/c"),
-        output_dir=Path("/o"),
-        planned_flags=["--lowvram"],
-        user_args=["--medvram", "--port", "9000", "--highvram"],
-        comfyui_version="v0.7.0",
-    )
-    reasons = {rejected.tokens[0]: rejected.reason for rejected in plan.rejected}
+    final, user, dropped = merge_args(
+        ["--lowvram"], ["--medvram", "--port", "9000", "--output-directory", "/x", "--highvram"],
+        flag_set("v0.7.0"), owned=OWNED_FLAGS,
+    )  # fmt: skip
+    reasons = {rejected.tokens[0]: rejected.reason for rejected in user.rejected}
     assert reasons["--medvram"] == "ComfyUI v0.7.0 has no --medvram flag"
     assert reasons["--port"] == "--port is set by zr4 itself"
+    assert reasons["--output-directory"] == "--output-directory is set by zr4 itself"
     # The user's VRAM mode replaces the planned one (ComfyUI allows one of the group).
-    assert plan.dropped_planned == ("--lowvram",)
-    assert plan.argv[-1] == "--highvram" and "--lowvram" not in plan.argv and "9000" not in plan.argv
+    assert dropped == ("--lowvram",) and final == ("--highvram",)
 
 
 @pytest.mark.parametrize(("returncode", "code"), [(0, 0), (3, 3), (-15, 143), (-9, 137)])
@@ -246,6 +241,7 @@ def test_start_command_passes_extra_arguments_to_comfyui(
         "ZR4_COMFYUI_BACKEND_PORT": str(free_port()),
         "OUTPUT_DIR": str(tmp_path / "out"),
         "MODELS_DIR": str(tmp_path / "models"),
+        "ZR4_AUTH_DIR": str(tmp_path / "auth"),
         "ZR4_PROFILE": str(tmp_path / "profile.json"),
         "SKIP_MODEL_DOWNLOAD": "true",
         "ENABLE_R2_SYNC": "false",
@@ -262,26 +258,66 @@ def test_start_command_passes_extra_arguments_to_comfyui(
     assert result.exit_code == 5, result.output
     argv = json.loads((tmp_path / "state" / "argv.json").read_text())["argv"]
     assert argv[-2:] == ["--preview-method", "taesd"]
+    # decided with the plan in step 1, whose summary shows them
+    assert f"ComfyUI flags: {' '.join(argv[6:])}\n" in result.output
 
 
-def test_no_comfyui_interpreter_stops_at_step_5(tmp_path: Path) -> None:
+def start_in(tmp_path: Path, comfyui_dir: Path, comfyui_python: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m zr4.runtime.start` with every folder it may write under ``tmp_path / "volume"``."""
     profile = load_profile("4080super", ["features.pose_backend=onnx"])
     (tmp_path / "profile.json").write_text(profile.model_dump_json())
+    volume = tmp_path / "volume"
     env = {
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
         "PATH": "/usr/bin:/bin",
-        "COMFYUI_DIR": str(tmp_path),
-        "COMFYUI_PYTHON": str(tmp_path / "no-python"),
-        "OUTPUT_DIR": str(tmp_path / "out"),
-        "MODELS_DIR": str(tmp_path / "models"),
+        "COMFYUI_DIR": str(comfyui_dir),
+        "COMFYUI_PYTHON": str(comfyui_python),
+        "COMFYUI_PORT": str(free_port()),
+        "ZR4_COMFYUI_BACKEND_PORT": str(free_port()),
+        "OUTPUT_DIR": str(volume / "outputs"),
+        "MODELS_DIR": str(volume / "models"),
+        "ZR4_AUTH_DIR": str(volume / ".zr4" / "auth"),
+        "R2_SYNC_STATE_DIR": str(volume / ".zr4" / "sync"),
         "ZR4_PROFILE": str(tmp_path / "profile.json"),
         "SKIP_MODEL_DOWNLOAD": "true",
     }
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "zr4.runtime.start"], env=env, capture_output=True, text=True, timeout=60
     )
+
+
+@pytest.mark.parametrize("missing", ["main.py", "python"])
+def test_no_comfyui_or_interpreter_stops_the_start_before_it_writes_anything(
+    tmp_path: Path, missing: str
+) -> None:
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    if missing != "main.py":
+        shutil.copy(SUPPORT / "fake_comfyui.py", comfy / "main.py")
+    python = tmp_path / "no-python" if missing == "python" else Path(sys.executable)
+    result = start_in(tmp_path, comfy, python)
+    assert result.returncode == 1, result.stderr
+    expected = {
+        "main.py": f"error: zr4 start: no ComfyUI in {comfy}: {comfy / 'main.py'} is missing (COMFYUI_DIR)",
+        "python": f"error: zr4 start: cannot run {python} (COMFYUI_PYTHON): no such executable file",
+    }[missing]
+    assert result.stderr.strip() == expected
+    # No token, models, outputs or sync state on the volume; nothing added to ComfyUI's folder.
+    assert not (tmp_path / "volume").exists()
+    assert sorted(p.name for p in comfy.iterdir()) == ([] if missing == "main.py" else ["main.py"])
+
+
+def test_an_interpreter_that_cannot_be_run_stops_at_step_5(tmp_path: Path) -> None:
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    shutil.copy(SUPPORT / "fake_comfyui.py", comfy / "main.py")
+    python = tmp_path / "python"
+    python.write_text("not a program\n")
+    python.chmod(0o755)  # found and executable, but the kernel cannot run it
+    result = start_in(tmp_path, comfy, python)
     assert result.returncode == 1
-    assert result.stderr.strip().endswith(f"cannot run {tmp_path / 'no-python'}: No such file or directory")
     assert "error: zr4 start stopped at step 5 (ComfyUI)" in result.stderr
+    assert result.stderr.strip().endswith(f"cannot run {python}: Exec format error")
 
 
 def test_the_container_runtime_imports_neither_jinja2_nor_typer() -> None:

@@ -13,9 +13,10 @@ CDN host (``cdn_endpoint``): ``GET/HEAD /blobs/{sha256}`` with ``Range`` support
 Fault knobs (set on the ``FakeHub`` object while it runs): ``drop_after[path]`` (list of byte
 counts: each CDN GET of that path drops the connection after that many body bytes),
 ``corrupt[path]`` (number of responses with one byte flipped), ``fail_status[path]`` (list of
-statuses answered before serving, e.g. [503]), ``stall[path]`` (seconds to hang mid-body once),
-``rate_bytes_per_s`` (throttle), per-repo ``token`` (401 without / 403 with a wrong one).
-Counters: ``bytes_served[path]`` and ``requests``.
+statuses answered before serving, e.g. [503]), ``stall[path]`` (once, halfway through the body:
+send nothing for up to that many seconds, or until the client closes the connection; each stall is
+recorded in ``stalls``), ``rate_bytes_per_s`` (throttle), per-repo ``token`` (401 without / 403
+with a wrong one). Counters: ``bytes_served[path]`` and ``requests``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import socket
 import threading
 import time
@@ -67,6 +69,16 @@ class HubFile:
             return handle.read(end - start)
 
 
+@dataclass(frozen=True)
+class Stall:
+    """One ``stall`` as it happened: where in the body, how long, and whether the client gave up."""
+
+    path: str
+    at_byte: int  # file offset of the first byte not sent: where a resuming client asks to go on
+    seconds: float
+    client_closed: bool  # the client closed the connection during the stall (not the stall's end)
+
+
 @dataclass
 class HubRepo:
     name: str
@@ -96,11 +108,13 @@ class FakeHub:
         self.corrupt: dict[str, int] = {}
         self.fail_status: dict[str, list[int]] = {}
         self.stall: dict[str, float] = {}
+        self.stalls: list[Stall] = []
         self.rate_bytes_per_s: float | None = None
         self.bytes_served: Counter[str] = Counter()
         self.requests: list[tuple[str, str, str | None]] = []
         self.active_bodies = 0
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._servers: list[ThreadingHTTPServer] = []
         self._threads: list[threading.Thread] = []
         self.endpoint = ""
@@ -173,6 +187,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # ends a stall in progress
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -409,7 +424,9 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
                     mutable[flip_at - position] ^= 0xFF
                     chunk = bytes(mutable)
                 if stall is not None and position - start >= (end - start) // 2:
-                    time.sleep(stall)
+                    if self._hang(path, position, stall):
+                        self.close_connection = True
+                        return
                     stall = None
                 self.wfile.write(chunk)
                 sent_total += len(chunk)
@@ -425,6 +442,29 @@ def _handler(hub: FakeHub, *, cdn: bool) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
+
+        def _hang(self, path: str, position: int, seconds: float) -> bool:
+            """Send nothing for up to ``seconds``; True when the client closed the connection meanwhile.
+
+            Mid-body the client sends nothing, so the socket turning readable means its end closed.
+            """
+            began = time.monotonic()
+            closed = False
+            while not closed and not hub._stopping.is_set():
+                left = began + seconds - time.monotonic()
+                if left <= 0:
+                    break
+                readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+                if readable:
+                    try:
+                        closed = self.connection.recv(1, socket.MSG_PEEK) == b""
+                    except OSError:
+                        closed = True
+                    if not closed:
+                        time.sleep(min(left, 0.05))  # unexpected bytes: do not spin on them
+            with hub._lock:
+                hub.stalls.append(Stall(path, position, time.monotonic() - began, closed))
+            return closed
 
         def _api(self, name: str, kind: str, revision: str, rest: str, query: str) -> None:
             repo = self._repo(name, revision)

@@ -28,6 +28,8 @@ Takes = Literal["none", "one", "optional", "many", "any"]
 _TAKES: tuple[str, ...] = ("none", "one", "optional", "many", "any")
 _VALUE_TYPES = (None, "int", "float", "directory")
 _PATH_KINDS = ("file", "directory")
+# Set by `zr4 start` from its own settings (COMFYUI_PORT, OUTPUT_DIR ...): a user's copy is reported, not passed.
+ZR4_OWNED_FLAGS = ("--listen", "--port", "--output-directory")
 
 
 class FlagDataError(ValueError):
@@ -338,18 +340,27 @@ def check_emitted(args: Sequence[str], flags: FlagSet) -> None:
 
 
 def merge_args(
-    planned: Sequence[str], user: str | Sequence[str] | None, flags: FlagSet, owned: Iterable[str] = ()
+    planned: Sequence[str],
+    user: str | Sequence[str] | None,
+    flags: FlagSet,
+    owned: Iterable[str] = (),
+    environment: FlagEnvironment | None = None,
 ) -> tuple[tuple[str, ...], ArgSplit, tuple[str, ...]]:
     """The planner's arguments combined with the user's accepted ones.
 
     The user's choice wins: a planned flag whose exclusive group (or the flag itself) the user set
     is dropped. One exception: a planned ``--cpu`` means no GPU was found, and a user's memory
     flag (``--lowvram`` ...) would replace it with a mode ComfyUI cannot start in, so that flag is
-    rejected instead. Returns (final arguments, the user's split, planned flags dropped for the
-    user's).
+    rejected instead. Likewise, with ``environment`` (what ComfyUI's machine offers), a user's flag
+    it cannot honour is rejected before it replaces anything: ``--use-sage-attention`` without
+    sageattention leaves the planned ``--use-pytorch-cross-attention`` in place. (The planned flags
+    are the caller's to check, with :func:`check_environment`.) Returns (final arguments, the
+    user's split, planned flags dropped for the user's).
     """
     planned_cpu = "--cpu" in tokenize(planned)
     user_split = split_args(user, flags, owned=owned, cpu_only=planned_cpu)
+    if environment is not None:
+        user_split = _usable_part(user_split, flags, environment)
     user_groups = {
         flags.flags[name].group for name in user_split.by_flag if flags.flags[name].group is not None
     }
@@ -444,22 +455,30 @@ def _environment_problem(spec: FlagSpec, values: Sequence[str], environment: Fla
     return None
 
 
+def _unusable(tokens: tuple[str, ...], spec: FlagSpec, environment: FlagEnvironment) -> RejectedArg | None:
+    """Why the machine cannot honour one accepted flag (``tokens``: the flag and its values), or None."""
+    values = tokens[1:] if "=" not in tokens[0] else (tokens[0].split("=", 1)[1], *tokens[1:])
+    problem = _environment_problem(spec, values, environment)
+    return None if problem is None else RejectedArg(tokens, problem)
+
+
+def _usable_part(split: ArgSplit, flags: FlagSet, environment: FlagEnvironment) -> ArgSplit:
+    """``split`` with the accepted flags the machine cannot honour moved to the rejected ones."""
+    items: list[tuple[str, tuple[str, ...]]] = []
+    rejected = list(split.rejected)
+    for name, tokens in split.items:
+        unusable = _unusable(tokens, flags.flags[name], environment)
+        if unusable is None:
+            items.append((name, tokens))
+        else:
+            rejected.append(unusable)
+    accepted = tuple(token for _name, tokens in items for token in tokens)
+    return ArgSplit(accepted, tuple(rejected), dict(items), tuple(items))
+
+
 def check_environment(
     args: Sequence[str], flags: FlagSet, environment: FlagEnvironment
 ) -> tuple[tuple[str, ...], tuple[RejectedArg, ...]]:
-    """Drop the flags (planned or the user's) that the machine cannot honour; say why for each.
-
-    ``args`` are already merged and accepted by :func:`merge_args`. Returns (kept, rejected).
-    """
-    split = split_args(args, flags)
-    kept: list[str] = []
-    rejected: list[RejectedArg] = list(split.rejected)
-    for name, tokens in split.items:
-        spec = flags.flags[name]
-        values = tokens[1:] if "=" not in tokens[0] else (tokens[0].split("=", 1)[1], *tokens[1:])
-        problem = _environment_problem(spec, values, environment)
-        if problem is None:
-            kept.extend(tokens)
-        else:
-            rejected.append(RejectedArg(tokens, problem))
-    return tuple(kept), tuple(rejected)
+    """Drop the flags that the machine cannot honour; say why for each. Returns (kept, rejected)."""
+    split = _usable_part(split_args(args, flags), flags, environment)
+    return split.accepted, split.rejected

@@ -1,11 +1,13 @@
 """The ComfyUI command line `zr4 start` runs, and running it with signals forwarded.
 
-Building the command is pure: the fixed part (listen address, port, output folder), then the
-planner's flags merged with the user's ``COMFYUI_ARGS`` by :func:`zr4.runtime.comfy_flags.merge_args`
-(a user's flag wins over a planned flag of the same exclusive group; flags ComfyUI would reject are
-reported and left out, because argparse exiting on them would crash-loop the pod), then checked
-against the machine (:func:`zr4.runtime.comfy_flags.check_environment`: a flag whose package
-ComfyUI's environment lacks, or whose path is missing, is dropped with the reason).
+The command is the fixed part (listen address, port, output folder), then the flags step 1
+decided: the planner's merged with the user's ``COMFYUI_ARGS`` by
+:func:`zr4.runtime.comfy_flags.merge_args` (a user's flag wins over a planned flag of the same
+exclusive group; flags ComfyUI would reject are reported and left out, because argparse exiting on
+them would crash-loop the pod) and checked against the machine
+(:func:`zr4.runtime.comfy_flags.check_environment`: a flag whose package ComfyUI's environment
+lacks, or whose path is missing, is left out with the reason). Nothing is decided here, so what
+step 1 prints is what ComfyUI gets.
 """
 
 from __future__ import annotations
@@ -15,33 +17,25 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from zr4.runtime.comfy_flags import (
-    FlagEnvironment,
-    RejectedArg,
-    check_environment,
-    flag_set,
-    merge_args,
-)
+from zr4.runtime.comfy_flags import ZR4_OWNED_FLAGS
 
 # Set by zr4 itself from its own settings; a COMFYUI_ARGS copy of them is reported, not passed.
-OWNED_FLAGS = ("--listen", "--port", "--output-directory")
+OWNED_FLAGS = ZR4_OWNED_FLAGS
 DEFAULT_PORT = 8188
 DEFAULT_LISTEN = "0.0.0.0"
 
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """The argv for ComfyUI and what happened to the user's arguments on the way."""
+    """The argv for ComfyUI, the folder it runs in, and the flags after the fixed part."""
 
     argv: tuple[str, ...]
     cwd: Path
-    rejected: tuple[RejectedArg, ...] = ()
-    dropped_planned: tuple[str, ...] = ()
-    flags: tuple[str, ...] = field(default=())
+    flags: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return " ".join(self.argv)
@@ -52,22 +46,11 @@ def comfyui_command(
     python: str,
     comfyui_dir: Path,
     output_dir: Path,
-    planned_flags: Sequence[str],
-    user_args: str | Sequence[str] | None,
-    comfyui_version: str,
+    flags: Sequence[str],
     listen: str = DEFAULT_LISTEN,
     port: int = DEFAULT_PORT,
-    environment: FlagEnvironment | None = None,
 ) -> LaunchPlan:
-    """``$COMFYUI_PYTHON main.py --listen … --port … --output-directory …`` + planned + user flags.
-
-    ``environment`` (default: ``python``'s packages, ``comfyui_dir`` for relative paths) decides
-    which of the merged flags this machine can honour.
-    """
-    flags = flag_set(comfyui_version)
-    merged, user_split, dropped = merge_args(planned_flags, user_args, flags, owned=OWNED_FLAGS)
-    environment = environment or FlagEnvironment.for_python(python, comfyui_dir)
-    merged, unusable = check_environment(merged, flags, environment)
+    """``$COMFYUI_PYTHON main.py --listen … --port … --output-directory …`` + ``flags`` (decided)."""
     argv = (
         python,
         str(comfyui_dir / "main.py"),
@@ -77,15 +60,9 @@ def comfyui_command(
         str(port),
         "--output-directory",
         str(output_dir),
-        *merged,
+        *flags,
     )
-    return LaunchPlan(
-        argv=argv,
-        cwd=comfyui_dir,
-        rejected=(*user_split.rejected, *unusable),
-        dropped_planned=dropped,
-        flags=merged,
-    )
+    return LaunchPlan(argv=argv, cwd=comfyui_dir, flags=tuple(flags))
 
 
 def exit_code_of(returncode: int) -> int:

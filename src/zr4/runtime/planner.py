@@ -24,7 +24,16 @@ import yaml
 
 from zr4.paths import data_dir
 from zr4.runtime import arch
-from zr4.runtime.comfy_flags import FlagSet, RejectedArg, flag_set, merge_args, tokenize
+from zr4.runtime.comfy_flags import (
+    ZR4_OWNED_FLAGS,
+    FlagEnvironment,
+    FlagSet,
+    RejectedArg,
+    check_environment,
+    flag_set,
+    merge_args,
+    tokenize,
+)
 
 MIB = 1024 * 1024
 GIB_MIB = 1024
@@ -42,7 +51,7 @@ PHASE_LABELS = {
     "decode": "VAE decode",
 }
 # Flags ComfyUI is started with by zr4's start command itself, never taken from COMFYUI_ARGS.
-START_OWNED_FLAGS = ("--listen", "--port")
+START_OWNED_FLAGS = ZR4_OWNED_FLAGS
 ATTENTION_FLAGS = {
     "sdpa": "--use-pytorch-cross-attention",
     "flash_attn_2": "--use-flash-attention",
@@ -124,6 +133,9 @@ class PlanRequest:
     comfyui_version: str = "v0.7.0"
     user_comfyui_args: str | Sequence[str] | None = None
     tier: str | None = None  # GPU_TIER override; None = from VRAM
+    # What ComfyUI's interpreter and folder offer (packages, paths); None: not checked (planning
+    # away from the machine). With it, the plan's flags are the ones ComfyUI can start with.
+    flag_environment: FlagEnvironment | None = None
     # Compute capability majors the image's flash-attn has kernels for (default: the release wheel's).
     flash_attn_kernel_majors: tuple[int, ...] = field(
         default_factory=lambda: tuple(sorted(arch.flash_attn_kernel_majors(None)))
@@ -792,14 +804,32 @@ def _level_candidates(request: PlanRequest, facts: Facts) -> list[str | None]:
 CPU_GGUF_LEVEL = "Q4_K_M"
 
 
-def _cpu_plan(request: PlanRequest, flags: FlagSet) -> TuningPlan:
+def _with_user_args(
+    planned: list[str], request: PlanRequest, flags: FlagSet
+) -> tuple[tuple[str, ...], tuple[RejectedArg, ...], list[str]]:
+    """The planned flags merged with COMFYUI_ARGS, less what ComfyUI's environment cannot honour.
+
+    Returns (ComfyUI's arguments, the user's rejected ones, warnings saying what changed).
+    """
+    warnings: list[str] = []
+    environment = request.flag_environment
+    if environment is not None:
+        planned_kept, unusable = check_environment(planned, flags, environment)
+        planned = list(planned_kept)
+        warnings += [f"planned flag not passed to ComfyUI: {rejected}" for rejected in unusable]
     final, user_split, dropped = merge_args(
-        ["--cpu"], request.user_comfyui_args, flags, owned=START_OWNED_FLAGS
+        planned, request.user_comfyui_args, flags, owned=START_OWNED_FLAGS, environment=environment
     )
-    level = request.gguf_level.upper() if request.gguf_level.lower() != "auto" else CPU_GGUF_LEVEL
-    warnings = ["no NVIDIA GPU: ComfyUI runs with --cpu; a 14B video model on a CPU takes hours per clip"]
     warnings += [f"COMFYUI_ARGS overrides the planned {flag}" for flag in dropped]
     warnings += [f"COMFYUI_ARGS: not passed to ComfyUI: {rejected}" for rejected in user_split.rejected]
+    return final, user_split.rejected, warnings
+
+
+def _cpu_plan(request: PlanRequest, flags: FlagSet) -> TuningPlan:
+    final, rejected_args, flag_warnings = _with_user_args(["--cpu"], request, flags)
+    level = request.gguf_level.upper() if request.gguf_level.lower() != "auto" else CPU_GGUF_LEVEL
+    warnings = ["no NVIDIA GPU: ComfyUI runs with --cpu; a 14B video model on a CPU takes hours per clip"]
+    warnings += flag_warnings
     return TuningPlan(
         gpu_name="none (CPU only)",
         card_mib=0,
@@ -822,7 +852,7 @@ def _cpu_plan(request: PlanRequest, flags: FlagSet) -> TuningPlan:
         host_ram_needed_mib=0,
         host_ram_mib=request.host_ram_mib,
         comfyui_args=final,
-        rejected_args=user_split.rejected,
+        rejected_args=rejected_args,
         decisions=(Decision("--cpu", "on", "no NVIDIA GPU detected"),),
         warnings=tuple(warnings),
     )
@@ -940,13 +970,8 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
     attention, arch_error = _arch_limits(request, planner.gpu, warnings, decisions)
     planned, flag_decisions = _flags_for(layout.mode, attention, flags)
     decisions += flag_decisions
-    final, user_split, dropped = merge_args(
-        planned, request.user_comfyui_args, flags, owned=START_OWNED_FLAGS
-    )
-    for flag in dropped:
-        warnings.append(f"COMFYUI_ARGS overrides the planned {flag}")
-    for rejected in user_split.rejected:
-        warnings.append(f"COMFYUI_ARGS: not passed to ComfyUI: {rejected}")
+    final, rejected_args, flag_warnings = _with_user_args(planned, request, flags)
+    warnings += flag_warnings
 
     ram = request.host_ram_mib
     if ram is not None and evaluation.host_ram_needed_mib > ram:
@@ -990,7 +1015,7 @@ def _plan(request: PlanRequest, facts: Facts, flags: FlagSet, explain: bool) -> 
         host_ram_needed_mib=evaluation.host_ram_needed_mib,
         host_ram_mib=ram,
         comfyui_args=final,
-        rejected_args=user_split.rejected,
+        rejected_args=rejected_args,
         decisions=tuple(decisions),
         warnings=tuple(warnings),
         error=error,

@@ -1,15 +1,19 @@
 """`zr4 start`: what the container's start.sh execs. Five steps, each logged with its duration.
 
-1. detect the GPUs and plan VRAM (the `zr4 tune` logic); print the plan's summary;
+1. detect the GPUs and plan VRAM (the `zr4 tune` logic) and decide ComfyUI's flags: the plan's,
+   merged with ``COMFYUI_ARGS`` and the command line's, checked against ComfyUI's environment;
+   print the plan's summary;
 2. ensure the models of the current settings (``SKIP_MODEL_DOWNLOAD=true`` skips); a failure stops
    the start with the model manager's reason (its GGUF -> fp8 fallback is the one fallback);
 3. write ComfyUI's ``extra_model_paths.yaml`` when ``MODELS_DIR`` is outside ComfyUI's models
    folder, and the SteadyDancer workflow for this boot's files into ComfyUI's workflow browser;
 4. with ``ENABLE_R2_SYNC=true``, run ``zr4 sync run`` as a supervised child (restarted if it dies);
-5. run ComfyUI with the planned flags (which include the accepted ``COMFYUI_ARGS``), forwarding
+5. run ComfyUI with the flags of step 1, forwarding
    SIGTERM/SIGINT/SIGHUP; when it exits, stop the daemon, run the final ``zr4 sync once``, and
    exit with ComfyUI's code.
 
+Before anything is written (the token, models, outputs, ComfyUI's files), the start checks that
+ComfyUI and its interpreter are there: without them it would fail at step 5 only after writing.
 Authentication (:mod:`zr4.runtime.auth`, on unless ``ZR4_AUTH=off``) is settled before step 1: the
 token is read or created, ComfyUI is given a loopback-only port, and the auth proxy takes the
 public port from step 5 until ComfyUI exits.
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -178,15 +184,31 @@ def read_profile_data(path: Path) -> dict[str, Any]:
     return dict(data)
 
 
+def check_comfyui(config: StartConfig, env: Mapping[str, str]) -> None:
+    """ComfyUI's ``main.py`` and an interpreter to run it exist (as step 5 will look the interpreter up)."""
+    main = config.comfyui_dir / "main.py"
+    if not main.is_file():
+        raise StartError(f"zr4 start: no ComfyUI in {config.comfyui_dir}: {main} is missing (COMFYUI_DIR)")
+    search = os.pathsep.join(os.get_exec_path(dict(env)))
+    if shutil.which(config.comfyui_python, path=search) is None:
+        raise StartError(
+            f"zr4 start: cannot run {config.comfyui_python} (COMFYUI_PYTHON): no such executable file"
+        )
+
+
 # --- step 1 ------------------------------------------------------------------------------------
 
 
 def plan_boot(env: Mapping[str, str], profile: Mapping[str, Any]) -> BootPlan:
-    """Detect the GPUs and plan VRAM with the `zr4 tune` logic; the plan already merges COMFYUI_ARGS."""
+    """Detect the GPUs and plan VRAM with the `zr4 tune` logic. The plan's flags are final (COMFYUI_ARGS
+    merged in, what ComfyUI's environment cannot honour left out), so the summary shows what runs."""
+    from zr4.runtime.comfy_flags import FlagEnvironment
     from zr4.runtime.gpu import detect
     from zr4.runtime.tune import tune
 
-    result = tune(profile, env, detect(env))
+    config = StartConfig.from_env(env)
+    comfyui = FlagEnvironment.for_python(config.comfyui_python, config.comfyui_dir)
+    result = tune(profile, env, detect(env), comfyui)
     plan = result.plan
     gpu = result.detection.primary
     level = f" {plan.gguf_level}" if plan.gguf_level else ""
@@ -358,13 +380,17 @@ def run_start(
 ) -> int:
     """The whole start sequence; returns ComfyUI's exit code (128+N when a signal N ended it)."""
     from zr4.runtime.auth.front import plan_front
+    from zr4.runtime.comfy_flags import tokenize
     from zr4.runtime.comfy_launch import ForwardingSignals, comfyui_command, exit_code_of
     from zr4.runtime.instances import launch_instances, plan_instances, serverless
 
     env = dict(os.environ if environ is None else environ)
+    if extra_args:  # decided in step 1 with the variable's, as the user's flags
+        env["COMFYUI_ARGS"] = shlex.join([*tokenize(env.get("COMFYUI_ARGS")), *extra_args])
     report = StartReport()
     config = StartConfig.from_env(env)
     profile = read_profile_data(config.profile_path)
+    check_comfyui(config, env)  # before anything is written
     comfyui_version = str(profile["comfyui"]["version"])
     log(f"profile {profile['name']}, ComfyUI {comfyui_version} in {config.comfyui_dir}")
 
@@ -399,16 +425,10 @@ def run_start(
         python=config.comfyui_python,
         comfyui_dir=config.comfyui_dir,
         output_dir=config.output_dir,
-        planned_flags=plan.flags,
-        user_args=list(extra_args),
-        comfyui_version=comfyui_version,
+        flags=plan.flags,
         listen=listen,
         port=port,
     )
-    for rejected in launch_plan.rejected:
-        log(f"WARNING: not passed to ComfyUI: {rejected}")
-    for name in launch_plan.dropped_planned:
-        log(f"planned {name} replaced by the command line's")
 
     process: Any = None  # the ComfyUI processes (one per GPU) as one InstanceGroup
     forward = ForwardingSignals(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zr4.runtime import arch, image_layout
+from zr4.runtime.comfy_flags import FlagEnvironment
 from zr4.runtime.gguf_level import parse_gguf_level
 from zr4.runtime.gpu import Detection, detect
 from zr4.runtime.planner import (
@@ -226,8 +227,13 @@ def tune(
     profile: Mapping[str, Any] | None,
     environ: Mapping[str, str],
     detection: Detection,
+    flag_environment: FlagEnvironment | None = None,
 ) -> TuneResult:
-    """Plan for the detected machine. Never raises for bad input: it becomes a warning."""
+    """Plan for the detected machine. Never raises for bad input: it becomes a warning.
+
+    ``flag_environment``: ComfyUI's interpreter and folder, when the plan is for this machine's
+    ComfyUI (`zr4 start`); its flags are then only those that ComfyUI can start with.
+    """
     warnings: list[str] = []
     if profile is not None:
         request, profile_warnings = request_from_profile(profile)
@@ -237,7 +243,9 @@ def tune(
     request, env_warnings = apply_env(request, environ)
     warnings += env_warnings
     host_ram = detection.host_ram.total_mib if detection.host_ram is not None else None
-    request = replace(request, gpu=gpu_facts(detection), host_ram_mib=host_ram)
+    request = replace(
+        request, gpu=gpu_facts(detection), host_ram_mib=host_ram, flag_environment=flag_environment
+    )
     if detection.gpu_count > 1:
         warnings.append(f"{detection.gpu_count} GPUs: ComfyUI runs on one; planned for GPU 0 only")
     try:
