@@ -20,9 +20,9 @@ that differ; ``--only ID`` limits either to some transcripts. tests/test_docs_tr
 same check and fails naming the page and the first differing line.
 
 Volatile values (timings, dates, disk space, the size of zr4's own wheel: ``VOLATILE``) are compared
-as placeholders. ``--write`` keeps a line of the page whose placeholders are all that differ, so a
-second run changes nothing and a page shows values a real run printed; temporary paths and ports of
-the local servers are shown as fixed stand-ins (``/home/you/zr4``, ``/workspace``, ``127.0.0.1:9000``).
+as placeholders. ``--write`` keeps a block whose placeholders are all that differ, so a second run
+changes nothing and every block shows the values of one real run; temporary paths and ports of the
+local servers are shown as fixed stand-ins (``/home/you/zr4``, ``/workspace``, ``127.0.0.1:9000``).
 
 This lives in tests/support/ because the fixtures are the test suite's own servers (``s3_server``,
 ``hub_server``, ``auth_stack`` with ``fake_comfyui``), and the test imports it like the other helpers.
@@ -55,8 +55,9 @@ PAGES_GLOB = ("README.md", "docs/**/*.md")
 # What a copy of the checkout needs for every command (a fresh clone without tests/, bench/, docs/).
 CHECKOUT_PARTS = ("src", "profiles", "templates", "data", "docker", "pyproject.toml", "README.md",
                   ".hadolint.yaml", ".dockerignore", ".gitignore")  # fmt: skip
+# Left out: caches, zr4's wheel (a build artifact a fresh clone lacks), a developer's docker/.env (secrets).
 CHECKOUT_IGNORE = shutil.ignore_patterns(
-    "__pycache__", "*.pyc", "*.egg-info", "zr4-*.whl", "zr4-*.whl.sha256"
+    "__pycache__", "*.pyc", "*.egg-info", "zr4-*.whl", "zr4-*.whl.sha256", ".env"
 )
 # Container engines are hidden from the commands: a transcript must not depend on the host having one.
 HIDDEN_TOOLS = ("docker", "podman", "buildah")
@@ -66,6 +67,7 @@ DISPLAY_HTTP_PORT = "8000"
 DISPLAY_COMFYUI_PORT = "8188"
 DISPLAY_HUB, DISPLAY_HUB_CDN = "127.0.0.1:7000", "127.0.0.1:7001"
 ELISION = "..."
+FAKE_HF_TOKEN = "hf_" + "abcdefghijklmnopqrstuvwxyzABCDEFGH"  # token-shaped, split so no scanner takes it
 NETWORK_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY")
 
 MARKER = re.compile(r"^<!-- (transcript|excerpt):(.*)$")
@@ -168,10 +170,13 @@ def parse_page(page: Path) -> list[Block]:
             close += 1
         if close == len(lines):
             raise TranscriptError(f"{shown(page)}:{index + 1}: the fenced block never closes")
-        name, _, rest = text.partition(" ") if kind == "transcript" else (text, "", "")
-        if "\n" in name:
-            name, _, more = name.partition("\n")
-            rest = more + " " + rest
+        if kind == "transcript":
+            head = re.match(r"(\S+)(.*)", text, re.DOTALL)
+            name, rest = (head.group(1), head.group(2)) if head else ("", "")
+        else:
+            name, rest = text, ""
+        if not name:
+            raise TranscriptError(f"{shown(page)}:{start + 1}: the comment names no transcript id or record")
         options = yaml.safe_load(rest) if rest.strip() else {}
         if not isinstance(options, dict):
             raise TranscriptError(f"{shown(page)}:{start + 1}: options must be a YAML mapping")
@@ -221,7 +226,7 @@ def _replace_all(text: str, mapping: dict[str, str]) -> str:
     if not mapping:
         return text
     keys = sorted(mapping, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(key) for key in keys) + r"(?![A-Za-z0-9_])")
+    pattern = re.compile("(?:" + "|".join(re.escape(key) for key in keys) + r")(?![A-Za-z0-9_])")
     return pattern.sub(lambda match: mapping[match.group(0)], text)
 
 
@@ -398,7 +403,13 @@ class Session:
         (self.workspace / "outputs").mkdir(exist_ok=True)
 
     def _http(self) -> None:
+        served = self.root / "http"  # an empty folder: the server answers, but holds nothing
+        served.mkdir()
+
         class Quiet(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(served), **kwargs)
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -509,7 +520,7 @@ class Session:
         text, found = re.subn(
             r"^FROM nvidia/cuda:\S+ AS runtime$",
             "FROM nvidia/cuda:12.4-devel-ubuntu22.04 AS runtime\n"
-            "ENV HF_TOKEN=hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789\n"
+            f"ENV HF_TOKEN={FAKE_HF_TOKEN}\n"
             'RUN pip install xformers>=0.0.28 2>/dev/null || echo "xformers failed"',
             dockerfile.read_text(),
             flags=re.MULTILINE,
