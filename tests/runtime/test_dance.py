@@ -433,3 +433,12 @@ def test_cli_reports_the_synced_copy(tmp_path: Path, inputs, moto_server) -> Non
     assert line.startswith("r2: synced to s3://runpod/outputs/20") and line.endswith(".mp4"), line
     key = line.split("s3://runpod/", 1)[1]
     assert moto_server.client().head_object(Bucket="runpod", Key=key)["ContentLength"] > 0
+
+
+def test_help_names_the_options_it_speaks_of() -> None:
+    """The summary names --image and --video, the options a user types, not metavars that exist nowhere."""
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    summary = " ".join(result.stdout.split("╭")[0].split())
+    assert "Animate the --image photo with the motion of the --video clip." in summary
+    assert "PHOTO" not in result.stdout and "CLIP" not in result.stdout

@@ -126,7 +126,10 @@ def dance(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result (or the error) as JSON on stdout."),
 ) -> None:
-    """Animate PHOTO with the motion of CLIP: upload both, queue the workflow, follow it, download the video."""
+    """Animate the --image photo with the motion of the --video clip.
+
+    Uploads both, queues the workflow, follows it and downloads the video.
+    """
     from zr4.runtime.comfy_api import ComfyClient, ExecutionFailed, auth_token, comfyui_urls
     from zr4.runtime.dance import JobRequest, load_workflow_file, oom_advice, run_job
     from zr4.runtime.job_workflow import DanceParams
