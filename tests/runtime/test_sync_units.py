@@ -9,10 +9,10 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
+from zr4.runtime.redact import redact
 from zr4.runtime.sync.client import ErrorKind, classify
 from zr4.runtime.sync.journal import UPLOADED, UPLOADING, Journal
 from zr4.runtime.sync.metadata_index import merge_entries
-from zr4.runtime.sync.redact import redact
 from zr4.runtime.sync.scanner import (
     FileState,
     content_type_for,

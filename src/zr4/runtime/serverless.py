@@ -337,6 +337,9 @@ def local_api_args(environ: Mapping[str, str], argv: list[str], cwd: Path) -> li
 def main() -> int:
     """Wait for ComfyUI, then run the SDK's worker loop; outside RunPod its local test (--test_input)
     or its local API server."""
+    from zr4.runtime.redact import redact_process_output
+
+    redact_process_output()
     environ = dict(os.environ)
     try:
         config = WorkerConfig.from_env(environ)

@@ -303,6 +303,9 @@ def format_report(result: TuneResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    from zr4.runtime.redact import redact_process_output
+
+    redact_process_output()
     parser = argparse.ArgumentParser(
         prog="zr4 tune", description="Detect the GPU, plan VRAM, print the result."
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from zr4.runtime import image_layout
 from zr4.runtime.env import EnvError, env_bool, env_str
+from zr4.runtime.redact import redact_url
 
 DEFAULT_BUCKET = "runpod"
 DEFAULT_PREFIX = "outputs"
@@ -115,7 +116,7 @@ class SyncSettings:
         return self.state_dir / "daemon.lock"
 
     def secrets(self) -> tuple[str, ...]:
-        """The values that must never be printed (for :func:`zr4.runtime.sync.redact.redact`)."""
+        """The values that must never be printed (for :func:`zr4.runtime.redact.redact`)."""
         return tuple(v for v in (self.secret_access_key.reveal(), self.access_key_id.reveal()) if v)
 
     def with_(self, **changes: object) -> SyncSettings:
@@ -144,7 +145,7 @@ def parse_endpoint(endpoint: str, name: str = "R2_ENDPOINT") -> tuple[str, str |
     (``https://<account>.r2.cloudflarestorage.com/<bucket>``); boto3 would then send every request
     to ``/<bucket>/<bucket>/...`` and fail for ever, so the path is split off here.
     """
-    shown = endpoint
+    shown = redact_url(endpoint)  # the message names the variable; its user-info stays masked
     if "://" not in endpoint:
         endpoint = "https://" + endpoint
     if any(c.isspace() for c in endpoint):
