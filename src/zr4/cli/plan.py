@@ -142,7 +142,9 @@ def tune_command(
     result = replace(result, warnings=(*profile_warnings, *result.warnings))
     emit(result, env_lines=env_lines, args=args, as_json=as_json)
     if write_json is not None:
-        write_json.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        from zr4.runtime.redact import redact
+
+        write_json.write_text(redact(json.dumps(result.to_dict(), indent=2)) + "\n", encoding="utf-8")
     if strict and not result.plan.fits:
         error = PlanDoesNotFit(result.plan.error or "the plan does not fit")
         error.exit_code = 3

@@ -154,7 +154,13 @@ class RedactingStream(io.TextIOBase):
             self.write(line)
 
     def flush(self) -> None:
-        self._stream.flush()
+        # At exit the interpreter flushes sys.stdout even when what it wraps was closed first.
+        if not getattr(self._stream, "closed", False):
+            self._stream.flush()
+
+    def close(self) -> None:
+        """Flush only: the wrapped stream belongs to whoever opened it."""
+        self.flush()
 
     def isatty(self) -> bool:
         return self._stream.isatty()

@@ -303,7 +303,7 @@ def format_report(result: TuneResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    from zr4.runtime.redact import redact_process_output
+    from zr4.runtime.redact import redact, redact_process_output
 
     redact_process_output()
     parser = argparse.ArgumentParser(
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     result = replace(result, warnings=(*profile_warnings, *result.warnings))
     emit(result, env_lines=options.env, args=options.args, as_json=options.json)
     if options.write_json is not None:
-        options.write_json.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        options.write_json.write_text(redact(json.dumps(result.to_dict(), indent=2)) + "\n", encoding="utf-8")
     return 3 if options.strict and not result.plan.fits else 0
 
 

@@ -417,7 +417,8 @@ class SyncEngine:
             "last_error": self.last_permanent or self.last_error,
         }
         tmp = self.settings.heartbeat_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(beat), encoding="utf-8")
+        # `zr4 health` and the user read this file: it is output like any log line.
+        tmp.write_text(redact(json.dumps(beat), self.settings.secrets()), encoding="utf-8")
         os.replace(tmp, self.settings.heartbeat_path)
 
     def drain(self, deadline_s: float) -> bool:
