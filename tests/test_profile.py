@@ -166,10 +166,17 @@ def test_an_unknown_parent_names_the_file_that_extends_it(tmp_path: Path) -> Non
     assert str(caught.value).startswith(f"{path}: extends: no bundled profile named '4080duper'; ")
 
 
-def test_a_folder_given_as_the_profile_is_called_a_folder(tmp_path: Path) -> None:
+def test_a_folder_given_as_the_profile_is_called_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ProfileError) as caught:
         load_profile(str(tmp_path))
     assert str(caught.value) == f"profile {tmp_path} is a folder: name a profile's .yaml file in it"
+    (tmp_path / "my-profiles").mkdir()
+    monkeypatch.chdir(tmp_path)  # `--profile my-profiles`: a bare name that is a folder here
+    with pytest.raises(ProfileError) as caught:
+        load_profile("my-profiles")
+    assert str(caught.value) == "profile my-profiles is a folder: name a profile's .yaml file in it"
 
 
 def test_a_validator_message_shows_the_value_once(tmp_path: Path) -> None:

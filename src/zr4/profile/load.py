@@ -72,6 +72,8 @@ def resolve_profile_path(ref: str, relative_to: Path | None = None) -> Path:
         return candidate
     bundled = profiles_dir() / f"{ref}.yaml"
     if not bundled.is_file():
+        if Path(ref).expanduser().is_dir():
+            raise ProfileError(f"profile {ref} is a folder: name a profile's .yaml file in it")
         names = ", ".join(bundled_profile_names())
         raise ProfileError(
             f"no bundled profile named {ref!r}; bundled profiles: {names} (or pass a .yaml path)"
