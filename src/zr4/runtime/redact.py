@@ -46,7 +46,6 @@ SECRET_VARIABLES = (
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
     "RUNPOD_AI_API_KEY",
-    "RUNPOD_API_KEY",
 )
 # Any other variable named like a credential is one too, but only with a value long enough to be
 # one: ``SOME_TOKEN=false`` must not turn every "false" of a JSON document into "***".
