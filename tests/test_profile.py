@@ -71,9 +71,9 @@ def test_set_overrides_a_nested_field() -> None:
         (["gpu.vram_gib=-3"], "gpu.vram_gib: Input should be greater than 0"),
         (["gpu.vram_gb=16"], "gpu.vram_gb: unknown key"),
         (["model.variant=int4"], "model.variant: Input should be 'fp16', 'fp8' or 'gguf'"),
-        (["model.gguf_level=Q9_K"], "model.gguf_level: Value error, 'Q9_K' is not a GGUF level"),
-        (["workload.frames=80"], "workload.frames: Value error, frames must be 4n+1"),
-        (["comfyui.commit=main"], "comfyui.commit: String should match pattern"),
+        (["model.gguf_level=Q9_K"], "model.gguf_level: 'Q9_K' is not a GGUF level"),
+        (["workload.frames=80"], "workload.frames: frames must be 4n+1"),
+        (["comfyui.commit=main"], "comfyui.commit: use a full git commit hash: 40 characters 0-9 and a-f"),
         (["features.pose_backend=mmpose", "stack.mmcv=null"], "stack.mmcv"),
     ],
 )
@@ -157,6 +157,72 @@ def test_extends_cycle_is_reported(tmp_path: Path) -> None:
     write(tmp_path, "b.yaml", "extends: a.yaml\n")
     with pytest.raises(ProfileError, match="cycle"):
         load_profile(str(tmp_path / "a.yaml"))
+
+
+def test_an_unknown_parent_names_the_file_that_extends_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "mine.yaml", "extends: 4080duper\nname: mine\n")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    assert str(caught.value).startswith(f"{path}: extends: no bundled profile named '4080duper'; ")
+
+
+def test_a_folder_given_as_the_profile_is_called_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(tmp_path))
+    assert str(caught.value) == f"profile {tmp_path} is a folder: name a profile's .yaml file in it"
+    (tmp_path / "my-profiles").mkdir()
+    monkeypatch.chdir(tmp_path)  # `--profile my-profiles`: a bare name that is a folder here
+    with pytest.raises(ProfileError) as caught:
+        load_profile("my-profiles")
+    assert str(caught.value) == "profile my-profiles is a folder: name a profile's .yaml file in it"
+
+
+def test_a_validator_message_shows_the_value_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "mine.yaml", "extends: 4080super\nworkload:\n  frames: 80\n")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    message = str(caught.value)
+    assert message.endswith(
+        "workload.frames: frames must be 4n+1 (Wan's VAE packs 4 frames per latent), got 80"
+    )
+    assert "Value error" not in message
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "words"),
+    [
+        ('description: "tab\\there"\n', "description: use one line of text without control characters"),
+        ("image:\n  name: Bad Name!\n", "image.name: use a Docker image name such as ghcr.io/me/zr4"),
+    ],
+)
+def test_a_pattern_mismatch_says_in_words_what_is_allowed(tmp_path: Path, yaml_text: str, words: str) -> None:
+    path = write(tmp_path, "mine.yaml", "extends: 4080super\n" + yaml_text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    message = str(caught.value).removeprefix(f"{path}: ")
+    assert message.startswith(words)
+    assert "should match pattern" not in message and "^" not in message
+
+
+def test_every_pattern_of_the_schema_has_words() -> None:
+    """No regular expression reaches the user: each one the profile uses is described in words."""
+    import json
+
+    from zr4.profile.models import PATTERN_WORDS
+
+    def patterns(node: object) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+            return found + [p for value in node.values() for p in patterns(value)]
+        if isinstance(node, list):
+            return [p for value in node for p in patterns(value)]
+        return []
+
+    used = set(patterns(json.loads(profile_json_schema())))
+    assert len(used) > 10
+    assert used - set(PATTERN_WORDS) == set()
 
 
 def test_unknown_bundled_name_lists_the_choices() -> None:

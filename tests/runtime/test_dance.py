@@ -366,6 +366,76 @@ def test_cli_unreachable_is_one_line(inputs) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("not a url", "it contains a space or a control character (separate several URLs with commas)"),
+        ("http://127.0.0.1:abc", "the port must be a number from 1 to 65535"),
+        ("http://127.0.0.1:99999", "the port must be a number from 1 to 65535"),
+        ("http://127.0.0.1:0", "the port must be a number from 1 to 65535"),
+        ("http://", "it has no host: use http://HOST:PORT"),
+        ("ftp://127.0.0.1:8188", "the scheme must be http:// or https://, not ftp://"),
+        ("http://127.0.0.1:8188/?x=1", "remove the ?query / #fragment part"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_cli_a_bad_comfyui_option_is_one_line_exit_2(inputs, url: str, reason: str, as_json: bool) -> None:
+    image, video = inputs
+    result = run_cli(
+        "--image", str(image), "--video", str(video), "--comfyui", url, *(["--json"] if as_json else [])
+    )
+    message = f"--comfyui: {url!r} is not a ComfyUI URL: {reason}"
+    assert (result.returncode, result.stderr) == (2, f"error: {message}\n")
+    assert result.stdout == (json.dumps({"ok": False, "error": message}) + "\n" if as_json else "")
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"ZR4_COMFYUI_URLS": "a b"},
+            "error: ZR4_COMFYUI_URLS: 'a b' is not a ComfyUI URL: it contains a space or a control "
+            "character (separate several URLs with commas)",
+        ),
+        (
+            {"ZR4_COMFYUI_URLS": "http://127.0.0.1:9,http://"},
+            "error: ZR4_COMFYUI_URLS: 'http://' is not a ComfyUI URL: it has no host: use http://HOST:PORT",
+        ),
+        ({"COMFYUI_PORT": "abc"}, "error: COMFYUI_PORT='abc' is not a port number (1-65535)"),
+    ],
+)
+def test_cli_a_bad_comfyui_variable_is_one_line_naming_it(inputs, tmp_path: Path, env, line: str) -> None:
+    image, video = inputs
+    result = run_cli(
+        "--image", str(image), "--video", str(video), "--json", env={"TMPDIR": str(tmp_path), **env}
+    )
+    assert (result.returncode, result.stderr) == (1, line + "\n")
+    assert json.loads(result.stdout) == {"ok": False, "error": line.removeprefix("error: ")}
+
+
+def test_a_url_with_credentials_is_refused_without_showing_them(inputs) -> None:
+    image, video = inputs
+    result = run_cli(
+        "--image", str(image), "--video", str(video), "--comfyui", "http://me:pw-Zr4x9@127.0.0.1:9"
+    )
+    assert result.returncode == 2 and "pw-Zr4x9" not in result.stderr
+    assert result.stderr.startswith(
+        "error: --comfyui: 'http://***@127.0.0.1:9' is not a ComfyUI URL: it holds"
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "url"),
+    [
+        ("127.0.0.1:8188", "http://127.0.0.1:8188"),
+        (" https://pod-8188.proxy.example/ ", "https://pod-8188.proxy.example"),
+        ("http://[::1]:8189/comfy/", "http://[::1]:8189/comfy"),
+    ],
+)
+def test_good_comfyui_urls_are_normalised(given: str, url: str) -> None:
+    assert ComfyClient(given).base_url == url
+
+
 def test_cli_usage_errors_exit_2(inputs) -> None:
     image, video = inputs
     result = run_cli(
@@ -433,3 +503,12 @@ def test_cli_reports_the_synced_copy(tmp_path: Path, inputs, moto_server) -> Non
     assert line.startswith("r2: synced to s3://runpod/outputs/20") and line.endswith(".mp4"), line
     key = line.split("s3://runpod/", 1)[1]
     assert moto_server.client().head_object(Bucket="runpod", Key=key)["ContentLength"] > 0
+
+
+def test_help_names_the_options_it_speaks_of() -> None:
+    """The summary names --image and --video, the options a user types, not metavars that exist nowhere."""
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    summary = " ".join(result.stdout.split("╭")[0].split())
+    assert "Animate the --image photo with the motion of the --video clip." in summary
+    assert "PHOTO" not in result.stdout and "CLIP" not in result.stdout

@@ -200,3 +200,15 @@ def test_plan_says_when_no_profile_is_baked_and_where_each_choice_came_from(tmp_
         "[SteadyDancer] variant gguf Q5_K_M (variant from profile, level from env STEADYDANCER_GGUF_MODEL)"
     )
     assert "no resolved profile" not in out and "pose mmpose+onnx" in out
+
+
+def test_plan_total_says_it_leaves_out_the_files_of_unknown_size(tmp_path: Path) -> None:
+    """Offline, some files have neither a size nor an estimate: the total must say it leaves them out."""
+    env = {"HF_ENDPOINT": "http://127.0.0.1:9", "MODELS_DIR": str(tmp_path / "models"), "ZR4_PROFILE": ""}
+    code, out, err = finish(zr4(["plan"], env))
+    assert code == 0, err
+    lines = out.splitlines()
+    sizeless = sum(1 for line in lines[:-1] if " size ? " in line)
+    assert sizeless > 0, out
+    assert lines[-1].startswith("to download: ~")
+    assert f"files; the {sizeless} shown as size ? are not counted); free in " in lines[-1]

@@ -173,6 +173,15 @@ def test_errors_come_back_as_the_error_field(tmp_path: Path) -> None:
     assert output["error"].startswith(f"cannot download {comfy.url}/view?filename=clip.mp4&type=input: ")
 
 
+def test_an_error_result_shows_no_credentials(comfy: FakeComfyAPI, tmp_path: Path) -> None:
+    """The error field goes back to RunPod as it is: a URL's password must not be in it."""
+    env = worker_env(comfy, None, tmp_path)
+    dead = f"http://clipuser:Cl1p-pa55word@127.0.0.1:{s3_server.free_port()}/clip.mp4"
+    output = run({"id": "j8", "input": job_input(comfy, video=dead)}, WorkerConfig.from_env(env), env)
+    assert output["error"].startswith("cannot download http://***@127.0.0.1:")
+    assert "Cl1p-pa55word" not in output["error"] and "clipuser" not in output["error"]
+
+
 def test_progress_updates_are_throttled_and_logged(capsys: pytest.CaptureFixture[str]) -> None:
     sent: list[object] = []
     reporter = ProgressReporter({"id": "j7"}, lambda _job, payload: sent.append(payload))

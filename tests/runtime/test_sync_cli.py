@@ -144,6 +144,23 @@ def test_sync_test_failures_have_distinct_messages(
         assert "server clock offset +7" in done.stdout  # about +7200 s
 
 
+@pytest.mark.parametrize("command", [["sync", "test"], ["sync", "once"]])
+def test_an_invalid_bucket_name_is_a_setting_error_never_retried(
+    command: list[str], rclone_server: RcloneS3, tmp_path: Path
+) -> None:
+    """A real server is there and the keys are right: only the name is wrong, and nothing is tried."""
+    (tmp_path / "output" / "a.mp4").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "output" / "a.mp4").write_bytes(b"video")
+    done = _zr4(_env(rclone_server, tmp_path, R2_BUCKET="Bad_Bucket!"), *command)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "error: sync settings: R2_BUCKET='Bad_Bucket!' is not a valid bucket name: use 3 to 63 lower-case "
+        "letters (a-z), digits (0-9) and hyphens (-), beginning and ending with a letter or digit (other S3 "
+        "servers also allow single dots; R2 does not)\n"
+    )
+    assert not (tmp_path / "state").exists()  # no journal: the sync never started
+
+
 def test_sync_once_uploads_and_reports(rclone_server: RcloneS3, tmp_path: Path) -> None:
     env = _env(rclone_server, tmp_path, R2_PREFIX="cli-once")
     (tmp_path / "output" / "a.mp4").write_bytes(os.urandom(2_000_000))

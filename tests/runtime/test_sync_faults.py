@@ -236,6 +236,24 @@ def test_endpoint_with_bucket_appended_uploads_with_sync_once(
 # --- zr4's own files vs the user's -------------------------------------------------------------------
 
 
+def test_a_request_botocore_refuses_to_send_is_permanent_not_retried(
+    rclone_server: RcloneS3, tmp_path: Path
+) -> None:
+    """botocore refuses a bucket name with '!' before sending (ParamValidationError): no retry helps."""
+    import botocore.exceptions
+
+    from zr4.runtime.sync.client import ErrorKind, classify, explain
+
+    settings = sync_settings(rclone_server, tmp_path, bucket="Bad_Bucket!", max_attempts=1)
+    with pytest.raises(botocore.exceptions.ParamValidationError) as caught:
+        make_s3_client(settings).head_object(Bucket=settings.bucket, Key="probe")
+    classified = classify(caught.value)
+    assert classified.kind is ErrorKind.INVALID and classified.kind.permanent
+    message = explain(classified, settings)
+    assert message.startswith("botocore refused to send the request (ParamValidationError): check R2_BUCKET")
+    assert "temporary" not in message and "retrying" not in message
+
+
 def test_user_metadata_files_are_kept_beside_zr4s_index(moto_server: MotoS3, tmp_path: Path) -> None:
     settings = sync_settings(moto_server, tmp_path, pod_id="meta", prefix="meta")
     mine = {

@@ -9,10 +9,10 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
+from zr4.runtime.redact import redact
 from zr4.runtime.sync.client import ErrorKind, classify
 from zr4.runtime.sync.journal import UPLOADED, UPLOADING, Journal
 from zr4.runtime.sync.metadata_index import merge_entries
-from zr4.runtime.sync.redact import redact
 from zr4.runtime.sync.scanner import (
     FileState,
     content_type_for,
@@ -23,7 +23,7 @@ from zr4.runtime.sync.scanner import (
     pod_suffixed,
     scan,
 )
-from zr4.runtime.sync.settings import Secret, SyncConfigError, settings_from_env
+from zr4.runtime.sync.settings import Secret, SyncConfigError, check_bucket_name, settings_from_env
 from zr4.runtime.sync.watcher import InotifyWatcher, make_watcher
 
 BASE_ENV = {
@@ -76,6 +76,27 @@ def test_secrets_never_print() -> None:
     assert "sek" not in text.replace("secret", "")
     assert "kid" not in text
     assert settings.secret_access_key == Secret("sek")
+
+
+@pytest.mark.parametrize("bucket", ["runpod", "abc", "my-outputs-2026", "a" * 63, "videos.example.com"])
+def test_bucket_names_s3_and_r2_accept(bucket: str) -> None:
+    assert check_bucket_name(bucket) == bucket
+
+
+@pytest.mark.parametrize(
+    "bucket",
+    ["ab", "a" * 64, "Bad_Bucket!", "Runpod", "my_bucket", "-runpod", "runpod-", "a..b", "192.168.5.4"],
+)
+def test_bucket_names_outside_the_naming_rule_name_the_variable(bucket: str) -> None:
+    with pytest.raises(SyncConfigError) as caught:
+        check_bucket_name(bucket)
+    assert str(caught.value).startswith(f"R2_BUCKET={bucket!r} is not a valid bucket name: use 3 to 63 ")
+
+
+def test_a_bad_bucket_at_the_end_of_the_endpoint_is_named_there() -> None:
+    env = {**BASE_ENV, "R2_ENDPOINT": "https://acct.r2.cloudflarestorage.com/My_Videos"}
+    with pytest.raises(SyncConfigError, match=r"^the bucket 'My_Videos' at the end of R2_ENDPOINT is not"):
+        settings_from_env(env)
 
 
 def test_redact_masks_values_and_sigv4_fields() -> None:

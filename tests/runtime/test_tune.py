@@ -258,13 +258,19 @@ def test_zr4_plan_json_and_a_plan_that_does_not_fit() -> None:
     [
         (["--frames", "80"], "4n+1"),
         (["--resolution", "832by480"], "WIDTHxHEIGHT"),
-        (["--mode", "medvram"], "GPU_MEMORY_MODE='medvram' ignored"),
+        (["--mode", "turbo"], "error: --mode 'turbo' is not one of: auto, full, model_cpu_offload, "),
+        (["--gguf-level", "Q9"], "error: --gguf-level 'Q9' is not one of: auto, Q2_K, "),
+        (["--variant", "fp4"], "error: --variant 'fp4' is not one of: fp16, fp8, gguf"),
     ],
 )
 def test_zr4_plan_usage_errors(argv: list[str], message: str) -> None:
     completed = subprocess.run([*_zr4(), "plan", *argv], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
     assert message in completed.stderr
+    # The option the user typed is named, not the variable the planner reads; and the command stops,
+    # so nothing was "ignored".
+    assert "STEADYDANCER_" not in completed.stderr and "GPU_MEMORY_MODE" not in completed.stderr
+    assert "ignored" not in completed.stderr and completed.stderr.count("\n") == 1
 
 
 @no_nvidia_driver

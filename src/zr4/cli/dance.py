@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,25 @@ from zr4.errors import UsageError, Zr4Error
 
 class DanceFailed(Zr4Error):
     """The job failed; the message is the one line to print."""
+
+    def __init__(self, message: str, out_of_memory: bool) -> None:
+        super().__init__(message)
+        self.out_of_memory = out_of_memory
+
+
+@contextmanager
+def _errors_as_json(as_json: bool) -> Iterator[None]:
+    """With ``--json``, every error (a bad option included) is also one JSON object on stdout: a
+    script reading stdout gets an answer, never nothing."""
+    try:
+        yield
+    except Zr4Error as error:
+        if as_json:
+            document: dict[str, Any] = {"ok": False, "error": str(error)}
+            if isinstance(error, DanceFailed):
+                document["out_of_memory"] = error.out_of_memory
+            typer.echo(json.dumps(document))
+        raise
 
 
 def _profile_data(profile: str | None) -> dict[str, Any] | None:
@@ -126,56 +147,55 @@ def dance(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result (or the error) as JSON on stdout."),
 ) -> None:
-    """Animate PHOTO with the motion of CLIP: upload both, queue the workflow, follow it, download the video."""
-    from zr4.runtime.comfy_api import ComfyClient, ExecutionFailed, auth_token, comfyui_urls
-    from zr4.runtime.dance import JobRequest, load_workflow_file, oom_advice, run_job
-    from zr4.runtime.job_workflow import DanceParams
-    from zr4.runtime.synced_copy import find_synced_copy
+    """Animate the --image photo with the motion of the --video clip.
 
-    if out is not None and out.exists() and not out.is_dir() and not out.is_file():
-        raise UsageError(f"--out {out} is neither a file nor a folder")
-    params = DanceParams(seed=seed, frames=frames, width=width, height=height, steps=steps, prompt=prompt)
-    problems = params.problems()
-    if problems:
-        raise UsageError("; ".join(problems))
-    token = auth_token(os.environ)
-    clients = [ComfyClient(url, token=token) for url in comfyui_urls(os.environ, comfyui)]
-    loaded, source = load_workflow_file(workflow) if workflow is not None else (None, "")
-    request = JobRequest(image=image, video=video, params=params, workflow=loaded, workflow_source=source)
-    try:
-        with _Progress(live=sys.stderr.isatty() and not as_json) as progress:
-            result = run_job(clients, request, on_event=progress, destination=_destination(out))
-    except ExecutionFailed as error:
-        message = str(error)
-        if error.out_of_memory:
-            from zr4.runtime.dance import describe_failure
+    Uploads both, queues the workflow, follows it and downloads the video.
+    """
+    with _errors_as_json(as_json):
+        from zr4.runtime.comfy_api import ComfyClient, ExecutionFailed, auth_token, comfyui_urls
+        from zr4.runtime.dance import JobRequest, load_workflow_file, oom_advice, run_job
+        from zr4.runtime.job_workflow import DanceParams
+        from zr4.runtime.synced_copy import find_synced_copy
 
-            try:
-                stats = clients[0].system_stats()
-            except Zr4Error:
-                stats = None
-            advice = oom_advice(stats, _profile_data(profile), width, height, frames)
-            message = describe_failure(error, advice)
+        if out is not None and out.exists() and not out.is_dir() and not out.is_file():
+            raise UsageError(f"--out {out} is neither a file nor a folder")
+        params = DanceParams(seed=seed, frames=frames, width=width, height=height, steps=steps, prompt=prompt)
+        problems = params.problems()
+        if problems:
+            raise UsageError("; ".join(problems))
+        urls = comfyui_urls(os.environ, comfyui)
+        token = auth_token(os.environ)
+        clients = [ComfyClient(url, token=token) for url in urls]
+        loaded, source = load_workflow_file(workflow) if workflow is not None else (None, "")
+        request = JobRequest(image=image, video=video, params=params, workflow=loaded, workflow_source=source)
+        try:
+            with _Progress(live=sys.stderr.isatty() and not as_json) as progress:
+                result = run_job(clients, request, on_event=progress, destination=_destination(out))
+        except ExecutionFailed as error:
+            message = str(error)
+            if error.out_of_memory:
+                from zr4.runtime.dance import describe_failure
+
+                try:
+                    stats = clients[0].system_stats()
+                except Zr4Error:
+                    stats = None
+                advice = oom_advice(stats, _profile_data(profile), width, height, frames)
+                message = describe_failure(error, advice)
+            raise DanceFailed(message, error.out_of_memory) from None
+        synced = find_synced_copy(result.output.rel_path, os.environ, wait_s=sync_wait)
         if as_json:
-            typer.echo(json.dumps({"ok": False, "error": message, "out_of_memory": error.out_of_memory}))
-        raise DanceFailed(message) from None
-    except Zr4Error as error:
-        if as_json:
-            typer.echo(json.dumps({"ok": False, "error": str(error)}))
-        raise
-    synced = find_synced_copy(result.output.rel_path, os.environ, wait_s=sync_wait)
-    if as_json:
-        extra = {
-            "r2": None
-            if synced is None
-            else {"bucket": synced.bucket, "key": synced.key, "present": synced.present}
-        }
-        typer.echo(json.dumps({"ok": True, **result.to_dict(), **extra}, indent=2, sort_keys=True))
-        return
-    size = f"{(result.size_bytes or 0) / 1e6:.1f} MB"
-    total = result.timings.get("downloaded", 0.0)
-    typer.echo(
-        f"video: {result.local_path} ({size}, seed {result.seed}, prompt {result.prompt_id}, {total:.1f} s)"
-    )
-    if synced is not None:
-        typer.echo(f"r2: {synced.describe()}")
+            extra = {
+                "r2": None
+                if synced is None
+                else {"bucket": synced.bucket, "key": synced.key, "present": synced.present}
+            }
+            typer.echo(json.dumps({"ok": True, **result.to_dict(), **extra}, indent=2, sort_keys=True))
+            return
+        size = f"{(result.size_bytes or 0) / 1e6:.1f} MB"
+        total = result.timings.get("downloaded", 0.0)
+        typer.echo(
+            f"video: {result.local_path} ({size}, seed {result.seed}, prompt {result.prompt_id}, {total:.1f} s)"
+        )
+        if synced is not None:
+            typer.echo(f"r2: {synced.describe()}")

@@ -102,6 +102,9 @@ def main() -> None:
     import sys
 
     from zr4.errors import Zr4Error
+    from zr4.runtime.redact import redact_process_output
+
+    redact_process_output()
 
     try:
         app(standalone_mode=False)

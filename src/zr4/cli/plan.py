@@ -42,14 +42,25 @@ def plan_command(
     """Budget the profile's workload on a card: a table with a bar per component, then decisions."""
     from zr4.compat import ensure_compatible
     from zr4.profile import load_profile
+    from zr4.runtime import tune
     from zr4.runtime.planner import GpuFacts, format_plan, plan
-    from zr4.runtime.tune import apply_env, request_from_profile
+
+    # Each option is checked here, under its own name: the planner reads them as the environment
+    # variables the start script sets, whose messages would name a variable the user never typed.
+    choices = (
+        ("--variant", variant, tune.variant_choice, tune.allowed_variants),
+        ("--gguf-level", gguf_level, tune.gguf_level_choice, tune.allowed_gguf_levels),
+        ("--mode", mode, tune.memory_mode_choice, tune.allowed_memory_modes),
+    )
+    for option, value, choose, allowed in choices:
+        if value is not None and choose(value) is None:
+            raise UsageError(f"{option} {value!r} is not one of: {allowed()}")
 
     loaded = load_profile(profile)
     # The card and stack must be ones `zr4 render` accepts: a plan for an image that cannot be
     # built (or a card its kernels do not run on) is no plan.
     ensure_compatible(loaded)
-    request, warnings = request_from_profile(loaded.model_dump(mode="json"))
+    request, warnings = tune.request_from_profile(loaded.model_dump(mode="json"))
     env: dict[str, str] = {}
     if variant is not None:
         env["STEADYDANCER_VARIANT"] = variant
@@ -59,9 +70,7 @@ def plan_command(
         env["GPU_MEMORY_MODE"] = mode
     if comfyui_args is not None:
         env["COMFYUI_ARGS"] = comfyui_args
-    request, env_warnings = apply_env(request, env)
-    if env_warnings:
-        raise UsageError(env_warnings[0])
+    request, _ = tune.apply_env(request, env)  # every value was checked above
     workload = request.workload
     try:
         if resolution is not None:
@@ -133,7 +142,9 @@ def tune_command(
     result = replace(result, warnings=(*profile_warnings, *result.warnings))
     emit(result, env_lines=env_lines, args=args, as_json=as_json)
     if write_json is not None:
-        write_json.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        from zr4.runtime.redact import redact
+
+        write_json.write_text(redact(json.dumps(result.to_dict(), indent=2)) + "\n", encoding="utf-8")
     if strict and not result.plan.fits:
         error = PlanDoesNotFit(result.plan.error or "the plan does not fit")
         error.exit_code = 3

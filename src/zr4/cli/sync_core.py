@@ -18,8 +18,9 @@ from typing import NoReturn
 
 from zr4.errors import Zr4Error
 from zr4.runtime.env import EnvError
+from zr4.runtime.redact import configure_logging, redact
 from zr4.runtime.sync import SyncSettings, run_daemon, settings_from_env, sync_once
-from zr4.runtime.sync.redact import configure_logging, redact
+from zr4.runtime.sync.daemon import LOGGER_NAME
 from zr4.runtime.sync.scanner import printable_path
 
 DEFAULT_WAIT_S = 60.0
@@ -39,7 +40,7 @@ def load_settings(require_enabled: bool) -> SyncSettings:
 def run_until_signal() -> NoReturn:
     """``zr4 sync run``: the daemon until SIGTERM/SIGINT, then exit with its code."""
     settings = load_settings(require_enabled=True)
-    configure_logging(settings.secrets())
+    configure_logging(LOGGER_NAME, settings.secrets())
     stop = threading.Event()
 
     def _stop(signum: int, _frame: types.FrameType | None) -> None:
@@ -58,7 +59,7 @@ def run_until_signal() -> NoReturn:
 def once(wait: float = DEFAULT_WAIT_S) -> None:
     """``zr4 sync once``: one pass, a summary line, then a line per file left behind (exit 1 then)."""
     settings = load_settings(require_enabled=False)
-    configure_logging(settings.secrets())
+    configure_logging(LOGGER_NAME, settings.secrets())
     report = sync_once(settings, wait_incomplete_s=wait)
     secrets = settings.secrets()
     print(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from zr4.errors import ProfileError
 from zr4.paths import profiles_dir
-from zr4.profile.models import Profile
+from zr4.profile.models import PATTERN_WORDS, Profile
 
 _MAX_EXTENDS_DEPTH = 8
 _MAX_PROFILE_BYTES = 256 * 1024
@@ -65,11 +65,15 @@ def resolve_profile_path(ref: str, relative_to: Path | None = None) -> Path:
         if not candidate.is_absolute() and relative_to is not None:
             sibling = relative_to.parent / candidate
             candidate = sibling if sibling.exists() else candidate
+        if candidate.is_dir():
+            raise ProfileError(f"profile {ref} is a folder: name a profile's .yaml file in it")
         if not candidate.is_file():
             raise ProfileError(f"profile file {ref} does not exist")
         return candidate
     bundled = profiles_dir() / f"{ref}.yaml"
     if not bundled.is_file():
+        if Path(ref).expanduser().is_dir():
+            raise ProfileError(f"profile {ref} is a folder: name a profile's .yaml file in it")
         names = ", ".join(bundled_profile_names())
         raise ProfileError(
             f"no bundled profile named {ref!r}; bundled profiles: {names} (or pass a .yaml path)"
@@ -121,7 +125,10 @@ def _load_with_parents(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         parent_ref = str(parent_ref)  # `extends: 5090` unquoted: YAML reads a number, the user meant the name
     if not isinstance(parent_ref, str) or not parent_ref.strip():
         raise ProfileError(f"{path}: extends: must be a profile name or a path")
-    parent_path = resolve_profile_path(parent_ref.strip(), relative_to=path)
+    try:
+        parent_path = resolve_profile_path(parent_ref.strip(), relative_to=path)
+    except ProfileError as error:
+        raise ProfileError(f"{path}: extends: {error}") from None
     parent = _load_with_parents(parent_path, (*chain, resolved))
     parent.pop("name", None)  # a profile's name is its own, never inherited
     return deep_merge(parent, document)
@@ -166,13 +173,20 @@ def format_validation_error(source: str, error: ValidationError, overrides: Sequ
         path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         blamed = _blamed_override(path, overrides)
         message = problem["msg"]
+        context = problem.get("ctx") or {}
         if problem["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see profile.schema.json)"
+        elif problem["type"] == "value_error":
+            # A validator's own message, which shows the value where it helps; pydantic's
+            # "Value error, " prefix says nothing to the reader.
+            message = str(context.get("error", message))
         elif (
             "input" in problem
             and problem["type"] not in ("missing",)
             and not isinstance(problem["input"], dict)
         ):
+            if problem["type"] == "string_pattern_mismatch" and context.get("pattern") in PATTERN_WORDS:
+                message = f"use {PATTERN_WORDS[context['pattern']]}"
             shown = repr(problem["input"])
             message = f"{message} (got {shown[:60] + '...' if len(shown) > 60 else shown})"
         lines.append(f"--set {blamed}: {path}: {message}" if blamed else f"{source}: {path}: {message}")

@@ -14,23 +14,77 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from zr4.runtime.gguf_level import GGUF_LEVELS, SHORT_FORMS, parse_gguf_level
 
+# Each pattern below, in words: what a profile error tells the user is allowed (a regular
+# expression is for the validator, not for the person editing the YAML file).
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def _pattern(regex: str, words: str) -> str:
+    """``regex``, recorded with the ``words`` an error shows in its place."""
+    PATTERN_WORDS[regex] = words
+    return regex
+
+
 _VERSION = r"[0-9]+(\.[0-9]+)*([a-z]+[0-9]*)?(\.post[0-9]+)?"
-Version = Annotated[str, Field(pattern=rf"^{_VERSION}$", max_length=40)]
-GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+Version = Annotated[
+    str,
+    Field(
+        pattern=_pattern(
+            rf"^{_VERSION}$",
+            "a version number such as 2.5.1, 2.6.0rc1 or 1.0.post1 (digits separated by dots, "
+            "then optionally lower-case letters and digits, then optionally .postN)",
+        ),
+        max_length=40,
+    ),
+]
+GitCommit = Annotated[
+    str, Field(pattern=_pattern(r"^[0-9a-f]{40}$", "a full git commit hash: 40 characters 0-9 and a-f"))
+]
 GitHubRepoUrl = Annotated[
-    str, Field(pattern=r"^https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)
+    str,
+    Field(
+        pattern=_pattern(
+            r"^https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+            "a GitHub repository address: https://github.com/OWNER/NAME (letters, digits, '_', '.', '-')",
+        ),
+        max_length=200,
+    ),
 ]
 # Image references as Docker accepts them: registry/path:tag, optional @sha256 digest.
 ImageRef = Annotated[
     str,
     Field(
-        pattern=r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
-        r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$",
+        pattern=_pattern(
+            r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+            r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$",
+            "a Docker image name such as ghcr.io/me/zr4 or localhost:5000/zr4:1.0: lower-case letters "
+            "and digits with single '.', '_' or '-' between them and '/' between path parts, then "
+            "optionally :TAG (up to 128 letters, digits, '_', '.', '-') and @sha256:DIGEST, no spaces",
+        ),
         max_length=255,
     ),
 ]
-Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
-PlainText = Annotated[str, Field(max_length=300, pattern=r"^[^\x00-\x1f\x7f`$\\\"]*$")]
+Identifier = Annotated[
+    str,
+    Field(
+        pattern=_pattern(
+            r"^[a-z0-9][a-z0-9._-]{0,62}$",
+            "1 to 63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    ),
+]
+PlainText = Annotated[
+    str,
+    Field(
+        max_length=300,
+        pattern=_pattern(
+            r"^[^\x00-\x1f\x7f`$\\\"]*$",
+            "one line of text without control characters (tabs, newlines), backquotes, '$', "
+            "backslashes or double quotes",
+        ),
+    ),
+]
+COMPUTE_CAPABILITY = _pattern(r"^[0-9]{1,2}\.[0-9]$", "a compute capability such as 8.9 or 12.0")
 
 
 class StrictModel(BaseModel):
@@ -48,12 +102,20 @@ class Gpu(StrictModel):
     # gives it: less than vram_gib × 1024 (an RTX 4080 SUPER reports 16,376). Offline plans use it;
     # at run time the plan uses what NVML reports free.
     reported_mib: int | None = Field(default=None, gt=0, le=1024 * 1024)
-    compute_capability: str = Field(pattern=r"^[0-9]{1,2}\.[0-9]$")
+    compute_capability: str = Field(pattern=COMPUTE_CAPABILITY)
     tier: Literal["consumer", "prosumer", "datacenter"]
     # Extra architectures to compile CUDA extensions for (TORCH_CUDA_ARCH_LIST), besides this card's own.
-    extra_cuda_arches: list[Annotated[str, Field(pattern=r"^[0-9]{1,2}\.[0-9](\+PTX)?$")]] = Field(
-        default_factory=list, max_length=8
-    )
+    extra_cuda_arches: list[
+        Annotated[
+            str,
+            Field(
+                pattern=_pattern(
+                    r"^[0-9]{1,2}\.[0-9](\+PTX)?$",
+                    "a compute capability such as 8.6, optionally +PTX (9.0+PTX)",
+                )
+            ),
+        ]
+    ] = Field(default_factory=list, max_length=8)
 
     @field_validator("compute_capability", mode="before")
     @classmethod
@@ -104,14 +166,20 @@ class ModelChoice(StrictModel):
 class Stack(StrictModel):
     """Pinned software stack. Each pin is checked against data/compatibility.yaml."""
 
-    python: str = Field(pattern=r"^3\.[0-9]{1,2}$")
+    python: str = Field(pattern=_pattern(r"^3\.[0-9]{1,2}$", "a Python 3 minor version such as 3.11"))
     # uv installs the managed CPython (python-build-standalone) at the same path in builder and runtime.
     uv: Version = "0.13.9"
-    cuda: str = Field(pattern=r"^[0-9]{2}\.[0-9]\.[0-9]$", description="CUDA toolkit of the base images")
+    cuda: str = Field(
+        pattern=_pattern(r"^[0-9]{2}\.[0-9]\.[0-9]$", "a CUDA version in three parts such as 12.4.1"),
+        description="CUDA toolkit of the base images",
+    )
     base_image_devel: ImageRef
     base_image_runtime: ImageRef
     torch: Version
-    torch_cuda: str = Field(pattern=r"^cu[0-9]{3}$", description="CUDA build of the torch wheels")
+    torch_cuda: str = Field(
+        pattern=_pattern(r"^cu[0-9]{3}$", "'cu' and three digits, such as cu124"),
+        description="CUDA build of the torch wheels",
+    )
     torchvision: Version
     torchaudio: Version
     xformers: Version | None = None
@@ -128,7 +196,15 @@ class Stack(StrictModel):
 class CustomNode(StrictModel):
     """A ComfyUI custom node pack fetched at a pinned commit."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    name: Annotated[
+        str,
+        Field(
+            pattern=_pattern(
+                r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+                "1 to 100 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            )
+        ),
+    ]
     repo: GitHubRepoUrl
     commit: GitCommit
     optional: bool = False
@@ -138,7 +214,7 @@ class ComfyUI(StrictModel):
     """ComfyUI itself and the node packs the workflows need."""
 
     repo: GitHubRepoUrl = "https://github.com/comfyanonymous/ComfyUI"
-    version: str = Field(pattern=r"^v[0-9]+\.[0-9]+\.[0-9]+$")
+    version: str = Field(pattern=_pattern(r"^v[0-9]+\.[0-9]+\.[0-9]+$", "a release tag such as v0.7.0"))
     commit: GitCommit
     custom_nodes: list[CustomNode] = Field(max_length=50)
 
@@ -190,8 +266,28 @@ class Image(StrictModel):
     """How the built image is named and whom it runs as."""
 
     name: ImageRef = "zr4"
-    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] | None = None
-    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "comfy"
+    tag: (
+        Annotated[
+            str,
+            Field(
+                pattern=_pattern(
+                    r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+                    "a Docker tag: 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+                )
+            ),
+        ]
+        | None
+    ) = None
+    user: Annotated[
+        str,
+        Field(
+            pattern=_pattern(
+                r"^[a-z_][a-z0-9_-]{0,31}$",
+                "a Linux user name: 1 to 32 lower-case letters, digits, '_' or '-', starting with a "
+                "letter or '_'",
+            )
+        ),
+    ] = "comfy"
     uid: int = Field(default=1000, ge=1, le=60000)
 
 
@@ -201,7 +297,13 @@ class RunPod(StrictModel):
     template_name: PlainText
     container_disk_gb: int = Field(default=0, ge=0, le=2000)
     volume_gb: int = Field(default=0, ge=0, le=10000)
-    volume_mount_path: str = Field(default="/workspace", pattern=r"^/[A-Za-z0-9_./-]{0,100}$")
+    volume_mount_path: str = Field(
+        default="/workspace",
+        pattern=_pattern(
+            r"^/[A-Za-z0-9_./-]{0,100}$",
+            "an absolute path: '/' and up to 100 letters, digits, '_', '.', '/' or '-'",
+        ),
+    )
 
 
 class Profile(StrictModel):

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zr4.errors import Zr4Error
+from zr4.errors import UsageError, Zr4Error
+from zr4.runtime.redact import redact_url
 
 DEFAULT_URL = "http://127.0.0.1:8188"
 # ComfyUI answers each message type with a small JSON body; a binary preview can be larger.
@@ -77,6 +78,43 @@ def is_out_of_memory(exception_type: str, exception_message: str) -> bool:
     """torch's ``OutOfMemoryError`` (ComfyUI's OOM_EXCEPTION) or its message, from any node pack."""
     text = f"{exception_type} {exception_message}".lower()
     return "outofmemoryerror" in text.replace(" ", "") or "out of memory" in text
+
+
+class ComfyUrlError(ComfyError):
+    """A ComfyUI URL the user gave cannot be one; the message names where it came from."""
+
+
+def parse_comfyui_url(value: str) -> str:
+    """``value`` as a ComfyUI base URL (``http://`` added when no scheme, no trailing ``/``).
+
+    Raises ValueError saying what is wrong. Checked here, not left to ``http.client``: it raises
+    ``InvalidURL`` (a traceback) for a space or a port that is not a number, and ``http://`` alone
+    would otherwise become the host ``http``.
+    """
+    text = value.strip()
+    if not text:
+        raise ValueError("it is empty")
+    if any(c.isspace() or ord(c) < 32 for c in text):
+        raise ValueError("it contains a space or a control character (separate several URLs with commas)")
+    url = text if "://" in text else f"http://{text}"
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"the scheme must be http:// or https://, not {parsed.scheme}://")
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError(
+            "it holds a user name or password: remove them (ComfyUI's token goes in ZR4_AUTH_TOKEN)"
+        )
+    if not parsed.hostname:
+        raise ValueError("it has no host: use http://HOST:PORT")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("the port must be a number from 1 to 65535")
+    if parsed.query or parsed.fragment:
+        raise ValueError("remove the ?query / #fragment part")
+    return url.rstrip("/")
 
 
 def bearer_headers(token: str | None) -> dict[str, str]:
@@ -234,12 +272,10 @@ class ComfyClient:
     def __init__(
         self, base_url: str = DEFAULT_URL, token: str | None = None, timeout_s: float = 30.0
     ) -> None:
-        url = base_url.strip().rstrip("/")
-        if "://" not in url:
-            url = f"http://{url}"
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ComfyError(f"{base_url!r} is not a ComfyUI URL: use http://HOST:PORT")
+        try:
+            url = parse_comfyui_url(base_url)
+        except ValueError as error:
+            raise ComfyUrlError(f"{redact_url(base_url)!r} is not a ComfyUI URL: {error}") from None
         self.base_url = url
         self.token = token or None
         self.timeout_s = timeout_s
@@ -451,26 +487,46 @@ def new_client_id() -> str:
     return uuid.uuid4().hex
 
 
+def _checked_urls(listed: list[str], source: str, usage: bool) -> list[str]:
+    """Each URL parsed; the first bad one is one line naming ``source`` (a UsageError for an option)."""
+    urls = []
+    for value in listed:
+        try:
+            urls.append(parse_comfyui_url(value))
+        except ValueError as error:
+            message = f"{source}: {redact_url(value.strip())!r} is not a ComfyUI URL: {error}"
+            raise (UsageError(message) if usage else ComfyUrlError(message)) from None
+    return urls
+
+
 def comfyui_urls(
     environ: Mapping[str, str], explicit: list[str] | None = None, urls_file: Path | None = None
 ) -> list[str]:
     """Where the ComfyUI servers are: ``explicit`` (``--comfyui``, repeatable), else ``ZR4_COMFYUI_URLS``
     (comma-separated), else the instances `zr4 start` runs in this container (one per GPU, listed
     in ``zr4.runtime.instances.URLS_FILE`` while they run), else the local one on ``COMFYUI_PORT``
-    (8188)."""
+    (8188). A URL that cannot be one is an error naming where it came from: ``--comfyui`` is a
+    UsageError (exit 2), the others a ComfyUrlError."""
     if explicit:
-        return [url for value in explicit for url in value.split(",") if url.strip()]
+        values = [url for value in explicit for url in value.split(",") if url.strip()]
+        if not values:
+            raise UsageError("--comfyui is empty: give http://HOST:PORT")
+        return _checked_urls(values, "--comfyui", usage=True)
     listed = environ.get("ZR4_COMFYUI_URLS", "").strip()
-    if not listed:
-        from zr4.runtime.instances import URLS_FILE
-
-        try:
-            listed = (urls_file or URLS_FILE).read_text(encoding="utf-8").strip()
-        except OSError:
-            listed = ""
     if listed:
-        return [url.strip() for url in listed.split(",") if url.strip()]
+        return _checked_urls([u for u in listed.split(",") if u.strip()], "ZR4_COMFYUI_URLS", usage=False)
+    from zr4.runtime.instances import URLS_FILE
+
+    path = urls_file or URLS_FILE
+    try:
+        listed = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        listed = ""
+    if listed:
+        return _checked_urls([u for u in listed.split(",") if u.strip()], str(path), usage=False)
     port = environ.get("COMFYUI_PORT", "").strip() or "8188"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ComfyUrlError(f"COMFYUI_PORT={port!r} is not a port number (1-65535)")
     return [f"http://127.0.0.1:{port}"]
 
 

@@ -128,6 +128,9 @@ def format_checks(checks: list[HealthCheck]) -> list[str]:
 
 def main() -> int:
     """``python -m zr4.runtime.health``: the same as ``zr4 health``; exit 0 healthy, 1 not."""
+    from zr4.runtime.redact import redact_process_output
+
+    redact_process_output()
     try:
         checks = check_health()
     except EnvError as error:

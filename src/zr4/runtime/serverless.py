@@ -40,6 +40,7 @@ from zr4.runtime.comfy_api import ComfyClient, ComfyError, ExecutionFailed, auth
 from zr4.runtime.dance import JobEvent, JobRequest, JobResult, oom_advice, run_job
 from zr4.runtime.env import env_str
 from zr4.runtime.job_workflow import DanceParams, is_api_workflow
+from zr4.runtime.redact import redact
 
 DEFAULT_BASE64_MAX_BYTES = 10 * 1000 * 1000  # RunPod's SDK warns above 20 MB of result; base64 adds a third
 DEFAULT_PRESIGN_S = 24 * 3600
@@ -217,10 +218,10 @@ def run(
             advice = oom_advice(
                 stats, profile, params.get("width"), params.get("height"), params.get("frames")
             )
-            return {"error": f"out of memory in node {error.node_id} ({error.node_type}): {advice}"}
-        return {"error": str(error)}
+            return {"error": redact(f"out of memory in node {error.node_id} ({error.node_type}): {advice}")}
+        return {"error": redact(str(error))}
     except Zr4Error as error:
-        return {"error": str(error)}
+        return {"error": redact(str(error))}
     output: dict[str, Any] = {
         "r2": r2,
         "seed": result.seed,
@@ -337,6 +338,9 @@ def local_api_args(environ: Mapping[str, str], argv: list[str], cwd: Path) -> li
 def main() -> int:
     """Wait for ComfyUI, then run the SDK's worker loop; outside RunPod its local test (--test_input)
     or its local API server."""
+    from zr4.runtime.redact import redact_process_output
+
+    redact_process_output()
     environ = dict(os.environ)
     try:
         config = WorkerConfig.from_env(environ)

@@ -466,6 +466,9 @@ def run_start(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m zr4.runtime.start [COMFYUI FLAGS]``: the same as ``zr4 start``, without Typer."""
+    from zr4.runtime.redact import redact_process_output
+
+    redact_process_output()
     try:
         return run_start(extra_args=list(sys.argv[1:] if argv is None else argv))
     except Zr4Error as error:

@@ -154,32 +154,65 @@ def _flash_attn_kernel_majors(
         return defaults.flash_attn_kernel_majors
 
 
+def variant_choice(value: str) -> str | None:
+    """A SteadyDancer variant as written (any case), or None when it is none of :data:`VARIANTS`."""
+    text = value.strip().lower()
+    return text if text in VARIANTS else None
+
+
+def memory_mode_choice(value: str) -> str | None:
+    """``auto`` or one of the planner's memory modes (any case), or None."""
+    text = value.strip().lower()
+    return text if text == "auto" or text in MEMORY_MODES else None
+
+
+def gguf_level_choice(value: str) -> str | None:
+    """``auto`` or a GGUF level the planner knows (short forms too), or None."""
+    return normalise_gguf_level(value, load_facts().gguf_levels)
+
+
+def allowed_variants() -> str:
+    return ", ".join(VARIANTS)
+
+
+def allowed_memory_modes() -> str:
+    return ", ".join(("auto", *MEMORY_MODES))
+
+
+def allowed_gguf_levels() -> str:
+    return "auto, " + ", ".join(load_facts().gguf_levels) + " (or Q2, Q3, Q4, Q5, Q6, Q8)"
+
+
 def apply_env(request: PlanRequest, environ: Mapping[str, str]) -> tuple[PlanRequest, list[str]]:
     """The environment variables over the profile's choices; invalid values are reported and ignored."""
     warnings: list[str] = []
     changes: dict[str, Any] = {}
     variant = _env(environ, "STEADYDANCER_VARIANT")
     if variant is not None:
-        if variant.lower() in VARIANTS:
-            changes["variant"] = variant.lower()
+        chosen = variant_choice(variant)
+        if chosen is not None:
+            changes["variant"] = chosen
         else:
-            warnings.append(f"STEADYDANCER_VARIANT={variant!r} ignored: use {', '.join(VARIANTS)}")
+            warnings.append(f"STEADYDANCER_VARIANT={variant!r} ignored: use {allowed_variants()}")
     level = _env(environ, "STEADYDANCER_GGUF_MODEL")
     if level is not None:
-        normalised = normalise_gguf_level(level, load_facts().gguf_levels)
+        normalised = gguf_level_choice(level)
         if normalised is None:
-            warnings.append(f"STEADYDANCER_GGUF_MODEL={level!r} ignored: not a GGUF level or auto")
+            warnings.append(
+                f"STEADYDANCER_GGUF_MODEL={level!r} ignored: not a GGUF level; use {allowed_gguf_levels()}"
+            )
         else:
             changes["gguf_level"] = normalised
     for name in ("GPU_MEMORY_MODE", "STEADYDANCER_GPU_MEMORY_MODE"):  # the SteadyDancer one wins
         mode = _env(environ, name)
         if mode is None:
             continue
-        if mode.lower() == "auto" or mode.lower() in MEMORY_MODES:
-            changes["memory_mode"] = mode.lower()
+        chosen = memory_mode_choice(mode)
+        if chosen is not None:
+            changes["memory_mode"] = chosen
             changes["block_swap"] = None  # a forced mode picks its own swap count
         else:
-            warnings.append(f"{name}={mode!r} ignored: use auto, {', '.join(MEMORY_MODES)}")
+            warnings.append(f"{name}={mode!r} ignored: use {allowed_memory_modes()}")
     tier = _env(environ, "GPU_TIER")
     if tier is not None and tier.lower() != "auto":
         if tier.lower() in TIERS:
@@ -278,6 +311,9 @@ def format_report(result: TuneResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    from zr4.runtime.redact import redact, redact_process_output
+
+    redact_process_output()
     parser = argparse.ArgumentParser(
         prog="zr4 tune", description="Detect the GPU, plan VRAM, print the result."
     )
@@ -295,7 +331,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     result = replace(result, warnings=(*profile_warnings, *result.warnings))
     emit(result, env_lines=options.env, args=options.args, as_json=options.json)
     if options.write_json is not None:
-        options.write_json.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        options.write_json.write_text(redact(json.dumps(result.to_dict(), indent=2)) + "\n", encoding="utf-8")
     return 3 if options.strict and not result.plan.fits else 0
 
 

@@ -65,6 +65,9 @@ def prepare(env: Mapping[str, str], uid: int, gid: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zr4.runtime.volume_prep USER`` (as root, from start.sh)."""
+    from zr4.runtime.redact import redact_process_output
+
+    redact_process_output()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m zr4.runtime.volume_prep USER", file=sys.stderr)

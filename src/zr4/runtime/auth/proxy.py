@@ -386,6 +386,10 @@ def main(env: Mapping[str, str] | None = None) -> int:
     """``python -m zr4.runtime.auth.proxy``: serve until SIGTERM/SIGINT."""
     import os
 
+    from zr4.runtime.redact import redact_process_output
+
+    redact_process_output()
+
     environ = os.environ if env is None else env
     try:
         gate = gate_from_env(environ)

@@ -26,6 +26,7 @@ from zr4.errors import Zr4Error
 from zr4.runtime import image_layout
 from zr4.runtime.atomic import write_text_atomically
 from zr4.runtime.env import env_str
+from zr4.runtime.redact import register_secret
 
 DEFAULT_AUTH_DIR = image_layout.AUTH_DIR
 TOKEN_FILE_NAME = "token"
@@ -132,10 +133,12 @@ def resolve_token(env: Mapping[str, str], *, create: bool) -> TokenSource | None
     path = token_file(env)
     kept = read_token_file(path)
     if kept is not None:
+        register_secret(kept)  # in no variable, so named to the redaction here
         return TokenSource(check_token(kept, f"the token in {path}"), "file", path, note)
     if not create:
         return None
     token = generate_token()
+    register_secret(token)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_text_atomically(path, token + "\n", mode=0o600)

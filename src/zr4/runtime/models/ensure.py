@@ -501,9 +501,12 @@ def describe_plan(plan: ModelPlan) -> list[str]:
         lines.append(f"note: sizes marked ~ are estimates: {plan.offline_reason}")
     unknown = [p for p in plan.files if p.status != VERIFIED and p.target.size is None]
     approx = "~" if unknown else ""
+    # A file shown as "size ?" has neither a size nor an estimate: the sums cannot include it.
+    sizeless = sum(1 for p in plan.files if p.target.size is None and not p.target.size_estimate)
+    left_out = f"; the {sizeless} shown as size ? are not counted" if sizeless else ""
     lines.append(
         f"to download: {approx}{human_bytes(plan.bytes_to_fetch)} of {approx}{human_bytes(plan.total_bytes)} "
-        f"({sum(1 for p in plan.files if p.status != VERIFIED)} of {len(plan.files)} files); "
+        f"({sum(1 for p in plan.files if p.status != VERIFIED)} of {len(plan.files)} files{left_out}); "
         f"free in {plan.models_root}: {human_bytes(plan.free_bytes)}"
     )
     needed = plan.bytes_to_fetch + plan.margin_bytes if plan.bytes_to_fetch else 0

@@ -112,6 +112,7 @@ class ErrorKind(enum.Enum):
     CLOCK_SKEW = "clock_skew"
     NOT_S3 = "not_s3"  # something answered, but not an S3 API
     TLS = "tls"  # the server's certificate was refused
+    INVALID = "invalid"  # botocore refused the request before sending it (ParamValidationError)
     OTHER = "other"  # a permanent error of another kind
 
     @property
@@ -122,6 +123,7 @@ class ErrorKind(enum.Enum):
             ErrorKind.CLOCK_SKEW,
             ErrorKind.NOT_S3,
             ErrorKind.TLS,
+            ErrorKind.INVALID,
         }
 
 
@@ -202,6 +204,9 @@ def classify(error: BaseException) -> Classified:
         if code in _TRANSIENT_CODES or (isinstance(status, int) and (status >= 500 or status == 429)):
             return Classified(ErrorKind.TRANSIENT, code, status)
         return Classified(ErrorKind.OTHER, code, status)
+    if isinstance(error, botocore.exceptions.ParamValidationError):
+        # The same request is refused the same way every time: no reason to retry it.
+        return Classified(ErrorKind.INVALID, "ParamValidationError", None)
     if isinstance(error, botocore.exceptions.BotoCoreError | ConnectionError | TimeoutError | OSError):
         # ReadTimeout, ConnectionClosed, IncompleteRead, a response that is not XML...
         return Classified(ErrorKind.TRANSIENT, type(error).__name__, None)
@@ -233,6 +238,11 @@ def explain(classified: Classified, settings: SyncSettings) -> str:
         )
     if kind is ErrorKind.NOT_S3:
         return f"{settings.endpoint_url} answered, but not as an S3 API: check R2_ENDPOINT"
+    if kind is ErrorKind.INVALID:
+        return (
+            f"botocore refused to send the request ({classified.code}): check R2_BUCKET ({settings.bucket!r}) "
+            f"and R2_PREFIX ({settings.prefix!r})"
+        )
     if kind is ErrorKind.TRANSIENT:
         return f"temporary server error ({classified.code or classified.status}); retrying"
     return f"request failed ({classified.code or classified.status})"

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zr4.errors import Zr4Error
+from zr4.runtime.redact import redact
 from zr4.runtime.sync.client import (
     Classified,
     ErrorKind,
@@ -35,7 +36,6 @@ from zr4.runtime.sync.client import (
 from zr4.runtime.sync.journal import UPLOADING, Journal
 from zr4.runtime.sync.metadata_index import MetadataIndex, entry_for
 from zr4.runtime.sync.openfiles import OpenFiles
-from zr4.runtime.sync.redact import LOGGER_NAME, redact
 from zr4.runtime.sync.scanner import (
     FileState,
     is_complete,
@@ -57,6 +57,7 @@ from zr4.runtime.sync.uploader import (
 )
 from zr4.runtime.sync.watcher import PollingWatcher, make_watcher
 
+LOGGER_NAME = "zr4.sync"
 log = logging.getLogger(LOGGER_NAME)
 
 _HEARTBEAT_SECONDS = 2.0
@@ -416,7 +417,8 @@ class SyncEngine:
             "last_error": self.last_permanent or self.last_error,
         }
         tmp = self.settings.heartbeat_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(beat), encoding="utf-8")
+        # `zr4 health` and the user read this file: it is output like any log line.
+        tmp.write_text(redact(json.dumps(beat), self.settings.secrets()), encoding="utf-8")
         os.replace(tmp, self.settings.heartbeat_path)
 
     def drain(self, deadline_s: float) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zr4.runtime.redact import redact
 from zr4.runtime.sync.client import (
     Classified,
     ErrorKind,
@@ -21,7 +22,6 @@ from zr4.runtime.sync.client import (
     server_clock_offset,
 )
 from zr4.runtime.sync.metadata_index import supports_conditional_writes
-from zr4.runtime.sync.redact import redact
 from zr4.runtime.sync.settings import SyncSettings
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import urllib.parse
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from zr4.runtime import image_layout
 from zr4.runtime.env import EnvError, env_bool, env_str
+from zr4.runtime.redact import redact_url
 
 DEFAULT_BUCKET = "runpod"
 DEFAULT_PREFIX = "outputs"
@@ -115,7 +117,7 @@ class SyncSettings:
         return self.state_dir / "daemon.lock"
 
     def secrets(self) -> tuple[str, ...]:
-        """The values that must never be printed (for :func:`zr4.runtime.sync.redact.redact`)."""
+        """The values that must never be printed (for :func:`zr4.runtime.redact.redact`)."""
         return tuple(v for v in (self.secret_access_key.reveal(), self.access_key_id.reveal()) if v)
 
     def with_(self, **changes: object) -> SyncSettings:
@@ -144,7 +146,7 @@ def parse_endpoint(endpoint: str, name: str = "R2_ENDPOINT") -> tuple[str, str |
     (``https://<account>.r2.cloudflarestorage.com/<bucket>``); boto3 would then send every request
     to ``/<bucket>/<bucket>/...`` and fail for ever, so the path is split off here.
     """
-    shown = endpoint
+    shown = redact_url(endpoint)  # the message names the variable; its user-info stays masked
     if "://" not in endpoint:
         endpoint = "https://" + endpoint
     if any(c.isspace() for c in endpoint):
@@ -182,6 +184,35 @@ def parse_endpoint(endpoint: str, name: str = "R2_ENDPOINT") -> tuple[str, str |
         )
     base = f"{parts.scheme}://{parts.netloc}"
     return base, (urllib.parse.unquote(segments[0]) if segments else None)
+
+
+# Bucket names as S3 defines them for general purpose buckets
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html): 3 to 63 characters
+# of lower-case letters, digits, dots and hyphens, beginning and ending with a letter or digit, no two
+# dots in a row, not formatted as an IP address. R2's names are a subset ("Bucket names can only
+# contain lowercase letters (a-z), numbers (0-9), and hyphens (-)",
+# https://developers.cloudflare.com/r2/buckets/create-buckets/, read at
+# cloudflare/cloudflare-docs@12de1227:src/content/docs/r2/buckets/create-buckets.mdx), so every R2
+# bucket passes, and so does a dotted bucket on another S3 server.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+BUCKET_RULE = (
+    "use 3 to 63 lower-case letters (a-z), digits (0-9) and hyphens (-), beginning and ending with a "
+    "letter or digit (other S3 servers also allow single dots; R2 does not)"
+)
+
+
+def check_bucket_name(bucket: str, shown: str | None = None) -> str:
+    """``bucket`` when it follows the naming rule above; else SyncConfigError saying where it came
+    from (``shown``, default ``R2_BUCKET='…'``) and the rule.
+
+    Checked before any request: botocore refuses some bad names only when it sends one
+    (ParamValidationError), others reach the server, and neither is a reason to retry.
+    """
+    if not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket or _IPV4.fullmatch(bucket):
+        where = shown or f"R2_BUCKET={bucket!r}"
+        raise SyncConfigError(f"{where} is not a valid bucket name: {BUCKET_RULE}")
+    return bucket
 
 
 def _float(name: str, default: float, environ: Mapping[str, str]) -> float:
@@ -239,6 +270,10 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
             f"R2_ENDPOINT ends in bucket {path_bucket!r} but R2_BUCKET={bucket!r}: set "
             f"R2_ENDPOINT={endpoint} (without /{path_bucket}) and keep R2_BUCKET, or make them agree"
         )
+    if bucket is not None:
+        check_bucket_name(bucket)
+    elif path_bucket is not None:
+        check_bucket_name(path_bucket, f"the bucket {path_bucket!r} at the end of {name}")
     bucket = bucket or path_bucket or DEFAULT_BUCKET
     key_id = env_str("R2_ACCESS_KEY_ID", None, env) or env_str("AWS_ACCESS_KEY_ID", None, env)
     secret = env_str("R2_SECRET_ACCESS_KEY", None, env) or env_str("AWS_SECRET_ACCESS_KEY", None, env)
