@@ -140,7 +140,7 @@ def test_auth_off_warns_and_comfyui_takes_the_public_port(tmp_path: Path, hub: F
     ("extra", "message"),
     [
         ({"ZR4_AUTH": "maybe"}, "error: ZR4_AUTH='maybe' is not understood"),
-        ({"ZR4_AUTH_TOKEN": "short"}, "error: ZR4_AUTH_TOKEN is too short (5 characters, at least 16)"),
+        ({"ZR4_AUTH_TOKEN": "x7Kq2"}, "error: ZR4_AUTH_TOKEN is too short (5 characters, at least 16)"),
     ],
 )
 def test_unusable_auth_settings_stop_the_start_in_one_line(

@@ -504,6 +504,11 @@ def test_sigkill_mid_upload_then_restart_arrives_once(
         lambda: bool(client.list_multipart_uploads(Bucket="runpod", Prefix=key).get("Uploads")),
         30,
         "the multipart upload to be created",
+        # A failure here says which race was lost: the upload not begun yet, or already finished.
+        lambda: (
+            f"journal: {_journal_states(tmp_path / 'state')}; object in bucket: "
+            f"{_keys(client, 'runpod', 'killed').get(key)}; daemon log:\n{daemons[0].text()[-2000:]}"
+        ),
     )
     daemons[0].kill()  # SIGKILL: no handler, no cleanup
     assert _keys(client, "runpod", "killed").get(key) is None  # the kill came mid-upload
