@@ -88,7 +88,15 @@ def test_port_layout_for_one_and_several_instances() -> None:
 
 def test_login_page_returns_only_to_local_paths() -> None:
     assert safe_next("/?workflow=a") == "/?workflow=a"
+    assert safe_next("/?workflow=a%26b&c=%2F%2Fd") == "/?workflow=a%26b&c=%2F%2Fd"  # a query may hold "//"
+    assert safe_next("/api/view?filename=%C3%A9.png") == "/api/view?filename=%C3%A9.png"
     for bad in ("//evil.example", "https://evil.example", "/%2F%2Fevil", "/\\evil", "", None, "/zr4/login"):
+        assert safe_next(bad) == "/", bad
+    # Dot segments that a browser removes, leaving a path that names another host.
+    for bad in ("/.//evil/x", "/x/..//evil", "/%2e//evil", "/./%2F/evil", "///evil", "/.%2F/evil"):
+        assert safe_next(bad) == "/", bad
+    # What cannot go into a Location header (DEL, space, non-ASCII) or is no path at all.
+    for bad in ("/%7Fx", "/\x7fx", "/a b", "/é", "/x#frag", "/" + "a" * 5000):
         assert safe_next(bad) == "/", bad
     page = login_page('/"><script>', "<b>no</b>")
     assert "<script>" not in page and "&lt;b&gt;no&lt;/b&gt;" in page

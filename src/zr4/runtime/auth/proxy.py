@@ -127,6 +127,29 @@ def upstream_headers(request: web.Request, *, websocket: bool = False) -> CIMult
     return headers
 
 
+def upstream_url(backend: URL, target: str) -> URL:
+    """ComfyUI's URL for a request target: the backend's origin, then the target's path and query.
+
+    Never a join: resolving ``//host/x`` (or an absolute ``http://host/x``) against the backend
+    replaces the backend's host, so any reference resolution would let a request pick the server.
+    """
+    path, _, query = target.partition("#")[0].partition("?")
+    host = backend.raw_host
+    assert host is not None  # the backend is always an http URL with a host
+    return URL.build(
+        scheme=backend.scheme, host=host, port=backend.port, path=path, query_string=query, encoded=True
+    )
+
+
+def _not_a_path() -> web.Response:
+    """An absolute-form (``GET http://host/x``) or authority-form target: a request for a forward proxy."""
+    return web.Response(
+        status=400,
+        text="the request target must be a path (this is not a forward proxy)\n",
+        headers={"Cache-Control": "no-store", "Connection": "close"},
+    )
+
+
 class Site:
     """The proxy for one ComfyUI instance (one public port, one loopback backend)."""
 
@@ -169,6 +192,8 @@ class Site:
         return lockout
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not request.raw_path.startswith("/"):
+            return _not_a_path()
         if request.path == LOGIN_PATH:
             return await self.login(request)
         if request.path == LOGOUT_PATH:
@@ -236,7 +261,7 @@ class Site:
     # --- forwarding ----------------------------------------------------------------------------
 
     def _url(self, request: web.Request) -> URL:
-        return self.backend.join(URL(request.raw_path, encoded=True))
+        return upstream_url(self.backend, request.raw_path)
 
     def _down(self) -> web.Response:
         return web.Response(

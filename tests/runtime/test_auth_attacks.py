@@ -1,0 +1,141 @@
+"""Attacks on the auth proxy: the real proxy process in front of a backend that records what gets past.
+
+The backend (tests/support/recording_backend.py) plays ComfyUI and records every request it gets; a
+second one plays another service on the machine (or the attacker's host), which must never be
+reached. After every test the fixture checks that nothing reached that other service and that no
+request marked as an attack (the word ``attack`` in its target, or an ``X-Attack`` header) reached
+ComfyUI. Requests are written byte for byte where a client library would tidy them up (``//host``
+paths, absolute-form targets, malformed headers).
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+from collections.abc import Iterator, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+
+from support.auth_stack import TOKEN, AuthProxy
+from support.recording_backend import RecordingBackend
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@pytest.fixture(scope="module")
+def comfy() -> Iterator[RecordingBackend]:
+    with RecordingBackend("comfyui") as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def other() -> Iterator[RecordingBackend]:
+    with RecordingBackend("other") as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def proxy(comfy: RecordingBackend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthProxy]:
+    with AuthProxy(tmp_path_factory.mktemp("proxy"), comfy.port) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def nothing_leaks(comfy: RecordingBackend, other: RecordingBackend) -> Iterator[None]:
+    comfy.clear()
+    other.clear()
+    yield
+    assert other.requests() == [], "the proxy reached another service"
+    assert comfy.attacks == [], "an attack reached ComfyUI"
+
+
+def call(
+    proxy: AuthProxy,
+    method: str,
+    target: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+) -> Answer:
+    """One request with exactly this target and these headers (http.client adds only Host)."""
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.public_port, timeout=20)
+    try:
+        connection.request(method, target, body=body, headers=dict(headers or {}))
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def raw(proxy: AuthProxy, data: bytes, timeout_s: float = 10) -> bytes:
+    """Send ``data`` as it is; everything the proxy answers until it closes (or ``timeout_s``)."""
+    with socket.create_connection(("127.0.0.1", proxy.public_port), timeout=timeout_s) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+        return b"".join(chunks)
+
+
+def status_line(answer: bytes) -> str:
+    return answer.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def origin_of(proxy: AuthProxy) -> dict[str, str]:
+    """The ``Origin`` a browser on the proxy's own page sends."""
+    return {"Origin": f"http://127.0.0.1:{proxy.public_port}"}
+
+
+def log_in(proxy: AuthProxy, next_path: str = "/", headers: Mapping[str, str] | None = None) -> Answer:
+    form = f"token={TOKEN}&next={next_path}".encode()
+    sent = {"Content-Type": "application/x-www-form-urlencoded", **origin_of(proxy), **(headers or {})}
+    return call(proxy, "POST", "/zr4/login", sent, form)
+
+
+def session_cookie(answer: Answer) -> str:
+    """``name=value`` of the session cookie a login answer set."""
+    return answer[1]["set-cookie"].split(";", 1)[0]
+
+
+# --- 1. the upstream URL: //host paths and absolute-form targets (SSRF) ------------------------
+
+
+def test_a_double_slash_path_stays_on_comfyui(
+    proxy: AuthProxy, comfy: RecordingBackend, other: RecordingBackend
+) -> None:
+    paths = [f"//127.0.0.1:{other.port}/page.html?q=1", "//localhost:1/x", f"///127.0.0.1:{other.port}/"]
+    for path in paths:
+        status, _, body = call(proxy, "GET", path, BEARER)
+        assert status == 200 and b'"served_by": "comfyui"' in body, (path, body)
+    assert [seen.target for seen in comfy.requests()] == paths  # ComfyUI gets the path as sent
+
+
+def test_an_absolute_form_target_is_refused(
+    proxy: AuthProxy, comfy: RecordingBackend, other: RecordingBackend
+) -> None:
+    for target in (f"http://127.0.0.1:{other.port}/x", f"HTTP://127.0.0.1:{other.port}/x", "*"):
+        request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        answer = raw(proxy, (request + "Connection: close\r\n\r\n").encode())
+        assert status_line(answer).split(" ")[1] == "400", (target, answer[:200])
+    assert comfy.requests() == []
+
+
+def test_after_login_the_browser_never_lands_off_site(proxy: AuthProxy, other: RecordingBackend) -> None:
+    for next_path in (
+        f"/.//127.0.0.1:{other.port}/redir",
+        f"/x/..//127.0.0.1:{other.port}/redir",
+        f"/%2e//127.0.0.1:{other.port}/redir",
+        f"/./%2F127.0.0.1:{other.port}/redir",
+    ):
+        answer = log_in(proxy, next_path.replace("%", "%25"))
+        assert answer[0] == 303, next_path
+        # Follow the redirect as a browser does (RFC 3986 reference resolution, dot segments removed).
+        landing = urljoin(f"http://127.0.0.1:{proxy.public_port}/zr4/login", answer[1]["location"])
+        parts = urlsplit(landing)
+        assert parts.port == proxy.public_port, landing
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        call(proxy, "GET", target, {"Cookie": session_cookie(answer)})
