@@ -10,11 +10,15 @@ paths, absolute-form targets, malformed headers).
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import json
 import socket
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import aiohttp
 import pytest
 
 from support.auth_stack import TOKEN, AuthProxy
@@ -139,3 +143,81 @@ def test_after_login_the_browser_never_lands_off_site(proxy: AuthProxy, other: R
         assert parts.port == proxy.public_port, landing
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         call(proxy, "GET", target, {"Cookie": session_cookie(answer)})
+
+
+# --- 2. a session used from another origin ------------------------------------------------------
+
+
+def websocket(proxy: AuthProxy, headers: Mapping[str, str], target: str = "/ws?clientId=x") -> object:
+    """The first message of a websocket opened with these headers, or the refusal's status."""
+
+    async def connect() -> object:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+            try:
+                socket_ = await client.ws_connect(proxy.url + target, headers=dict(headers))
+            except aiohttp.WSServerHandshakeError as error:
+                return error.status
+            message = await socket_.receive(timeout=10)
+            await socket_.close()
+            return json.loads(message.data)["type"]
+
+    return asyncio.run(connect())
+
+
+PROMPT = json.dumps({"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}}).encode()
+ELSEWHERE = {"Origin": "http://pod-b.proxy.test:8188"}  # another pod: the same site, another origin
+
+
+def test_a_session_from_another_origin_changes_nothing_and_opens_no_websocket(
+    proxy: AuthProxy, comfy: RecordingBackend
+) -> None:
+    cookie = {"Cookie": session_cookie(log_in(proxy))}
+    plain = {"Content-Type": "text/plain"}  # what a page may POST to another origin without a preflight
+    refused = {
+        "another origin": call(
+            proxy, "POST", "/prompt?attack=origin", {**cookie, **plain, **ELSEWHERE}, PROMPT
+        ),
+        "an opaque origin": call(
+            proxy, "POST", "/prompt?attack=null", {**cookie, **plain, "Origin": "null"}, PROMPT
+        ),
+        "the same site": call(
+            proxy, "POST", "/prompt?attack=site", {**cookie, **plain, "Sec-Fetch-Site": "same-site"}, PROMPT
+        ),
+        "no origin at all": call(proxy, "POST", "/prompt?attack=none", {**cookie, **plain}, PROMPT),
+        "a delete": call(proxy, "DELETE", "/api/userdata/x?attack=delete", {**cookie, **ELSEWHERE}),
+    }
+    assert {what: answer[0] for what, answer in refused.items()} == dict.fromkeys(refused, 403)
+    assert websocket(proxy, {**cookie, **ELSEWHERE}, "/ws?clientId=attack") == 403
+    assert websocket(proxy, {**cookie, "Origin": "null"}, "/ws?clientId=attack") == 403
+
+    # The owner's own page, a link from elsewhere (a GET), and API clients with the token still work.
+    assert call(proxy, "POST", "/prompt", {**cookie, **plain, **origin_of(proxy)}, PROMPT)[0] == 200
+    assert (
+        call(proxy, "POST", "/prompt", {**cookie, **plain, "Sec-Fetch-Site": "same-origin"}, PROMPT)[0] == 200
+    )
+    assert websocket(proxy, {**cookie, **origin_of(proxy)}) == "status"
+    assert (
+        call(proxy, "GET", "/system_stats", {**cookie, **ELSEWHERE, "Sec-Fetch-Site": "same-site"})[0] == 200
+    )
+    assert call(proxy, "POST", "/prompt", {**BEARER, **ELSEWHERE}, PROMPT)[0] == 200
+    assert websocket(proxy, {**BEARER, **ELSEWHERE}) == "status"
+    owner = ["/prompt", "/prompt", "/ws?clientId=x", "/system_stats", "/prompt", "/ws?clientId=x"]
+    assert [seen.target for seen in comfy.requests()] == owner
+
+
+def test_over_https_the_session_cookie_is_host_prefixed(tmp_path: Path, comfy: RecordingBackend) -> None:
+    with AuthProxy(tmp_path, comfy.port, extra_env={"ZR4_AUTH_TRUST_FORWARDED": "true"}) as secure:
+        https = {"X-Forwarded-Proto": "https", "Origin": f"https://127.0.0.1:{secure.public_port}"}
+        answer = log_in(secure, headers=https)
+        name, value = session_cookie(answer).split("=", 1)
+        attributes = [part.strip().lower() for part in answer[1]["set-cookie"].split(";")[1:]]
+        plain_name = call(secure, "GET", "/system_stats", {"Cookie": f"zr4_session={value}", **https})[0]
+        prefixed = call(secure, "GET", "/system_stats", {"Cookie": f"{name}={value}", **https})[0]
+    assert name == "__Host-zr4_session"
+    assert (
+        "secure" in attributes
+        and "path=/" in attributes
+        and not any(a.startswith("domain") for a in attributes)
+    )
+    # A cookie another pod of the same site set for the parent domain has the plain name: not taken.
+    assert (plain_name, prefixed) == (401, 200)

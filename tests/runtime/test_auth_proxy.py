@@ -196,7 +196,8 @@ def test_login_sets_a_hardened_cookie_that_opens_http_and_websocket(stack: Comfy
 
     async def browse() -> tuple[int, str, str]:
         async with session() as client:
-            headers = {"Cookie": f"zr4_session={value}", "Accept": "text/html"}
+            # A browser sends its page's Origin on the websocket handshake; the proxy requires it.
+            headers = {"Cookie": f"zr4_session={value}", "Accept": "text/html", "Origin": stack.url}
             async with client.get(stack.url + "/", headers=headers) as answer:
                 page_status, page = answer.status, await answer.text()
             socket = await client.ws_connect(stack.url + "/ws", headers=headers)

@@ -7,6 +7,7 @@ frontend's manifest (``/assets/manifest-CebUEmtR.json``, the name in comfyui-fro
 1.35.9's ``index.html``) is JSON, ``POST``/``PUT`` bodies are read whole, and any other path
 answers 200 with its own target. Requests carrying the word ``attack`` (in the target or an
 ``X-Attack`` header) are an attack's: :attr:`RecordingBackend.attacks` lists the ones that got here.
+Given ``pages`` (path -> HTML), it serves those too: an attacker's site in browser tests.
 
 Standard library only; runs in a thread of the test process, on a free loopback port.
 """
@@ -42,8 +43,9 @@ class Seen:
 class RecordingBackend:
     """``with RecordingBackend() as backend:`` serves on ``backend.port`` and records in ``.seen``."""
 
-    def __init__(self, name: str = "backend") -> None:
+    def __init__(self, name: str = "backend", pages: dict[str, str] | None = None) -> None:
         self.name = name
+        self.pages = dict(pages or {})  # path -> HTML served there
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -109,6 +111,8 @@ class RecordingBackend:
                 backend._record(Seen(self.command, target, headers, size))
                 if self.path.startswith("/ws") and headers.get("upgrade", "").lower() == "websocket":
                     self._websocket(headers.get("sec-websocket-key", ""))
+                elif self.path in backend.pages:
+                    self._answer(200, backend.pages[self.path].encode(), "text/html; charset=utf-8")
                 elif self.path == MANIFEST_PATH:
                     self._answer(200, json.dumps(MANIFEST).encode(), "application/manifest+json")
                 else:

@@ -31,7 +31,7 @@ from yarl import URL
 from zr4.runtime.auth.pages import LOGIN_PATH, LOGOUT_PATH, login_page, safe_next
 from zr4.runtime.auth.ratelimit import FailureLimiter
 from zr4.runtime.auth.settings import AuthError, Route, parse_routes, resolve_token
-from zr4.runtime.auth.tokens import COOKIE_NAME, TokenChecker, bearer_of
+from zr4.runtime.auth.tokens import COOKIE_NAME, HOST_COOKIE_NAME, TokenChecker, bearer_of, cookie_name
 from zr4.runtime.env import EnvError, env_bool, env_str
 
 Log = Callable[[str], None]
@@ -59,7 +59,9 @@ _PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
     ),
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it a browser sends "Origin: null" with the form's POST, which the
+    # origin check must refuse. "same-origin" still sends nothing (no next= path) to other sites.
+    "Referrer-Policy": "same-origin",
 }
 
 
@@ -76,6 +78,33 @@ class Gate:
     trust_forwarded: bool = False
     log: Log = _say
 
+    def own_hosts(self, request: web.Request) -> list[str]:
+        """The host names this request was sent to: ``Host``, and a trusted front proxy's own."""
+        hosts = [request.headers.get("Host", "")]
+        if self.trust_forwarded:
+            hosts += [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-Host", [])).split(",")]
+        return hosts
+
+    def from_own_page(self, request: web.Request) -> bool:
+        """Whether a browser sent this request from this proxy's own origin.
+
+        ``Sec-Fetch-Site`` (Fetch Metadata, sent by current browsers) decides when present: only
+        ``same-origin`` counts. Without it the ``Origin`` header must name this host. A request
+        with neither did not come from a browser's page (browsers send ``Origin`` on every POST
+        and websocket), so it is not from one of ours either.
+        """
+        fetch_site = request.headers.get("Sec-Fetch-Site")
+        if fetch_site is not None:
+            return fetch_site.strip().lower() == "same-origin"
+        origin = request.headers.get("Origin")
+        return origin is not None and origin_matches(origin, self.own_hosts(request), is_https(request, self))
+
+    def from_elsewhere(self, request: web.Request) -> bool:
+        """Whether a browser says this request came from another origin's page (no header: not a page)."""
+        if "Sec-Fetch-Site" not in request.headers and "Origin" not in request.headers:
+            return False
+        return not self.from_own_page(request)
+
     def client_of(self, request: web.Request) -> str:
         """The rate limit's key: the peer address, or behind a trusted proxy the address it appended."""
         if self.trust_forwarded:
@@ -86,7 +115,7 @@ class Gate:
         return request.remote or "unknown"
 
 
-def is_https(request: web.Request) -> bool:
+def is_https(request: web.Request, gate: Gate | None = None) -> bool:
     """TLS here or at the proxy in front (RunPod's sets ``X-Forwarded-Proto: https``)."""
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     return request.secure or proto == "https"
@@ -101,8 +130,35 @@ def _is_websocket(request: web.Request) -> bool:
 
 
 def _without_own_cookie(header: str) -> str:
-    kept = [part for part in header.split(";") if part.strip().split("=", 1)[0].strip() != COOKIE_NAME]
+    own = {COOKIE_NAME, HOST_COOKIE_NAME}
+    kept = [part for part in header.split(";") if part.strip().split("=", 1)[0].strip() not in own]
     return ";".join(kept).strip()
+
+
+def _authority(scheme: str, host_header: str) -> tuple[str, int | None] | None:
+    """(host, port) of a ``Host``-style value, the scheme's default port filled in; None if unusable."""
+    try:
+        url = URL(f"{scheme}://{host_header.strip()}")
+    except ValueError:
+        return None
+    if not url.raw_host or url.raw_path not in ("", "/") or url.raw_query_string or url.user:
+        return None
+    return url.raw_host.lower(), url.port
+
+
+def origin_matches(origin: str, hosts: Sequence[str], https: bool) -> bool:
+    """Whether an ``Origin`` header names this proxy: one of ``hosts`` (the ``Host`` it was asked for)."""
+    scheme, sep, rest = origin.strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https") or (https and scheme != "https"):
+        return False
+    mine = _authority(scheme, rest)
+    return mine is not None and any(_authority(scheme, host) == mine for host in hosts if host)
+
+
+def _state_changing(request: web.Request) -> bool:
+    """What a cookie may do only from the proxy's own pages: anything but reading, and websockets."""
+    return request.method not in ("GET", "HEAD", "OPTIONS") or _is_websocket(request)
 
 
 def upstream_headers(request: web.Request, *, websocket: bool = False) -> CIMultiDict[str]:
@@ -162,8 +218,19 @@ class Site:
     # --- authentication ------------------------------------------------------------------------
 
     def _has_session(self, request: web.Request) -> bool:
-        value = request.cookies.get(COOKIE_NAME)
+        value = request.cookies.get(cookie_name(is_https(request, self.gate)))
         return value is not None and self.gate.checker.session_valid(value)
+
+    @staticmethod
+    def _cross_origin() -> web.Response:
+        return web.Response(
+            status=403,
+            text=(
+                "refused: this request came from another site's page; the session cookie works only "
+                "from this address's own pages (API clients send Authorization: Bearer <token>)\n"
+            ),
+            headers={"Cache-Control": "no-store"},
+        )
 
     def _too_many(self, client: str, retry: int) -> web.Response:
         return web.Response(
@@ -198,10 +265,11 @@ class Site:
             return await self.login(request)
         if request.path == LOGOUT_PATH:
             return self.logout(request)
-        if not self._has_session(request):
+        session = self._has_session(request)
+        if not (session and (not _state_changing(request) or self.gate.from_own_page(request))):
             presented = bearer_of(request.headers.get("Authorization"))
             if presented is None:
-                return self._unauthenticated(request)
+                return self._cross_origin() if session else self._unauthenticated(request)
             client = self.gate.client_of(request)
             retry = self.gate.limiter.retry_after(client)
             if retry:
@@ -222,6 +290,10 @@ class Site:
             return self._page(login_page(next_path))
         if request.method != "POST":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        if self.gate.from_elsewhere(request):
+            # Not counted as a failure: a page elsewhere must not be able to lock the owner out.
+            message = f"This form was sent from another site. Open {LOGIN_PATH} on this address to log in."
+            return self._page(login_page("/", message), 403)
         client = self.gate.client_of(request)
         form = await request.post()
         next_path = safe_next(str(form.get("next", "/")))
@@ -234,21 +306,23 @@ class Site:
             return self._page(login_page(next_path, message), 401)
         self.gate.limiter.succeeded(client)
         response = web.HTTPSeeOther(URL(next_path, encoded=True), headers={"Cache-Control": "no-store"})
+        https = is_https(request, self.gate)
         response.set_cookie(
-            COOKIE_NAME,
+            cookie_name(https),
             self.gate.checker.new_session(),
             max_age=self.gate.checker.max_age_s,
             path="/",
             httponly=True,
             samesite="Lax",
-            secure=is_https(request),
+            secure=https,
         )
         self.gate.log(f"login from {client}")
         return response
 
     def logout(self, request: web.Request) -> web.StreamResponse:
         response = web.HTTPSeeOther(LOGIN_PATH, headers={"Cache-Control": "no-store"})
-        response.del_cookie(COOKIE_NAME, path="/", secure=is_https(request), httponly=True, samesite="Lax")
+        https = is_https(request, self.gate)
+        response.del_cookie(cookie_name(https), path="/", secure=https, httponly=True, samesite="Lax")
         return response
 
     @staticmethod

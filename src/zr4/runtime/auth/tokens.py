@@ -15,6 +15,10 @@ import hmac
 import time
 
 COOKIE_NAME = "zr4_session"
+# Over https the cookie carries the __Host- prefix (RFC 6265bis section 4.1.3.2): a browser then keeps
+# it only if it is Secure, for Path=/ and without Domain, so no other host of the same site (another
+# pod under the same parent domain) can set or replace it.
+HOST_COOKIE_NAME = "__Host-" + COOKIE_NAME
 SESSION_MAX_AGE_S = 30 * 24 * 3600
 _CLOCK_SKEW_S = 300
 
@@ -50,6 +54,11 @@ class TokenChecker:
         if issued > current + _CLOCK_SKEW_S or current - issued > self.max_age_s:
             return False
         return hmac.compare_digest(parts[2].encode(), self._signature(issued).encode())
+
+
+def cookie_name(https: bool) -> str:
+    """The session cookie's name on a connection that is (or is not) https."""
+    return HOST_COOKIE_NAME if https else COOKIE_NAME
 
 
 def bearer_of(header: str | None) -> str | None:
