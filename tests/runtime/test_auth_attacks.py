@@ -14,6 +14,7 @@ import asyncio
 import http.client
 import json
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -221,3 +222,67 @@ def test_over_https_the_session_cookie_is_host_prefixed(tmp_path: Path, comfy: R
     )
     # A cookie another pod of the same site set for the parent domain has the plain name: not taken.
     assert (plain_name, prefixed) == (401, 200)
+
+
+# --- 3. the lock-out: whose address, how many guesses, and who waits ------------------------------
+
+
+def behind_a_front_proxy(root: Path, comfy: RecordingBackend) -> AuthProxy:
+    """The proxy as on RunPod: trusting the X-Forwarded-For that the proxy in front appends to."""
+    return AuthProxy(root, comfy.port, extra_env={"ZR4_AUTH_TRUST_FORWARDED": "true"})
+
+
+def wrong_login(proxy: AuthProxy, headers: Mapping[str, str] | None = None) -> int:
+    form = b"token=wrong-token-0123456789&next=/"
+    sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+    return call(proxy, "POST", "/zr4/login", sent, form)[0]
+
+
+def test_a_rotating_forwarded_address_does_not_give_unlimited_guesses(
+    tmp_path: Path, comfy: RecordingBackend
+) -> None:
+    with behind_a_front_proxy(tmp_path, comfy) as proxy:
+        started = time.monotonic()
+        guesses = [
+            wrong_login(proxy, {"X-Forwarded-For": f"198.51.{n // 200}.{n % 200 + 1}"}) for n in range(200)
+        ]
+        refilled = int(time.monotonic() - started) + 1  # the limit's steady rate: one a second
+        right = log_in(proxy, headers={"X-Forwarded-For": "192.0.2.77"})
+        local = call(proxy, "GET", "/system_stats", BEARER)[0]  # zr4 health: from inside the container
+        log = proxy.output()
+    # No header splits the limit on failed attempts of all clients together...
+    assert guesses.count(401) <= 60 + refilled and guesses.count(429) >= 140 - refilled, guesses
+    assert right[0] == 429 and 1 <= int(right[1]["retry-after"]) <= 2
+    # ...which holds back no process inside the container, and is logged once, not per attempt.
+    assert local == 200
+    assert log.count("failed attempts of all clients together") == 1, log[-2000:]
+
+
+def test_a_forged_forwarded_address_locks_out_neither_local_clients_nor_the_owner(
+    tmp_path: Path, comfy: RecordingBackend
+) -> None:
+    with behind_a_front_proxy(tmp_path, comfy) as proxy:
+        forged = [wrong_login(proxy, {"X-Forwarded-For": "127.0.0.1"}) for _ in range(7)]
+        health = call(proxy, "GET", "/system_stats", BEARER)[0]
+        owner = log_in(proxy, headers={"X-Forwarded-For": "192.0.2.10, 198.51.100.7"})[0]
+        guesser = wrong_login(proxy, {"X-Forwarded-For": "203.0.113.9, 127.0.0.1"})
+    assert forged == [401] * 6 + [429]  # the guessing (forwarded) client is locked out...
+    assert health == 200  # ...not zr4 health, which connects from 127.0.0.1 itself
+    assert owner == 303  # the owner's address is the last hop, where the proxy in front put it
+    assert guesser == 429  # and "127.0.0.1" as the last hop is that same locked-out client
+
+
+def test_an_oversized_or_invalid_forwarded_address_is_no_key(tmp_path: Path, comfy: RecordingBackend) -> None:
+    huge = "7" * 60_000
+    with behind_a_front_proxy(tmp_path, comfy) as proxy:
+        statuses = [wrong_login(proxy, {"X-Forwarded-For": f"{n}{huge}"}) for n in range(6)]
+        statuses += [wrong_login(proxy, {"X-Forwarded-For": f"not-an-address-{n}"}) for n in range(2)]
+        log = proxy.output()
+    assert statuses == [401] * 6 + [429] * 2  # each fell back to the connecting address: one client
+    assert huge[:100] not in log and "not-an-address" not in log and len(log) < 4000, len(log)
+
+
+def test_wrong_tokens_posted_from_another_site_lock_nobody_out(proxy: AuthProxy) -> None:
+    refused = [wrong_login(proxy, ELSEWHERE) for _ in range(10)]
+    assert refused == [403] * 10
+    assert log_in(proxy)[0] == 303

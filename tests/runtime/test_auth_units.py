@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from zr4.runtime.auth.pages import login_page, safe_next
-from zr4.runtime.auth.ratelimit import FailureLimiter
+from zr4.runtime.auth.proxy import address_key
+from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
 from zr4.runtime.auth.settings import AuthError, Route, auth_enabled, parse_routes, routes_for
 from zr4.runtime.auth.tokens import TokenChecker, bearer_of
 
@@ -52,6 +53,27 @@ def test_limiter_locks_out_with_doubling_and_forgets_on_success() -> None:
     limiter.failed("c")
     now[0] += 10_000
     assert limiter.failed("c") == 0 and limiter.failures("c") == 1
+
+
+def test_the_budget_for_all_clients_bursts_then_refills() -> None:
+    now = [0.0]
+    budget = FailureBudget(burst=3, per_s=0.5, clock=lambda: now[0])
+    assert budget.retry_after() == 0
+    assert [budget.spend() for _ in range(3)] == [False, False, True]  # "ran out" is said once
+    assert budget.retry_after() == 2  # one failure back per 2 s
+    now[0] = 2.0
+    assert budget.retry_after() == 0
+    assert budget.spend() is False  # still the same run of failures: not said again
+    now[0] = 100.0  # full again: a new run would be reported
+    assert [budget.spend() for _ in range(3)] == [False, False, True]
+
+
+def test_only_an_ip_address_is_a_client_key() -> None:
+    assert address_key(" 203.0.113.7 ") == "203.0.113.7"
+    assert address_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert address_key("2001:db8:1:2:3:4:5:6") == address_key("2001:db8:1:2::9") == "2001:db8:1:2::/64"
+    for bad in ("", "unknown", "203.0.113.7:443", "[::1]", "1" * 60_000, "203.0.113.7, 10.0.0.1"):
+        assert address_key(bad) is None, bad[:40]
 
 
 def test_limiter_memory_is_bounded() -> None:

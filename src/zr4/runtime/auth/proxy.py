@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +30,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from zr4.runtime.auth.pages import LOGIN_PATH, LOGOUT_PATH, login_page, safe_next
-from zr4.runtime.auth.ratelimit import FailureLimiter
+from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
 from zr4.runtime.auth.settings import AuthError, Route, parse_routes, resolve_token
 from zr4.runtime.auth.tokens import COOKIE_NAME, HOST_COOKIE_NAME, TokenChecker, bearer_of, cookie_name
 from zr4.runtime.env import EnvError, env_bool, env_str
@@ -69,12 +70,41 @@ def _say(message: str) -> None:
     print(f"[zr4 auth] {message}", flush=True)
 
 
+def address_key(text: str) -> str | None:
+    """A client's address as the lock-out's key; None unless ``text`` is one IP address.
+
+    IPv6 addresses count per /64 (what one subscriber gets), so rotating through one's own prefix
+    buys no guesses; IPv4-mapped IPv6 is the IPv4 address.
+    """
+    text = text.strip()
+    if not text or len(text) > 45:  # the longest textual IPv6 address
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who an attempt counts against: ``key`` (an address, marked when a header named it)."""
+
+    key: str
+    local: bool = False  # a process in this container (a direct loopback peer)
+
+
 @dataclass
 class Gate:
-    """What every site of the proxy shares: the token checker, the failure limiter, the log."""
+    """What every site of the proxy shares: the token checker, the failure limits, the log."""
 
     checker: TokenChecker
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    budget: FailureBudget = field(default_factory=FailureBudget)
     trust_forwarded: bool = False
     log: Log = _say
 
@@ -105,14 +135,41 @@ class Gate:
             return False
         return not self.from_own_page(request)
 
-    def client_of(self, request: web.Request) -> str:
-        """The rate limit's key: the peer address, or behind a trusted proxy the address it appended."""
+    def client_of(self, request: web.Request) -> Client:
+        """The lock-out's client: the connecting address, or behind a trusted proxy the one it added.
+
+        A proxy in front appends the address it saw to ``X-Forwarded-For`` (after whatever the
+        client sent), so only the last item of all those header lines is the proxy's; it must be
+        one IP address. Addresses named by the header are kept apart from connecting ones, so a
+        forged ``127.0.0.1`` is not ``zr4 health`` connecting from inside the container.
+        """
         if self.trust_forwarded:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            last = forwarded.split(",")[-1].strip()
-            if last:
-                return last
-        return request.remote or "unknown"
+            hops = ",".join(request.headers.getall("X-Forwarded-For", []))
+            forwarded = address_key(hops.rsplit(",", 1)[-1]) if hops else None
+            if forwarded is not None:
+                return Client(f"{forwarded} (forwarded)")
+        peer = address_key(request.remote or "")
+        if peer is None:
+            return Client("unknown")
+        return Client(peer, local=ipaddress.ip_network(peer, strict=False).network_address.is_loopback)
+
+    def wait(self, client: Client) -> int:
+        """Seconds ``client`` must wait before its next token check (0: go ahead)."""
+        wait = self.limiter.retry_after(client.key)
+        return wait if client.local else max(wait, self.budget.retry_after())
+
+    def failed(self, client: Client, what: str) -> int:
+        """Count a wrong token against ``client`` and all clients; returns its lock-out in seconds."""
+        lockout = self.limiter.failed(client.key)
+        failures = self.limiter.failures(client.key)
+        extra = f"; locked out for {lockout} s" if lockout else ""
+        self.log(f"{what} failed from {client.key} ({failures} in a row{extra})")
+        if not client.local and self.budget.spend():
+            self.log(
+                f"{self.budget.burst} failed attempts of all clients together: from now on at most "
+                f"{self.budget.per_s:g} a second (answered 429) until they stop"
+            )
+        return lockout
 
 
 def is_https(request: web.Request, gate: Gate | None = None) -> bool:
@@ -232,7 +289,7 @@ class Site:
             headers={"Cache-Control": "no-store"},
         )
 
-    def _too_many(self, client: str, retry: int) -> web.Response:
+    def _too_many(self, retry: int) -> web.Response:
         return web.Response(
             status=429,
             text=f"too many failed attempts from this client: retry in {retry} s\n",
@@ -251,13 +308,6 @@ class Site:
             headers={"WWW-Authenticate": 'Bearer realm="zr4"', "Cache-Control": "no-store"},
         )
 
-    def _failed(self, client: str, what: str) -> int:
-        lockout = self.gate.limiter.failed(client)
-        failures = self.gate.limiter.failures(client)
-        extra = f"; locked out for {lockout} s" if lockout else ""
-        self.gate.log(f"{what} failed from {client} ({failures} in a row{extra})")
-        return lockout
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not request.raw_path.startswith("/"):
             return _not_a_path()
@@ -271,13 +321,13 @@ class Site:
             if presented is None:
                 return self._cross_origin() if session else self._unauthenticated(request)
             client = self.gate.client_of(request)
-            retry = self.gate.limiter.retry_after(client)
+            retry = self.gate.wait(client)
             if retry:
-                return self._too_many(client, retry)
+                return self._too_many(retry)
             if not self.gate.checker.token_matches(presented):
-                self._failed(client, "bearer token")
+                self.gate.failed(client, "bearer token")
                 return self._unauthenticated(request, "wrong bearer token")
-            self.gate.limiter.succeeded(client)
+            self.gate.limiter.succeeded(client.key)
         if _is_websocket(request):
             return await self.relay_websocket(request)
         return await self.forward(request)
@@ -297,14 +347,14 @@ class Site:
         client = self.gate.client_of(request)
         form = await request.post()
         next_path = safe_next(str(form.get("next", "/")))
-        retry = self.gate.limiter.retry_after(client)
+        retry = self.gate.wait(client)
         if retry:
             return self._page(login_page(next_path, f"Too many wrong tokens: wait {retry} s."), 429, retry)
         if not self.gate.checker.token_matches(str(form.get("token", ""))):
-            lockout = self._failed(client, "login")
+            lockout = self.gate.failed(client, "login")
             message = f"Wrong token; wait {lockout} s before the next try." if lockout else "Wrong token."
             return self._page(login_page(next_path, message), 401)
-        self.gate.limiter.succeeded(client)
+        self.gate.limiter.succeeded(client.key)
         response = web.HTTPSeeOther(URL(next_path, encoded=True), headers={"Cache-Control": "no-store"})
         https = is_https(request, self.gate)
         response.set_cookie(
@@ -316,7 +366,7 @@ class Site:
             samesite="Lax",
             secure=https,
         )
-        self.gate.log(f"login from {client}")
+        self.gate.log(f"login from {client.key}")
         return response
 
     def logout(self, request: web.Request) -> web.StreamResponse:
