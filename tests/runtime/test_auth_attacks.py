@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import select
 import socket
 import time
 from collections.abc import Iterator, Mapping
@@ -286,3 +287,124 @@ def test_wrong_tokens_posted_from_another_site_lock_nobody_out(proxy: AuthProxy)
     refused = [wrong_login(proxy, ELSEWHERE) for _ in range(10)]
     assert refused == [403] * 10
     assert log_in(proxy)[0] == 303
+
+
+# --- 4. connections: idle, slow, and more than the open-file limit allows -------------------------
+
+
+def owner_status(proxy: AuthProxy) -> int | str:
+    try:
+        return call(proxy, "GET", "/system_stats", BEARER)[0]
+    except OSError as error:
+        return f"failed: {error!r}"
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float | None:
+    """Seconds until the proxy closed ``sock`` (reading and dropping what it sent), or None."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return None
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+
+def open_connections(proxy: AuthProxy, count: int, timeout_s: float = 15) -> list[socket.socket]:
+    """``count`` connections to the proxy that send nothing, opened all at once (not one by one:
+    those the listen queue cannot take wait out TCP's 1 s retry together)."""
+    pending = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(proxy.address)
+        pending.append(sock)
+    deadline = time.monotonic() + timeout_s
+    waiting = list(pending)
+    while waiting and time.monotonic() < deadline:
+        _, writable, _ = select.select([], waiting, [], 0.5)
+        waiting = [sock for sock in waiting if sock not in writable]
+    return pending
+
+
+def test_idle_connections_past_the_open_file_limit_do_not_shut_the_owner_out(
+    tmp_path: Path, comfy: RecordingBackend
+) -> None:
+    with AuthProxy(tmp_path, comfy.port, open_files=128) as proxy:
+        idle = open_connections(proxy, 200)
+        try:
+            owner = owner_status(proxy)
+        finally:
+            for sock in idle:
+                sock.close()
+        again = owner_status(proxy)
+        log = proxy.output()
+    assert (owner, again) == (200, 200), log[-3000:]
+    assert "Too many open files" not in log and "Traceback" not in log, log[-3000:]
+    assert log.count("connections open") == 1, log[-3000:]  # said once, not per connection
+
+
+def test_a_request_whose_headers_never_end_is_closed(tmp_path: Path, comfy: RecordingBackend) -> None:
+    with AuthProxy(tmp_path, comfy.port, extra_env={"ZR4_PROXY_HEADER_TIMEOUT_S": "1"}) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.public_port)) as silent:
+            silent_closed = closed_within(silent, 5)  # never sends a byte
+        with socket.create_connection(("127.0.0.1", proxy.public_port)) as drip:
+            started = time.monotonic()
+            drip.sendall(b"GET /system_stats HTTP/1.1\r\nHost: x\r\n")
+            dripped_until = None
+            try:
+                for n in range(40):  # one header line every 0.1 s, never the blank line
+                    drip.sendall(f"X-Drip-{n}: y\r\n".encode())
+                    time.sleep(0.1)
+            except OSError:
+                dripped_until = time.monotonic() - started
+    assert silent_closed is not None and silent_closed < 3, silent_closed
+    assert dripped_until is not None and dripped_until < 3, dripped_until
+
+
+def test_an_idle_keep_alive_connection_is_closed(tmp_path: Path, comfy: RecordingBackend) -> None:
+    env = {"ZR4_PROXY_IDLE_TIMEOUT_S": "1"}
+    with (
+        AuthProxy(tmp_path, comfy.port, extra_env=env) as proxy,
+        socket.create_connection(proxy.address) as sock,
+    ):
+        sock.sendall(
+            f"GET /system_stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+        )
+        first = sock.recv(65536)
+        closed = closed_within(sock, 5)
+    assert first.startswith(b"HTTP/1.1 200")
+    assert closed is not None and closed < 3, closed
+
+
+def test_when_every_connection_is_busy_new_ones_are_refused_and_said_once(
+    tmp_path: Path, comfy: RecordingBackend
+) -> None:
+    async def crowd(proxy: AuthProxy) -> tuple[list[bytes], int]:
+        async with aiohttp.ClientSession() as client:
+            busy = [
+                await client.ws_connect(proxy.url + "/ws?clientId=busy", headers=BEARER) for _ in range(4)
+            ]
+            answers = []
+            for _ in range(20):
+                reader, writer = await asyncio.open_connection("127.0.0.1", proxy.public_port)
+                writer.write(
+                    f"GET /system_stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+                )
+                answers.append(await asyncio.wait_for(reader.read(), 10))  # until the proxy closes it
+                writer.close()
+            for socket_ in busy:
+                await socket_.close()
+        return answers, 0
+
+    env = {"ZR4_PROXY_MAX_CONNECTIONS": "4"}
+    with AuthProxy(tmp_path, comfy.port, extra_env=env) as proxy:
+        answers, _ = asyncio.run(crowd(proxy))
+        after = owner_status(proxy)
+        log = proxy.output()
+    assert all(answer.startswith(b"HTTP/1.1 503") for answer in answers), answers[:2]
+    assert after == 200
+    assert log.count("connections open") == 1, log

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from zr4.runtime.auth.connections import default_max_connections, limits_from_env
 from zr4.runtime.auth.pages import login_page, safe_next
 from zr4.runtime.auth.proxy import address_key
 from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
 from zr4.runtime.auth.settings import AuthError, Route, auth_enabled, parse_routes, routes_for
 from zr4.runtime.auth.tokens import TokenChecker, bearer_of
+from zr4.runtime.env import EnvError
 
 TOKEN = "a-token-of-some-length-0123"
 
@@ -81,6 +83,27 @@ def test_limiter_memory_is_bounded() -> None:
     for client in "abcde":
         limiter.failed(client)
     assert [limiter.failures(c) for c in "abcde"] == [0, 0, 1, 1, 1]
+
+
+def test_connection_cap_leaves_room_below_the_open_file_limit() -> None:
+    # Each connection may hold one more descriptor towards ComfyUI; two accept bursts are in flight.
+    assert default_max_connections(128) == 32
+    assert default_max_connections(1024) == 368
+    assert default_max_connections(1 << 20) == 1024
+    assert default_max_connections(16) == 4
+    log: list[str] = []
+    limits = limits_from_env(
+        {"ZR4_PROXY_MAX_CONNECTIONS": "100000", "ZR4_PROXY_IDLE_TIMEOUT_S": "5"}, log.append
+    )
+    assert limits.max_connections == default_max_connections() and limits.idle_timeout_s == 5
+    assert "more than the open-file limit allows" in log[0]
+    for bad in (
+        {"ZR4_PROXY_MAX_CONNECTIONS": "2.5"},
+        {"ZR4_PROXY_HEADER_TIMEOUT_S": "0"},
+        {"ZR4_PROXY_IDLE_TIMEOUT_S": "x"},
+    ):
+        with pytest.raises(EnvError, match=next(iter(bad))):
+            limits_from_env(bad, log.append)
 
 
 def test_auth_switch() -> None:

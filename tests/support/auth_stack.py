@@ -116,6 +116,10 @@ class AuthProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.public_port}"
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.public_port
+
     def __enter__(self) -> AuthProxy:
         self.root.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(

@@ -29,6 +29,14 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from zr4.runtime.auth.connections import (
+    ConnectionGuard,
+    Limits,
+    QuietAccept,
+    accept_burst,
+    default_max_connections,
+    limits_from_env,
+)
 from zr4.runtime.auth.pages import LOGIN_PATH, LOGOUT_PATH, login_page, safe_next
 from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
 from zr4.runtime.auth.settings import AuthError, Route, parse_routes, resolve_token
@@ -107,6 +115,9 @@ class Gate:
     budget: FailureBudget = field(default_factory=FailureBudget)
     trust_forwarded: bool = False
     log: Log = _say
+    connections: ConnectionGuard = field(
+        default_factory=lambda: ConnectionGuard(Limits(default_max_connections()), _say)
+    )
 
     def own_hosts(self, request: web.Request) -> list[str]:
         """The host names this request was sent to: ``Host``, and a trusted front proxy's own."""
@@ -309,6 +320,10 @@ class Site:
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        with self.gate.connections.busy(request.protocol):
+            return await self._handle(request)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         if not request.raw_path.startswith("/"):
             return _not_a_path()
         if request.path == LOGIN_PATH:
@@ -454,7 +469,10 @@ class Site:
         return downstream
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=256, force_close=False)
+        # At most one connection to ComfyUI per connection the proxy holds (the guard's cap).
+        connector = aiohttp.TCPConnector(
+            limit=self.gate.connections.limits.max_connections, force_close=False
+        )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         self.session = aiohttp.ClientSession(
             connector=connector,
@@ -483,9 +501,14 @@ async def _pump(
             break
 
 
+# What every connection's aiohttp handler is built with (aiohttp 3.14.5 web_protocol.RequestHandler):
+# no access log; header lines up to 64 KiB (ComfyUI's frontend sends long cookies and URLs).
+HANDLER_ARGS: dict[str, object] = {"access_log": None, "max_field_size": 65536}
+
+
 def make_app(site: Site) -> web.Application:
     # client_max_size bounds only what the proxy itself reads (the login form); forwarded bodies stream.
-    app = web.Application(client_max_size=64 * 1024, handler_args={"max_field_size": 65536})
+    app = web.Application(client_max_size=64 * 1024)
     app.router.add_route("*", "/{tail:.*}", site.handle)
 
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
@@ -504,14 +527,27 @@ async def serve(
     stop: asyncio.Event,
     ready: Callable[[], None] | None = None,
 ) -> None:
-    """Listen on every route's public port until ``stop`` is set."""
-    runners = []
+    """Listen on every route's public port until ``stop`` is set.
+
+    Each port's listening socket makes its connections through ``gate.connections`` (timeouts and
+    the cap are per process, over all ports) rather than aiohttp's own site.
+    """
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(QuietAccept(gate.log))
+    runners: list[web.AppRunner] = []
+    listening: list[asyncio.Server] = []
     try:
         for route in routes:
-            runner = web.AppRunner(make_app(Site(gate, route)), access_log=None, handle_signals=False)
+            runner = web.AppRunner(make_app(Site(gate, route)), handle_signals=False)
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, listen, route.public_port, reuse_address=True).start()
+            assert runner.server is not None  # set by setup()
+            factory = gate.connections.factory(runner.server, **HANDLER_ARGS)
+            listening.append(
+                await loop.create_server(
+                    factory, listen, route.public_port, reuse_address=True, backlog=accept_burst()
+                )
+            )
             gate.log(
                 f"listening on {listen}:{route.public_port} -> ComfyUI on 127.0.0.1:{route.backend_port}"
             )
@@ -519,6 +555,8 @@ async def serve(
             ready()
         await stop.wait()
     finally:
+        for server in listening:
+            server.close()
         for runner in runners:
             await runner.cleanup()
 
@@ -528,7 +566,8 @@ def gate_from_env(env: Mapping[str, str]) -> Gate:
     if source is None:
         raise AuthError("no token: set ZR4_AUTH_TOKEN, or ZR4_AUTH_DIR to the folder zr4 start keeps it in")
     trust = env_bool("ZR4_AUTH_TRUST_FORWARDED", bool(env.get("RUNPOD_POD_ID")), env)
-    return Gate(TokenChecker(source.token), trust_forwarded=trust)
+    connections = ConnectionGuard(limits_from_env(env, _say), _say)
+    return Gate(TokenChecker(source.token), trust_forwarded=trust, connections=connections)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
