@@ -408,3 +408,45 @@ def test_when_every_connection_is_busy_new_ones_are_refused_and_said_once(
     assert all(answer.startswith(b"HTTP/1.1 503") for answer in answers), answers[:2]
     assert after == 200
     assert log.count("connections open") == 1, log
+
+
+# --- 5. input that crashed or flooded: one 400 or 401 each, no credential in the log ---------------
+
+
+def test_a_cookie_with_a_huge_timestamp_is_no_session(proxy: AuthProxy) -> None:
+    for value in (
+        f"v1.{'9' * 5000}.{'0' * 64}",
+        f"v2.{'9' * 5000}.{'A' * 22}.{'0' * 64}",
+        "v2." + "." * 3000,
+    ):
+        status, _, _ = call(proxy, "GET", "/system_stats?attack=cookie", {"Cookie": f"zr4_session={value}"})
+        assert status == 401, value[:20]
+    assert "Traceback" not in proxy.output()
+
+
+def test_a_next_path_with_a_control_character_returns_to_the_start_page(proxy: AuthProxy) -> None:
+    # As form and query values these decode to DEL, NUL and CR LF (and, escaped once more, to the
+    # escapes of them); none can go into a Location header.
+    for next_path in ("/%7Fx", "/%00x", "/%0D%0ASet-Cookie:x=y", "/%257Fx", "/%250D%250Ax"):
+        status, headers, _ = log_in(proxy, next_path)
+        assert (status, headers.get("location")) == (303, "/"), next_path
+        page = call(proxy, "GET", f"/zr4/login?next={next_path}")[2].decode()
+        assert 'name="next" value="/"' in page, next_path
+
+
+def test_a_malformed_request_is_refused_without_logging_what_it_carried(proxy: AuthProxy) -> None:
+    cookie = session_cookie(log_in(proxy))
+    malformed = [
+        f"GET /system_stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\x01\r\n\r\n",
+        f"GET /system_stats HTTP/1.1\r\nHost: x\r\nBearer {TOKEN}\r\n\r\n",
+        f"GET /system_stats HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\x7f\r\n\r\n",
+        f"GET /system_stats?{TOKEN} HTTP/1.1 x\r\nHost: x\r\n\r\n",
+        f"GET /{TOKEN}\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    before = len(proxy.output().splitlines())
+    answers = [status_line(raw(proxy, request.encode(), timeout_s=5)) for request in malformed]
+    lines = proxy.output().splitlines()[before:]
+    assert all(answer.split(" ")[1] == "400" for answer in answers), answers
+    log = "\n".join(lines)
+    assert TOKEN not in log and cookie.split("=", 1)[1] not in log, log
+    assert "Traceback" not in log and len(lines) <= len(malformed), log

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage
 
 from zr4.runtime.auth.connections import default_max_connections, limits_from_env
+from zr4.runtime.auth.logs import OneLineHandler, Throttle
 from zr4.runtime.auth.pages import login_page, safe_next
 from zr4.runtime.auth.proxy import address_key
 from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
@@ -28,8 +32,16 @@ def test_token_and_session_checks() -> None:
     assert not checker.session_valid(f"v1.{int(issued) + 1}.{signature}", now=1050)  # tampered time
     assert not checker.session_valid(session, now=1000 - 3600)  # issued in the future
     assert not TokenChecker("another-token-0123456789").session_valid(session, now=1050)
-    for garbage in ("", "v1", "v1.x.y", "v2.1000." + signature, session + ".x"):
+    for garbage in (
+        "",
+        "v1",
+        "v1.x.y",
+        "v2.1000." + signature,
+        session + ".x",
+        f"v1.{'9' * 5000}.{signature}",
+    ):
         assert not checker.session_valid(garbage, now=1050)
+    assert not checker.session_valid(f"v1.１０００.{signature}", now=1050)  # digits, but not ASCII ones
 
 
 def test_bearer_header_parsing() -> None:
@@ -104,6 +116,37 @@ def test_connection_cap_leaves_room_below_the_open_file_limit() -> None:
     ):
         with pytest.raises(EnvError, match=next(iter(bad))):
             limits_from_env(bad, log.append)
+
+
+def test_log_lines_name_an_error_but_never_quote_it() -> None:
+    lines: list[str] = []
+    handler = OneLineHandler(lines.append)
+    logger = logging.Logger("test")
+    logger.addHandler(handler)
+    try:
+        raise BadHttpMessage(f"Invalid header value char: b'Authorization: Bearer {TOKEN}'")
+    except BadHttpMessage:
+        logger.exception("Error handling request from %s", "203.0.113.7")
+    try:
+        int("cookie-" + TOKEN)
+    except ValueError:
+        logger.exception("Error handling request from %s", "203.0.113.7")
+    assert lines[0] == "Error handling request from 203.0.113.7: 400 BadHttpMessage"
+    assert (
+        lines[1].startswith("Error handling request from 203.0.113.7: ValueError at ")
+        and TOKEN not in lines[1]
+    )
+
+
+def test_a_flood_of_lines_is_cut_to_a_few_a_minute() -> None:
+    now = [0.0]
+    lines: list[str] = []
+    throttle = Throttle(lines.append, per_minute=2, clock=lambda: now[0])
+    for n in range(10):
+        throttle(f"line {n}")
+    now[0] = 61
+    throttle("later")
+    assert lines == ["line 0", "line 1", "later (8 similar lines not shown)"]
 
 
 def test_auth_switch() -> None:

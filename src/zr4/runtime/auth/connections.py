@@ -14,7 +14,8 @@ connection, over and over (asyncio/selector_events.py, ``_accept_connection``). 
   ComfyUI): at the cap a new connection makes the one idle longest close (a connection waiting
   for a request, or still sending its headers, costs an attacker nothing to open); only when
   every connection is in the middle of a request does the new one get ``503`` and close.
-  Reaching the cap is logged once until the count falls below it again, never per connection.
+  Reaching the cap is logged at most once a minute, never per connection (and so is a failed
+  ``accept()``: :class:`zr4.runtime.auth.logs.QuietAccept`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from zr4.runtime.auth.logs import Throttle
 from zr4.runtime.env import EnvError, env_str
 
 Log = Callable[[str], None]
@@ -45,7 +46,6 @@ _BUSY_ANSWER = (
     + b"Retry-After: 5\r\nConnection: close\r\n\r\n"
     + _BUSY_TEXT
 )
-_REPORT_EVERY_S = 60.0
 
 
 def open_file_limit() -> int:
@@ -92,7 +92,7 @@ class ConnectionGuard:
 
     def __init__(self, limits: Limits, log: Log) -> None:
         self.limits = limits
-        self.log = log
+        self._report = Throttle(log, per_minute=1)  # a cap reached again and again is one line a minute
         self._open: OrderedDict[web.RequestHandler, _Connection] = OrderedDict()
         self._at_cap = False
         self.refusing = 0  # refused connections still reading what their client sent
@@ -113,7 +113,7 @@ class ConnectionGuard:
         if len(self._open) >= self.limits.max_connections:
             if not self._at_cap:
                 self._at_cap = True
-                self.log(
+                self._report(
                     f"{self.limits.max_connections} connections open (the limit; open-file limit "
                     f"{open_file_limit()}): the idle ones are closed to make room, new ones are "
                     "refused while all are busy"
@@ -213,34 +213,6 @@ class GuardedHandler(web.RequestHandler):
         if self._admitted:
             super().eof_received()
         # Refused: returning None lets the transport close now that the client has sent everything.
-
-
-class QuietAccept:
-    """An event-loop exception handler that reports running out of descriptors once a minute.
-
-    asyncio calls it for every failed ``accept()`` (see the module docstring); anything else goes to
-    the loop's default handler.
-    """
-
-    def __init__(self, log: Log, clock: Callable[[], float] = time.monotonic) -> None:
-        self.log = log
-        self._clock = clock
-        self._last = -_REPORT_EVERY_S
-        self._missed = 0
-
-    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if "out of system resource" not in str(context.get("message", "")):
-            loop.default_exception_handler(context)
-            return
-        now = self._clock()
-        if now - self._last < _REPORT_EVERY_S:
-            self._missed += 1
-            return
-        error = context.get("exception")
-        reason = getattr(error, "strerror", None) or type(error).__name__
-        missed = f" ({self._missed} more since the last report)" if self._missed else ""
-        self.log(f"cannot accept a connection: {reason}{missed}; lower ZR4_PROXY_MAX_CONNECTIONS")
-        self._last, self._missed = now, 0
 
 
 def limits_from_env(env: Mapping[str, str], log: Log) -> Limits:

@@ -32,11 +32,11 @@ from yarl import URL
 from zr4.runtime.auth.connections import (
     ConnectionGuard,
     Limits,
-    QuietAccept,
     accept_burst,
     default_max_connections,
     limits_from_env,
 )
+from zr4.runtime.auth.logs import QuietAccept, quiet_aiohttp, say
 from zr4.runtime.auth.pages import LOGIN_PATH, LOGOUT_PATH, login_page, safe_next
 from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
 from zr4.runtime.auth.settings import AuthError, Route, parse_routes, resolve_token
@@ -72,10 +72,6 @@ _PAGE_HEADERS = {
     # origin check must refuse. "same-origin" still sends nothing (no next= path) to other sites.
     "Referrer-Policy": "same-origin",
 }
-
-
-def _say(message: str) -> None:
-    print(f"[zr4 auth] {message}", flush=True)
 
 
 def address_key(text: str) -> str | None:
@@ -114,9 +110,9 @@ class Gate:
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
     budget: FailureBudget = field(default_factory=FailureBudget)
     trust_forwarded: bool = False
-    log: Log = _say
+    log: Log = say
     connections: ConnectionGuard = field(
-        default_factory=lambda: ConnectionGuard(Limits(default_max_connections()), _say)
+        default_factory=lambda: ConnectionGuard(Limits(default_max_connections()), say)
     )
 
     def own_hosts(self, request: web.Request) -> list[str]:
@@ -534,6 +530,7 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(QuietAccept(gate.log))
+    quiet_aiohttp(gate.log)
     runners: list[web.AppRunner] = []
     listening: list[asyncio.Server] = []
     try:
@@ -566,7 +563,7 @@ def gate_from_env(env: Mapping[str, str]) -> Gate:
     if source is None:
         raise AuthError("no token: set ZR4_AUTH_TOKEN, or ZR4_AUTH_DIR to the folder zr4 start keeps it in")
     trust = env_bool("ZR4_AUTH_TRUST_FORWARDED", bool(env.get("RUNPOD_POD_ID")), env)
-    connections = ConnectionGuard(limits_from_env(env, _say), _say)
+    connections = ConnectionGuard(limits_from_env(env, say), say)
     return Gate(TokenChecker(source.token), trust_forwarded=trust, connections=connections)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 COOKIE_NAME = "zr4_session"
@@ -21,6 +22,7 @@ COOKIE_NAME = "zr4_session"
 HOST_COOKIE_NAME = "__Host-" + COOKIE_NAME
 SESSION_MAX_AGE_S = 30 * 24 * 3600
 _CLOCK_SKEW_S = 300
+_SESSION = re.compile(r"v1\.[0-9]{1,12}\.[0-9a-f]{64}", re.ASCII)
 
 
 def _digest(value: str) -> bytes:
@@ -46,9 +48,10 @@ class TokenChecker:
         return f"v1.{issued}.{self._signature(issued)}"
 
     def session_valid(self, value: str, now: float | None = None) -> bool:
-        parts = value.split(".")
-        if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
+        match = _SESSION.fullmatch(value)
+        if match is None:  # checked before int(): a timestamp of thousands of digits is no number
             return False
+        parts = value.split(".")
         issued = int(parts[1])
         current = time.time() if now is None else now
         if issued > current + _CLOCK_SKEW_S or current - issued > self.max_age_s:
