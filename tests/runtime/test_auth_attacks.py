@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import select
 import socket
 import time
@@ -450,3 +451,86 @@ def test_a_malformed_request_is_refused_without_logging_what_it_carried(proxy: A
     log = "\n".join(lines)
     assert TOKEN not in log and cookie.split("=", 1)[1] not in log, log
     assert "Traceback" not in log and len(lines) <= len(malformed), log
+
+
+# --- 6. bodies: not read once the answer is known ---------------------------------------------------
+
+
+def first_answer(sock: socket.socket) -> bytes:
+    """The status line and headers of the next answer on ``sock``."""
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_expect_100_continue_is_answered_only_after_authentication(proxy: AuthProxy) -> None:
+    cookie = session_cookie(log_in(proxy))
+    cases = {
+        "no token": "",
+        "a wrong token": "Authorization: Bearer wrong-token-0123456789\r\n",
+        "the cookie from elsewhere": f"Cookie: {cookie}\r\nOrigin: http://pod-b.proxy.test\r\n",
+    }
+    seen = {}
+    for what, credentials in cases.items():
+        with socket.create_connection(proxy.address) as sock:
+            sock.sendall(
+                b"POST /upload/image?attack=expect HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n"
+                + credentials.encode()
+                + b"Expect: 100-continue\r\n\r\n"
+            )
+            seen[what] = status_line(first_answer(sock))
+    assert seen == {
+        "no token": "HTTP/1.1 401 Unauthorized",
+        "a wrong token": "HTTP/1.1 401 Unauthorized",
+        "the cookie from elsewhere": "HTTP/1.1 403 Forbidden",
+    }
+    # A login from another site's page is refused before its body is asked for, too.
+    with socket.create_connection(proxy.address) as sock:
+        sock.sendall(
+            b"POST /zr4/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nOrigin: http://pod-b.proxy.test\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert status_line(first_answer(sock)) == "HTTP/1.1 403 Forbidden"
+
+
+def test_an_unauthenticated_body_is_not_read(proxy: AuthProxy) -> None:
+    chunk = b"\0" * (1 << 20)
+    with socket.create_connection(proxy.address) as sock:
+        sock.sendall(
+            b"POST /upload/image?attack=body HTTP/1.1\r\nHost: x\r\nContent-Length: 2147483648\r\n\r\n"
+        )
+        answer = status_line(first_answer(sock))
+        sock.settimeout(2)
+        sent, started = 0, time.monotonic()
+        try:
+            while sent < 512 * len(chunk) and time.monotonic() - started < 10:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass
+        elapsed = time.monotonic() - started
+    assert answer == "HTTP/1.1 401 Unauthorized"
+    # What the kernel's buffers took before the proxy closed the connection; before, it read on for 10 s.
+    assert sent < 64 * len(chunk) and elapsed < 5, (sent >> 20, elapsed)
+
+
+def test_an_authenticated_upload_with_expect_continue_still_goes_through(
+    proxy: AuthProxy, comfy: RecordingBackend
+) -> None:
+    payload = os.urandom(3 << 20)
+
+    async def upload() -> int:
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(proxy.url + "/upload/image", data=payload, headers=BEARER, expect100=True) as answer,
+        ):
+            return answer.status
+
+    assert asyncio.run(upload()) == 200
+    [seen] = comfy.requests()
+    assert seen.body_size == len(payload) and "expect" not in seen.headers  # answered by the proxy

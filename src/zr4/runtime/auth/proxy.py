@@ -59,6 +59,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+# Answered by the proxy itself (``100 Continue`` once the request is authenticated).
+_ANSWERED_HERE = frozenset({"expect"})
 # aiohttp's websocket client writes its own handshake fields.
 _WS_HANDSHAKE = frozenset({"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"})
 CHUNK_LIMIT = 1 << 20  # read buffer per upstream response: bounds memory per download
@@ -233,7 +235,7 @@ def upstream_headers(request: web.Request, *, websocket: bool = False) -> CIMult
     }
     for name, value in request.headers.items():
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in connection_named:
+        if lower in HOP_BY_HOP or lower in connection_named or lower in _ANSWERED_HERE:
             continue
         if websocket and (lower in _WS_HANDSHAKE or lower == "sec-websocket-protocol"):
             continue
@@ -245,6 +247,32 @@ def upstream_headers(request: web.Request, *, websocket: bool = False) -> CIMult
                 continue
         headers.add(name, value)
     return headers
+
+
+async def _expect_later(request: web.Request) -> None:
+    """The route's ``Expect`` handler: check the value, but send no ``100 Continue`` yet.
+
+    aiohttp's default (aiohttp 3.14.5 web_urldispatcher.py ``_default_expect_handler``) writes
+    ``100 Continue`` before the handler runs, so a client without a token was invited to send its
+    body; :func:`_continue` sends it once the request is allowed to have one.
+    """
+    expect = request.headers.get("Expect", "")
+    if request.version == aiohttp.HttpVersion11 and expect and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:40]}")
+
+
+_CONTINUED = "zr4.continued"
+
+
+async def _continue(request: web.Request) -> None:
+    """Invite the body (``100 Continue``) of an allowed request that waits for it, once."""
+    if (
+        request.version == aiohttp.HttpVersion11
+        and request.headers.get("Expect", "").lower() == "100-continue"
+        and not request.get(_CONTINUED)
+    ):
+        request[_CONTINUED] = True
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def upstream_url(backend: URL, target: str) -> URL:
@@ -356,11 +384,12 @@ class Site:
             message = f"This form was sent from another site. Open {LOGIN_PATH} on this address to log in."
             return self._page(login_page("/", message), 403)
         client = self.gate.client_of(request)
+        retry = self.gate.wait(client)
+        if retry:  # answered before the form is read: a locked-out client's body is not wanted
+            return self._page(login_page("/", f"Too many wrong tokens: wait {retry} s."), 429, retry)
+        await _continue(request)
         form = await request.post()
         next_path = safe_next(str(form.get("next", "/")))
-        retry = self.gate.wait(client)
-        if retry:
-            return self._page(login_page(next_path, f"Too many wrong tokens: wait {retry} s."), 429, retry)
         if not self.gate.checker.token_matches(str(form.get("token", ""))):
             lockout = self.gate.failed(client, "login")
             message = f"Wrong token; wait {lockout} s before the next try." if lockout else "Wrong token."
@@ -408,6 +437,8 @@ class Site:
     async def forward(self, request: web.Request) -> web.StreamResponse:
         assert self.session is not None
         data = request.content if request.body_exists else None
+        if data is not None:
+            await _continue(request)
         try:
             upstream = await self.session.request(
                 request.method,
@@ -498,14 +529,16 @@ async def _pump(
 
 
 # What every connection's aiohttp handler is built with (aiohttp 3.14.5 web_protocol.RequestHandler):
-# no access log; header lines up to 64 KiB (ComfyUI's frontend sends long cookies and URLs).
-HANDLER_ARGS: dict[str, object] = {"access_log": None, "max_field_size": 65536}
+# no access log; header lines up to 64 KiB (ComfyUI's frontend sends long cookies and URLs);
+# lingering_time 0: after an answer sent without reading the body (401, 403, 429...), close the
+# connection instead of reading and dropping up to 10 s of body (aiohttp's default lingering close).
+HANDLER_ARGS: dict[str, object] = {"access_log": None, "max_field_size": 65536, "lingering_time": 0}
 
 
 def make_app(site: Site) -> web.Application:
     # client_max_size bounds only what the proxy itself reads (the login form); forwarded bodies stream.
     app = web.Application(client_max_size=64 * 1024)
-    app.router.add_route("*", "/{tail:.*}", site.handle)
+    app.router.add_route("*", "/{tail:.*}", site.handle, expect_handler=_expect_later)
 
     async def lifecycle(_app: web.Application):  # type: ignore[no-untyped-def]
         await site.start()
