@@ -534,3 +534,28 @@ def test_an_authenticated_upload_with_expect_continue_still_goes_through(
     assert asyncio.run(upload()) == 200
     [seen] = comfy.requests()
     assert seen.body_size == len(payload) and "expect" not in seen.headers  # answered by the proxy
+
+
+# --- 7. sessions: each its own, ended by a logout for good, all ended by a new token -------------
+
+
+def test_a_logout_ends_that_session_for_good_and_a_new_token_ends_all(
+    tmp_path: Path, comfy: RecordingBackend
+) -> None:
+    def status(proxy: AuthProxy, cookie: str) -> int:
+        return call(proxy, "GET", "/system_stats", {"Cookie": cookie})[0]
+
+    with AuthProxy(tmp_path, comfy.port) as proxy:
+        first, second = session_cookie(log_in(proxy)), session_cookie(log_in(proxy))  # within a second
+        before = status(proxy, first)
+        logout = call(proxy, "GET", "/zr4/logout", {"Cookie": first})
+        after, untouched = status(proxy, first), status(proxy, second)
+    assert first != second
+    assert (before, logout[0], after, untouched) == (200, 303, 401, 200)
+    assert "zr4_session=;" in logout[1]["set-cookie"] or 'zr4_session="";' in logout[1]["set-cookie"]
+
+    with AuthProxy(tmp_path, comfy.port) as restarted:  # the same folder on the volume
+        assert (status(restarted, first), status(restarted, second)) == (401, 200)
+    with AuthProxy(tmp_path, comfy.port, token="a-new-token-0123456789") as changed:
+        assert status(changed, second) == 401
+    assert "logout from 127.0.0.1" in proxy.output()

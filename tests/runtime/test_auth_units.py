@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import stat
 
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage
@@ -12,6 +13,7 @@ from zr4.runtime.auth.logs import OneLineHandler, Throttle
 from zr4.runtime.auth.pages import login_page, safe_next
 from zr4.runtime.auth.proxy import address_key
 from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
+from zr4.runtime.auth.revoked import RevokedSessions
 from zr4.runtime.auth.settings import AuthError, Route, auth_enabled, parse_routes, routes_for
 from zr4.runtime.auth.tokens import TokenChecker, bearer_of
 from zr4.runtime.env import EnvError
@@ -28,20 +30,45 @@ def test_token_and_session_checks() -> None:
     assert TOKEN not in session
     assert checker.session_valid(session, now=1050)
     assert not checker.session_valid(session, now=1101)  # expired
-    issued, signature = session.split(".")[1:]
-    assert not checker.session_valid(f"v1.{int(issued) + 1}.{signature}", now=1050)  # tampered time
+    issued, session_id, signature = session.split(".")[1:]
+    assert not checker.session_valid(
+        f"v2.{int(issued) + 1}.{session_id}.{signature}", now=1050
+    )  # tampered time
+    other_id = ("B" if session_id[0] == "A" else "A") + session_id[1:]
+    assert not checker.session_valid(f"v2.{issued}.{other_id}.{signature}", now=1050)  # tampered id
     assert not checker.session_valid(session, now=1000 - 3600)  # issued in the future
     assert not TokenChecker("another-token-0123456789").session_valid(session, now=1050)
-    for garbage in (
+    garbage = (
         "",
-        "v1",
-        "v1.x.y",
-        "v2.1000." + signature,
+        "v2",
+        "v2.x.y.z",
+        f"v1.1000.{signature}",
         session + ".x",
-        f"v1.{'9' * 5000}.{signature}",
-    ):
-        assert not checker.session_valid(garbage, now=1050)
-    assert not checker.session_valid(f"v1.１０００.{signature}", now=1050)  # digits, but not ASCII ones
+        f"v2.{'9' * 5000}.{session_id}.{signature}",
+    )
+    for value in garbage:
+        assert not checker.session_valid(value, now=1050)
+    assert not checker.session_valid(
+        f"v2.１０００.{session_id}.{signature}", now=1050
+    )  # digits, not ASCII ones
+
+
+def test_every_login_gets_its_own_session_and_a_revoked_one_stays_ended(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    now = [1000.0]
+    path = tmp_path / "auth" / "revoked-sessions"
+    checker = TokenChecker(TOKEN, max_age_s=100, revoked=RevokedSessions(path, clock=lambda: now[0]))
+    first, second = checker.new_session(now=1000), checker.new_session(now=1000)
+    assert first != second  # the same second, two sessions
+    ended = checker.session_of(first, now=1000)
+    assert ended is not None and ended.expires == 1100
+    checker.revoked.revoke(ended.session_id, ended.expires)
+    assert not checker.session_valid(first, now=1000) and checker.session_valid(second, now=1000)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    # A restart reads them back; once the session would have expired anyway its line goes.
+    assert ended.session_id in RevokedSessions(path, clock=lambda: now[0])
+    now[0] = 1101
+    checker.revoked.revoke("another-id", 2000)
+    assert ended.session_id not in path.read_text() and len(RevokedSessions(path, clock=lambda: now[0])) == 1
 
 
 def test_bearer_header_parsing() -> None:

@@ -39,7 +39,9 @@ from zr4.runtime.auth.connections import (
 from zr4.runtime.auth.logs import QuietAccept, quiet_aiohttp, say
 from zr4.runtime.auth.pages import LOGIN_PATH, LOGOUT_PATH, login_page, safe_next
 from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
-from zr4.runtime.auth.settings import AuthError, Route, parse_routes, resolve_token
+from zr4.runtime.auth.revoked import FILE_NAME as REVOKED_FILE
+from zr4.runtime.auth.revoked import RevokedSessions
+from zr4.runtime.auth.settings import AuthError, Route, parse_routes, resolve_token, token_file
 from zr4.runtime.auth.tokens import COOKIE_NAME, HOST_COOKIE_NAME, TokenChecker, bearer_of, cookie_name
 from zr4.runtime.env import EnvError, env_bool, env_str
 
@@ -410,6 +412,18 @@ class Site:
         return response
 
     def logout(self, request: web.Request) -> web.StreamResponse:
+        value = request.cookies.get(cookie_name(is_https(request, self.gate)))
+        session = None if value is None else self.gate.checker.session_of(value)
+        if session is not None:
+            client = self.gate.client_of(request).key
+            try:
+                self.gate.checker.revoked.revoke(session.session_id, session.expires)
+                self.gate.log(f"logout from {client}: that session is ended")
+            except OSError as error:
+                self.gate.log(
+                    f"logout from {client}: that session is ended until the proxy restarts (cannot keep "
+                    f"it in {self.gate.checker.revoked.path}: {error.strerror})"
+                )
         response = web.HTTPSeeOther(LOGIN_PATH, headers={"Cache-Control": "no-store"})
         https = is_https(request, self.gate)
         response.del_cookie(cookie_name(https), path="/", secure=https, httponly=True, samesite="Lax")
@@ -597,7 +611,12 @@ def gate_from_env(env: Mapping[str, str]) -> Gate:
         raise AuthError("no token: set ZR4_AUTH_TOKEN, or ZR4_AUTH_DIR to the folder zr4 start keeps it in")
     trust = env_bool("ZR4_AUTH_TRUST_FORWARDED", bool(env.get("RUNPOD_POD_ID")), env)
     connections = ConnectionGuard(limits_from_env(env, say), say)
-    return Gate(TokenChecker(source.token), trust_forwarded=trust, connections=connections)
+    try:
+        revoked = RevokedSessions(token_file(env).parent / REVOKED_FILE)
+    except OSError as error:
+        raise AuthError(f"{error.strerror} (ZR4_AUTH_DIR)") from None
+    checker = TokenChecker(source.token, revoked=revoked)
+    return Gate(checker, trust_forwarded=trust, connections=connections)
 
 
 def main(env: Mapping[str, str] | None = None) -> int:

@@ -96,6 +96,18 @@ class TokenSource:
         return f"token from {self.path} (set ZR4_AUTH_TOKEN to use your own)"
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner can enter (0700), made if missing, tightened if wider.
+
+    ``mkdir``'s mode covers only a folder it makes; one that was there (made by hand, by an older
+    start, by an image) keeps whatever mode it had.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
 def token_file(env: Mapping[str, str]) -> Path:
     return Path(env_str("ZR4_AUTH_DIR", DEFAULT_AUTH_DIR, env) or DEFAULT_AUTH_DIR) / TOKEN_FILE_NAME
 
