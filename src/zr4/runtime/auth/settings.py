@@ -96,6 +96,15 @@ class TokenSource:
         return f"token from {self.path} (set ZR4_AUTH_TOKEN to use your own)"
 
 
+TOKEN_VARIABLE = "ZR4_AUTH_TOKEN"
+
+
+def without_token(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a process that never calls ComfyUI through the proxy (ComfyUI itself, where every
+    custom node runs; the sync daemon): everything but ``ZR4_AUTH_TOKEN``."""
+    return {name: value for name, value in env.items() if name != TOKEN_VARIABLE}
+
+
 def private_dir(path: Path) -> Path:
     """``path`` as a folder only its owner can enter (0700), made if missing, tightened if wider.
 
