@@ -559,3 +559,43 @@ def test_a_logout_ends_that_session_for_good_and_a_new_token_ends_all(
     with AuthProxy(tmp_path, comfy.port, token="a-new-token-0123456789") as changed:
         assert status(changed, second) == 401
     assert "logout from 127.0.0.1" in proxy.output()
+
+
+# --- 9. what ComfyUI is told about the client -------------------------------------------------------
+
+CLIENT_SAYS = {
+    "X-Forwarded-For": "198.51.100.1",
+    "X-Real-IP": "198.51.100.2",
+    "Forwarded": "for=198.51.100.3;proto=https",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "evil.example",
+}
+
+
+def test_forwarding_headers_a_client_makes_up_do_not_reach_comfyui(
+    proxy: AuthProxy, comfy: RecordingBackend
+) -> None:
+    assert call(proxy, "GET", "/system_stats", {**BEARER, **CLIENT_SAYS})[0] == 200
+    [seen] = comfy.requests()
+    assert seen.headers.get("x-forwarded-for") == "127.0.0.1"  # the address the proxy saw
+    assert seen.headers.get("x-forwarded-proto") == "http"
+    assert not {"x-real-ip", "forwarded", "x-forwarded-host"} & seen.headers.keys(), seen.headers
+    # Nor does a made-up X-Forwarded-Proto make the session cookie Secure (a browser on plain http
+    # would then never send it back).
+    answer = log_in(proxy, headers={"X-Forwarded-Proto": "https"})
+    attributes = [part.strip().lower() for part in answer[1]["set-cookie"].split(";")]
+    assert attributes[0].startswith("zr4_session=") and "secure" not in attributes
+
+
+def test_behind_a_trusted_proxy_its_headers_pass_with_its_address_added(
+    tmp_path: Path, comfy: RecordingBackend
+) -> None:
+    with behind_a_front_proxy(tmp_path, comfy) as proxy:
+        assert call(proxy, "GET", "/system_stats", {**BEARER, **CLIENT_SAYS})[0] == 200
+    [seen] = comfy.requests()
+    assert seen.headers.get("x-forwarded-for") == "198.51.100.1, 127.0.0.1"
+    assert seen.headers.get("x-forwarded-proto") == "https"
+    assert (
+        seen.headers.get("x-real-ip") == "198.51.100.2"
+        and seen.headers.get("forwarded") == CLIENT_SAYS["Forwarded"]
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import stat
 
 import pytest
@@ -14,7 +15,7 @@ from zr4.runtime.auth.pages import login_page, safe_next
 from zr4.runtime.auth.proxy import address_key
 from zr4.runtime.auth.ratelimit import FailureBudget, FailureLimiter
 from zr4.runtime.auth.revoked import RevokedSessions
-from zr4.runtime.auth.settings import AuthError, Route, auth_enabled, parse_routes, routes_for
+from zr4.runtime.auth.settings import AuthError, Route, auth_enabled, parse_routes, resolve_token, routes_for
 from zr4.runtime.auth.tokens import TokenChecker, bearer_of
 from zr4.runtime.env import EnvError
 
@@ -215,6 +216,21 @@ def test_login_page_returns_only_to_local_paths() -> None:
         assert safe_next(bad) == "/", bad
     page = login_page('/"><script>', "<b>no</b>")
     assert "<script>" not in page and "&lt;b&gt;no&lt;/b&gt;" in page
+
+
+def test_the_token_folder_is_private_even_when_it_was_there_before(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A folder made earlier (by hand, an older start, an image layer) keeps its mode under mkdir.
+    made_open = tmp_path / "made-open" / "auth"
+    made_open.mkdir(parents=True, mode=0o755)
+    os.chmod(made_open, 0o755)
+    assert resolve_token({"ZR4_AUTH_DIR": str(made_open)}, create=True) is not None
+    assert stat.S_IMODE(made_open.stat().st_mode) == 0o700
+    # A token file already there: read, and its folder tightened too.
+    os.chmod(made_open, 0o755)
+    source = resolve_token({"ZR4_AUTH_DIR": str(made_open)}, create=False)
+    assert source is not None and source.origin == "file"
+    assert stat.S_IMODE(made_open.stat().st_mode) == 0o700
+    assert stat.S_IMODE((made_open / "token").stat().st_mode) == 0o600
 
 
 def test_clients_find_the_token_like_the_proxy(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -61,6 +61,10 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+# Who the client is and how it connected: passed on only from a trusted proxy in front.
+_FORWARDING = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip", "forwarded"}
+)
 # Answered by the proxy itself (``100 Continue`` once the request is authenticated).
 _ANSWERED_HERE = frozenset({"expect"})
 # aiohttp's websocket client writes its own handshake fields.
@@ -183,10 +187,17 @@ class Gate:
         return lockout
 
 
-def is_https(request: web.Request, gate: Gate | None = None) -> bool:
-    """TLS here or at the proxy in front (RunPod's sets ``X-Forwarded-Proto: https``)."""
-    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return request.secure or proto == "https"
+def is_https(request: web.Request, gate: Gate) -> bool:
+    """TLS here, or at a trusted proxy in front (RunPod's sets ``X-Forwarded-Proto: https``).
+
+    From anyone else the header means nothing: a client on plain http that claimed https would be
+    given a Secure cookie its browser then never sends back.
+    """
+    if request.secure:
+        return True
+    if not gate.trust_forwarded:
+        return False
+    return request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https"
 
 
 def _wants_page(request: web.Request) -> bool:
@@ -229,8 +240,10 @@ def _state_changing(request: web.Request) -> bool:
     return request.method not in ("GET", "HEAD", "OPTIONS") or _is_websocket(request)
 
 
-def upstream_headers(request: web.Request, *, websocket: bool = False) -> CIMultiDict[str]:
-    """The request's headers as ComfyUI should see them: no hop-by-hop fields, no zr4 credentials."""
+def upstream_headers(request: web.Request, *, trusted: bool, websocket: bool = False) -> CIMultiDict[str]:
+    """The request's headers as ComfyUI should see them: no hop-by-hop fields, no zr4 credentials,
+    and forwarding headers only as a trusted proxy in front set them (``trusted``), with this hop's
+    client address appended; otherwise the proxy's own ``X-Forwarded-For``/``-Proto``."""
     headers: CIMultiDict[str] = CIMultiDict()
     connection_named = {
         token.strip().lower() for token in request.headers.get("Connection", "").split(",") if token.strip()
@@ -247,7 +260,14 @@ def upstream_headers(request: web.Request, *, websocket: bool = False) -> CIMult
             value = _without_own_cookie(value)
             if not value:
                 continue
+        if lower in _FORWARDING and (not trusted or lower == "x-forwarded-for"):
+            continue
         headers.add(name, value)
+    peer = request.remote or "unknown"
+    hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+    headers["X-Forwarded-For"] = ", ".join([*(hop for hop in hops if hop and trusted), peer])
+    if not trusted or "X-Forwarded-Proto" not in headers:
+        headers["X-Forwarded-Proto"] = "https" if request.secure else "http"
     return headers
 
 
@@ -457,7 +477,7 @@ class Site:
             upstream = await self.session.request(
                 request.method,
                 self._url(request),
-                headers=upstream_headers(request),
+                headers=upstream_headers(request, trusted=self.gate.trust_forwarded),
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,
@@ -483,7 +503,7 @@ class Site:
         try:
             upstream = await self.session.ws_connect(
                 self._url(request),
-                headers=upstream_headers(request, websocket=True),
+                headers=upstream_headers(request, trusted=self.gate.trust_forwarded, websocket=True),
                 protocols=protocols,
                 max_msg_size=0,
                 autoping=True,
