@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from support.auth_stack import TOKEN, AuthProxy
-from support.recording_backend import RecordingBackend
+from support.recording_backend import MANIFEST, MANIFEST_PATH, RecordingBackend
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 Answer = tuple[int, dict[str, str], bytes]
@@ -599,3 +599,34 @@ def test_behind_a_trusted_proxy_its_headers_pass_with_its_address_added(
         seen.headers.get("x-real-ip") == "198.51.100.2"
         and seen.headers.get("forwarded") == CLIENT_SAYS["Forwarded"]
     )
+
+
+# --- the frontend's web-app manifest: the one thing served without a token ------------------------
+
+
+def test_only_the_frontends_manifest_is_served_without_a_token(
+    proxy: AuthProxy, comfy: RecordingBackend
+) -> None:
+    # What a browser sends for <link rel="manifest"> (credentials omitted), plus leftovers it may hold.
+    status, headers, body = call(
+        proxy, "GET", MANIFEST_PATH, {"Cookie": "zr4_session=stale; other=1", "Authorization": "Basic eDp5"}
+    )
+    assert status == 200 and json.loads(body) == MANIFEST and "json" in headers["content-type"]
+    [seen] = comfy.requests()
+    assert not {"cookie", "authorization"} & seen.headers.keys()  # nothing of the client's passes
+    assert call(proxy, "HEAD", MANIFEST_PATH)[0] == 200
+
+    comfy.clear()
+    refused = [
+        ("GET", MANIFEST_PATH + "?attack=query"),
+        ("POST", MANIFEST_PATH + "?attack=post"),
+        ("GET", "/assets/manifest-.json?attack"),
+        ("GET", "/assets/manifest-CebUEmtR.json/../../system_stats?attack"),
+        ("GET", "/assets/manifest-%43ebUEmtR.json?attack"),
+        ("GET", "/assets/index-azSeANjR.js?attack"),
+        ("GET", "/api/assets/manifest-CebUEmtR.json?attack"),
+    ]
+    assert [call(proxy, method, target)[0] for method, target in refused] == [401] * len(refused)
+    # A manifest name ComfyUI answers with anything but a small JSON document is not passed on.
+    comfy.pages["/assets/manifest-NotJson1.json"] = "<!doctype html><p>a page</p>"
+    assert call(proxy, "GET", "/assets/manifest-NotJson1.json")[0] == 401

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,17 @@ async def log_in(page: Page, base_url: str, token: str) -> None:
     )
 
 
+async def wait_for_response(page: Page, part: str, timeout_s: float = 15) -> int:
+    """The status of the first response whose URL holds ``part`` (Network events must be on)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for event in page.events("Network.responseReceived"):
+            if part in event["response"]["url"]:
+                return int(event["response"]["status"])
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no response for {part} within {timeout_s} s")
+
+
 async def browse(stack: ComfyBehindProxy, profile: Path) -> dict[str, object]:
     seen: dict[str, object] = {}
     async with Browser(profile, CHROMIUM) as browser:
@@ -45,10 +57,15 @@ async def browse(stack: ComfyBehindProxy, profile: Path) -> dict[str, object]:
         seen["wrong_message"] = await page.evaluate("document.getElementById('message').textContent")
         seen["cookies_after_wrong"] = await browser.cookies()
 
+        await page.send("Network.enable")
+        await page.send("Log.enable")
         await log_in(page, stack.url, TOKEN)
         await page.wait_for("location.pathname === '/' && document.title === 'ComfyUI'", "ComfyUI's page")
         seen["returned_to"] = await page.evaluate("location.pathname + location.search")
         await page.wait_for("document.getElementById('ws').textContent === 'open'", "the websocket to open")
+        # The page links its web-app manifest, which the browser fetches without cookies.
+        seen["manifest"] = await wait_for_response(page, "/assets/manifest-")
+        seen["console"] = [event["entry"]["text"] for event in page.events("Log.entryAdded")]
         seen["cookies"] = await browser.cookies()
         seen["script_sees_cookie"] = await page.evaluate("document.cookie")
 
@@ -88,6 +105,8 @@ def test_browser_logs_in_then_comfyui_loads_and_a_prompt_runs(tmp_path: Path) ->
     log = str(seen["log"])
     assert "queued 200" in log
     assert "progress 1/3" in log and "progress 3/3" in log and "execution_success" in log
+    assert seen["manifest"] == 200
+    assert not [line for line in seen["console"] if "401" in line], seen["console"]  # type: ignore[union-attr]
     assert seen["second_tab"] == "/"
     assert seen["after_logout"] == "/zr4/login"
     assert TOKEN not in proxy_log and "login failed from 127.0.0.1" in proxy_log

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,11 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+# The frontend's web-app manifest (comfyui-frontend-package 1.35.9's index.html links
+# ./assets/manifest-CebUEmtR.json; the part after "manifest-" is the build's content hash).
+MANIFEST_TARGET = re.compile(r"/assets/manifest-[A-Za-z0-9_-]{1,32}\.json")
+MANIFEST_TYPES = frozenset({"application/json", "application/manifest+json"})
+MANIFEST_MAX_BYTES = 64 * 1024
 # Who the client is and how it connected: passed on only from a trusted proxy in front.
 _FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip", "forwarded"}
@@ -380,7 +386,11 @@ class Site:
         if not (session and (not _state_changing(request) or self.gate.from_own_page(request))):
             presented = bearer_of(request.headers.get("Authorization"))
             if presented is None:
-                return self._cross_origin() if session else self._unauthenticated(request)
+                if session:
+                    return self._cross_origin()
+                if request.method in ("GET", "HEAD") and MANIFEST_TARGET.fullmatch(request.raw_path):
+                    return await self.manifest(request)
+                return self._unauthenticated(request)
             client = self.gate.client_of(request)
             retry = self.gate.wait(client)
             if retry:
@@ -494,6 +504,29 @@ class Site:
                 await response.write(chunk)
             await response.write_eof()
             return response
+
+    async def manifest(self, request: web.Request) -> web.StreamResponse:
+        """The frontend's web-app manifest, fetched from ComfyUI without anything of the client's.
+
+        Browsers fetch ``<link rel="manifest">`` without cookies (HTML's "link type manifest":
+        credentials only with ``crossorigin="use-credentials"``), so behind the proxy it got 401 on
+        every page load. The file is a static asset of the frontend package, the same in every
+        install; rewriting ComfyUI's ``index.html`` to add the attribute would mean editing (and
+        buffering) every page it serves. Only a small JSON answer is passed on, so no other route
+        ComfyUI (or a custom node) may have under that name is opened.
+        """
+        assert self.session is not None
+        try:
+            upstream = await self.session.get(self._url(request), allow_redirects=False)
+        except aiohttp.ClientConnectorError:
+            return self._down()
+        async with upstream:
+            body = await upstream.content.read(MANIFEST_MAX_BYTES + 1)
+            kind = upstream.content_type
+        if upstream.status != 200 or kind not in MANIFEST_TYPES or len(body) > MANIFEST_MAX_BYTES:
+            return self._unauthenticated(request)
+        # aiohttp sends no body for HEAD, keeping the Content-Length.
+        return web.Response(body=body, content_type=kind, headers={"Cache-Control": "no-cache"})
 
     async def relay_websocket(self, request: web.Request) -> web.StreamResponse:
         assert self.session is not None
