@@ -121,9 +121,12 @@ SAME_SITE_HOSTS = f"--host-resolver-rules=MAP {POD} 127.0.0.1, MAP {ELSEWHERE} 1
 ATTACKER_MARK = "served by the attacker"
 
 
-def attack_page(pod_url: str, attacker_port: int) -> str:
-    """A page on another pod: queue a prompt (fetch and a form), guess tokens, open the websocket."""
-    prompt = json.dumps({"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}})
+STAND_IN_PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {}}}
+
+
+def attack_page(pod_url: str, attacker_port: int, workflow: dict[str, object] = STAND_IN_PROMPT) -> str:
+    """A page on another pod: queue ``workflow`` (fetch and a form), guess tokens, open the websocket."""
+    prompt = json.dumps({"prompt": workflow, "client_id": "zr4-attack"})
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>elsewhere</title></head><body>
 <form id="form" method="post" action="{pod_url}/prompt?attack=form" enctype="text/plain" target="sink">
 <input type="hidden" name='{prompt[:-1]}, "x": "' value='"}}'></form>
