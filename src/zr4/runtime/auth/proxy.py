@@ -1,17 +1,23 @@
 """The reverse proxy: authenticate every request, then pass it to ComfyUI on its loopback port.
 
 Every path needs a valid session cookie or ``Authorization: Bearer <token>``, except the login page
-itself. A browser asking for a page without either is redirected to the login page; anything else
-(API calls, websockets, assets) gets 401. Bodies are streamed both ways chunk by chunk (an upload or
-a 500 MB ``/view`` download never sits whole in memory), websockets are relayed message by message,
-and the proxy's own credentials (the bearer header, its cookie) are removed before ComfyUI sees
-the request. ``Host`` and ``Origin`` pass unchanged, so ComfyUI's own same-origin check still works.
+itself and the frontend's web-app manifest. A browser asking for a page without either is
+redirected to the login page; anything else (API calls, websockets, assets) gets 401. The cookie
+opens websockets and changes state (anything but GET/HEAD/OPTIONS) only from the proxy's own pages
+(``Sec-Fetch-Site``/``Origin``): ComfyUI checks ``Origin`` only when ``Host`` is a loopback name,
+which behind the proxy it is not. ComfyUI's URL is the backend's origin plus the request's own
+path and query (absolute-form targets are refused). Bodies are streamed both ways chunk by chunk
+(an upload or a 500 MB ``/view`` download never sits whole in memory), and neither read nor
+invited (``100 Continue``) before the request is authenticated; websockets are relayed message by
+message; the proxy's own credentials (the bearer header, its cookie) and, unless a proxy in front
+is trusted, the client's forwarding headers are removed before ComfyUI sees the request.
 
 Run as ``python -m zr4.runtime.auth.proxy`` (`zr4 start` does, supervised). Its environment:
 ``ZR4_PROXY_ROUTES`` (``PUBLIC=BACKEND,...``), ``ZR4_PROXY_LISTEN`` (default ``0.0.0.0``), the token
-as :func:`zr4.runtime.auth.settings.resolve_token` finds it, and ``ZR4_AUTH_TRUST_FORWARDED``
-(default: on when ``RUNPOD_POD_ID`` is set) to key the rate limit on the client address RunPod's
-proxy appends to ``X-Forwarded-For`` rather than on the proxy's own address.
+as :func:`zr4.runtime.auth.settings.resolve_token` finds it (and ``ZR4_AUTH_DIR`` for the revoked
+sessions), ``ZR4_AUTH_TRUST_FORWARDED`` (default: on when ``RUNPOD_POD_ID`` is set) to trust the
+proxy in front (the client address it appends to ``X-Forwarded-For``, its ``X-Forwarded-Proto``),
+and the connection limits of :mod:`zr4.runtime.auth.connections`.
 """
 
 from __future__ import annotations
