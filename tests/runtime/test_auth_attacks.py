@@ -243,19 +243,24 @@ def wrong_login(proxy: AuthProxy, headers: Mapping[str, str] | None = None) -> i
 def test_a_rotating_forwarded_address_does_not_give_unlimited_guesses(
     tmp_path: Path, comfy: RecordingBackend
 ) -> None:
+    owner = {"X-Forwarded-For": "192.0.2.10"}
     with behind_a_front_proxy(tmp_path, comfy) as proxy:
+        assert log_in(proxy, headers=owner)[0] == 303  # the owner, earlier
         started = time.monotonic()
         guesses = [
             wrong_login(proxy, {"X-Forwarded-For": f"198.51.{n // 200}.{n % 200 + 1}"}) for n in range(200)
         ]
         refilled = int(time.monotonic() - started) + 1  # the limit's steady rate: one a second
         right = log_in(proxy, headers={"X-Forwarded-For": "192.0.2.77"})
+        owner_again = log_in(proxy, headers=owner)[0]
         local = call(proxy, "GET", "/system_stats", BEARER)[0]  # zr4 health: from inside the container
         log = proxy.output()
     # No header splits the limit on failed attempts of all clients together...
     assert guesses.count(401) <= 60 + refilled and guesses.count(429) >= 140 - refilled, guesses
     assert right[0] == 429 and 1 <= int(right[1]["retry-after"]) <= 2
-    # ...which holds back no process inside the container, and is logged once, not per attempt.
+    # ...which holds back neither the owner's address, which showed the token before, nor a
+    # process inside the container, and is logged once, not per attempt.
+    assert owner_again == 303
     assert local == 200
     assert log.count("failed attempts of all clients together") == 1, log[-2000:]
 

@@ -28,6 +28,8 @@ import ipaddress
 import re
 import signal
 import sys
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -114,6 +116,10 @@ def address_key(text: str) -> str | None:
     return str(address)
 
 
+KNOWN_FOR_S = 30 * 24 * 3600.0  # as long as a session lasts
+MAX_KNOWN = 256
+
+
 @dataclass(frozen=True)
 class Client:
     """Who an attempt counts against: ``key`` (an address, marked when a header named it)."""
@@ -134,6 +140,8 @@ class Gate:
     connections: ConnectionGuard = field(
         default_factory=lambda: ConnectionGuard(Limits(default_max_connections()), say)
     )
+    # Clients that got the token right lately: the limit for all clients does not hold them back.
+    known: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
     def own_hosts(self, request: web.Request) -> list[str]:
         """The host names this request was sent to: ``Host``, and a trusted front proxy's own."""
@@ -181,9 +189,26 @@ class Gate:
         return Client(peer, local=ipaddress.ip_network(peer, strict=False).network_address.is_loopback)
 
     def wait(self, client: Client) -> int:
-        """Seconds ``client`` must wait before its next token check (0: go ahead)."""
+        """Seconds ``client`` must wait before its next token check (0: go ahead).
+
+        The limit for all clients applies to clients from outside that have not shown the token
+        lately: it stops guesses spread over many addresses, not the owner coming back.
+        """
         wait = self.limiter.retry_after(client.key)
-        return wait if client.local else max(wait, self.budget.retry_after())
+        if client.local or self._known(client):
+            return wait
+        return max(wait, self.budget.retry_after())
+
+    def _known(self, client: Client) -> bool:
+        seen = self.known.get(client.key)
+        return seen is not None and time.monotonic() - seen < KNOWN_FOR_S
+
+    def succeeded(self, client: Client) -> None:
+        self.limiter.succeeded(client.key)
+        self.known.pop(client.key, None)
+        self.known[client.key] = time.monotonic()
+        while len(self.known) > MAX_KNOWN:
+            self.known.popitem(last=False)
 
     def failed(self, client: Client, what: str) -> int:
         """Count a wrong token against ``client`` and all clients; returns its lock-out in seconds."""
@@ -404,7 +429,7 @@ class Site:
             if not self.gate.checker.token_matches(presented):
                 self.gate.failed(client, "bearer token")
                 return self._unauthenticated(request, "wrong bearer token")
-            self.gate.limiter.succeeded(client.key)
+            self.gate.succeeded(client)
         if _is_websocket(request):
             return await self.relay_websocket(request)
         return await self.forward(request)
@@ -432,7 +457,7 @@ class Site:
             lockout = self.gate.failed(client, "login")
             message = f"Wrong token; wait {lockout} s before the next try." if lockout else "Wrong token."
             return self._page(login_page(next_path, message), 401)
-        self.gate.limiter.succeeded(client.key)
+        self.gate.succeeded(client)
         response = web.HTTPSeeOther(URL(next_path, encoded=True), headers={"Cache-Control": "no-store"})
         https = is_https(request, self.gate)
         response.set_cookie(
