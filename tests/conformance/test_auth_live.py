@@ -3,9 +3,12 @@
 A browser is sent to the login page, logs in, and ComfyUI's own frontend loads through the proxy
 (its assets, its ``/api`` calls, its websocket); the frontend then queues a workflow with its own
 ``app.queuePrompt`` and the execution messages arrive over its websocket through the proxy; the
-saved image downloads through ``/view``. Without a token, ComfyUI's real routes and websocket are
-refused; with the bearer token, API calls work; wrong tokens lock the guessing client out. Last,
-`zr4 start` itself runs the real ComfyUI: on loopback only, with the proxy on the public port.
+saved image downloads through ``/view``, and the frontend's web-app manifest loads with no 401 in
+the console. A page on another pod of the same site can neither queue a workflow nor read ``/ws``
+with that session, and a ``//host`` link serves nothing from that host. Without a token,
+ComfyUI's real routes and websocket are refused; with the bearer token, API calls work; wrong
+tokens lock the guessing client out. Last, `zr4 start` itself runs the real ComfyUI: on loopback
+only, with the proxy on the public port.
 """
 
 from __future__ import annotations
@@ -25,12 +28,21 @@ from typing import Any
 import aiohttp
 import pytest
 
+from runtime.test_auth_browser import (
+    ATTACKER_MARK,
+    ELSEWHERE,
+    POD,
+    SAME_SITE_HOSTS,
+    attack_page,
+    wait_for_response,
+)
 from runtime.test_auth_start import outside_address
 from runtime.test_start_sequence import Pod
 from support.auth_stack import TOKEN, AuthProxy
 from support.browser import Browser
 from support.hub_server import FakeHub
 from support.real_comfyui import ComfySources, ComfyUIServer, copy_comfyui, spawn
+from support.recording_backend import RecordingBackend
 from zr4.runtime.auth.settings import TOKEN_PREFIX
 
 pytestmark = pytest.mark.slow
@@ -109,6 +121,8 @@ def test_browser_logs_in_and_the_real_frontend_queues_a_workflow(
             page = await browser.new_page()
             await page.goto(proxy.url + "/")
             seen["login"] = await page.evaluate("location.pathname")
+            await page.send("Network.enable")
+            await page.send("Log.enable")
             await page.evaluate(
                 f"document.getElementById('token').value = {json.dumps(TOKEN)}; "
                 "document.getElementById('login').click(); true"
@@ -118,6 +132,8 @@ def test_browser_logs_in_and_the_real_frontend_queues_a_workflow(
                 "ComfyUI's frontend to load",
                 timeout_s=180,
             )
+            # The frontend's index.html links its web-app manifest, fetched without cookies.
+            seen["manifest"] = await wait_for_response(page, "/assets/manifest-")
             await page.wait_for(
                 "window.app.api.socket && window.app.api.socket.readyState === 1", "its websocket"
             )
@@ -142,10 +158,13 @@ def test_browser_logs_in_and_the_real_frontend_queues_a_workflow(
                 "const b = new Uint8Array(await r.arrayBuffer()); return [r.status, Array.from(b.slice(0, 8))]; })()"
             )
             seen["cookies"] = await browser.cookies()
+            seen["console"] = [event["entry"]["text"] for event in page.events("Log.entryAdded")]
         return seen
 
     seen = asyncio.run(session())
     assert seen["login"] == "/zr4/login"
+    assert seen["manifest"] == 200
+    assert not [line for line in seen["console"] if "401" in line], seen["console"]
     events = json.loads(seen["events"])
     names = [name for name, _detail in events]
     assert "execution_error" not in names, events
@@ -155,6 +174,60 @@ def test_browser_logs_in_and_the_real_frontend_queues_a_workflow(
     assert status == 200 and bytes(magic) == b"\x89PNG\r\n\x1a\n"
     assert [c["name"] for c in seen["cookies"]] == ["zr4_session"] and seen["cookies"][0]["httpOnly"]
     assert TOKEN not in proxy.output()
+
+
+def comfyui_holds(comfyui: ComfyUIServer, mark: str) -> bool:
+    """Whether ComfyUI's queue or history holds a prompt naming ``mark`` (asked directly, not via the proxy)."""
+    texts = []
+    for path in ("/queue", "/history"):
+        with urllib.request.urlopen(comfyui.url + path, timeout=30) as response:
+            texts.append(response.read().decode())
+    return any(mark in text for text in texts)
+
+
+def test_a_page_on_another_origin_cannot_use_the_session_on_the_real_comfyui(
+    chromium: str, proxy: AuthProxy, comfyui: ComfyUIServer, tmp_path: Path
+) -> None:
+    """What tests/runtime/test_auth_browser.py does with the stand-in, against ComfyUI v0.7.0: a page
+    on another pod of the same site tries to queue a workflow ComfyUI would run and to read /ws."""
+    attack_workflow = json.loads(json.dumps(WORKFLOW).replace("zr4auth", "zr4attack"))
+    pod_url = f"http://{POD}:{proxy.public_port}"
+
+    async def session(attacker: RecordingBackend) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with Browser(tmp_path / "chromium", chromium, [SAME_SITE_HOSTS]) as browser:
+            page = await browser.new_page()
+            await page.goto(pod_url + "/")
+            await page.evaluate(
+                f"document.getElementById('token').value = {json.dumps(TOKEN)}; "
+                "document.getElementById('login').click(); true"
+            )
+            await page.wait_for("document.title === 'ComfyUI'", "ComfyUI's page", timeout_s=120)
+            await page.goto(f"http://{ELSEWHERE}:{attacker.port}/attack.html")
+            await page.wait_for(
+                "window.__attack.posted && window.__attack.ws !== 'connecting'", "the attack", 60
+            )
+            await asyncio.sleep(3)  # time for a queued prompt to show in the queue or history
+            seen["attack"] = await page.evaluate("window.__attack")
+            await page.evaluate("document.getElementById('link').click(); true")
+            await page.wait_for(f"location.host === '{POD}:{proxy.public_port}'", "the //host link to open")
+            await page.wait_for("document.readyState === 'complete'", "the linked page")
+            seen["link_page"] = await page.evaluate("document.documentElement.outerHTML")
+            await page.goto(f"{pod_url}/zr4/login?next=/.//127.0.0.1:{attacker.port}/page.html")
+            seen["after_login_redirect"] = await page.evaluate("location.href + ' ' + document.title")
+        return seen
+
+    with RecordingBackend("attacker") as attacker:
+        attacker.pages["/attack.html"] = attack_page(pod_url, attacker.port, attack_workflow)
+        attacker.pages["/page.html"] = f"<!doctype html><title>{ATTACKER_MARK}</title><p>{ATTACKER_MARK}</p>"
+        seen = asyncio.run(session(attacker))
+        fetched_by_proxy = [
+            s.target for s in attacker.requests() if ELSEWHERE not in s.headers.get("host", "")
+        ]
+    assert not comfyui_holds(comfyui, "zr4attack")  # neither the fetch nor the form queued it
+    assert seen["attack"]["ws"] == "refused" and seen["attack"]["messages"] == [], seen["attack"]
+    assert fetched_by_proxy == []
+    assert ATTACKER_MARK not in seen["link_page"] and ATTACKER_MARK not in seen["after_login_redirect"]
 
 
 def test_guessing_the_token_locks_the_client_out(comfyui: ComfyUIServer, tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.test_start_sequence import Pod, stop, wait_for
+from runtime.test_start_sequence import Pod, heartbeat_pid, stop, sync_env, wait_for
 from support.hub_server import FakeHub
+from support.s3_server import RcloneS3
 from zr4.runtime.auth.settings import TOKEN_PREFIX
 
 
@@ -26,6 +27,16 @@ from zr4.runtime.auth.settings import TOKEN_PREFIX
 def hub() -> Iterator[FakeHub]:
     with FakeHub() as server:
         yield server
+
+
+@pytest.fixture
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RcloneS3]:
+    server = RcloneS3(tmp_path_factory.mktemp("s3"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def status_of(url: str, headers: dict[str, str] | None = None) -> int | str:
@@ -159,3 +170,53 @@ def test_unusable_auth_settings_stop_the_start_in_one_line(
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert pod.comfyui_record() is None
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    """What a running process was started with (/proc/PID/environ, proc(5))."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """pid -> command line of each process whose parent is ``pid`` (proc(5): stat's 4th field)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat_fields[1]) == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def test_only_the_proxy_and_the_clients_get_the_token(tmp_path: Path, hub: FakeHub, s3: RcloneS3) -> None:
+    """ComfyUI runs every custom node and the sync daemon talks to R2: neither needs the token."""
+    pod = Pod(tmp_path, hub)
+    chosen = "my-own-token-0123456789"
+    process = pod.start(**sync_env(pod, s3), ZR4_AUTH_TOKEN=chosen)
+    try:
+        record = wait_for(pod.comfyui_record, 60, "ComfyUI to start")
+        sync_pid = wait_for(lambda: heartbeat_pid(pod), 30, "the sync daemon")
+        proxy_pid = wait_for(
+            lambda: next(
+                (p for p, cmd in children_of(process.pid).items() if "zr4.runtime.auth.proxy" in cmd), 0
+            ),
+            30,
+            "the auth proxy",
+        )
+        holds_token = {
+            "ComfyUI": environment_of(int(record["pid"])).get("ZR4_AUTH_TOKEN"),  # type: ignore[call-overload]
+            "sync daemon": environment_of(int(sync_pid)).get("ZR4_AUTH_TOKEN"),  # type: ignore[call-overload]
+            "proxy": environment_of(int(proxy_pid)).get("ZR4_AUTH_TOKEN"),  # type: ignore[call-overload]
+        }
+        health = pod.health(ZR4_AUTH_TOKEN=chosen)  # zr4 health, as the image's HEALTHCHECK runs it
+    finally:
+        output = stop(process)
+    assert holds_token == {"ComfyUI": None, "sync daemon": None, "proxy": chosen}
+    assert health.returncode == 0, health.stdout
+    assert chosen not in output

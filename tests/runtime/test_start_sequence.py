@@ -98,6 +98,8 @@ def container_env(pod: Any, comfyui_python: str, hub: FakeHub) -> dict[str, str]
         "HF_ENDPOINT": hub.endpoint,
         "ENABLE_DWPOSE": "false",
         "ENABLE_R2_SYNC": "false",
+        # The zr4 under test where it is imported from a checkout (PYTHONPATH=src), not installed.
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
     }
 
 

@@ -1,12 +1,16 @@
 """A ComfyUI (the stand-in, or the real one) behind zr4's auth proxy, each in its own process.
 
 ``ComfyBehindProxy`` starts ComfyUI on a loopback port and ``python -m zr4.runtime.auth.proxy`` on a
-public one, waits for both, and stops both (SIGTERM, then SIGKILL) on exit.
+public one, waits for both, and stops both (SIGTERM, then SIGKILL) on exit. ``AuthProxy`` starts only
+the proxy, in front of a backend someone else runs. Both keep the proxy's state folder
+(``ZR4_AUTH_DIR``: revoked sessions) under the test's own folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -14,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from support.s3_server import free_port
@@ -59,21 +63,52 @@ def fake_comfyui_command(root: Path, port: int) -> tuple[list[str], Path]:
     return [*argv, "--output-directory", str(output)], output
 
 
-class AuthProxy:
-    """Only the proxy, in front of a ComfyUI someone else runs on 127.0.0.1:``backend_port``."""
+def open_file_limit(limit: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that lowers the child's open-file limit (soft and hard) to ``limit``."""
 
-    def __init__(self, root: Path, backend_port: int, token: str = TOKEN, listen: str = "127.0.0.1") -> None:
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return lower
+
+
+class AuthProxy:
+    """Only the proxy, in front of a ComfyUI someone else runs on 127.0.0.1:``backend_port``.
+
+    ``extra_env`` adds to (or, with ``None`` values, removes from) the proxy's environment;
+    ``open_files`` lowers its open-file limit; ``public_port`` reuses a port (a restart).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        backend_port: int,
+        token: str = TOKEN,
+        listen: str = "127.0.0.1",
+        *,
+        extra_env: Mapping[str, str | None] | None = None,
+        open_files: int | None = None,
+        public_port: int | None = None,
+    ) -> None:
         self.root = root
         self.token = token
-        self.public_port = free_port()
+        self.public_port = public_port or free_port()
         self.backend_port = backend_port
+        self.open_files = open_files
         self.env = {
             **os.environ,
             "ZR4_AUTH_TOKEN": token,
+            "ZR4_AUTH_DIR": str(root / "auth"),
             "ZR4_PROXY_ROUTES": f"{self.public_port}={backend_port}",
             "ZR4_PROXY_LISTEN": listen,
         }
         self.env.pop("RUNPOD_POD_ID", None)
+        self.env.pop("ZR4_AUTH_TRUST_FORWARDED", None)
+        for name, value in (extra_env or {}).items():
+            if value is None:
+                self.env.pop(name, None)
+            else:
+                self.env[name] = value
         self.log_path = root / "proxy.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -81,13 +116,18 @@ class AuthProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.public_port}"
 
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.public_port
+
     def __enter__(self) -> AuthProxy:
         self.root.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "zr4.runtime.auth.proxy"],
             env=self.env,
-            stdout=self.log_path.open("wb"),
+            stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
+            preexec_fn=None if self.open_files is None else open_file_limit(self.open_files),
         )
         try:
             wait_http(self.url + "/zr4/login", self.process, 20, "the auth proxy")
@@ -132,12 +172,15 @@ class ComfyBehindProxy:
         self.env = {
             **os.environ,
             "ZR4_AUTH_TOKEN": token,
+            "ZR4_AUTH_DIR": str(root / "auth"),
             "ZR4_PROXY_ROUTES": f"{self.public_port}={self.backend_port}",
             "ZR4_PROXY_LISTEN": listen,
             "FAKE_COMFYUI_INPUT": str(root / "input"),
-            **(extra_env or {}),
+            "FAKE_COMFYUI_REQUEST_LOG": str(root / "comfyui-requests.jsonl"),
         }
         self.env.pop("RUNPOD_POD_ID", None)
+        self.env.pop("ZR4_AUTH_TRUST_FORWARDED", None)
+        self.env.update(extra_env or {})
         self.comfyui: subprocess.Popen[bytes] | None = None
         self.proxy: subprocess.Popen[bytes] | None = None
         self.proxy_log = root / "proxy.log"
@@ -180,3 +223,10 @@ class ComfyBehindProxy:
 
     def proxy_output(self) -> str:
         return self.proxy_log.read_text(errors="replace")
+
+    def comfyui_requests(self) -> list[dict[str, str]]:
+        """What reached the stand-in ComfyUI: ``{"method", "target", "origin"}`` per request."""
+        path = Path(self.env["FAKE_COMFYUI_REQUEST_LOG"])
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

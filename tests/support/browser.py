@@ -4,7 +4,11 @@ No npm package is needed: Chromium's ``--remote-debugging-port`` serves CDP over
 aiohttp speaks. :func:`chromium_or_skip_reason` finds Debian's ``chromium`` (or ``$ZR4_CHROMIUM``).
 
 Used as ``async with Browser(profile_dir) as browser: page = await browser.new_page()``; a page
-navigates, evaluates JavaScript (awaiting promises) and waits for a condition to hold.
+navigates, evaluates JavaScript (awaiting promises) and waits for a condition to hold. Events the
+browser sends (``Network.responseReceived``, ``Log.entryAdded``, ...) are kept per page
+(:meth:`Page.events`) once their domain is enabled with :meth:`Page.send`. ``extra_args`` adds
+command-line switches, e.g. ``--host-resolver-rules=MAP *.proxy.test 127.0.0.1`` to give local
+servers the host names of separate sites.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,14 @@ class Page:
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         return await self.browser.send(method, session_id=self.session_id, **params)
+
+    def events(self, method: str) -> list[dict[str, Any]]:
+        """The parameters of every ``method`` event this page has sent so far, oldest first."""
+        return [
+            event.get("params", {})
+            for event in self.browser.events
+            if event.get("method") == method and event.get("sessionId") == self.session_id
+        ]
 
     async def evaluate(self, expression: str) -> Any:
         answer = await self.send(
@@ -115,9 +128,11 @@ class Page:
 
 
 class Browser:
-    def __init__(self, profile_dir: Path, binary: str | None = None) -> None:
+    def __init__(self, profile_dir: Path, binary: str | None = None, extra_args: Sequence[str] = ()) -> None:
         self.profile_dir = profile_dir
         self.binary = binary or find_chromium() or "chromium"
+        self.extra_args = list(extra_args)
+        self.events: list[dict[str, Any]] = []
         self.process: subprocess.Popen[bytes] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._socket: aiohttp.ClientWebSocketResponse | None = None
@@ -141,6 +156,7 @@ class Browser:
                 "--disable-extensions",
                 "--remote-debugging-port=0",
                 f"--user-data-dir={self.profile_dir}",
+                *self.extra_args,
                 "about:blank",
             ],
             stdout=subprocess.DEVNULL,
@@ -164,6 +180,9 @@ class Browser:
             if message.type != aiohttp.WSMsgType.TEXT:
                 continue
             data = json.loads(message.data)
+            if "method" in data:
+                self.events.append(data)
+                continue
             future = self._pending.pop(data.get("id", -1), None)
             if future is not None and not future.done():
                 future.set_result(data)

@@ -13,6 +13,11 @@ in ComfyUI does), then behaves like ComfyUI seen from outside:
   1..``$FAKE_COMFYUI_STEPS`` (default 3), ``executed``, ``execution_success``, with ComfyUI's message
   shapes), ``GET /view?filename=&type=output|input`` (the file, streamed) and
   ``POST /upload/image`` (multipart, stored whole in the input folder);
+- serves the frontend's web-app manifest at ``/assets/manifest-CebUEmtR.json`` (the name
+  comfyui-frontend-package 1.35.9's ``index.html`` links, with a ``<link rel="manifest">`` on its
+  page as there);
+- with ``$FAKE_COMFYUI_REQUEST_LOG`` (a file) appends one JSON line per request it gets (method,
+  target, ``Origin``), so a test can tell what reached it;
 - writes one output file (``ComfyUI_00001_.png``) into ``--output-directory``;
 - on SIGTERM/SIGINT writes ``sigterm`` into ``$FAKE_COMFYUI_STATE`` and exits 0.
 
@@ -116,7 +121,10 @@ def load_custom_nodes(root: Path) -> list[tuple[str, bool, float]]:
 
 
 # The page at "/": what a browser test needs of ComfyUI's frontend (a websocket, a queued prompt).
-UI_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>ComfyUI</title></head>
+MANIFEST_PATH = "/assets/manifest-CebUEmtR.json"
+MANIFEST = b'{"name": "ComfyUI", "short_name": "ComfyUI", "start_url": "/", "display": "standalone"}'
+UI_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>ComfyUI</title>
+<link rel="manifest" href="./assets/manifest-CebUEmtR.json"></head>
 <body><h1 id="title">ComfyUI</h1><p id="ws">connecting</p><button id="queue">Queue</button>
 <pre id="log"></pre>
 <script>
@@ -210,9 +218,18 @@ def run_prompt(clients: WebSocketClients, prompt_id: str, steps: int) -> None:
 
 def _handler(output_dir: Path, input_dir: Path, clients: WebSocketClients) -> type[BaseHTTPRequestHandler]:
     steps = int(os.environ.get("FAKE_COMFYUI_STEPS", "3") or 3)
+    request_log = os.environ.get("FAKE_COMFYUI_REQUEST_LOG")
+    log_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def _record(self) -> None:
+            if not request_log:
+                return
+            line = {"method": self.command, "target": self.path, "origin": self.headers.get("Origin", "")}
+            with log_lock, open(request_log, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(line) + "\n")
 
         def _send(self, status: int, body: bytes, kind: str) -> None:
             self.send_response(status)
@@ -273,6 +290,7 @@ def _handler(output_dir: Path, input_dir: Path, clients: WebSocketClients) -> ty
                 shutil.copyfileobj(stream, self.wfile, 1 << 20)
 
         def do_GET(self) -> None:
+            self._record()
             route = urlsplit(self.path).path
             if route == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
                 self._websocket()
@@ -288,12 +306,15 @@ def _handler(output_dir: Path, input_dir: Path, clients: WebSocketClients) -> ty
             elif route == "/":
                 body = UI_PAGE
                 kind = "text/html"
+            elif route == MANIFEST_PATH:
+                body, kind = MANIFEST, "application/json"
             else:
                 self._send(404, b"404: Not Found", "text/plain")
                 return
             self._send(200, body, kind)
 
         def do_POST(self) -> None:
+            self._record()
             length = int(self.headers.get("Content-Length", "0") or 0)
             body = self.rfile.read(length)
             route = urlsplit(self.path).path

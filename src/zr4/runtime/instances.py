@@ -96,7 +96,10 @@ def instance_argv(
 
 
 def instance_env(environ: Mapping[str, str], instance: Instance) -> dict[str, str]:
-    env = dict(environ)
+    """One ComfyUI's environment: its GPU, and not the proxy's token (custom nodes run in there)."""
+    from zr4.runtime.auth.settings import without_token
+
+    env = without_token(environ)
     if instance.cuda_visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = instance.cuda_visible_devices
     return env

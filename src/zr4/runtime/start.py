@@ -320,8 +320,11 @@ def files_step(
 
 
 def sync_env(env: Mapping[str, str], config: StartConfig) -> dict[str, str]:
-    """The daemon's environment: it watches ComfyUI's output folder unless told otherwise."""
-    child = dict(env)
+    """The daemon's environment: it watches ComfyUI's output folder unless told otherwise; it never
+    calls ComfyUI, so it does not get the proxy's token."""
+    from zr4.runtime.auth.settings import without_token
+
+    child = without_token(env)
     child.setdefault("R2_SYNC_OUTPUT_DIR", str(config.output_dir))
     return child
 

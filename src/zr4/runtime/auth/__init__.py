@@ -7,9 +7,12 @@ public one. Browsers log in once (a signed, HttpOnly session cookie); API client
 
 - :mod:`.settings`: ``ZR4_AUTH`` / ``ZR4_AUTH_TOKEN`` / the token file on the volume, and the port layout;
 - :mod:`.tokens`: constant-time token checks and the session cookie's signature;
-- :mod:`.ratelimit`: failed attempts per client, with a growing lock-out;
-- :mod:`.pages`: the login page;
-- :mod:`.proxy`: the aiohttp server (HTTP streamed both ways, websocket relayed);
+- :mod:`.revoked`: sessions ended by a logout, kept on the volume;
+- :mod:`.ratelimit`: failed attempts per client, with a growing lock-out, and a limit for all;
+- :mod:`.pages`: the login page (and where it may send the browser back to);
+- :mod:`.connections`: header and idle timeouts, the connection cap below the open-file limit;
+- :mod:`.logs`: one line per event in the container log, never a request's content;
+- :mod:`.proxy`: the aiohttp server (HTTP streamed both ways, websocket relayed, origin checks);
 - :mod:`.front`: what `zr4 start` calls (decide the ports, run the proxy supervised);
 - :mod:`.client`: the ``Authorization`` header for zr4's own clients (`zr4 health`, `zr4 dance`).
 """

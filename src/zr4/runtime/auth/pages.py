@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from urllib.parse import unquote
+import re
+from urllib.parse import unquote, urljoin, urlsplit
 
 LOGIN_PATH = "/zr4/login"
 LOGOUT_PATH = "/zr4/logout"
@@ -41,19 +42,36 @@ container log (<code>/workspace/.zr4/auth/token</code> by default).</small></p>
 """
 
 
+# RFC 3986 section 3.3/3.4: what a path and query may hold once percent-encoded (no space, no '#').
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
+_MAX_NEXT = 4096
+_HERE = "http://zr4.invalid/"
+
+
+def _stays_here(reference: str) -> bool:
+    """Whether a browser resolving ``reference`` on this page stays on this host with a one-slash path."""
+    if reference.startswith("//"):  # browsers read any number of leading slashes as a host to follow
+        return False
+    resolved = urlsplit(urljoin(_HERE, reference))
+    return resolved.netloc == urlsplit(_HERE).netloc and not resolved.path.startswith("//")
+
+
 def safe_next(value: str | None) -> str:
-    """A same-site path to return to after logging in; anything else (``//evil``, ``https://``) is ``/``."""
-    if not value:
+    """A local path to return to after logging in; anything else is ``/``.
+
+    Refused: anything not a percent-encoded path (``https://…``, spaces, control or non-ASCII
+    characters, which cannot go into a ``Location`` header), and any path that a browser or the
+    proxy would read as another host once dot segments and escapes are resolved (``//evil``,
+    ``/.//evil``, ``/%2e//evil``, ``/\\evil``).
+    """
+    if not value or len(value) > _MAX_NEXT or not value.startswith("/"):
+        return "/"
+    if not _URL_CHARACTERS.fullmatch(value) or value.startswith(LOGIN_PATH):
         return "/"
     decoded = unquote(value)
-    if (
-        not value.startswith("/")
-        or decoded.startswith("//")
-        or "\\" in decoded
-        or value.startswith(LOGIN_PATH)
-    ):
+    if "\\" in decoded or any(ord(ch) < 32 or ord(ch) == 127 for ch in decoded):
         return "/"
-    if any(ord(ch) < 32 for ch in decoded):
+    if not (_stays_here(value) and _stays_here(decoded.split("?", 1)[0])):
         return "/"
     return value
 

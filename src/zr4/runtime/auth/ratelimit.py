@@ -1,10 +1,14 @@
-"""Failed authentication attempts per client, and the lock-out that slows guessing.
+"""Failed authentication attempts per client, the lock-out that slows guessing, and a limit for all.
 
 A client gets ``free_failures`` wrong attempts; each further one within ``window_s`` locks it out for
 ``base_lockout_s`` doubling per failure, up to ``max_lockout_s``. While locked out every attempt is
 refused with 429 and a ``Retry-After``, even a right token, so guessing cannot go faster than the
 lock-out allows. A success clears the client's record. Memory is bounded: at most ``max_clients``
 records, the oldest dropped first.
+
+Who "a client" is comes from an address, and behind a proxy from a header that a client could
+vary; :class:`FailureBudget` therefore also limits the failures of all clients together (a burst,
+then a steady rate), so that no way of naming clients buys more guesses.
 
 With a 256-bit token guessing is hopeless anyway; this keeps a weak user-chosen token safe and
 keeps a guessing client from costing anything.
@@ -77,3 +81,43 @@ class FailureLimiter:
     def failures(self, client: str) -> int:
         record = self._records.get(client)
         return record.failures if record is not None else 0
+
+
+class FailureBudget:
+    """Failed attempts of all clients together: ``burst`` at once, then ``per_s`` a second.
+
+    A token bucket: each failure takes one; while it is empty every token check waits (429), so
+    guesses cannot go faster than ``per_s`` however the clients are split. The wait is never
+    longer than one refill, so it cannot be used to keep the owner out for long.
+    """
+
+    def __init__(
+        self, *, burst: int = 60, per_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst = burst
+        self.per_s = per_s
+        self._clock = clock
+        self._tokens = float(burst)
+        self._updated = clock()
+        self._ran_out = False  # reported since the bucket was last full
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._updated) * self.per_s)
+        self._updated = now
+        if self._tokens >= self.burst:
+            self._ran_out = False
+
+    def retry_after(self) -> int:
+        """Whole seconds until the next token check may go ahead (0: now)."""
+        self._refill()
+        return 0 if self._tokens >= 1 else math.ceil((1 - self._tokens) / self.per_s)
+
+    def spend(self) -> bool:
+        """Record a failure; True the first time the bucket runs empty since it was last full."""
+        self._refill()
+        self._tokens = max(0.0, self._tokens - 1)
+        if self._tokens < 1 and not self._ran_out:
+            self._ran_out = True
+            return True
+        return False

@@ -4,8 +4,9 @@
   off. An empty value counts as on because a template field left blank must not open the pod.
 - ``ZR4_AUTH_TOKEN``: the token (a RunPod secret, or compose's ``.env``). At least 16 characters.
 - Without it, the token file ``token`` in ``ZR4_AUTH_DIR`` (default ``/workspace/.zr4/auth``, on the
-  volume; folder 0700, file 0600) is read, or created with a fresh random token, so it survives
-  restarts. (The variable names no "token": `zr4 validate` treats such names as credentials.)
+  volume; folder 0700, file 0600, either set back when found wider) is read, or created with a
+  fresh random token, so it survives restarts. (The variable names no "token": `zr4 validate`
+  treats such names as credentials.)
 
 Port layout: ComfyUI instance *i* is published on ``COMFYUI_PORT + i`` (default 8188) by the proxy;
 ComfyUI itself listens on ``127.0.0.1`` at ``ZR4_COMFYUI_BACKEND_PORT + i`` (default the public port
@@ -97,6 +98,36 @@ class TokenSource:
         return f"token from {self.path} (set ZR4_AUTH_TOKEN to use your own)"
 
 
+TOKEN_VARIABLE = "ZR4_AUTH_TOKEN"
+
+
+def without_token(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a process that never calls ComfyUI through the proxy (ComfyUI itself, where every
+    custom node runs; the sync daemon): everything but ``ZR4_AUTH_TOKEN``."""
+    return {name: value for name, value in env.items() if name != TOKEN_VARIABLE}
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder only its owner can enter (0700), made if missing, tightened if wider.
+
+    ``mkdir``'s mode covers only a folder it makes; one that was there (made by hand, by an older
+    start, by an image) keeps whatever mode it had.
+    """
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def _tighten(folder: Path) -> None:
+    """The token's folder back to 0700 where it is wider, if this user may change it."""
+    try:
+        if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+            os.chmod(folder, 0o700)
+    except OSError:
+        pass  # not ours (a read-only volume, another user's folder): the file's own 0600 still holds
+
+
 def token_file(env: Mapping[str, str]) -> Path:
     return Path(env_str("ZR4_AUTH_DIR", DEFAULT_AUTH_DIR, env) or DEFAULT_AUTH_DIR) / TOKEN_FILE_NAME
 
@@ -134,13 +165,14 @@ def resolve_token(env: Mapping[str, str], *, create: bool) -> TokenSource | None
     kept = read_token_file(path)
     if kept is not None:
         register_secret(kept)  # in no variable, so named to the redaction here
+        _tighten(path.parent)
         return TokenSource(check_token(kept, f"the token in {path}"), "file", path, note)
     if not create:
         return None
     token = generate_token()
     register_secret(token)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
         write_text_atomically(path, token + "\n", mode=0o600)
     except OSError as error:
         raise AuthError(
