@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import urllib3
 
 from support import s3_server
 from support.s3_server import ACCESS_KEY, SECRET_KEY, MotoS3, RcloneS3, free_port, sync_settings
+from support.throttle import Throttle
 from zr4.runtime.sync import SyncSettings, daemon_is_alive, read_day_index, run_daemon, sync_once
 from zr4.runtime.sync.client import make_s3_client
 from zr4.runtime.sync.scanner import day_for
@@ -478,12 +480,17 @@ def _journal_states(state_dir: Path) -> dict[str, str]:
 def test_sigkill_mid_upload_then_restart_arrives_once(
     rclone_server: RcloneS3, tmp_path: Path, daemons: list[CliDaemon]
 ) -> None:
+    # The killed daemon talks to the server through a forwarder capped at 20 MB/s, so its 120 MB
+    # upload lasts about 6 s on any machine (unthrottled it took 1 s, and a loaded test run missed it).
+    endpoint = urllib.parse.urlsplit(rclone_server.endpoint)
+    throttle = Throttle(endpoint.hostname or "127.0.0.1", endpoint.port or 80, 20 * 1024 * 1024)
     env = _cli_env(
         rclone_server,
         tmp_path,
         R2_PREFIX="killed",
         R2_SYNC_PART_SIZE_MIB="5",
         R2_SYNC_REQUEST_CONCURRENCY="1",
+        R2_ENDPOINT=f"http://127.0.0.1:{throttle.port}",
     )
     data = os.urandom(120 * 1024 * 1024)
     path = tmp_path / "output" / "killed_00001_.mp4"
@@ -511,7 +518,9 @@ def test_sigkill_mid_upload_then_restart_arrives_once(
         ),
     )
     daemons[0].kill()  # SIGKILL: no handler, no cleanup
+    throttle.close()
     assert _keys(client, "runpod", "killed").get(key) is None  # the kill came mid-upload
+    env["R2_ENDPOINT"] = rclone_server.endpoint
     daemons.append(CliDaemon(env, log))
     _wait_for(
         lambda: len(read_day_index(client, _as_settings(env), "2026-01-01")) == 1, 60, "the index entry"
