@@ -61,7 +61,9 @@ class _Progress:
 
     def __call__(self, event: Any) -> None:
         if self.live:
-            if event.kind == "progress":
+            if event.kind == "cancelled":  # Ctrl-C: say how ComfyUI's work ended, above the bar
+                self._progress.console.print(event.describe().strip(), markup=False, highlight=False)
+            elif event.kind == "progress":
                 self._progress.update(
                     self._task,
                     description=f"node {event.node_id} {event.node_title}",
