@@ -646,3 +646,37 @@ def test_done_is_reported_once_the_video_is_in_r2(comfy: FakeComfyAPI, moto_serv
     output = run({"id": "done", "input": job_input(comfy)}, WorkerConfig.from_env(env), env, progress)
     assert "error" not in output, output
     assert in_bucket_at_done == [before + 1]
+
+
+def test_with_the_sync_daemon_running_a_job_waits_for_its_upload(
+    comfy: FakeComfyAPI, moto_server, tmp_path: Path
+) -> None:
+    """ENABLE_R2_SYNC=true runs `zr4 sync run`, which holds the journal: the job does not fail on
+    the lock, it waits for the daemon's object and presigns that one."""
+    from zr4.runtime.sync import daemon_is_alive, settings_from_env
+
+    env = {
+        **worker_env(comfy, moto_server, tmp_path),
+        "ENABLE_R2_SYNC": "true",
+        "R2_SYNC_STABLE_SECONDS": "0.2",
+    }
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "R2_", "ENABLE_R2"))}
+    daemon_env = {**full, **env, "R2_SYNC_OUTPUT_DIR": env["OUTPUT_DIR"]}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "zr4.cli.main", "sync", "run"],
+        env=daemon_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        settings = settings_from_env(daemon_env)
+        deadline = time.monotonic() + 30
+        while not daemon_is_alive(settings, max_age_s=10) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        output = run({"id": "beside-daemon", "input": job_input(comfy)}, WorkerConfig.from_env(env), env)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+    assert "error" not in output, output
+    with urllib.request.urlopen(output["r2"]["url"], timeout=10) as response:
+        assert response.read().endswith(output["prompt_id"].encode())

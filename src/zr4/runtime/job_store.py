@@ -53,14 +53,16 @@ class R2Store:
     def __init__(self, settings: Any) -> None:
         self.settings = settings.with_(stable_seconds=0.0)  # ComfyUI reported the files complete
         self._turn = threading.Lock()
+        self._made = threading.Lock()
         self._engine: Any = None
 
     def _engine_now(self) -> Any:
         from zr4.runtime.sync.daemon import SyncEngine
 
-        if self._engine is None:
-            self._engine = SyncEngine(self.settings)
-        return self._engine
+        with self._made:
+            if self._engine is None:
+                self._engine = SyncEngine(self.settings)
+            return self._engine
 
     def store(
         self, rel_paths: Sequence[str], video: str, presign_s: int, control: JobControl | None = None
