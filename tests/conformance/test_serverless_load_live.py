@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 
 from support import s3_server
-from support.real_comfyui import ComfySources, ComfyUIServer, copy_comfyui, start_comfyui
+from support.real_comfyui import ComfySources, ComfyUIServer, copy_comfyui, start_instances
 from support.runpod_queue import QueuedJob, RunPodQueue, start_worker, stop_worker
 from support.tiny_dance import (
     ffmpeg_of,
@@ -53,16 +52,6 @@ class TwoGpus:
     clip: Path
 
 
-def _start(tree: Path, python: Path, root: Path, index: int, outputs: Path) -> ComfyUIServer:
-    own = root / f"comfyui-{index}"
-    own.mkdir(parents=True, exist_ok=True)
-    args = (
-        "--cpu", "--output-directory", str(outputs), "--temp-directory", str(own),
-        "--database-url", f"sqlite:///{own / 'comfyui.db'}",
-    )  # fmt: skip
-    return start_comfyui(tree, python, args, log_path=root / f"comfyui-{index}.log")
-
-
 @pytest.fixture(scope="module")
 def gpus(comfy_sources: ComfySources, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGpus]:
     root = tmp_path_factory.mktemp("serverless-load")
@@ -75,28 +64,12 @@ def gpus(comfy_sources: ComfySources, tmp_path_factory: pytest.TempPathFactory) 
     (tree / "input" / "other-photo.png").write_bytes(photo.read_bytes())
     outputs = root / "outputs"
     outputs.mkdir()
-    started: dict[int, ComfyUIServer | BaseException] = {}
-
-    def start(index: int) -> None:
-        try:
-            started[index] = _start(tree, comfy_sources.python, root, index, outputs)
-        except BaseException as error:  # re-raised below, in the fixture's thread
-            started[index] = error
-
-    threads = [threading.Thread(target=start, args=(index,)) for index in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    servers = [s for s in started.values() if isinstance(s, ComfyUIServer)]
+    first, second = start_instances(tree, comfy_sources.python, root, outputs)
     try:
-        for value in started.values():
-            if isinstance(value, BaseException):
-                raise value
-        yield TwoGpus((started[0], started[1]), tree, outputs, comfy_sources.python, photo, clip)  # type: ignore[arg-type]
+        yield TwoGpus((first, second), tree, outputs, comfy_sources.python, photo, clip)
     finally:
-        for server in servers:
-            server.stop()
+        first.stop()
+        second.stop()
 
 
 def worker_env(gpus: TwoGpus, urls: list[str], moto: s3_server.MotoS3, tmp_path: Path) -> dict[str, str]:
