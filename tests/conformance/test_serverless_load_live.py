@@ -273,7 +273,8 @@ def test_ctrl_c_in_zr4_dance_interrupts_the_real_prompt(gpus: TwoGpus, tmp_path:
         if process.poll() is None:
             process.kill()
             process.wait()
-    print(f"\nCtrl-C -> zr4 dance ended, ComfyUI's prompt stopped: {ended_s:.2f} s")
+    print(f"\nCtrl-C -> zr4 dance ended, ComfyUI's prompt stopped: {ended_s:.2f} s; its last lines:")
+    print("\n".join(stderr.strip().splitlines()[-3:]))
     assert process.returncode == 130, stderr
     assert queue_of(server)[0] == [] and history_events(server, prompt_id)[-1] == "execution_interrupted"
     assert stderr.strip().splitlines()[-1].endswith(f"cancelled: prompt {prompt_id} interrupted in ComfyUI")

@@ -92,7 +92,7 @@ class R2Store:
 
     def _upload(self, rel_paths: Sequence[str], video: str, control: JobControl) -> dict[str, str]:
         from zr4.runtime.sync.scanner import stat_file
-        from zr4.runtime.sync.uploader import ALREADY_PRESENT, UPLOADED
+        from zr4.runtime.sync.uploader import ALREADY_PRESENT, UPLOADED, VANISHED
 
         engine = self._engine_now()
         keys: dict[str, str] = {}
@@ -110,9 +110,11 @@ class R2Store:
                 except Exception as error:
                     self._give_up_or_wait(rel, error, attempt)
                     continue
-                if outcome.kind in (UPLOADED, ALREADY_PRESENT):
+                if outcome.kind in (UPLOADED, ALREADY_PRESENT, VANISHED):
                     break
                 state = stat_file(self.settings.output_dir, rel) or state  # changed: read it again
+            if outcome is not None and outcome.kind == VANISHED and rel != video:
+                continue  # a companion file removed meanwhile: the video is what the job returns
             if outcome is None or outcome.kind not in (UPLOADED, ALREADY_PRESENT):
                 raise StoreError(f"R2 upload of {rel} failed: the file kept changing or vanished")
             keys[rel] = outcome.key

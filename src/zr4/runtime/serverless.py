@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import functools
 import json
 import os
 import secrets
@@ -46,7 +45,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +108,9 @@ class WorkerConfig:
     comfyui_input_dir: Path | None = None  # ComfyUI's input/ when it is on this machine
     r2_settings: Any = None  # SyncSettings, when R2 is configured
     r2_problem: str = ""  # why R2 is not usable, when it was meant to be
+    _balancer: Balancer = field(init=False, repr=False, compare=False)
+    _r2: R2Store | None = field(init=False, repr=False, compare=False)
+    _ledger: OutputLedger = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerConfig:
@@ -137,20 +139,29 @@ class WorkerConfig:
             r2_problem=r2_problem,
         )
 
+    def __post_init__(self) -> None:
+        # Built here, once, not on first use: jobs that start together must share one of each.
+        object.__setattr__(self, "_balancer", Balancer(self.clients()))
+        object.__setattr__(self, "_r2", None if self.r2_settings is None else R2Store(self.r2_settings))
+        object.__setattr__(self, "_ledger", OutputLedger(self.output_dir, self.keep_outputs))
+
     def clients(self) -> list[ComfyClient]:
         return [ComfyClient(url, token=self.token) for url in self.urls]
 
-    @functools.cached_property
+    @property
     def balancer(self) -> Balancer:
-        return Balancer(self.clients())
+        """Assigns this worker's jobs to its ComfyUI servers."""
+        return self._balancer
 
-    @functools.cached_property
+    @property
     def r2(self) -> R2Store | None:
-        return None if self.r2_settings is None else R2Store(self.r2_settings)
+        """Uploads this worker's jobs' files, one job at a time; None without R2."""
+        return self._r2
 
-    @functools.cached_property
+    @property
     def ledger(self) -> OutputLedger:
-        return OutputLedger(self.output_dir, self.keep_outputs)
+        """The output files kept when nothing syncs them."""
+        return self._ledger
 
     @property
     def owns_outputs(self) -> bool:
