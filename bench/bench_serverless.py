@@ -5,6 +5,9 @@ ZR4_COMFYUI_PYTHON, as the conformance suite)::
 
     python bench/bench_serverless.py overhead [--jobs 20]
     python bench/bench_serverless.py coldstart [--boots 3]
+    python bench/bench_serverless.py throughput [--jobs 8]
+    python bench/bench_serverless.py cancel [--rounds 5]
+    python bench/bench_serverless.py load [--jobs 20]
 
 ``overhead``: seconds from "job received" to "ComfyUI started executing" (ComfyUI's
 ``execution_start`` message). zr4: the worker's own job function (``zr4.runtime.serverless.run``,
@@ -23,6 +26,26 @@ boot from a local Hub, as bench/start_times.py): from spawning ``python -m zr4.r
 ``ZR4_MODE=serverless`` to ComfyUI answering ``/system_stats`` and to the worker's "ComfyUI ready"
 line. Reference, alternating with it: the same ComfyUI started bare (``python main.py --cpu``) to
 ``/system_stats``. The difference is what zr4's start sequence adds.
+
+``throughput``, ``cancel`` and ``load`` run the worker as on RunPod: ``python -m zr4.runtime.serverless``
+(the runpod SDK's own worker loop) against a stand-in of RunPod's job queue (tests/support/
+runpod_queue.py), two ComfyUI from one tree sharing one output folder as `zr4 start` runs one per
+GPU, moto's S3 server as R2 with ``R2_DELETE_AFTER_UPLOAD=true`` (the endpoint template's setting).
+
+``throughput``: ``--jobs`` jobs submitted at once, to a worker with both ComfyUI (two jobs at once)
+and, alternating with it, to a worker with one of them (one at a time); wall time from the first
+submit to the last result. Two workloads: the model-free workflow on an 81-frame 480×832 clip
+(decoding, resizing and H.264 encoding: CPU work, so both ComfyUI share the machine's CPUs), and the
+slow test node (4 s of 0.1 s progress steps that sleep: a stand-in for GPU time, during which a
+real worker's CPU is idle too).
+
+``cancel``: a worker with one ComfyUI (one job at a time) runs a 60 s job (the slow node); once its
+steps show in ``/status``, a second job is queued and the first cancelled (``POST /cancel``). Measured
+from the cancel: ComfyUI no longer lists the prompt as running (``GET /queue``, polled every 50 ms),
+the worker takes the next job, ComfyUI starts it (its ``execution_started``), it completes.
+
+``load``: ``--jobs`` jobs at once to a worker with both ComfyUI; every job must complete with its own
+video: each job asks for a different frame count, and the object in R2 is decoded to check it.
 """
 
 from __future__ import annotations
@@ -56,7 +79,14 @@ from support.real_comfyui import (  # noqa: E402
     free_port,
     start_comfyui,
 )
-from support.tiny_dance import ffmpeg_of, install_workflow, tiny_workflow  # noqa: E402
+from support.tiny_dance import (  # noqa: E402
+    ffmpeg_of,
+    install_slow_node,
+    install_workflow,
+    slow_workflow,
+    tiny_workflow,
+    video_facts,
+)
 
 
 def machine_line() -> str:
@@ -322,18 +352,252 @@ def coldstart(sources: ComfySources, boots: int) -> None:
         )
 
 
+# --- the worker as on RunPod: throughput, cancel, load --------------------------------------------
+
+
+class Rig:
+    """Two ComfyUI sharing one output folder, moto as R2, the inputs served over HTTP."""
+
+    def __init__(self, sources: ComfySources, root: Path) -> None:
+        from support.real_comfyui import start_instances
+        from support.s3_server import MotoS3
+
+        self.root = root
+        self.python = sources.python
+        self.tree = copy_comfyui(sources, root)
+        install_workflow(self.tree)
+        install_slow_node(self.tree)
+        media = root / "media"
+        media.mkdir()
+        self.photo, self.clip = make_inputs(ffmpeg_of(sources.python), media)
+        self.http, self.base = serve_folder(media)
+        self.outputs = root / "outputs"
+        self.outputs.mkdir()
+        self.moto = MotoS3(log_path=root / "moto.log").start()
+        self.servers = start_instances(self.tree, sources.python, root, self.outputs)
+        self.image_b64 = base64.b64encode(self.photo.read_bytes()).decode()
+        self.runs = 0
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.moto.stop()
+        self.http.shutdown()
+
+    def env(self, urls: list[str]) -> dict[str, str]:
+        self.runs += 1
+        return {
+            "ZR4_COMFYUI_URLS": ",".join(urls),
+            "ZR4_AUTH": "off",
+            "COMFYUI_DIR": str(self.tree),
+            "OUTPUT_DIR": str(self.outputs),
+            "R2_SYNC_STATE_DIR": str(self.root / f"sync-{self.runs}"),
+            "ZR4_PROFILE": str(self.root / "no-profile.json"),
+            "R2_ENDPOINT": self.moto.endpoint,
+            "R2_ACCESS_KEY_ID": self.moto.access_key,
+            "R2_SECRET_ACCESS_KEY": self.moto.secret_key,
+            "R2_BUCKET": self.moto.bucket,
+            "R2_DELETE_AFTER_UPLOAD": "true",
+        }
+
+    def job(self, workflow: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"image": self.image_b64, "video": f"{self.base}/clip.mp4", "workflow": workflow, **extra}
+
+    def running(self, index: int) -> list[str]:
+        with urllib.request.urlopen(f"{self.servers[index].url}/queue", timeout=30) as response:
+            return [item[1] for item in json.loads(response.read())["queue_running"]]
+
+
+def _batch(
+    rig: Rig, urls: list[str], jobs: list[dict[str, Any]], name: str, strict: bool = True
+) -> tuple[float, list[Any]]:
+    """Submit ``jobs`` at once to a fresh worker for ``urls``; (seconds to the last result, results).
+    ``strict``: a failed job stops the measurement."""
+    from support.runpod_queue import RunPodQueue, start_worker, stop_worker
+
+    with RunPodQueue() as queue:
+        worker = start_worker(rig.env(urls) | queue.worker_env(name), rig.root / f"{name}.log")
+        try:
+            _wait(lambda: b"ComfyUI ready at" in (rig.root / f"{name}.log").read_bytes(), 120, "the worker")
+            began = time.monotonic()
+            ids = [queue.submit(job) for job in jobs]
+            results = [queue.wait(job_id, timeout_s=1800) for job_id in ids]
+            wall = max(r.finished_at or time.monotonic() for r in results) - began
+        finally:
+            stop_worker(worker)
+    failed = [r.error for r in results if r.status != "COMPLETED"]
+    if failed and strict:
+        raise RuntimeError(f"{len(failed)} job(s) failed, first: {failed[0]}")
+    return wall, results
+
+
+def throughput(sources: ComfySources, jobs: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        rig = Rig(sources, Path(folder))
+        try:
+            print(machine_line())
+            both, one = [s.url for s in rig.servers], [rig.servers[0].url]
+            workloads = [
+                (
+                    "model-free workflow, 81-frame 480×832 clip (CPU work)",
+                    lambda: rig.job(tiny_workflow(frames=81), frames=81, width=480, height=832),
+                ),
+                (
+                    "slow node, 4 s of sleeping steps (stands for GPU time)",
+                    lambda: rig.job(slow_workflow(steps=40, step_s=0.1)),
+                ),
+            ]
+            print(f"{jobs} jobs submitted at once per run; each row alternates the two workers twice.\n")
+            print("| workload | one at a time (1 ComfyUI) | two at once (2 ComfyUI) | speed-up |")
+            print("|---|---|---|---|")
+            for label, make in workloads:
+                _batch(rig, both, [make()], "warm-up")
+                walls: dict[int, list[float]] = {1: [], 2: []}
+                spread: set[str] = set()
+                for _round in range(2):
+                    for urls in (one, both):
+                        wall, results = _batch(rig, urls, [make() for _ in range(jobs)], f"tp-{len(urls)}")
+                        walls[len(urls)].append(wall)
+                        if len(urls) == 2:
+                            spread |= {r.output["comfyui"] for r in results}
+                single, double = statistics.median(walls[1]), statistics.median(walls[2])
+                print(
+                    f"| {label} | {single:.1f} s ({jobs / single * 60:.1f} jobs/min) | {double:.1f} s "
+                    f"({jobs / double * 60:.1f} jobs/min; {len(spread)} ComfyUI used) | {single / double:.2f}× |"
+                )
+            print("\nSeconds: the median of the two runs, first submit to last result.")
+        finally:
+            rig.close()
+
+
+def cancel(sources: ComfySources, rounds: int) -> None:
+    from support.runpod_queue import RunPodQueue, start_worker, stop_worker
+
+    with tempfile.TemporaryDirectory() as folder:
+        rig = Rig(sources, Path(folder))
+        try:
+            print(machine_line())
+            columns: dict[str, list[float]] = {"stopped": [], "taken": [], "started": [], "completed": []}
+            failures: list[str] = []
+            with RunPodQueue() as queue:
+                log = rig.root / "cancel.log"
+                worker = start_worker(rig.env([rig.servers[0].url]) | queue.worker_env("bench-cancel"), log)
+                try:
+                    for index in range(rounds):
+                        first = queue.submit(rig.job(slow_workflow(steps=600), seed=index))
+                        queue.wait_for(
+                            lambda first=first: any(
+                                update.get("node") == "Slow pass" for _t, update in queue.jobs[first].progress
+                            ),
+                            300,
+                            "the slow node's steps",
+                        )
+                        (prompt_id,) = rig.running(0)
+                        second = queue.submit(rig.job(tiny_workflow(frames=9), seed=1000 + index))
+                        queue.cancel(first)
+                        cancelled = time.monotonic()
+                        while prompt_id in rig.running(0):
+                            time.sleep(0.05)
+                        columns["stopped"].append(time.monotonic() - cancelled)
+                        done = queue.wait(second, timeout_s=300)
+                        assert done.taken_at is not None and done.finished_at is not None
+                        if done.status != "COMPLETED":
+                            failures.append(
+                                f"round {index + 1}: the next job ended {done.status} "
+                                f"{done.finished_at - cancelled:.1f} s after the cancel: {done.error}"
+                            )
+                            continue
+                        columns["taken"].append(done.taken_at - cancelled)
+                        columns["started"].append(
+                            done.taken_at + done.output["timings"]["execution_started"] - cancelled
+                        )
+                        columns["completed"].append(done.finished_at - cancelled)
+                finally:
+                    stop_worker(worker)
+            print(
+                f"{rounds} rounds: a 60 s job cancelled once its steps show, the next job already queued.\n"
+            )
+            print("| from the cancel to | median | min | max |")
+            print("|---|---|---|---|")
+            names = {
+                "stopped": "ComfyUI no longer runs the cancelled prompt",
+                "taken": "the worker takes the next job",
+                "started": "ComfyUI starts executing the next job",
+                "completed": "the next job completed (in R2)",
+            }
+            for key, label in names.items():
+                values = columns[key]
+                if values:
+                    print(
+                        f"| {label} | {statistics.median(values):.2f} s | {min(values):.2f} s | {max(values):.2f} s |"
+                    )
+            for failure in failures:
+                print(f"\n{failure}")
+        finally:
+            rig.close()
+
+
+def load(sources: ComfySources, jobs: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        rig = Rig(sources, Path(folder))
+        try:
+            print(machine_line())
+            frames = [(1, 5, 9)[index % 3] for index in range(jobs)]
+            batch = [
+                rig.job(tiny_workflow(frames=9), frames=count, width=64, height=64, seed=index)
+                for index, count in enumerate(frames)
+            ]
+            wall, results = _batch(rig, [s.url for s in rig.servers], batch, "load", strict=False)
+            failed = [r.error for r in results if r.status != "COMPLETED"]
+            results = [r for r in results if r.status == "COMPLETED"]
+            client = rig.moto.client()
+            own = 0
+            for index, result in enumerate(results):
+                video = rig.root / f"load-{index}.mp4"
+                video.write_bytes(
+                    client.get_object(Bucket=rig.moto.bucket, Key=result.output["r2"]["key"])["Body"].read()
+                )
+                own += video_facts(rig.python, video)["frames"] == result.output["frames"] + 1
+            keys = {r.output["r2"]["key"] for r in results}
+            per_server = {s.url: sum(r.output["comfyui"] == s.url for r in results) for s in rig.servers}
+            left = [p.name for p in rig.outputs.iterdir()]
+            uploads = [
+                p.name for p in (rig.tree / "input").iterdir() if p.name[:8].isalnum() and p.name[8:9] == "_"
+            ]
+            print(
+                f"{jobs} jobs at once, one worker, two ComfyUI sharing one output folder, "
+                f"R2_DELETE_AFTER_UPLOAD=true: {len(results)} completed in "
+                f"{wall:.1f} s; {own} R2 objects decode to their own job's frame count; {len(keys)} distinct keys; "
+                f"jobs per ComfyUI {sorted(per_server.values())}; files left in the output folder: {len(left)}; "
+                f"uploads left in ComfyUI's input folder: {len(uploads)}."
+            )
+            if failed:
+                print(f"\n{len(failed)} failed; the first: {failed[0]}")
+        finally:
+            rig.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("overhead").add_argument("--jobs", type=int, default=20)
     sub.add_parser("coldstart").add_argument("--boots", type=int, default=3)
+    sub.add_parser("throughput").add_argument("--jobs", type=int, default=8)
+    sub.add_parser("cancel").add_argument("--rounds", type=int, default=5)
+    sub.add_parser("load").add_argument("--jobs", type=int, default=20)
     args = parser.parse_args()
     sources = find_sources()
     print(f"## {args.what} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n")
     if args.what == "overhead":
         overhead(sources, args.jobs)
-    else:
+    elif args.what == "coldstart":
         coldstart(sources, args.boots)
+    elif args.what == "throughput":
+        throughput(sources, args.jobs)
+    elif args.what == "cancel":
+        cancel(sources, args.rounds)
+    else:
+        load(sources, args.jobs)
 
 
 if __name__ == "__main__":

@@ -512,3 +512,77 @@ def test_help_names_the_options_it_speaks_of() -> None:
     summary = " ".join(result.stdout.split("╭")[0].split())
     assert "Animate the --image photo with the motion of the --video clip." in summary
     assert "PHOTO" not in result.stdout and "CLIP" not in result.stdout
+
+
+# --- stopping a job ------------------------------------------------------------------------------
+
+
+def test_ctrl_c_interrupts_the_prompt_in_comfyui(tmp_path: Path, inputs) -> None:
+    """Ctrl-C in `zr4 dance` does not leave the prompt running on the GPU: it is interrupted (only
+    after ``/queue`` showed it is the one running), then the command ends with ``aborted``."""
+    import signal
+    import time
+
+    image, video = inputs
+    with FakeComfyAPI(tmp_path / "c", behaviour(step_delay_s=0.1)) as comfy:
+        comfy.install_workflow("steadydancer-gguf.json", boot_workflow())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "zr4.cli.main", "dance", "--image", str(image), "--video", str(video),
+             "--comfyui", comfy.url, "--steps", "150", "--out", str(tmp_path / "never.mp4")],
+            env={k: v for k, v in os.environ.items() if not k.startswith("ENABLE_R2")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while comfy.state.current is None and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        prompt_id = comfy.state.current
+        time.sleep(0.3)  # a few steps in
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+        entry = comfy.state.history.get(str(prompt_id))
+    assert process.returncode == 130, stderr
+    assert prompt_id is not None and comfy.state.interrupts == [(prompt_id, True)]
+    assert entry is not None and entry["status"]["messages"][-1][0] == "execution_interrupted"
+    last = stderr.strip().splitlines()[-1]  # typer ends a Ctrl-C with exit status 130, silently
+    assert last.endswith(f"  cancelled: prompt {prompt_id} interrupted in ComfyUI"), stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "never.mp4").exists() and stdout == ""
+
+
+def test_a_stop_before_the_prompt_is_queued_queues_nothing(tmp_path: Path, inputs) -> None:
+    import threading
+
+    from zr4.runtime.job_cancel import JobCancelled, JobControl
+
+    image, video = inputs
+    control = JobControl()
+    with FakeComfyAPI(tmp_path / "c", behaviour(upload_delay_s=0.5)) as comfy:
+        comfy.install_workflow("steadydancer-gguf.json", boot_workflow())
+        threading.Timer(0.2, control.cancel, args=("stopped by the test",)).start()
+        with pytest.raises(JobCancelled, match=r"^stopped by the test$"):
+            run_job(
+                [ComfyClient(comfy.url)],
+                JobRequest(str(image), str(video)),
+                control=control,
+                input_dir=comfy.state.input_dir,
+            )
+    assert comfy.state.prompts == [] and list(comfy.state.input_dir.iterdir()) == []
+
+
+def test_dance_deletes_its_uploads_from_a_local_comfyui(tmp_path: Path, inputs) -> None:
+    """In the container's terminal ComfyUI's input folder is local (COMFYUI_DIR): the two uploads of
+    the job are removed when it ends, and nothing else there is touched."""
+    image, video = inputs
+    with FakeComfyAPI(tmp_path / "cli", behaviour()) as comfy:
+        comfy.install_workflow("steadydancer-gguf.json", boot_workflow())
+        (comfy.state.input_dir / "mine.png").write_bytes(PNG_BYTES)
+        result = run_cli(
+            "--image", str(image), "--video", str(video), "--comfyui", comfy.url, "--out", str(tmp_path),
+            env={"COMFYUI_DIR": str(comfy.state.root)}, cwd=tmp_path,
+        )  # fmt: skip
+        queued = comfy.state.prompts[-1]["prompt"][NODE_IDS["video"]]["inputs"]["video"]
+        left = sorted(p.name for p in comfy.state.input_dir.iterdir())
+    assert result.returncode == 0, result.stderr
+    assert queued.endswith("_moves.mp4") and left == ["mine.png"]

@@ -7,6 +7,15 @@ f59f71cf: ``POST /upload/image`` (multipart, answers ``{"name", "subfolder", "ty
 ``executed``, ``execution_success`` or ``execution_error``, ``executing`` with node None),
 ``GET /history/{id}``, ``GET /view``, ``GET /queue``, ``GET /system_stats`` and ``GET /userdata``.
 
+The queue behaves as ComfyUI's (``server.py`` and ``execution.py`` at f59f71cf): ``POST /prompt`` takes
+the caller's ``prompt_id`` when it gives one; ``GET /queue`` lists ``[number, prompt_id, prompt,
+extra_data, outputs]`` items under ``queue_running`` / ``queue_pending``; ``POST /queue`` with
+``{"delete": [ids]}`` removes pending prompts (a running one stays); ``POST /interrupt`` with
+``{"prompt_id"}`` interrupts only when that prompt is the one running, without a body every prompt
+(a global flag, cleared when the next prompt starts). An interrupt takes effect where ComfyUI checks
+it: before a node runs and at each progress step; the prompt then ends with ``execution_interrupted``
+and a history entry of status ``error``.
+
 Validation is what ComfyUI does for the inputs a job sets: ``LoadImage``'s file must exist in
 ``input/`` ("Invalid image file"), ``VHS_LoadVideo``'s too; an unknown ``class_type`` is refused.
 Running a prompt walks its nodes in id order; the sampler node sends ``progress`` for each step;
@@ -50,6 +59,11 @@ KNOWN_TYPES = {
 }
 # The nodes whose progress bar ComfyUI reports (the sampling loop runs in them).
 SAMPLERS = ("WanVideoSamplerFromSettings", "WanVideoSampler", "KSampler")
+# The first frame VideoHelperSuite saves beside the video (a 1x1 PNG here).
+PNG_BYTES = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000100e221bc330000000049454e44ae426082"
+)
 VIDEO_BYTES = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64
 
 
@@ -68,6 +82,7 @@ class Behaviour:
     drop_ws_after_queue: bool = False  # close every websocket once a prompt is queued
     token: str | None = None
     queue_delay_s: float = 0.0  # wait before a queued prompt starts (a busy server)
+    upload_delay_s: float = 0.0  # each POST /upload/image takes this long (a large clip)
     known_types: frozenset[str] = frozenset(KNOWN_TYPES)  # node types /prompt accepts
 
 
@@ -78,8 +93,16 @@ class State:
     history: dict[str, Any] = field(default_factory=dict)
     sockets: dict[str, queue.Queue[bytes | None]] = field(default_factory=dict)
     prompts: list[dict[str, Any]] = field(default_factory=list)
+    # Prompts of other clients that /queue reports on top of the real ones (a busy server).
     running: int = 0
     pending: int = 0
+    waiting: list[tuple[int, str]] = field(default_factory=list)  # (number, prompt_id), pending
+    current: str | None = None  # the prompt running now
+    number: int = 0
+    interrupt_flag: bool = False
+    interrupts: list[tuple[str | None, bool]] = field(default_factory=list)  # (prompt_id, took effect)
+    deleted: list[str] = field(default_factory=list)  # removed from the queue by POST /queue
+    outputs_root: Path | None = None  # --output-directory (several instances may share one)
     lock: threading.Lock = field(default_factory=threading.Lock)
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, client, type)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, auth)
@@ -91,7 +114,7 @@ class State:
 
     @property
     def output_dir(self) -> Path:
-        return self.root / "output"
+        return self.outputs_root or self.root / "output"
 
     @property
     def user_dir(self) -> Path:
@@ -210,13 +233,28 @@ def _validate(state: State, prompt: dict[str, Any]) -> tuple[dict[str, Any] | No
     return None, {}
 
 
+class _Interrupted(Exception):
+    """The interrupt flag was set while the prompt ran (ComfyUI's InterruptProcessingException)."""
+
+
+def _check_interrupt(state: State) -> None:
+    """Where ComfyUI calls ``throw_exception_if_processing_interrupted``: the flag is consumed."""
+    with state.lock:
+        if state.interrupt_flag:
+            state.interrupt_flag = False
+            raise _Interrupted
+
+
 def _execute(state: State, prompt_id: str, prompt: dict[str, Any], client_id: str | None) -> None:
     behaviour = state.behaviour
     if behaviour.queue_delay_s:
         time.sleep(behaviour.queue_delay_s)
     with state.lock:
-        state.pending -= 1
-        state.running += 1
+        state.waiting = [item for item in state.waiting if item[1] != prompt_id]
+        if prompt_id in state.deleted:
+            return
+        state.current = prompt_id
+        state.interrupt_flag = False  # execute_async starts with nodes.interrupt_processing(False)
     messages: list[tuple[str, dict[str, Any]]] = []
 
     def message(event: str, data: dict[str, Any]) -> None:
@@ -229,65 +267,86 @@ def _execute(state: State, prompt_id: str, prompt: dict[str, Any], client_id: st
     outputs: dict[str, Any] = {}
     executed: list[str] = []
     ok = True
-    for node_id in sorted(prompt, key=lambda n: (len(n), n)):
-        node = prompt[node_id]
-        state.send(client_id, "executing", {"node": node_id, "display_node": node_id, "prompt_id": prompt_id})
-        time.sleep(behaviour.node_delay_s)
-        if node_id == behaviour.fail_node:
-            message(
-                "execution_error",
-                {
-                    "prompt_id": prompt_id,
-                    "node_id": node_id,
-                    "node_type": node["class_type"],
-                    "executed": executed,
-                    "exception_message": behaviour.fail_exception_message,
-                    "exception_type": behaviour.fail_exception_type,
-                    "traceback": ['  File "execution.py", line 1\n'],
-                    "current_inputs": {},
-                    "current_outputs": [],
-                },
+    node_id = ""
+    try:
+        for node_id in sorted(prompt, key=lambda n: (len(n), n)):
+            node = prompt[node_id]
+            state.send(
+                client_id, "executing", {"node": node_id, "display_node": node_id, "prompt_id": prompt_id}
             )
-            ok = False
-            break
-        if node["class_type"] in SAMPLERS:
-            source = node["inputs"].get("sampler_inputs")  # WanVideoSamplerFromSettings: steps live upstream
-            settings = prompt.get(str(source[0]), node) if isinstance(source, list) else node
-            steps = int(settings["inputs"].get("steps", behaviour.steps))
-            for step in range(1, steps + 1):
-                time.sleep(behaviour.step_delay_s)
+            time.sleep(behaviour.node_delay_s)
+            _check_interrupt(state)
+            if node_id == behaviour.fail_node:
+                message(
+                    "execution_error",
+                    {
+                        "prompt_id": prompt_id,
+                        "node_id": node_id,
+                        "node_type": node["class_type"],
+                        "executed": executed,
+                        "exception_message": behaviour.fail_exception_message,
+                        "exception_type": behaviour.fail_exception_type,
+                        "traceback": ['  File "execution.py", line 1\n'],
+                        "current_inputs": {},
+                        "current_outputs": [],
+                    },
+                )
+                ok = False
+                break
+            if node["class_type"] in SAMPLERS:
+                source = node["inputs"].get(
+                    "sampler_inputs"
+                )  # WanVideoSamplerFromSettings: steps live upstream
+                settings = prompt.get(str(source[0]), node) if isinstance(source, list) else node
+                steps = int(settings["inputs"].get("steps", behaviour.steps))
+                for step in range(1, steps + 1):
+                    time.sleep(behaviour.step_delay_s)
+                    _check_interrupt(state)  # ComfyUI's progress hook checks the flag at each step
+                    state.send(
+                        client_id,
+                        "progress",
+                        {"value": step, "max": steps, "prompt_id": prompt_id, "node": node_id},
+                    )
+            if node["class_type"] == "VHS_VideoCombine":
+                prefix = str(node["inputs"].get("filename_prefix", "AnimateDiff"))
+                subfolder, _, stem = prefix.rpartition("/")
+                folder = state.output_dir / subfolder
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"{stem}_00001.mp4"
+                # VideoHelperSuite saves the first frame as a PNG holding the workflow, then the video.
+                (folder / f"{stem}_00001.png").write_bytes(PNG_BYTES)
+                (folder / name).write_bytes(VIDEO_BYTES + prompt_id.encode())
+                ui = {
+                    "gifs": [
+                        {
+                            "filename": name,
+                            "subfolder": subfolder,
+                            "type": "output",
+                            "format": "video/h264-mp4",
+                            "frame_rate": 16.0,
+                            "workflow": f"{stem}_00001.png",
+                            "fullpath": str(folder / name),
+                        }
+                    ]
+                }
+                outputs[node_id] = ui
                 state.send(
                     client_id,
-                    "progress",
-                    {"value": step, "max": steps, "prompt_id": prompt_id, "node": node_id},
+                    "executed",
+                    {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id},
                 )
-        if node["class_type"] == "VHS_VideoCombine":
-            prefix = str(node["inputs"].get("filename_prefix", "AnimateDiff"))
-            subfolder, _, stem = prefix.rpartition("/")
-            folder = state.output_dir / subfolder
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"{stem}_00001.mp4"
-            (folder / name).write_bytes(VIDEO_BYTES + prompt_id.encode())
-            ui = {
-                "gifs": [
-                    {
-                        "filename": name,
-                        "subfolder": subfolder,
-                        "type": "output",
-                        "format": "video/h264-mp4",
-                        "frame_rate": 16.0,
-                        "workflow": f"{stem}_00001.png",
-                        "fullpath": str(folder / name),
-                    }
-                ]
-            }
-            outputs[node_id] = ui
-            state.send(
-                client_id,
-                "executed",
-                {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id},
-            )
-        executed.append(node_id)
+            executed.append(node_id)
+    except _Interrupted:
+        ok = False
+        message(
+            "execution_interrupted",
+            {
+                "prompt_id": prompt_id,
+                "node_id": node_id,
+                "node_type": prompt[node_id]["class_type"],
+                "executed": executed,
+            },
+        )
     if ok:
         message("execution_success", {"prompt_id": prompt_id})
     with state.lock:
@@ -301,8 +360,12 @@ def _execute(state: State, prompt_id: str, prompt: dict[str, Any], client_id: st
             },
             "meta": {},
         }
-        state.running -= 1
+        state.current = None
     state.send(client_id, "executing", {"node": None, "prompt_id": prompt_id})
+
+
+def _queue_item(number: int, prompt_id: str) -> list[Any]:
+    return [number, prompt_id, {}, {}, []]
 
 
 def _worker(state: State) -> None:
@@ -361,8 +424,12 @@ def _handler(state: State) -> type[BaseHTTPRequestHandler]:
                 )
             elif path == "/queue":
                 with state.lock:
-                    running, pending = state.running, state.pending
-                self._json(200, {"queue_running": [[0]] * running, "queue_pending": [[0]] * max(0, pending)})
+                    running = [_queue_item(0, f"other-running-{i}") for i in range(state.running)]
+                    if state.current is not None:
+                        running.append(_queue_item(0, state.current))
+                    pending = [_queue_item(n, pid) for n, pid in state.waiting]
+                    pending += [_queue_item(0, f"other-pending-{i}") for i in range(max(0, state.pending))]
+                self._json(200, {"queue_running": running, "queue_pending": pending})
             elif path.startswith("/history/"):
                 prompt_id = urllib.parse.unquote(path.removeprefix("/history/"))
                 with state.lock:
@@ -408,6 +475,7 @@ def _handler(state: State) -> type[BaseHTTPRequestHandler]:
             path = urllib.parse.urlsplit(self.path).path
             path = path.removeprefix("/api") if path.startswith("/api/") else path
             if path == "/upload/image":
+                time.sleep(state.behaviour.upload_delay_s)
                 fields = _parse_multipart(body, self.headers.get("Content-Type", ""))
                 filename, data = fields.get("image", (None, b""))
                 if not filename:
@@ -439,15 +507,39 @@ def _handler(state: State) -> type[BaseHTTPRequestHandler]:
                 if error is not None:
                     self._json(400, {"error": error, "node_errors": node_errors})
                     return
-                prompt_id = str(uuid.uuid4())
+                prompt_id = str(payload.get("prompt_id") or uuid.uuid4())
                 client_id = payload.get("client_id")
                 with state.lock:
                     state.prompts.append({"prompt_id": prompt_id, "prompt": prompt, "client_id": client_id})
-                    state.pending += 1
-                self._json(200, {"prompt_id": prompt_id, "number": len(state.prompts), "node_errors": {}})
+                    state.number += 1
+                    state.waiting.append((state.number, prompt_id))
+                self._json(200, {"prompt_id": prompt_id, "number": state.number, "node_errors": {}})
                 if state.behaviour.drop_ws_after_queue and client_id in state.sockets:
                     state.sockets[client_id].put(None)
                 state.work.put((prompt_id, prompt, client_id))
+            elif path == "/queue":
+                payload = json.loads(body or b"{}")
+                with state.lock:
+                    if payload.get("clear"):
+                        state.deleted += [pid for _n, pid in state.waiting]
+                        state.waiting = []
+                    for prompt_id in payload.get("delete", []):
+                        if any(pid == prompt_id for _n, pid in state.waiting):
+                            state.waiting = [item for item in state.waiting if item[1] != prompt_id]
+                            state.deleted.append(prompt_id)
+                self._reply(200, b"", "text/plain")
+            elif path == "/interrupt":
+                try:
+                    payload = json.loads(body) if body else {}
+                except ValueError:
+                    payload = {}
+                prompt_id = payload.get("prompt_id") if isinstance(payload, dict) else None
+                with state.lock:
+                    hit = not prompt_id or state.current == prompt_id
+                    if hit:
+                        state.interrupt_flag = True
+                    state.interrupts.append((prompt_id, hit))
+                self._reply(200, b"", "text/plain")
             else:
                 self._reply(404, b"")
 
@@ -463,9 +555,9 @@ def _handler(state: State) -> type[BaseHTTPRequestHandler]:
             outbox: queue.Queue[bytes | None] = queue.Queue()
             with state.lock:
                 state.sockets[client_id] = outbox
-                running, pending = state.running, state.pending
+                remaining = state.running + state.pending + len(state.waiting) + (state.current is not None)
             sock = self.connection
-            status = {"status": {"exec_info": {"queue_remaining": running + pending}}, "sid": client_id}
+            status = {"status": {"exec_info": {"queue_remaining": remaining}}, "sid": client_id}
             sock.sendall(_frame(json.dumps({"type": "status", "data": status}).encode()))
             sock.sendall(_frame(b"\x01\x00\x00\x00binary-preview", opcode=0x2))  # a preview frame
             try:
@@ -500,8 +592,10 @@ def _handler(state: State) -> type[BaseHTTPRequestHandler]:
 class FakeComfyAPI:
     """``with FakeComfyAPI(tmp_path) as comfy:`` serves on ``comfy.url`` until the block ends."""
 
-    def __init__(self, root: Path, behaviour: Behaviour | None = None, port: int = 0) -> None:
-        self.state = State(root=root, behaviour=behaviour or Behaviour())
+    def __init__(
+        self, root: Path, behaviour: Behaviour | None = None, port: int = 0, output_dir: Path | None = None
+    ) -> None:
+        self.state = State(root=root, behaviour=behaviour or Behaviour(), outputs_root=output_dir)
         for folder in (self.state.input_dir, self.state.output_dir, self.state.user_dir / "workflows"):
             folder.mkdir(parents=True, exist_ok=True)
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self.state))

@@ -329,3 +329,41 @@ def parse_many_with_real_argparse(
         raise RuntimeError(f"parsing with ComfyUI's argparse failed: {result.stderr[-2000:]}")
     answers: list[str | None] = json.loads(result.stdout.strip().splitlines()[-1])
     return answers
+
+
+def start_instances(
+    comfyui_dir: Path, python: Path | str, state_root: Path, outputs: Path, count: int = 2
+) -> list[ComfyUIServer]:
+    """``count`` ComfyUI from one tree sharing one output folder, each with its own temp folder and
+    database, as `zr4 start` runs one per GPU (``zr4.runtime.instances.instance_argv``); started
+    side by side, returned once all serve. Stop them with ``stop()``."""
+    import threading
+
+    started: dict[int, ComfyUIServer | BaseException] = {}
+
+    def start(index: int) -> None:
+        own = state_root / f"comfyui-{index}"
+        own.mkdir(parents=True, exist_ok=True)
+        args = (
+            "--cpu", "--output-directory", str(outputs), "--temp-directory", str(own),
+            "--database-url", f"sqlite:///{own / 'comfyui.db'}",
+        )  # fmt: skip
+        try:
+            started[index] = start_comfyui(
+                comfyui_dir, python, args, log_path=state_root / f"comfyui-{index}.log"
+            )
+        except BaseException as error:  # re-raised below, in the caller's thread
+            started[index] = error
+
+    threads = [threading.Thread(target=start, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    servers = [started[i] for i in range(count) if isinstance(started[i], ComfyUIServer)]
+    failures = [started[i] for i in range(count) if isinstance(started[i], BaseException)]
+    if failures:
+        for server in servers:
+            server.stop()  # type: ignore[union-attr]
+        raise failures[0]  # type: ignore[misc]
+    return servers  # type: ignore[return-value]

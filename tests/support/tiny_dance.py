@@ -9,6 +9,14 @@ to their size). On the CPU it runs in well under a second, so every step of a jo
 
 Its file name holds "steadydancer" so that a job without a workflow finds it among ComfyUI's user
 workflows, as it finds the one `zr4 start` installs.
+
+To stop a job mid-run the job must run long enough, at no cost to a shared CPU: :func:`slow_workflow`
+adds one node (:data:`SLOW_NODE`, put into the private ComfyUI copy's ``custom_nodes/`` by
+:func:`install_slow_node`) that passes the frames through after ``steps`` steps of ``step_s`` seconds,
+each reported through ComfyUI's own ``comfy.utils.ProgressBar``. That is where ComfyUI checks for an
+interrupt in a sampler too (``main.py`` ``hijack_progress`` calls
+``throw_exception_if_processing_interrupted``, comfyanonymous/ComfyUI@f59f71cf), so a stop reaches
+it within a step.
 """
 
 from __future__ import annotations
@@ -63,6 +71,61 @@ def tiny_workflow(frames: int = 5, size: int = 64) -> dict[str, dict[str, Any]]:
             "_meta": {"title": "Save video"},
         },
     }
+
+
+SLOW_NODE_FILE = "zr4_test_slow.py"
+SLOW_NODE = '''"""A test node: the frames pass through after `steps` progress steps of `step_s` seconds."""
+import time
+
+import comfy.utils
+
+
+class Zr4TestSlowPass:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "steps": ("INT", {"default": 10, "min": 1, "max": 100000}),
+                "step_s": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "zr4/test"
+
+    def run(self, images, steps, step_s):
+        bar = comfy.utils.ProgressBar(steps)
+        for _ in range(steps):
+            time.sleep(step_s)
+            bar.update(1)  # ComfyUI's progress hook: an interrupt is raised here
+        return (images,)
+
+
+NODE_CLASS_MAPPINGS = {"Zr4TestSlowPass": Zr4TestSlowPass}
+'''
+
+
+def install_slow_node(comfyui_dir: Path) -> Path:
+    """Put :data:`SLOW_NODE` into ``custom_nodes/`` of a private ComfyUI copy (before it starts)."""
+    target = comfyui_dir / "custom_nodes" / SLOW_NODE_FILE
+    target.write_text(SLOW_NODE, encoding="utf-8")
+    return target
+
+
+def slow_workflow(
+    steps: int, step_s: float = 0.1, frames: int = 5, size: int = 64
+) -> dict[str, dict[str, Any]]:
+    """:func:`tiny_workflow` with the slow node between the batch and the video: ``steps * step_s`` s."""
+    workflow = tiny_workflow(frames, size)
+    workflow["5"] = {
+        "class_type": "Zr4TestSlowPass",
+        "inputs": {"images": ["3", 0], "steps": steps, "step_s": step_s},
+        "_meta": {"title": "Slow pass"},
+    }
+    workflow["4"]["inputs"]["images"] = ["5", 0]
+    return workflow
 
 
 def install_workflow(comfyui_dir: Path, workflow: dict[str, Any] | None = None) -> Path:

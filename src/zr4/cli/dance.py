@@ -82,7 +82,9 @@ class _Progress:
 
     def __call__(self, event: Any) -> None:
         if self.live:
-            if event.kind == "progress":
+            if event.kind == "cancelled":  # Ctrl-C: say how ComfyUI's work ended, above the bar
+                self._progress.console.print(event.describe().strip(), markup=False, highlight=False)
+            elif event.kind == "progress":
                 self._progress.update(
                     self._task,
                     description=f"node {event.node_id} {event.node_title}",
@@ -99,6 +101,14 @@ class _Progress:
         if line != self._last_line:
             print(line, file=sys.stderr, flush=True)
             self._last_line = line
+
+
+def _local_input_dir() -> Path:
+    """ComfyUI's input folder when ComfyUI runs on this machine (the container's terminal): the job
+    deletes its uploads there when it ends. Elsewhere the folder is absent and nothing is deleted."""
+    from zr4.runtime import image_layout
+
+    return Path(os.environ.get("COMFYUI_DIR") or image_layout.COMFYUI_DIR) / "input"
 
 
 def _destination(out: Path | None):  # type: ignore[no-untyped-def]
@@ -170,7 +180,13 @@ def dance(
         request = JobRequest(image=image, video=video, params=params, workflow=loaded, workflow_source=source)
         try:
             with _Progress(live=sys.stderr.isatty() and not as_json) as progress:
-                result = run_job(clients, request, on_event=progress, destination=_destination(out))
+                result = run_job(
+                    clients,
+                    request,
+                    on_event=progress,
+                    destination=_destination(out),
+                    input_dir=_local_input_dir(),
+                )
         except ExecutionFailed as error:
             message = str(error)
             if error.out_of_memory:

@@ -7,7 +7,12 @@ VideoHelperSuite frontend uploads videos through the same route), ``POST /prompt
 (JSON messages ``{"type", "data"}``: ``status``, ``execution_start``, ``execution_cached``,
 ``executing``, ``progress``, ``executed``, ``execution_success``, ``execution_error``,
 ``execution_interrupted``; binary frames are previews), ``GET /history/{prompt_id}``, ``GET /view``
-and ``GET /userdata`` / ``GET /userdata/{file}``.
+and ``GET /userdata`` / ``GET /userdata/{file}``. To stop a job: ``POST /queue`` with
+``{"delete": [prompt_id]}`` removes a prompt that has not started (``delete_queue_item`` in
+``execution.py``; a running one is not in the pending queue and stays), ``POST /interrupt`` with
+``{"prompt_id"}`` interrupts that prompt only when it is the one running (without a ``prompt_id`` it
+interrupts whatever runs); ``POST /prompt`` takes the caller's ``prompt_id``, so a job knows its id
+before the prompt is queued.
 
 Every request carries ``Authorization: Bearer <token>`` when a token is configured (the auth proxy in
 front of ComfyUI reads ``ZR4_AUTH_TOKEN``). HTTP goes through ``urllib``; the websocket through the
@@ -176,6 +181,18 @@ def execution_failure(data: Mapping[str, Any]) -> ExecutionFailed:
 
 
 @dataclass(frozen=True)
+class QueueState:
+    """What ``GET /queue`` says: the prompt ids running and waiting."""
+
+    running: tuple[str, ...]
+    pending: tuple[str, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.running) + len(self.pending)
+
+
+@dataclass(frozen=True)
 class OutputFile:
     """A file a node reported in its ``executed`` output (``images``, ``gifs``, ``videos`` ...)."""
 
@@ -191,22 +208,21 @@ class OutputFile:
 
 
 def output_files(node_id: str, output: Mapping[str, Any] | None) -> list[OutputFile]:
-    """The files in one node's UI output (VideoHelperSuite reports videos under ``gifs``)."""
+    """The files in one node's UI output (VideoHelperSuite reports videos under ``gifs``, each with the
+    first frame it saved beside it as ``workflow``, a PNG holding the workflow: VideoHelperSuite
+    ``videohelpersuite/nodes.py``, ``VideoCombine.combine_video``). The PNG is listed before its video."""
     files = []
     for key, items in (output or {}).items():
         if not isinstance(items, list):
             continue
         for item in items:
             if isinstance(item, Mapping) and isinstance(item.get("filename"), str) and key != "workflow":
-                files.append(
-                    OutputFile(
-                        node_id=str(node_id),
-                        filename=item["filename"],
-                        subfolder=str(item.get("subfolder", "") or ""),
-                        type=str(item.get("type", "output") or "output"),
-                        format=item.get("format"),
-                    )
-                )
+                subfolder = str(item.get("subfolder", "") or "")
+                kind = str(item.get("type", "output") or "output")
+                companion = item.get("workflow")
+                if isinstance(companion, str) and companion and companion != item["filename"]:
+                    files.append(OutputFile(str(node_id), companion, subfolder, kind, "image/png"))
+                files.append(OutputFile(str(node_id), item["filename"], subfolder, kind, item.get("format")))
     return files
 
 
@@ -334,10 +350,43 @@ class ComfyClient:
             raise ComfyError(f"{self.base_url} answers, but not like ComfyUI (/system_stats has no 'system')")
         return stats
 
+    def queue_state(self) -> QueueState:
+        """The prompt ids running and pending (``GET /queue``; an item is ``[number, prompt_id, …]``)."""
+        queue = self._json("GET", "/queue")
+        if not isinstance(queue, dict):
+            raise ComfyError(
+                f"ComfyUI at {self.base_url} answered GET /queue with something that is not a queue"
+            )
+
+        def ids(items: Any) -> tuple[str, ...]:
+            found = []
+            for item in items if isinstance(items, list) else []:
+                found.append(str(item[1]) if isinstance(item, list) and len(item) > 1 else "")
+            return tuple(found)
+
+        return QueueState(ids(queue.get("queue_running")), ids(queue.get("queue_pending")))
+
     def queue_length(self) -> int:
         """Prompts running plus pending (``GET /queue``): how busy this server is."""
-        queue = self._json("GET", "/queue")
-        return len(queue.get("queue_running", [])) + len(queue.get("queue_pending", []))
+        return self.queue_state().length
+
+    def _post_command(self, path: str, payload: Mapping[str, Any]) -> None:
+        """A POST whose answer has no body (``/queue``, ``/interrupt`` answer 200 and nothing else)."""
+        try:
+            with self._open("POST", path, json.dumps(payload).encode(), "application/json") as response:
+                response.read()
+        except urllib.error.HTTPError as error:
+            raise ComfyError(
+                f"ComfyUI at {self.base_url} answered POST {path} with HTTP {error.code}"
+            ) from None
+
+    def delete_queued(self, prompt_id: str) -> None:
+        """Remove a prompt that has not started from the queue; a running one is left alone."""
+        self._post_command("/queue", {"delete": [prompt_id]})
+
+    def interrupt(self, prompt_id: str) -> None:
+        """Interrupt ``prompt_id`` if it is the prompt running (ComfyUI checks; no other prompt is hit)."""
+        self._post_command("/interrupt", {"prompt_id": prompt_id})
 
     def upload(self, data: bytes, filename: str, overwrite: bool = True) -> str:
         """Put a file into ComfyUI's ``input/`` folder; returns the name a loader node takes."""
@@ -361,9 +410,13 @@ class ComfyClient:
         subfolder = str(answer.get("subfolder", "") or "")
         return f"{subfolder}/{name}" if subfolder else name
 
-    def submit(self, workflow: Mapping[str, Any], client_id: str) -> str:
-        """Queue an API-format workflow; returns its prompt id. A refusal raises :class:`PromptRejected`."""
-        body = json.dumps({"prompt": workflow, "client_id": client_id}).encode()
+    def submit(self, workflow: Mapping[str, Any], client_id: str, prompt_id: str | None = None) -> str:
+        """Queue an API-format workflow as ``prompt_id`` (default: ComfyUI picks one); returns the id.
+        A refusal raises :class:`PromptRejected`."""
+        payload: dict[str, Any] = {"prompt": workflow, "client_id": client_id}
+        if prompt_id is not None:
+            payload["prompt_id"] = prompt_id
+        body = json.dumps(payload).encode()
         try:
             with self._open("POST", "/prompt", body, "application/json") as response:
                 answer = json.loads(response.read())
@@ -381,10 +434,10 @@ class ComfyClient:
             raise ComfyError(
                 f"ComfyUI at {self.base_url} answered POST /prompt with something that is not JSON"
             ) from None
-        prompt_id = answer.get("prompt_id")
-        if not isinstance(prompt_id, str):
+        queued = answer.get("prompt_id")
+        if not isinstance(queued, str):
             raise ComfyError(f"ComfyUI at {self.base_url} queued the workflow but returned no prompt_id")
-        return prompt_id
+        return queued
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
         """This prompt's history entry (``status``, ``outputs``), or None while it has none."""

@@ -1,9 +1,15 @@
 """One SteadyDancer job against a running ComfyUI: what `zr4 dance` and the serverless worker run.
 
-read the inputs → pick the least busy ComfyUI → take the boot's workflow (or the caller's) → upload
-the photo and the clip → fill them and the parameters in → open the websocket → queue → follow
-``progress`` / ``executing`` / ``executed`` until ``execution_success`` (or the error) → read the
-output from ``/history`` → download it.
+read the inputs → assign the least busy ComfyUI (:mod:`zr4.runtime.balancer`) → take the boot's
+workflow (or the caller's) → upload the photo and the clip → fill them and the parameters in → open
+the websocket → queue → follow ``progress`` / ``executing`` / ``executed`` until ``execution_success``
+(or the error) → read the output from ``/history`` → download it or hand it to the caller's
+``deliver`` step (the worker's R2 upload) → ``done``. The uploaded inputs are deleted when the job
+ends, however it ends, where ComfyUI's input folder is on this machine.
+
+A stop (a :class:`~zr4.runtime.job_cancel.JobControl` set from another thread, or Ctrl-C) reaches
+ComfyUI before the job ends: the prompt leaves the queue or is interrupted, and the job waits until
+ComfyUI reports it stopped (:func:`~zr4.runtime.job_cancel.stop_prompt`).
 
 Progress is reported through a callback of :class:`JobEvent`; the caller draws a bar, prints log
 lines or sends RunPod progress updates. Errors are :class:`zr4.errors.Zr4Error` with one line.
@@ -15,28 +21,33 @@ import contextlib
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zr4.errors import Zr4Error
+from zr4.runtime.balancer import Balancer
 from zr4.runtime.comfy_api import (
     ComfyClient,
-    ComfyError,
     ComfyUnreachable,
+    EventStream,
     ExecutionFailed,
     OutputFile,
     execution_failure,
     new_client_id,
     output_files,
 )
+from zr4.runtime.job_cancel import JobCancelled, JobControl, stop_prompt
 from zr4.runtime.job_workflow import DanceParams, FilledWorkflow, fill_workflow, find_boot_workflow
 from zr4.runtime.media import Media, load_media
 
 # With no websocket message for this long, /history is asked whether the prompt ended (a message
 # lost to a reconnect must not hang the job).
 HISTORY_POLL_S = 10.0
+# How often a waiting job looks at its stop request.
+CONTROL_POLL_S = 0.25
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".gif")
 
 
@@ -47,7 +58,8 @@ class JobError(Zr4Error):
 @dataclass(frozen=True)
 class JobEvent:
     """One thing that happened: ``queued``, ``started``, ``cached``, ``node``, ``progress``, ``executed``,
-    ``done``. ``node_title`` is the node's ``_meta.title`` (or its type)."""
+    ``done``, ``cancelled`` (``detail``: how ComfyUI's work ended). ``node_title`` is the node's
+    ``_meta.title`` (or its type)."""
 
     kind: str
     prompt_id: str = ""
@@ -58,6 +70,7 @@ class JobEvent:
     elapsed_s: float = 0.0
     nodes_done: int = 0
     nodes_total: int = 0
+    detail: str = ""
 
     def describe(self) -> str:
         """One log line."""
@@ -76,6 +89,8 @@ class JobEvent:
             return f"{self.elapsed_s:7.1f}s  ComfyUI started executing"
         if self.kind == "executed":
             return f"{self.elapsed_s:7.1f}s  {where} finished"
+        if self.kind == "cancelled":
+            return f"{self.elapsed_s:7.1f}s  cancelled: {self.detail}"
         return f"{self.elapsed_s:7.1f}s  {self.kind}"
 
 
@@ -93,6 +108,7 @@ class JobRequest:
     workflow: Mapping[str, Any] | None = None
     workflow_source: str = ""
     allow_base64: bool = False
+    tag: str = ""  # names the job's uploads and outputs (default: a fresh random one)
 
 
 @dataclass
@@ -102,6 +118,7 @@ class JobResult:
     comfyui_url: str
     output: OutputFile
     workflow_source: str
+    files: tuple[OutputFile, ...] = ()  # every file the prompt's output nodes reported (the video too)
     local_path: Path | None = None
     size_bytes: int | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds, from "job received"
@@ -132,25 +149,7 @@ class JobResult:
 
 def pick_client(clients: Sequence[ComfyClient]) -> ComfyClient:
     """The reachable ComfyUI with the shortest queue (the first one on a tie)."""
-    if not clients:
-        raise JobError("no ComfyUI URL given")
-    if len(clients) == 1:
-        clients[0].system_stats()  # unreachable → one clear line before anything is uploaded
-        return clients[0]
-    best: tuple[int, int] | None = None
-    chosen: ComfyClient | None = None
-    errors: list[str] = []
-    for index, client in enumerate(clients):
-        try:
-            length = client.queue_length()
-        except ComfyError as error:
-            errors.append(str(error))
-            continue
-        if best is None or (length, index) < best:
-            best, chosen = (length, index), client
-    if chosen is None:
-        raise ComfyUnreachable(f"none of the {len(clients)} ComfyUI servers answers: {errors[0]}")
-    return chosen
+    return Balancer(clients).pick()
 
 
 def _titles(workflow: Mapping[str, Any]) -> dict[str, str]:
@@ -248,7 +247,13 @@ class _Watcher:
         elif kind == "execution_error":
             raise execution_failure(data)
         elif kind == "execution_interrupted":
-            raise JobError(f"the run was interrupted at node {data.get('node_id')} ({data.get('node_type')})")
+            raise _interrupted(data)
+
+
+def _interrupted(data: Mapping[str, Any]) -> JobError:
+    return JobError(
+        f"the run was interrupted in ComfyUI at node {data.get('node_id')} ({data.get('node_type')})"
+    )
 
 
 def _history_outcome(client: ComfyClient, prompt_id: str) -> dict[str, Any] | None:
@@ -261,6 +266,8 @@ def _history_outcome(client: ComfyClient, prompt_id: str) -> dict[str, Any] | No
         for event, data in status.get("messages", []):
             if event == "execution_error":
                 raise execution_failure(data)
+            if event == "execution_interrupted":
+                raise _interrupted(data)
         raise JobError(f"prompt {prompt_id} ended with an error (no details in /history)")
     if status.get("completed") or entry.get("outputs"):
         return entry
@@ -268,109 +275,206 @@ def _history_outcome(client: ComfyClient, prompt_id: str) -> dict[str, Any] | No
 
 
 def _poll_history(
-    client: ComfyClient, prompt_id: str, deadline: float, every_s: float = 1.0
+    client: ComfyClient, prompt_id: str, deadline: float, control: JobControl, every_s: float = 1.0
 ) -> dict[str, Any]:
     while time.monotonic() < deadline:
         entry = _history_outcome(client, prompt_id)
         if entry is not None:
             return entry
-        time.sleep(every_s)
+        control.wait(every_s)
+        control.check()
     raise JobError(f"prompt {prompt_id} did not finish in time")
 
 
+def _delete_inputs(input_dir: Path | None, uploaded: Sequence[tuple[str, int]]) -> None:
+    """Remove this job's uploads from ComfyUI's input folder, where that folder is on this machine.
+
+    Only the files this job uploaded, under the unique names ComfyUI gave them, and only while they
+    hold as many bytes as were sent: a file of that name that is something else is not ours.
+    """
+    if input_dir is None:
+        return
+    for name, size in uploaded:
+        path = input_dir / name
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and path.stat().st_size == size:
+                path.unlink()
+
+
 def run_job(
-    clients: Sequence[ComfyClient],
+    clients: Sequence[ComfyClient] | Balancer,
     request: JobRequest,
     *,
     on_event: EventSink | None = None,
     destination: Callable[[OutputFile], Path] | None = None,
     received_at: float | None = None,
     timeout_s: float = 6 * 3600,
+    control: JobControl | None = None,
+    deliver: Callable[[JobResult], None] | None = None,
+    input_dir: Path | None = None,
 ) -> JobResult:
-    """Run one job to its video. ``destination(output) -> Path`` downloads it there (None: no download)."""
+    """Run one job to its video.
+
+    ``destination(output) -> Path`` downloads it there (None: no download); ``deliver(result)`` runs
+    after that and before the ``done`` event (the worker stores the video there). ``clients``: a
+    :class:`Balancer` shared by the jobs of one process, or the servers for this job alone.
+    ``control``: a stop request from another thread; Ctrl-C (KeyboardInterrupt) stops the job the
+    same way. Either stops the prompt in ComfyUI before :class:`JobCancelled` (or the
+    KeyboardInterrupt) leaves here. ``input_dir``: ComfyUI's input folder when it is on this
+    machine: the inputs uploaded for this job are deleted from it when the job ends.
+    """
     started = time.perf_counter() if received_at is None else received_at
     sink: EventSink = on_event or (lambda _event: None)
+    control = control or JobControl()
+    balancer = clients if isinstance(clients, Balancer) else Balancer(clients)
     timings: dict[str, float] = {}
 
     def mark(name: str) -> None:
         timings[name] = time.perf_counter() - started
 
-    tag = secrets.token_hex(4)
-    image: Media = load_media(request.image, "image", allow_base64=request.allow_base64, tag=tag)
-    video: Media = load_media(request.video, "video", allow_base64=request.allow_base64, tag=tag)
+    tag = request.tag or secrets.token_hex(4)
+    # A job from the network names its fields in messages (input.video), never its base64 text.
+    labels = ("input.image", "input.video") if request.allow_base64 else (None, None)
+    image: Media = load_media(
+        request.image, "image", allow_base64=request.allow_base64, tag=tag, label=labels[0]
+    )
+    video: Media = load_media(
+        request.video, "video", allow_base64=request.allow_base64, tag=tag, label=labels[1]
+    )
     request.params.check()
     mark("inputs_read")
+    control.check()
 
-    client = pick_client(clients)
-    if request.workflow is not None:
-        workflow, source = dict(request.workflow), request.workflow_source or "request"
-    else:
-        workflow, source = find_boot_workflow(client)
-        source = f"{client.base_url} user/{source}"
-    mark("workflow_found")
+    uploaded: list[tuple[str, int]] = []
+    try:
+        with balancer.reserve() as reservation:
+            client = reservation.client
+            if request.workflow is not None:
+                workflow, source = dict(request.workflow), request.workflow_source or "request"
+            else:
+                workflow, source = find_boot_workflow(client)
+                source = f"{client.base_url} user/{source}"
+            mark("workflow_found")
+            for media in (image, video):
+                control.check()
+                uploaded.append((client.upload(media.data, media.filename), len(media.data)))
+            image_name, video_name = uploaded[0][0], uploaded[1][0]
+            mark("inputs_uploaded")
+            filled = fill_workflow(workflow, image_name, video_name, request.params, tag)
+            titles = _titles(filled.workflow)
+            control.check()
+            entry, watcher, prompt_id = _queue_and_follow(
+                client, filled, titles, started, sink, control, timings, timeout_s, reservation.queued
+            )
+        mark("executed")
+        if entry is None:
+            entry = _history_outcome(client, prompt_id)
+        outputs = dict((entry or {}).get("outputs") or {}) or watcher.outputs
+        files: list[OutputFile] = []
+        for node_id in filled.output_node_ids:
+            files += output_files(node_id, outputs.get(node_id))
+        video_file = _video_of(files)
+        if video_file is None:
+            found = ", ".join(f.rel_path for f in files) or "nothing"
+            raise JobError(f"prompt {prompt_id} finished but saved no video (outputs: {found})")
+        width, height, frames = _size_of(filled)
+        result = JobResult(
+            prompt_id=prompt_id,
+            seed=filled.seed,
+            comfyui_url=client.base_url,
+            output=video_file,
+            workflow_source=source,
+            files=tuple(files),
+            timings=timings,
+            width=width,
+            height=height,
+            frames=frames,
+        )
+        if destination is not None:
+            control.check()
+            path = destination(video_file)
+            result.size_bytes = client.download(video_file, path)
+            result.local_path = path
+            mark("downloaded")
+        if deliver is not None:
+            control.check()
+            deliver(result)
+        control.check()
+        watcher._emit("done")
+        return result
+    finally:
+        _delete_inputs(input_dir, uploaded)
 
-    image_name = client.upload(image.data, image.filename)
-    video_name = client.upload(video.data, video.filename)
-    mark("inputs_uploaded")
-    filled = fill_workflow(workflow, image_name, video_name, request.params, tag)
-    titles = _titles(filled.workflow)
 
+def _queue_and_follow(
+    client: ComfyClient,
+    filled: FilledWorkflow,
+    titles: Mapping[str, str],
+    started: float,
+    sink: EventSink,
+    control: JobControl,
+    timings: dict[str, float],
+    timeout_s: float,
+    on_queued: Callable[[], None],
+) -> tuple[dict[str, Any] | None, _Watcher, str]:
+    """Queue the prompt and follow it to its end: (the history entry if read, the watcher, the id).
+
+    The id is chosen here, before ``POST /prompt``, so a stop that lands while the prompt is being
+    queued still knows what to take out of ComfyUI.
+    """
     client_id = new_client_id()
+    prompt_id = str(uuid.uuid4())
+    watcher = _Watcher(prompt_id, titles, started, sink)
     with client.events(client_id) as stream:
-        prompt_id = client.submit(filled.workflow, client_id)
-        mark("queued")
-        watcher = _Watcher(prompt_id, titles, started, sink)
-        watcher._emit("queued")
-        deadline = time.monotonic() + timeout_s
-        entry: dict[str, Any] | None = None
-        while not watcher.finished:
-            if time.monotonic() > deadline:
-                raise JobError(f"prompt {prompt_id} did not finish within {timeout_s:.0f} s")
-            try:
-                message = stream.next(HISTORY_POLL_S)
-            except ComfyUnreachable:
-                # The websocket dropped (a proxy's idle timeout, a restart of the proxy): no more
-                # progress, but /history still says when and how the prompt ended.
-                entry = _poll_history(client, prompt_id, deadline)
-                break
-            if message is None:
+        try:
+            prompt_id = client.submit(filled.workflow, client_id, prompt_id=prompt_id)
+            watcher.prompt_id = prompt_id
+            on_queued()
+            timings["queued"] = time.perf_counter() - started
+            watcher._emit("queued")
+            return _follow(client, stream, watcher, control, timings, started, timeout_s), watcher, prompt_id
+        except (JobCancelled, KeyboardInterrupt):
+            control.cancel("stopped")  # a second stop must not wait again (the job is ending)
+            outcome = stop_prompt(client, prompt_id, stream)
+            watcher._emit("cancelled", detail=outcome)
+            raise
+
+
+def _follow(
+    client: ComfyClient,
+    stream: EventStream,
+    watcher: _Watcher,
+    control: JobControl,
+    timings: dict[str, float],
+    started: float,
+    timeout_s: float,
+) -> dict[str, Any] | None:
+    """Read the websocket until the prompt ended; the history entry when that is how it was learnt."""
+    prompt_id = watcher.prompt_id
+    deadline = time.monotonic() + timeout_s
+    last_heard = time.monotonic()
+    while not watcher.finished:
+        control.check()
+        if time.monotonic() > deadline:
+            raise JobError(f"prompt {prompt_id} did not finish within {timeout_s:.0f} s")
+        try:
+            message = stream.next(CONTROL_POLL_S)
+        except ComfyUnreachable:
+            # The websocket dropped (a proxy's idle timeout, a restart of the proxy): no more
+            # progress, but /history still says when and how the prompt ended.
+            return _poll_history(client, prompt_id, deadline, control)
+        if message is None:
+            if time.monotonic() - last_heard >= HISTORY_POLL_S:
+                last_heard = time.monotonic()
                 entry = _history_outcome(client, prompt_id)
                 if entry is not None:
-                    break
-                continue
-            if message["type"] in ("execution_start", "executing") and "execution_started" not in timings:
-                timings["execution_started"] = time.perf_counter() - started
-            watcher.handle(message)
-    mark("executed")
-    if entry is None:
-        entry = _history_outcome(client, prompt_id)
-    outputs = dict((entry or {}).get("outputs") or {}) or watcher.outputs
-    files: list[OutputFile] = []
-    for node_id in filled.output_node_ids:
-        files += output_files(node_id, outputs.get(node_id))
-    video_file = _video_of(files)
-    if video_file is None:
-        found = ", ".join(f.rel_path for f in files) or "nothing"
-        raise JobError(f"prompt {prompt_id} finished but saved no video (outputs: {found})")
-    width, height, frames = _size_of(filled)
-    result = JobResult(
-        prompt_id=prompt_id,
-        seed=filled.seed,
-        comfyui_url=client.base_url,
-        output=video_file,
-        workflow_source=source,
-        timings=timings,
-        width=width,
-        height=height,
-        frames=frames,
-    )
-    if destination is not None:
-        path = destination(video_file)
-        result.size_bytes = client.download(video_file, path)
-        result.local_path = path
-        mark("downloaded")
-    watcher._emit("done")
-    return result
+                    return entry
+            continue
+        last_heard = time.monotonic()
+        if message["type"] in ("execution_start", "executing") and "execution_started" not in timings:
+            timings["execution_started"] = time.perf_counter() - started
+        watcher.handle(message)
+    return None
 
 
 def load_workflow_file(path: Path) -> tuple[dict[str, Any], str]:

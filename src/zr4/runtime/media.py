@@ -102,11 +102,24 @@ def _decode_base64(text: str) -> bytes | None:
         return None
 
 
-def read_source(source: str, *, allow_base64: bool, timeout_s: float = 120.0) -> tuple[bytes, str]:
+def _named(source: str, label: str | None) -> str:
+    """How a message names an input: the path or URL the user gave, or (``label``, a job's field such
+    as ``input.video``) the field, with its URL but never its base64 text."""
+    if label is None:
+        return _short(source)
+    if urllib.parse.urlsplit(source.strip()).scheme.lower() in ("http", "https"):
+        return f"{label} ({_short(source.strip())})"
+    return label
+
+
+def read_source(
+    source: str, *, allow_base64: bool, timeout_s: float = 120.0, label: str | None = None
+) -> tuple[bytes, str]:
     """The bytes of ``source`` and a base name for it (without extension).
 
     ``allow_base64``: the input came over the network, so it is an http(s) URL or base64 (plain or a
-    ``data:`` URL); without it (`zr4 dance`), a file path or an http(s) URL.
+    ``data:`` URL); without it (`zr4 dance`), a file path or an http(s) URL. ``label`` names the
+    input in messages instead of its text (see :func:`_named`).
     """
     text = source.strip()
     if not text:
@@ -120,7 +133,7 @@ def read_source(source: str, *, allow_base64: bool, timeout_s: float = 120.0) ->
         # this machine, however short the base64 (a small PNG is a few hundred characters).
         decoded = _decode_base64(text)
         if decoded is None:
-            raise MediaError(f"{_short(text)} is neither an http(s) URL nor valid base64")
+            raise MediaError(f"{_named(text, label)} is neither an http(s) URL nor valid base64")
         return decoded, "input"
     if scheme and len(scheme) > 1 and scheme not in ("file",):
         raise MediaError(f"{_short(text)}: only file paths and http(s) URLs are supported")
@@ -143,17 +156,21 @@ def _safe_stem(stem: str) -> str:
     return cleaned[:60]
 
 
-def load_media(source: str, kind: Kind, *, allow_base64: bool = False, tag: str = "") -> Media:
-    """Read ``source`` and check it is an image / a video. ``tag`` makes the upload name unique."""
-    data, stem = read_source(source, allow_base64=allow_base64)
+def load_media(
+    source: str, kind: Kind, *, allow_base64: bool = False, tag: str = "", label: str | None = None
+) -> Media:
+    """Read ``source`` and check it is an image / a video. ``tag`` makes the upload name unique;
+    ``label`` (``input.video``) names the input in messages instead of its text."""
+    data, stem = read_source(source, allow_base64=allow_base64, label=label)
     found = sniff(data)
     what = "an image" if kind == "image" else "a video"
+    named = _named(source, label)
     if found is None:
-        raise MediaError(f"{_short(source)} is not {what} (unrecognised file content)")
+        raise MediaError(f"{named} is not {what} (unrecognised file content)")
     found_kind, fmt = found
     if found_kind != kind and not (kind == "image" and fmt == "gif"):
         expected = "PNG, JPEG, WebP, BMP or TIFF" if kind == "image" else "MP4, MOV, WebM, MKV or GIF"
-        raise MediaError(f"{_short(source)} is not {what}: it is {fmt.upper()} ({expected} expected)")
+        raise MediaError(f"{named} is not {what}: it is {fmt.upper()} ({expected} expected)")
     extension = _EXTENSIONS.get(fmt, fmt)
     prefix = f"{tag}_" if tag else ""
     return Media(

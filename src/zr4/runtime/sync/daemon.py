@@ -199,6 +199,15 @@ class SyncEngine:
             state, self.settings, self.client, self.transfer, self.journal, self.hooks, self.listing
         )
 
+    def upload_file(self, state: FileState) -> Outcome:
+        """Upload one named file now, outside the loop, by the loop's own steps (the serverless worker
+        uploads exactly its job's outputs); the caller holds :func:`journal_lock`."""
+        outcome = self._upload(state)
+        record = self.journal.get(state.rel_path)
+        if record is not None:
+            self.records[state.rel_path] = record
+        return outcome
+
     # --- candidates -----------------------------------------------------------------------
     def _needs_upload(self, state: FileState) -> bool:
         record = self.records.get(state.rel_path)
