@@ -11,12 +11,12 @@ from typing import Any
 
 from zr4 import __version__
 from zr4.compat import ensure_compatible, flash_attn_wheel_url, mmcv_build_method
+from zr4.core import image_layout
+from zr4.core.arch import flash_attn_build_archs
 from zr4.errors import CompatibilityError
+from zr4.image.start import FINAL_SYNC_TIMEOUT_S, SYNC_STOP_TIMEOUT_S
 from zr4.profile.models import Profile
 from zr4.render.wheel import SHA256_NAME, WHEEL_NAME
-from zr4.runtime import image_layout
-from zr4.runtime.arch import flash_attn_build_archs
-from zr4.runtime.start import FINAL_SYNC_TIMEOUT_S, SYNC_STOP_TIMEOUT_S
 
 # Paths inside the image; the runtime reads the same values from the environment.
 COMFYUI_DIR = image_layout.COMFYUI_DIR
@@ -176,7 +176,7 @@ def runpod_template(profile: Profile, runpod: dict[str, Any]) -> dict[str, Any]:
         {"key": "R2_ENDPOINT", "value": "{{ RUNPOD_SECRET_R2_ENDPOINT }}"},
         {"key": "R2_ACCESS_KEY_ID", "value": "{{ RUNPOD_SECRET_R2_ACCESS_KEY_ID }}"},
         {"key": "R2_SECRET_ACCESS_KEY", "value": "{{ RUNPOD_SECRET_R2_SECRET_ACCESS_KEY }}"},
-        # The auth proxy's token (zr4.runtime.auth); without the secret the pod makes one on the volume.
+        # The auth proxy's token (zr4.image.auth); without the secret the pod makes one on the volume.
         {"key": "ZR4_AUTH_TOKEN", "value": "{{ RUNPOD_SECRET_ZR4_AUTH_TOKEN }}"},
         {"key": "MODELS_DIR", "value": f"{runpod['volume_mount_path']}/models"},
         {"key": "OUTPUT_DIR", "value": f"{runpod['volume_mount_path']}/outputs"},
@@ -221,7 +221,7 @@ def runpod_serverless_template(profile: Profile, runpod: dict[str, Any]) -> dict
         {"key": "MODELS_DIR", "value": f"{SERVERLESS_VOLUME}/models"},
         {"key": "OUTPUT_DIR", "value": f"{SERVERLESS_SCRATCH}/outputs"},
         {"key": "R2_SYNC_STATE_DIR", "value": f"{SERVERLESS_SCRATCH}/sync"},
-        # The worker uploads each job's video itself (zr4.runtime.serverless); no daemon.
+        # The worker uploads each job's video itself (zr4.image.serverless); no daemon.
         {"key": "ENABLE_R2_SYNC", "value": "false"},
         {"key": "R2_DELETE_AFTER_UPLOAD", "value": "true"},
     ]
