@@ -504,7 +504,7 @@ def comfyui_urls(
 ) -> list[str]:
     """Where the ComfyUI servers are: ``explicit`` (``--comfyui``, repeatable), else ``ZR4_COMFYUI_URLS``
     (comma-separated), else the instances `zr4 start` runs in this container (one per GPU, listed
-    in ``zr4.image.instances.URLS_FILE`` while they run), else the local one on ``COMFYUI_PORT``
+    in ``zr4.core.image_layout.INSTANCE_URLS_FILE`` while they run), else the local one on ``COMFYUI_PORT``
     (8188). A URL that cannot be one is an error naming where it came from: ``--comfyui`` is a
     UsageError (exit 2), the others a ComfyUrlError."""
     if explicit:
@@ -515,9 +515,9 @@ def comfyui_urls(
     listed = environ.get("ZR4_COMFYUI_URLS", "").strip()
     if listed:
         return _checked_urls([u for u in listed.split(",") if u.strip()], "ZR4_COMFYUI_URLS", usage=False)
-    from zr4.image.instances import URLS_FILE
+    from zr4.core.image_layout import INSTANCE_URLS_FILE
 
-    path = urls_file or URLS_FILE
+    path = urls_file or Path(INSTANCE_URLS_FILE)
     try:
         listed = path.read_text(encoding="utf-8").strip()
     except OSError:

@@ -20,21 +20,20 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zr4.core import image_layout
 from zr4.core.comfy_launch import LaunchPlan
 from zr4.core.env import EnvError, env_bool, env_str
 
 Log = Callable[[str], None]
 MODES = ("pod", "serverless")
 WORKER_STOP_TIMEOUT_S = 30.0
-STATE_ROOT = Path(tempfile.gettempdir()) / "zr4-comfyui"
-# The public URLs of the running instances, comma-separated (read by comfy_api.comfyui_urls).
-URLS_FILE = STATE_ROOT / "urls"
+STATE_ROOT = Path(image_layout.INSTANCES_STATE_DIR)
+URLS_FILE = Path(image_layout.INSTANCE_URLS_FILE)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from zr4.compat import ensure_compatible, flash_attn_wheel_url, mmcv_build_metho
 from zr4.core import image_layout
 from zr4.core.arch import flash_attn_build_archs
 from zr4.errors import CompatibilityError
-from zr4.image.start import FINAL_SYNC_TIMEOUT_S, SYNC_STOP_TIMEOUT_S
 from zr4.profile.models import Profile
 from zr4.render.wheel import SHA256_NAME, WHEEL_NAME
 
@@ -69,7 +68,7 @@ def managed_python(profile: Profile) -> str:
 
 def stop_grace_seconds() -> int:
     """How long `docker compose stop` must wait: the sync daemon's drain, the final sync pass, a margin."""
-    return int(SYNC_STOP_TIMEOUT_S + FINAL_SYNC_TIMEOUT_S + 30)
+    return int(image_layout.SYNC_STOP_TIMEOUT_S + image_layout.FINAL_SYNC_TIMEOUT_S + 30)
 
 
 def header(profile: Profile, comment: str = "#") -> str:
@@ -140,8 +139,8 @@ def build_context_vars(profile: Profile) -> dict[str, Any]:
         "zr4_wheel_sha256": SHA256_NAME,
         "healthcheck_start_period": HEALTHCHECK_START_PERIOD,
         "stop_grace_period": f"{stop_grace_seconds()}s",
-        "sync_stop_s": int(SYNC_STOP_TIMEOUT_S),
-        "final_sync_s": int(FINAL_SYNC_TIMEOUT_S),
+        "sync_stop_s": int(image_layout.SYNC_STOP_TIMEOUT_S),
+        "final_sync_s": int(image_layout.FINAL_SYNC_TIMEOUT_S),
         "flash_attn_wheel_url": None if build_flash_attn_from_source else flash_attn_url,
         "build_flash_attn_from_source": build_flash_attn_from_source,
         "build_mmcv": mmpose and mmcv_build_method(profile) == "source",
