@@ -5,11 +5,12 @@ ComfyUI has no authentication, and a RunPod pod's HTTP port is public through Ru
 public one. Browsers log in once (a signed, HttpOnly session cookie); API clients send
 ``Authorization: Bearer <token>``.
 
-- :mod:`.settings`: ``ZR4_AUTH`` / ``ZR4_AUTH_TOKEN`` / the token file on the volume, and the port layout;
+- :mod:`zr4.core.auth_settings`: ``ZR4_AUTH`` / ``ZR4_AUTH_TOKEN`` / the token file on the volume, and the
+  port layout (in core: zr4's clients find the token as the proxy does);
 - :mod:`.tokens`: constant-time token checks and the session cookie's signature;
 - :mod:`.ratelimit`: failed attempts per client, with a growing lock-out;
 - :mod:`.pages`: the login page;
 - :mod:`.proxy`: the aiohttp server (HTTP streamed both ways, websocket relayed);
 - :mod:`.front`: what `zr4 start` calls (decide the ports, run the proxy supervised);
-- :mod:`.client`: the ``Authorization`` header for zr4's own clients (`zr4 health`, `zr4 dance`).
+- :mod:`zr4.client.auth`: the ``Authorization`` header for zr4's own clients (`zr4 health`, `zr4 dance`).
 """

@@ -1,6 +1,6 @@
 """``<prefix>/YYYY-MM-DD/metadata.json``: the day's objects, safe with several pods writing.
 
-Measured on the test servers (tests/runtime/test_sync_metadata.py): ``rclone serve s3`` (v1.75)
+Measured on the test servers (`zr4 sync test` against each: tests/image/test_sync_cli.py): ``rclone serve s3`` (v1.75)
 ignores ``If-Match``/``If-None-Match`` on PutObject and overwrites; moto honours them (412), and so
 does R2 (developers.cloudflare.com/r2/api/s3/conditional-operations/). So the source of truth is a
 per-pod fragment, ``<day>/metadata.d/<pod>.json``, that only its own pod writes: no race can lose
