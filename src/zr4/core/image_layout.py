@@ -3,7 +3,7 @@
 The renderer writes these paths into the Dockerfile (and its ENV lines); the runtime falls back to
 them when the environment does not say otherwise. Keeping them here means a path can never differ
 between what the image builds and what its boot code looks for. The shutdown timeouts live here for
-the same reason: the rendered compose file and templates give the container the time the boot waits.
+the same reason: the rendered compose file gives the container the time the boot waits at its stop.
 """
 
 from __future__ import annotations
