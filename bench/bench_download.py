@@ -32,10 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from support.hub_server import FakeHub  # noqa: E402
-from zr4.runtime.models import load_manifest, settings_from_env  # noqa: E402
-from zr4.runtime.models.download import Source, done_spans, read_sidecar  # noqa: E402
-from zr4.runtime.models.ensure import plan_models  # noqa: E402
-from zr4.runtime.models.journal import Journal  # noqa: E402
+from zr4.image.models import load_manifest, settings_from_env  # noqa: E402
+from zr4.image.models.download import Source, done_spans, read_sidecar  # noqa: E402
+from zr4.image.models.ensure import plan_models  # noqa: E402
+from zr4.image.models.journal import Journal  # noqa: E402
 
 MB = 1_000_000
 # `zr4 models` through the CLI entry point (it imports only the models command group).

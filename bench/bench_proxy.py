@@ -1,4 +1,4 @@
-"""Benchmark of zr4's auth proxy (zr4.runtime.auth.proxy): what it adds over direct access to ComfyUI.
+"""Benchmark of zr4's auth proxy (zr4.image.auth.proxy): what it adds over direct access to ComfyUI.
 
 Side by side in one run, alternating which goes first:
 
@@ -299,7 +299,7 @@ def start_proxy(workdir: Path, backend: int, processes: list[subprocess.Popen[by
         "ZR4_PROXY_LISTEN": "127.0.0.1",
     }
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "zr4.runtime.auth.proxy"],
+        [sys.executable, "-m", "zr4.image.auth.proxy"],
         env=env,
         stdout=(workdir / f"proxy-{public}.log").open("wb"),
         stderr=subprocess.STDOUT,

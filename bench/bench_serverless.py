@@ -10,7 +10,7 @@ ZR4_COMFYUI_PYTHON, as the conformance suite)::
     python bench/bench_serverless.py load [--jobs 20]
 
 ``overhead``: seconds from "job received" to "ComfyUI started executing" (ComfyUI's
-``execution_start`` message). zr4: the worker's own job function (``zr4.runtime.serverless.run``,
+``execution_start`` message). zr4: the worker's own job function (``zr4.image.serverless.run``,
 what the runpod SDK's handler calls), which reads the inputs, picks the least busy ComfyUI, finds
 the workflow the boot installed, uploads both files, fills the workflow and queues it. Reference,
 in the same run, on the same ComfyUI, alternating with zr4: a minimal client written straight
@@ -22,12 +22,12 @@ model-free one of the conformance suite (tests/support/tiny_dance.py), so ComfyU
 each job arrives.
 
 ``coldstart``: a worker's boot with the models already on the volume (warm boots after one first
-boot from a local Hub, as bench/start_times.py): from spawning ``python -m zr4.runtime.start`` with
+boot from a local Hub, as bench/start_times.py): from spawning ``python -m zr4.image.start`` with
 ``ZR4_MODE=serverless`` to ComfyUI answering ``/system_stats`` and to the worker's "ComfyUI ready"
 line. Reference, alternating with it: the same ComfyUI started bare (``python main.py --cpu``) to
 ``/system_stats``. The difference is what zr4's start sequence adds.
 
-``throughput``, ``cancel`` and ``load`` run the worker as on RunPod: ``python -m zr4.runtime.serverless``
+``throughput``, ``cancel`` and ``load`` run the worker as on RunPod: ``python -m zr4.image.serverless``
 (the runpod SDK's own worker loop) against a stand-in of RunPod's job queue (tests/support/
 runpod_queue.py), two ComfyUI from one tree sharing one output folder as `zr4 start` runs one per
 GPU, moto's S3 server as R2 with ``R2_DELETE_AFTER_UPLOAD=true`` (the endpoint template's setting).
@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "runtime")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "image")]
 
 from support.real_comfyui import (  # noqa: E402
     ComfySources,
@@ -185,7 +185,7 @@ def reference_job(url: str, image_b64: str, video_url: str, workflow: dict[str, 
 
 
 def overhead(sources: ComfySources, jobs: int) -> None:
-    from zr4.runtime.serverless import WorkerConfig, run
+    from zr4.image.serverless import WorkerConfig, run
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -226,7 +226,7 @@ def overhead(sources: ComfySources, jobs: int) -> None:
                     steps.append(output["timings"])
             print("| path | job received → ComfyUI started executing |")
             print("|---|---|")
-            print(f"| zr4 worker (`zr4.runtime.serverless.run`) | {summary(zr4_times)} |")
+            print(f"| zr4 worker (`zr4.image.serverless.run`) | {summary(zr4_times)} |")
             print(f"| reference: bare API client, workflow in hand | {summary(ref_times)} |")
             differences = [z - r for z, r in zip(zr4_times, ref_times, strict=True)]
             print(f"\nzr4 minus reference, pairwise: median {statistics.median(differences) * 1000:.0f} ms.")
@@ -276,7 +276,7 @@ def zr4_boot(pod: Any, log: Path) -> tuple[float, float, float]:
     began = time.perf_counter()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "zr4.runtime.start"],
+            [sys.executable, "-m", "zr4.image.start"],
             env={**pod.env, "ZR4_MODE": "serverless"},
             stdout=out,
             stderr=subprocess.STDOUT,

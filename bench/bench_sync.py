@@ -39,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.s3_server import ACCESS_KEY, SECRET_KEY, RcloneS3
-from zr4.runtime.sync.scanner import day_for
+from zr4.image.sync.scanner import day_for
 
 MB = 1_000_000
 

@@ -7,7 +7,7 @@ q/k RMSNorm, SDPA),
 runs one forward pass per workload and SDPA backend, and records the peak memory above the weights
 and inputs. A small model (patch embedding, text/time/image embeddings, 2 blocks, head) gives the
 whole-forward activation peak the planner budgets, which is compared with
-``zr4.runtime.planner.activation_bytes``.
+``zr4.core.planner.activation_bytes``.
 
 Optionally (``--vae-module``) decodes random latents with the Wan 2.1 VAE's decoder from
 WanVideoWrapper's ``wan_video_vae.py`` (random weights, bf16) to measure the VAE decode peak.
@@ -346,7 +346,7 @@ def cap_test(
 ) -> list[dict[str, Any]]:
     """Run the whole forward under a hard cap: what it already holds + predicted activations × (1 + margin)."""
     try:
-        from zr4.runtime.planner import activation_bytes
+        from zr4.core.planner import activation_bytes
     except ImportError:
         return []
     total = torch.cuda.get_device_properties(0).total_memory
@@ -493,7 +493,7 @@ def report(result: dict[str, Any]) -> str:
             f"torch reserved {result['torch_reserved_end_mib']:.0f} MiB)"
         )
     try:
-        from zr4.runtime.planner import activation_bytes
+        from zr4.core.planner import activation_bytes
     except ImportError:  # run without PYTHONPATH=src
         activation_bytes = None
     lines += ["", "### One block, peak above weights and inputs", ""]
@@ -555,7 +555,7 @@ def report(result: dict[str, Any]) -> str:
         per_pixel, per_pixel_frame = fit_vae(result["vae"])
         lines.append(f"fit: {per_pixel:,.0f} B × W×H + {per_pixel_frame:,.1f} B × W×H×frames")
         try:
-            from zr4.runtime.planner import vae_decode_bytes
+            from zr4.core.planner import vae_decode_bytes
         except ImportError:
             vae_decode_bytes = None
         if vae_decode_bytes is not None:

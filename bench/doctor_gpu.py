@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from zr4.image.doctor import format_table, run_doctor
 from zr4.profile import load_profile
-from zr4.runtime.doctor import format_table, run_doctor
 
 
 def main(names: list[str]) -> int:

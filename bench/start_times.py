@@ -2,9 +2,9 @@
 
 Usage, from the repository root:  python bench/start_times.py [warm boots, default 5]
 
-The same set-up as tests/runtime/test_start_sequence.py: the local Hub (8 small model files,
+The same set-up as tests/image/test_start_sequence.py: the local Hub (8 small model files,
 300-600 KB each), the stand-in ComfyUI, no GPU (the planner's CPU plan), sync off. Measured from
-spawning ``python -m zr4.runtime.start`` to the stand-in ComfyUI's first line of Python (its
+spawning ``python -m zr4.image.start`` to the stand-in ComfyUI's first line of Python (its
 recorded start time), and the start's own "ready to launch" figure (process start -> spawn).
 Also the import time of the Typer CLI (``import zr4.cli.main``), which `zr4 start` through the
 console script pays on top.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "runtime")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "image")]
 
 from test_start_sequence import Pod, stop, wait_for  # noqa: E402
 
@@ -60,11 +60,11 @@ def main(warm_boots: int) -> None:
     baseline = []
     for _ in range(5):
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import zr4.runtime.start"], check=True)
+        subprocess.run([sys.executable, "-c", "import zr4.image.start"], check=True)
         baseline.append(time.perf_counter() - began)
     print(
         f"python -c 'import zr4.cli.main' (the Typer CLI): median {statistics.median(imports):.2f} s; "
-        f"python -c 'import zr4.runtime.start': median {statistics.median(baseline):.2f} s"
+        f"python -c 'import zr4.image.start': median {statistics.median(baseline):.2f} s"
     )
 
 

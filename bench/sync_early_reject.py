@@ -27,7 +27,7 @@ import botocore.exceptions
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from support.s3_server import RcloneS3, sync_settings
-from zr4.runtime.sync.client import make_s3_client
+from zr4.image.sync.client import make_s3_client
 
 MIB = 1024 * 1024
 

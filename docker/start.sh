@@ -7,13 +7,13 @@ python="${ZR4_PYTHON:-/opt/zr4/bin/python}"
 if [ "$(id -u)" = 0 ] && [ -n "${ZR4_USER:-}" ]; then
   # Started as root (RunPod: a root-owned volume, no way to pick a user): hand zr4's folders on the
   # volume to $ZR4_USER, then drop to that user for everything else, ComfyUI included.
-  "$python" -m zr4.runtime.volume_prep "$ZR4_USER"
+  "$python" -m zr4.image.volume_prep "$ZR4_USER"
   HOME="$(getent passwd "$ZR4_USER" | cut -d: -f6)"
   USER="$ZR4_USER"
   LOGNAME="$ZR4_USER"
   export HOME USER LOGNAME
   exec setpriv --reuid="$(id -u "$ZR4_USER")" --regid="$(id -g "$ZR4_USER")" --init-groups -- \
-    "$python" -m zr4.runtime.start "$@"
+    "$python" -m zr4.image.start "$@"
 fi
-# `python -m zr4.runtime.start` skips the CLI layer (Typer, boto3 imports) to keep a warm boot under 1 s.
-exec "$python" -m zr4.runtime.start "$@"
+# `python -m zr4.image.start` skips the CLI layer (Typer, boto3 imports) to keep a warm boot under 1 s.
+exec "$python" -m zr4.image.start "$@"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zr4.runtime import image_layout
+from zr4.core import image_layout
 
 
 def _has_nvidia_gpu() -> bool:

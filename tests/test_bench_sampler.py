@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from zr4.workflow import check_workflow, errors_only, load_object_info
+from zr4.core.workflow import check_workflow, errors_only, load_object_info
 
 SAMPLER = Path(__file__).resolve().parent.parent / "bench" / "sampler"
 ROOT = SAMPLER.parent.parent

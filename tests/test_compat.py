@@ -11,10 +11,10 @@ from zr4.compat import (
     flash_attn_wheel_url,
     mmcv_build_method,
 )
+from zr4.core.arch import flash_attn_build_archs
 from zr4.errors import CompatibilityError
 from zr4.profile import bundled_profile_names, load_profile
 from zr4.render import render_files
-from zr4.runtime.arch import flash_attn_build_archs
 
 CU124_IMAGES = [
     "stack.cuda=12.4.1",

@@ -110,16 +110,16 @@ def test_a_bad_value_in_the_file_names_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("level", ["q5", "Q5", "q5_k_m", "Q5_K_M", " q5_K_m "])
 def test_a_level_is_read_the_same_in_a_profile_set_and_the_environment(level: str) -> None:
-    from zr4.runtime.planner import load_facts
-    from zr4.runtime.tune import normalise_gguf_level
+    from zr4.core.planner import load_facts
+    from zr4.core.tune import normalise_gguf_level
 
     assert load_profile("4080super", [f"model.gguf_level={level}"]).model.gguf_level == "Q5_K_M"
     assert normalise_gguf_level(level, load_facts().gguf_levels) == "Q5_K_M"
 
 
 def test_short_level_spellings_match_the_model_manifest() -> None:
-    from zr4.runtime.gguf_level import SHORT_FORMS
-    from zr4.runtime.models.manifest import load_manifest
+    from zr4.core.gguf_level import SHORT_FORMS
+    from zr4.core.model_files.manifest import load_manifest
 
     assert {k.upper(): v for k, v in load_manifest().gguf_aliases.items()} == SHORT_FORMS
 

@@ -96,7 +96,7 @@ def test_zr4_wheel_is_reproducible_and_checked_by_sha256() -> None:
     assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     for required in (
         "zr4/cli/main.py",
-        "zr4/runtime/start.py",
+        "zr4/image/start.py",
         "zr4/_data/templates/Dockerfile.j2",
         "zr4/_data/profiles/4080super.yaml",
         "zr4/_data/data/models.yaml",

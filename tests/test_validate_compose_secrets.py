@@ -119,7 +119,7 @@ def test_credential_values_in_compose_and_runpod_template_fail(ctx: Path) -> Non
 def test_the_auth_token_is_a_credential_everywhere(ctx: Path) -> None:
     """ZR4_AUTH_TOKEN (the auth proxy's) is passed through like any credential, and a generated
     token pasted into any file of the context is found by its shape."""
-    from zr4.runtime.auth.settings import generate_token
+    from zr4.core.auth_settings import generate_token
 
     token = generate_token()
     document = compose_of(ctx)

@@ -2,7 +2,7 @@
 
 Why: the planner's goal is stated against measurements (every predicted phase peak at or above
 the measured one, and within 10 % of it). The prediction is recomputed with the current
-zr4.runtime.planner for the configuration that ran (level, block swap, prefetch, memory mode, card),
+zr4.core.planner for the configuration that ran (level, block swap, prefetch, memory mode, card),
 so a table made after a planner change shows the planner as it is. "Planned use" is the phase's
 budget without ComfyUI's 400 MiB reserve (memory the plan keeps free, which no process uses);
 "measured" is NVML device memory of the ComfyUI process (CUDA context + everything PyTorch's pool
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zr4.runtime.planner import GpuFacts, PlanRequest, TuningPlan, Workload, plan
+from zr4.core.planner import GpuFacts, PlanRequest, TuningPlan, Workload, plan
 
 # run.py phase -> the planner's phase of the same work (VAE encode has no phase of its own: the
 # planner's decode budget covers it)

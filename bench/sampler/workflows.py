@@ -1,7 +1,7 @@
 """Write the plan and the workflow `zr4 start` would use for one imitated card, for run.py.
 
 Why: the benchmark must run zr4's own workflow, not a hand-edited copy. At boot `zr4 start` plans
-the card (zr4.runtime.planner) and rebuilds the workflow with the planner's block swap, text
+the card (zr4.core.planner) and rebuilds the workflow with the planner's block swap, text
 encoder device, VAE tiling and prefetch through ``workflow_spec_for_boot``; this does the same with the profile's default model files (as
 ``zr4 render`` names them), so the file the device machine queues is byte-for-byte what a pod
 with that card would install.
@@ -17,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from zr4.core.workflow.build import build_steadydancer_workflow, workflow_json
+from zr4.core.workflow.install import PlannedSettings, workflow_spec_for_boot
 from zr4.profile import load_profile
 from zr4.render.extras import default_targets
-from zr4.runtime.workflow_install import PlannedSettings, workflow_spec_for_boot
-from zr4.workflow.build import build_steadydancer_workflow, workflow_json
 
 
 def plan_json(profile: str, vram_gib: float | None, gguf_level: str | None) -> dict[str, object]:

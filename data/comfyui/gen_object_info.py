@@ -6,8 +6,8 @@ Two files come out, both facts about the pinned ComfyUI and node packs, never ty
   defaults, ranges and choices) from ComfyUI started on the CPU in a scratch copy with no model
   files (so file-name choices are empty), gzipped deterministically (mtime 0, level 9);
 - ``workflow-nodes-<version>.json``: the entries of that answer for the node types zr4's workflow
-  builder can emit (``zr4.workflow.ui.workflow_node_types``), indented, for the UI-format
-  workflow (``zr4.workflow.ui``), which `zr4 start` builds and so should not unpack 1 MB for.
+  builder can emit (``zr4.core.workflow.ui.workflow_node_types``), indented, for the UI-format
+  workflow (``zr4.core.workflow.ui``), which `zr4 start` builds and so should not unpack 1 MB for.
 
 Usage (from the repository root, with zr4 installed; DIR holds ``ComfyUI/`` with its
 ``custom_nodes/`` at the pinned commits, as ``bench/sources.py`` lays it out; PY is a python with
@@ -123,7 +123,7 @@ def gzip_bytes(raw: bytes) -> bytes:
 
 
 def workflow_nodes_text(object_info: dict[str, Any]) -> str:
-    from zr4.workflow.ui import node_subset, workflow_node_types
+    from zr4.core.workflow.ui import node_subset, workflow_node_types
 
     return json.dumps(node_subset(object_info, workflow_node_types()), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
+from zr4.core.arch import missing_bf16_reason
 from zr4.errors import CompatibilityError
 from zr4.paths import data_dir
 from zr4.profile.models import Profile
-from zr4.runtime.arch import missing_bf16_reason
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zr4 import __version__
+from zr4.core.atomic import write_text_atomically
 from zr4.errors import Zr4Error
 from zr4.paths import data_dir
 from zr4.profile.models import Profile, Stack
-from zr4.runtime.atomic import write_text_atomically
 
 # The image's platform: Ubuntu 22.04 (glibc 2.35) on x86_64 (the nvidia/cuda 12.4.1 images' OS).
 PYTHON_PLATFORM = "x86_64-manylinux_2_28"
@@ -54,7 +54,7 @@ VENDORED_PREFIX = "#@ "
 PINS_FILE = "profile-stack-pins.in"
 RUNTIME_LOCK = "zr4-runtime"
 # zr4's dependencies that no command run in the image imports (`zr4 validate` runs where the image
-# is built): kept out of the image's venv. tests/test_lock.py checks that zr4.runtime never imports them.
+# is built): kept out of the image's venv. tests/test_lock.py checks that zr4.image never imports them.
 BUILD_MACHINE_ONLY = frozenset({"e2b-dockerfile-utils"})
 RUNTIME_PYTHON = "3.11"
 # zr4's own venv shares nothing with ComfyUI's pins, so it takes current releases, not the stacks' 2025 cut-off:

@@ -27,7 +27,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from runtime.test_auth_browser import (
     ATTACKER_MARK,
     ELSEWHERE,
@@ -38,12 +37,13 @@ from runtime.test_auth_browser import (
 )
 from runtime.test_auth_start import outside_address
 from runtime.test_start_sequence import Pod
+
 from support.auth_stack import TOKEN, AuthProxy
 from support.browser import Browser
 from support.hub_server import FakeHub
 from support.real_comfyui import ComfySources, ComfyUIServer, copy_comfyui, spawn
 from support.recording_backend import RecordingBackend
-from zr4.runtime.auth.settings import TOKEN_PREFIX
+from zr4.core.auth_settings import TOKEN_PREFIX
 
 pytestmark = pytest.mark.slow
 
@@ -314,7 +314,7 @@ def test_zr4_start_puts_the_real_comfyui_on_loopback_behind_the_proxy(
             "SKIP_MODEL_DOWNLOAD": "true",
         }
         server = spawn(
-            [sys.executable, "-m", "zr4.runtime.start"],
+            [sys.executable, "-m", "zr4.image.start"],
             tmp_path,
             pod.backend_port,
             tmp_path / "start.log",
@@ -331,7 +331,7 @@ def test_zr4_start_puts_the_real_comfyui_on_loopback_behind_the_proxy(
                 "with_token": status_of(public + "/object_info", bearer),
             }
             health = subprocess.run(
-                [sys.executable, "-m", "zr4.runtime.health"],
+                [sys.executable, "-m", "zr4.image.health"],
                 env=env,
                 capture_output=True,
                 text=True,

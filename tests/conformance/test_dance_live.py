@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conformance.conftest import profile_model_files
-from runtime.test_instances import serves_worker_api
+from image.test_instances import serves_worker_api
 from support import s3_server
 from support.real_comfyui import (
     ComfySources,
@@ -197,7 +197,7 @@ def job_input(live: LiveDance, **extra: object) -> dict[str, object]:
 def test_worker_job_goes_to_r2_with_a_working_presigned_url(
     live: LiveDance, moto_server: s3_server.MotoS3, tmp_path: Path
 ) -> None:
-    from zr4.runtime.serverless import WorkerConfig, run
+    from zr4.image.serverless import WorkerConfig, run
 
     env = worker_env(live, moto_server, tmp_path)
     output = run(
@@ -225,12 +225,12 @@ def test_worker_job_goes_to_r2_with_a_working_presigned_url(
 def test_sdk_local_test_mode_runs_a_job_on_the_real_comfyui(
     live: LiveDance, moto_server: s3_server.MotoS3, tmp_path: Path
 ) -> None:
-    """``python -m zr4.runtime.serverless --test_input …``: the runpod SDK's own local test."""
+    """``python -m zr4.image.serverless --test_input …``: the runpod SDK's own local test."""
     env = worker_env(live, moto_server, tmp_path)
     full = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "R2_", "ENABLE_R2"))}
     test_input = {"input": job_input(live, seed=5, workflow=tiny_workflow(frames=3))}
     done = subprocess.run(
-        [sys.executable, "-m", "zr4.runtime.serverless", "--test_input", json.dumps(test_input)],
+        [sys.executable, "-m", "zr4.image.serverless", "--test_input", json.dumps(test_input)],
         env={**full, **env, "ZR4_COMFYUI_WAIT_S": "60"},
         capture_output=True,
         text=True,

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from support.real_comfyui import ComfySources, parse_many_with_real_argparse
+from zr4.core.comfy_flags import FlagSpec, flag_set, split_args
+from zr4.core.planner import MEMORY_MODES, GpuFacts, plan
+from zr4.core.tune import request_from_profile
 from zr4.paths import data_dir
-from zr4.runtime.comfy_flags import FlagSpec, flag_set, split_args
-from zr4.runtime.planner import MEMORY_MODES, GpuFacts, plan
-from zr4.runtime.tune import request_from_profile
 
 FLAGS = flag_set("v0.7.0")
 GPUS = (

@@ -1,7 +1,7 @@
 """The serverless worker under load, against the real, pinned ComfyUI on the CPU.
 
 Two ComfyUI share one output folder, each with its own temp folder and database, as `zr4 start`
-runs one per GPU (:func:`zr4.runtime.instances.instance_argv`). The worker runs as on RunPod: the
+runs one per GPU (:func:`zr4.image.instances.instance_argv`). The worker runs as on RunPod: the
 runpod SDK's own worker loop against a stand-in of RunPod's job queue (``support.runpod_queue``),
 with moto's S3 server as R2 and ``R2_DELETE_AFTER_UPLOAD=true`` as the endpoint template sets it.
 Jobs run the model-free workflow (``support.tiny_dance``); a job to stop mid-run adds its slow node.

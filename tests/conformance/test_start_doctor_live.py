@@ -1,6 +1,6 @@
 """`zr4 start` and `zr4 doctor` against the real ComfyUI v0.7.0 with the pinned node packs, on the CPU.
 
-`zr4 start` runs as the container runs it (``python -m zr4.runtime.start``), on a private copy
+`zr4 start` runs as the container runs it (``python -m zr4.image.start``), on a private copy
 of the pinned ComfyUI, with model files (placeholder bytes) downloaded from the local Hub server
 (``support/hub_server.py``) and hostile ``COMFYUI_ARGS`` (a memory flag and a feature flag whose
 package the venv lacks, both of which once killed ComfyUI on a machine without a GPU). It must
@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from runtime.test_start_sequence import container_env, manifest_for_tests
+from image.test_start_sequence import container_env, manifest_for_tests
 from support.browser import Browser
 from support.comfy_frontend import VIEWPORT, click_workflow, open_sidebar
 from support.hub_server import FakeHub, deterministic_bytes
@@ -85,7 +85,7 @@ class RealPod:
 
     def start(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "zr4.runtime.start"],
+            [sys.executable, "-m", "zr4.image.start"],
             env=self.env,
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
@@ -95,7 +95,7 @@ class RealPod:
 
     def health(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "zr4.runtime.health"],
+            [sys.executable, "-m", "zr4.image.health"],
             env=self.env,
             capture_output=True,
             text=True,

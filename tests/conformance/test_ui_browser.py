@@ -30,8 +30,8 @@ import pytest
 from support.browser import Browser
 from support.comfy_frontend import VIEWPORT, click_workflow, open_sidebar, pan_clear_of_the_sidebar
 from support.real_comfyui import ComfyUIServer
-from zr4.runtime.workflow_install import WORKFLOWS_SUBDIR
-from zr4.workflow.ui import is_ui_workflow
+from zr4.core.workflow.install import WORKFLOWS_SUBDIR
+from zr4.core.workflow.ui import is_ui_workflow
 
 pytestmark = pytest.mark.slow
 

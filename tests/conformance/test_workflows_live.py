@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from support.real_comfyui import ComfySources, ComfyUIServer
+from zr4.core.workflow.check import check_workflow
 from zr4.paths import data_dir
-from zr4.workflow.check import check_workflow
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """A ComfyUI (the stand-in, or the real one) behind zr4's auth proxy, each in its own process.
 
-``ComfyBehindProxy`` starts ComfyUI on a loopback port and ``python -m zr4.runtime.auth.proxy`` on a
+``ComfyBehindProxy`` starts ComfyUI on a loopback port and ``python -m zr4.image.auth.proxy`` on a
 public one, waits for both, and stops both (SIGTERM, then SIGKILL) on exit. ``AuthProxy`` starts only
 the proxy, in front of a backend someone else runs. Both keep the proxy's state folder
 (``ZR4_AUTH_DIR``: revoked sessions) under the test's own folder.
@@ -123,7 +123,7 @@ class AuthProxy:
     def __enter__(self) -> AuthProxy:
         self.root.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "zr4.runtime.auth.proxy"],
+            [sys.executable, "-m", "zr4.image.auth.proxy"],
             env=self.env,
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
@@ -203,7 +203,7 @@ class ComfyBehindProxy:
             stderr=subprocess.STDOUT,
         )
         self.proxy = subprocess.Popen(
-            [sys.executable, "-m", "zr4.runtime.auth.proxy"],
+            [sys.executable, "-m", "zr4.image.auth.proxy"],
             env=self.env,
             stdout=self.proxy_log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -422,7 +422,7 @@ class Session:
 
     def _hub(self) -> None:
         from support.hub_server import FakeHub, deterministic_bytes
-        from zr4.runtime.models import load_manifest
+        from zr4.image.models import load_manifest
 
         hub = FakeHub()
         sparse = self.root / "hub"

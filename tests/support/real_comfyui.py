@@ -335,7 +335,7 @@ def start_instances(
     comfyui_dir: Path, python: Path | str, state_root: Path, outputs: Path, count: int = 2
 ) -> list[ComfyUIServer]:
     """``count`` ComfyUI from one tree sharing one output folder, each with its own temp folder and
-    database, as `zr4 start` runs one per GPU (``zr4.runtime.instances.instance_argv``); started
+    database, as `zr4 start` runs one per GPU (``zr4.image.instances.instance_argv``); started
     side by side, returned once all serve. Stop them with ``stop()``."""
     import threading
 

@@ -285,7 +285,7 @@ def _handler(queue: RunPodQueue) -> type[BaseHTTPRequestHandler]:
 
 
 def start_worker(env: dict[str, str], log_path: Any, cwd: Any = None) -> Any:
-    """``python -m zr4.runtime.serverless`` as RunPod runs it: ``env`` holds :meth:`RunPodQueue.worker_env`
+    """``python -m zr4.image.serverless`` as RunPod runs it: ``env`` holds :meth:`RunPodQueue.worker_env`
     and the worker's settings; output to ``log_path``. Stop it with :func:`stop_worker`."""
     import os
     import subprocess
@@ -294,7 +294,7 @@ def start_worker(env: dict[str, str], log_path: Any, cwd: Any = None) -> Any:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "R2_", "ENABLE_R2"))}
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "zr4.runtime.serverless"],
+            [sys.executable, "-m", "zr4.image.serverless"],
             env={**clean, "ZR4_COMFYUI_WAIT_S": "60", **env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -270,7 +270,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
 
 def sync_settings(server: RcloneS3 | MotoS3, root: Path, pod_id: str = "pod-a", **overrides: Any) -> Any:
     """SyncSettings for ``server`` with the output and state folders under ``root`` (fast timings)."""
-    from zr4.runtime.sync.settings import Secret, SyncSettings
+    from zr4.image.sync.settings import Secret, SyncSettings
 
     values: dict[str, Any] = {
         "endpoint_url": server.endpoint,

@@ -44,7 +44,7 @@ def _profile_data(profile: str | None) -> dict[str, Any] | None:
         from zr4.profile import load_profile
 
         return load_profile(profile).model_dump(mode="json")
-    from zr4.runtime.tune import read_profile
+    from zr4.core.tune import read_profile
 
     data, _ = read_profile(None, os.environ)
     return data
@@ -106,7 +106,7 @@ class _Progress:
 def _local_input_dir() -> Path:
     """ComfyUI's input folder when ComfyUI runs on this machine (the container's terminal): the job
     deletes its uploads there when it ends. Elsewhere the folder is absent and nothing is deleted."""
-    from zr4.runtime import image_layout
+    from zr4.core import image_layout
 
     return Path(os.environ.get("COMFYUI_DIR") or image_layout.COMFYUI_DIR) / "input"
 
@@ -162,10 +162,10 @@ def dance(
     Uploads both, queues the workflow, follows it and downloads the video.
     """
     with _errors_as_json(as_json):
-        from zr4.runtime.comfy_api import ComfyClient, ExecutionFailed, auth_token, comfyui_urls
-        from zr4.runtime.dance import JobRequest, load_workflow_file, oom_advice, run_job
-        from zr4.runtime.job_workflow import DanceParams
-        from zr4.runtime.synced_copy import find_synced_copy
+        from zr4.client.comfy_api import ComfyClient, ExecutionFailed, auth_token, comfyui_urls
+        from zr4.client.dance import JobRequest, load_workflow_file, oom_advice, run_job
+        from zr4.client.job_workflow import DanceParams
+        from zr4.image.synced_copy import find_synced_copy
 
         if out is not None and out.exists() and not out.is_dir() and not out.is_file():
             raise UsageError(f"--out {out} is neither a file nor a folder")
@@ -190,7 +190,7 @@ def dance(
         except ExecutionFailed as error:
             message = str(error)
             if error.out_of_memory:
-                from zr4.runtime.dance import describe_failure
+                from zr4.client.dance import describe_failure
 
                 try:
                     stats = clients[0].system_stats()

@@ -203,8 +203,8 @@ def _run_fast(module: str, function: str) -> NoReturn:
 
 def run(argv: Sequence[str] | None = None) -> None:
     """Console-script entry: user errors become one line on stderr, never a traceback; no secret
-    reaches stdout or stderr (zr4.runtime.redact)."""
-    from zr4.runtime.redact import redact_process_output
+    reaches stdout or stderr (zr4.core.redact)."""
+    from zr4.core.redact import redact_process_output
 
     redact_process_output()
     args = list(sys.argv[1:] if argv is None else argv)

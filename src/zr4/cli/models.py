@@ -1,4 +1,4 @@
-"""`zr4 models plan` and `zr4 models download`: thin layers over zr4.runtime.models."""
+"""`zr4 models plan` and `zr4 models download`: thin layers over zr4.image.models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from zr4.runtime.models import (
+from zr4.image.models import (
     DownloadOptions,
     Progress,
     describe_plan,
@@ -15,7 +15,7 @@ from zr4.runtime.models import (
     plan_models,
     settings_from_env,
 )
-from zr4.runtime.models.preflight import human_bytes
+from zr4.image.models.preflight import human_bytes
 
 app = typer.Typer(no_args_is_help=True, help="Plan and download the models of the current settings.")
 
@@ -101,8 +101,8 @@ def main() -> None:
     """``python -m zr4.cli.models``: the same commands without loading zr4's other command groups."""
     import sys
 
+    from zr4.core.redact import redact_process_output
     from zr4.errors import Zr4Error
-    from zr4.runtime.redact import redact_process_output
 
     redact_process_output()
 

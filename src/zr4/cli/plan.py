@@ -41,9 +41,9 @@ def plan_command(
 ) -> None:
     """Budget the profile's workload on a card: a table with a bar per component, then decisions."""
     from zr4.compat import ensure_compatible
+    from zr4.core import tune
+    from zr4.core.planner import GpuFacts, format_plan, plan
     from zr4.profile import load_profile
-    from zr4.runtime import tune
-    from zr4.runtime.planner import GpuFacts, format_plan, plan
 
     # Each option is checked here, under its own name: the planner reads them as the environment
     # variables the start script sets, whose messages would name a variable the user never typed.
@@ -126,8 +126,8 @@ def tune_command(
     """Detect the GPU (NVML, nvidia-smi, or none), plan, and print env lines, ComfyUI args or JSON."""
     import os
 
-    from zr4.runtime.gpu import detect
-    from zr4.runtime.tune import emit, read_profile, tune
+    from zr4.core.gpu import detect
+    from zr4.core.tune import emit, read_profile, tune
 
     if sum((env_lines, args, as_json)) > 1:
         raise UsageError("choose one of --env, --args, --json")
@@ -142,7 +142,7 @@ def tune_command(
     result = replace(result, warnings=(*profile_warnings, *result.warnings))
     emit(result, env_lines=env_lines, args=args, as_json=as_json)
     if write_json is not None:
-        from zr4.runtime.redact import redact
+        from zr4.core.redact import redact
 
         write_json.write_text(redact(json.dumps(result.to_dict(), indent=2)) + "\n", encoding="utf-8")
     if strict and not result.plan.fits:

@@ -1,4 +1,4 @@
-"""`zr4 start`, `zr4 health`, `zr4 doctor`: the container's own commands (thin layers over zr4.runtime).
+"""`zr4 start`, `zr4 health`, `zr4 doctor`: the container's own commands (thin layers over zr4.image).
 
 Register in cli/main.py with::
 
@@ -19,7 +19,7 @@ def start(ctx: typer.Context) -> None:
 
     Extra arguments are passed to ComfyUI (checked like COMFYUI_ARGS). Exits with ComfyUI's code.
     """
-    from zr4.runtime.start import run_start
+    from zr4.image.start import run_start
 
     raise typer.Exit(run_start(extra_args=list(ctx.args)))
 
@@ -28,7 +28,7 @@ def health(
     timeout: float = typer.Option(5.0, "--timeout", min=0.5, help="Seconds to wait for ComfyUI's answer."),
 ) -> None:
     """Exit 0 when ComfyUI answers on its port and (with ENABLE_R2_SYNC=true) the sync daemon is alive."""
-    from zr4.runtime.health import check_health, format_checks
+    from zr4.image.health import check_health, format_checks
 
     checks = check_health(timeout_s=timeout)
     for line in format_checks(checks):
@@ -52,8 +52,8 @@ def doctor(
     ),
 ) -> None:
     """Check the installed stack against the profile and its lock; print check / expected / found."""
-    from zr4.runtime.doctor import format_table, run_doctor, settings_from_env
-    from zr4.runtime.start import load_profile_json
+    from zr4.image.doctor import format_table, run_doctor, settings_from_env
+    from zr4.image.start import load_profile_json
 
     default_profile, default_python, default_dir = settings_from_env()
     profile = load_profile_json(profile_json or default_profile)

@@ -1,4 +1,4 @@
-"""`zr4 sync run|once|test`: parse, call one function of ``zr4.runtime.sync``, print."""
+"""`zr4 sync run|once|test`: parse, call one function of ``zr4.image.sync``, print."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import typer
 
 from zr4.cli.sync_core import DEFAULT_WAIT_S, load_settings, once, run_until_signal
 from zr4.errors import Zr4Error
-from zr4.runtime.sync import format_probe, run_probe
+from zr4.image.sync import format_probe, run_probe
 
 app = typer.Typer(no_args_is_help=True, help="Upload ComfyUI outputs to Cloudflare R2 (any S3 API).")
 

@@ -16,12 +16,12 @@ import threading
 import types
 from typing import NoReturn
 
+from zr4.core.env import EnvError
+from zr4.core.redact import configure_logging, redact
 from zr4.errors import Zr4Error
-from zr4.runtime.env import EnvError
-from zr4.runtime.redact import configure_logging, redact
-from zr4.runtime.sync import SyncSettings, run_daemon, settings_from_env, sync_once
-from zr4.runtime.sync.daemon import LOGGER_NAME
-from zr4.runtime.sync.scanner import printable_path
+from zr4.image.sync import SyncSettings, run_daemon, settings_from_env, sync_once
+from zr4.image.sync.daemon import LOGGER_NAME
+from zr4.image.sync.scanner import printable_path
 
 DEFAULT_WAIT_S = 60.0
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from zr4.runtime.gguf_level import GGUF_LEVELS, SHORT_FORMS, parse_gguf_level
+from zr4.core.gguf_level import GGUF_LEVELS, SHORT_FORMS, parse_gguf_level
 
 # Each pattern below, in words: what a profile error tells the user is allowed (a regular
 # expression is for the validator, not for the person editing the YAML file).

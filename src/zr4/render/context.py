@@ -11,12 +11,11 @@ from typing import Any
 
 from zr4 import __version__
 from zr4.compat import ensure_compatible, flash_attn_wheel_url, mmcv_build_method
+from zr4.core import image_layout
+from zr4.core.arch import flash_attn_build_archs
 from zr4.errors import CompatibilityError
 from zr4.profile.models import Profile
 from zr4.render.wheel import SHA256_NAME, WHEEL_NAME
-from zr4.runtime import image_layout
-from zr4.runtime.arch import flash_attn_build_archs
-from zr4.runtime.start import FINAL_SYNC_TIMEOUT_S, SYNC_STOP_TIMEOUT_S
 
 # Paths inside the image; the runtime reads the same values from the environment.
 COMFYUI_DIR = image_layout.COMFYUI_DIR
@@ -69,7 +68,7 @@ def managed_python(profile: Profile) -> str:
 
 def stop_grace_seconds() -> int:
     """How long `docker compose stop` must wait: the sync daemon's drain, the final sync pass, a margin."""
-    return int(SYNC_STOP_TIMEOUT_S + FINAL_SYNC_TIMEOUT_S + 30)
+    return int(image_layout.SYNC_STOP_TIMEOUT_S + image_layout.FINAL_SYNC_TIMEOUT_S + 30)
 
 
 def header(profile: Profile, comment: str = "#") -> str:
@@ -140,8 +139,8 @@ def build_context_vars(profile: Profile) -> dict[str, Any]:
         "zr4_wheel_sha256": SHA256_NAME,
         "healthcheck_start_period": HEALTHCHECK_START_PERIOD,
         "stop_grace_period": f"{stop_grace_seconds()}s",
-        "sync_stop_s": int(SYNC_STOP_TIMEOUT_S),
-        "final_sync_s": int(FINAL_SYNC_TIMEOUT_S),
+        "sync_stop_s": int(image_layout.SYNC_STOP_TIMEOUT_S),
+        "final_sync_s": int(image_layout.FINAL_SYNC_TIMEOUT_S),
         "flash_attn_wheel_url": None if build_flash_attn_from_source else flash_attn_url,
         "build_flash_attn_from_source": build_flash_attn_from_source,
         "build_mmcv": mmpose and mmcv_build_method(profile) == "source",
@@ -176,7 +175,7 @@ def runpod_template(profile: Profile, runpod: dict[str, Any]) -> dict[str, Any]:
         {"key": "R2_ENDPOINT", "value": "{{ RUNPOD_SECRET_R2_ENDPOINT }}"},
         {"key": "R2_ACCESS_KEY_ID", "value": "{{ RUNPOD_SECRET_R2_ACCESS_KEY_ID }}"},
         {"key": "R2_SECRET_ACCESS_KEY", "value": "{{ RUNPOD_SECRET_R2_SECRET_ACCESS_KEY }}"},
-        # The auth proxy's token (zr4.runtime.auth); without the secret the pod makes one on the volume.
+        # The auth proxy's token (zr4.image.auth); without the secret the pod makes one on the volume.
         {"key": "ZR4_AUTH_TOKEN", "value": "{{ RUNPOD_SECRET_ZR4_AUTH_TOKEN }}"},
         {"key": "MODELS_DIR", "value": f"{runpod['volume_mount_path']}/models"},
         {"key": "OUTPUT_DIR", "value": f"{runpod['volume_mount_path']}/outputs"},
@@ -221,7 +220,7 @@ def runpod_serverless_template(profile: Profile, runpod: dict[str, Any]) -> dict
         {"key": "MODELS_DIR", "value": f"{SERVERLESS_VOLUME}/models"},
         {"key": "OUTPUT_DIR", "value": f"{SERVERLESS_SCRATCH}/outputs"},
         {"key": "R2_SYNC_STATE_DIR", "value": f"{SERVERLESS_SCRATCH}/sync"},
-        # The worker uploads each job's video itself (zr4.runtime.serverless); no daemon.
+        # The worker uploads each job's video itself (zr4.image.serverless); no daemon.
         {"key": "ENABLE_R2_SYNC", "value": "false"},
         {"key": "R2_DELETE_AFTER_UPLOAD", "value": "true"},
     ]

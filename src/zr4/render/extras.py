@@ -5,16 +5,16 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+from zr4.core.model_files.manifest import load_manifest
+from zr4.core.model_files.selection import FileTarget, select_entries, target_for
+from zr4.core.workflow.build import build_steadydancer_workflow, workflow_json
+from zr4.core.workflow.install import workflow_spec_for_boot
+from zr4.core.workflow.ui import build_ui_workflow, ui_workflow_json
 from zr4.errors import Zr4Error
 from zr4.paths import data_dir
 from zr4.profile.models import Profile
 from zr4.render.context import header
 from zr4.render.sizing import model_settings
-from zr4.runtime.models.manifest import load_manifest
-from zr4.runtime.models.selection import FileTarget, select_entries, target_for
-from zr4.runtime.workflow_install import workflow_spec_for_boot
-from zr4.workflow.build import build_steadydancer_workflow, workflow_json
-from zr4.workflow.ui import build_ui_workflow, ui_workflow_json
 
 # The block-swap count kijai's SteadyDancer example uses (35 of 40 blocks); `zr4 start` replaces it
 # with the VRAM planner's number for the GPU it actually finds.

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 
+from zr4.core.model_files.manifest import ManifestEntry, load_manifest
+from zr4.core.model_files.selection import select_entries
+from zr4.core.model_files.settings import ModelSettings
 from zr4.profile.models import Profile
-from zr4.runtime.models.manifest import ManifestEntry, load_manifest
-from zr4.runtime.models.selection import select_entries
-from zr4.runtime.models.settings import ModelSettings
 
 _GB = 1_000_000_000
 # The unpacked image of the cu124 stack (torch, xformers, onnxruntime-gpu, CUDA runtime, ComfyUI) is

@@ -2,7 +2,7 @@
 
 Model bytes come from the manifest (`zr4.render.sizing.model_bytes`, the same numbers the
 renderer sized the template with); the VRAM verdict from the VRAM planner
-(`zr4.runtime.planner.plan`) for the profile's card, variant, memory mode and workload.
+(`zr4.core.planner.plan`) for the profile's card, variant, memory mode and workload.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from zr4.runtime import image_layout
+from zr4.core import image_layout
 from zr4.validate.context import BuildContext
 from zr4.validate.model import CheckResult, Finding, outcome
 
@@ -22,7 +22,7 @@ _DEFAULT_MODELS_DIR = image_layout.MODELS_DIR
 def plan_for_profile(profile: Any) -> Any:
     """The VRAM planner's TuningPlan for the profile's own GPU (None when the planner is absent)."""
     try:
-        from zr4.runtime.planner import GpuFacts, PlanRequest, Workload, plan
+        from zr4.core.planner import GpuFacts, PlanRequest, Workload, plan
     except ImportError:
         return None
     block_swap = profile.memory.block_swap
@@ -129,7 +129,7 @@ def check_budget(context: BuildContext) -> CheckResult:
 
 def _weights_only(profile: Any, notes: list[str]) -> list[Finding]:
     """Without the planner: the diffusion weights alone against the card (block swap off)."""
-    from zr4.runtime.models.manifest import load_manifest
+    from zr4.core.model_files.manifest import load_manifest
 
     manifest = load_manifest()
     level = profile.model.gguf_level if profile.model.gguf_level != "auto" else manifest.gguf_default_level

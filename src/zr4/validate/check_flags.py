@@ -5,7 +5,7 @@ a script, the Dockerfile, the compose `command`, the RunPod `dockerStartCmd`); (
 variables that carry ComfyUI arguments (`COMFYUI_ARGS` and the like) in ENV, scripts, compose
 environment and the RunPod template; (3) what `zr4 start` itself passes: its own flags and the VRAM
 planner's choice for the profile. The accepted set per version is `data/comfyui_flags.yaml`
-(`zr4.runtime.comfy_flags`), which also knows each flag's arity and exclusive groups, so
+(`zr4.core.comfy_flags`), which also knows each flag's arity and exclusive groups, so
 `--medvram` / `--cpu-text-encoder` (other UIs' flags, absent from comfyanonymous/ComfyUI@f59f71cf:comfy/cli_args.py) fail here.
 """
 
@@ -131,9 +131,9 @@ def check_flags(context: BuildContext) -> CheckResult:
         )
     version = profile.comfyui.version
     try:
-        from zr4.runtime.comfy_flags import FlagDataError, flag_set, split_args
+        from zr4.core.comfy_flags import FlagDataError, flag_set, split_args
     except ImportError:  # pragma: no cover - the flag data ships with zr4
-        return outcome("flags", TITLE, [Finding("zr4.runtime.comfy_flags is not available")])
+        return outcome("flags", TITLE, [Finding("zr4.core.comfy_flags is not available")])
     try:
         flags = flag_set(version)
     except FlagDataError as error:
@@ -158,12 +158,12 @@ def check_flags(context: BuildContext) -> CheckResult:
 
 def _runtime_findings(profile: Any, flags: Any, notes: list[str]) -> list[Finding]:
     """What `zr4 start` passes: its own flags plus the planner's for this profile's GPU."""
-    from zr4.runtime.comfy_flags import split_args
+    from zr4.core.comfy_flags import split_args
 
     findings: list[Finding] = []
     own: tuple[str, ...] = ("--listen", "--port", "--output-directory")
     try:
-        from zr4.runtime.comfy_launch import OWNED_FLAGS
+        from zr4.core.comfy_launch import OWNED_FLAGS
 
         own = tuple(OWNED_FLAGS)
     except ImportError:

@@ -34,7 +34,7 @@ TOKEN_SHAPES = (
     (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), "a Hugging Face token"),
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
-    # zr4.runtime.auth.settings.generate_token: "zr4_" + 43 URL-safe base64 characters.
+    # zr4.core.auth_settings.generate_token: "zr4_" + 43 URL-safe base64 characters.
     (re.compile(r"\bzr4_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"), "a zr4 auth token"),
 )
 

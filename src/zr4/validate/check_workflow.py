@@ -1,6 +1,6 @@
 """Check 10: each workflow JSON in the context would be accepted by the pinned ComfyUI.
 
-Reuses `zr4.workflow.check` (node types, required inputs, links, value types, ranges and
+Reuses `zr4.core.workflow.check` (node types, required inputs, links, value types, ranges and
 choices against the bundled `/object_info` of the profile's ComfyUI version). Also: every custom
 node pack the Dockerfile installs provides a node some workflow uses (object_info's
 `python_module` names each node's pack), unless the profile marks it optional; a pack
@@ -13,13 +13,13 @@ import json
 import posixpath
 import re
 
+from zr4.core.workflow.check import check_workflow, errors_only, load_object_info
+from zr4.core.workflow.ui import build_ui_workflow, is_ui_workflow, ui_problems
 from zr4.errors import Zr4Error
 from zr4.validate.check_pins import git_positionals
 from zr4.validate.context import BuildContext
 from zr4.validate.model import CheckResult, Finding, outcome
 from zr4.validate.shell import split_commands
-from zr4.workflow.check import check_workflow, errors_only, load_object_info
-from zr4.workflow.ui import build_ui_workflow, is_ui_workflow, ui_problems
 
 TITLE = "workflows valid against ComfyUI object_info"
 
