@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zr4.workflow import NODE_IDS, WorkflowSpec, build_steadydancer_workflow, load_object_info
 
 from support import s3_server
 from support.fake_comfyui import PNG_BYTES
 from support.fake_comfyui_api import Behaviour, FakeComfyAPI
 from support.runpod_queue import RunPodQueue, start_worker, stop_worker
 from zr4.client.dance import JobEvent
+from zr4.core.workflow import NODE_IDS, WorkflowSpec, build_steadydancer_workflow, load_object_info
 from zr4.image.serverless import (
     JobInputError,
     ProgressReporter,
