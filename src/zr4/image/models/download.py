@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
+from zr4.core.atomic import leftover_temporaries, write_text_atomically
 from zr4.core.model_files.errors import IntegrityError, ModelsError, NetworkError, StorageError
 from zr4.image.models.hub import describe_http_failure
 
@@ -134,15 +135,7 @@ def _write_sidecar(dest: Path, source: Source) -> None:
         "sha256": source.sha256,
         "updated": time.time(),
     }
-    final = sidecar_path(dest)
-    tmp = final.with_name(final.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp, final)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()  # never leave an empty .tmp behind (a full disk truncates it)
-        raise
+    write_text_atomically(sidecar_path(dest), json.dumps(record), mode=None)
 
 
 def _sidecar_matches(record: dict[str, Any] | None, source: Source) -> bool:
@@ -158,8 +151,9 @@ def discard_partial(dest: Path) -> None:
     for leftover in (partial_path(dest), sidecar_path(dest), ranges_path(dest)):
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
-    with contextlib.suppress(OSError):
-        sidecar_path(dest).with_name(sidecar_path(dest).name + ".tmp").unlink()
+    for leftover in leftover_temporaries(sidecar_path(dest)):  # from a writer killed mid-write
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

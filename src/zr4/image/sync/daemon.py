@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from zr4.core.atomic import write_text_atomically
 from zr4.core.redact import redact
+from zr4.core.sizes import human_bytes
 from zr4.errors import Zr4Error
 from zr4.image.sync.client import (
     Classified,
@@ -326,7 +328,7 @@ class SyncEngine:
                 log.info(
                     "uploaded %s (%s, %.1f s, %.0f MB/s)",
                     outcome.key,
-                    _human(outcome.size),
+                    human_bytes(outcome.size),
                     outcome.seconds,
                     rate,
                 )
@@ -425,10 +427,10 @@ class SyncEngine:
             "uploaded": len(self.report.uploaded),
             "last_error": self.last_permanent or self.last_error,
         }
-        tmp = self.settings.heartbeat_path.with_suffix(".tmp")
-        # `zr4 health` and the user read this file: it is output like any log line.
-        tmp.write_text(redact(json.dumps(beat), self.settings.secrets()), encoding="utf-8")
-        os.replace(tmp, self.settings.heartbeat_path)
+        # `zr4 health` and the user read this file: it is output like any log line. It is rewritten
+        # every few seconds and only says "alive now": no fsync.
+        text = redact(json.dumps(beat), self.settings.secrets())
+        write_text_atomically(self.settings.heartbeat_path, text, mode=None, durable=False)
 
     def drain(self, deadline_s: float) -> bool:
         """Wait for in-flight uploads up to the deadline; True when none is left."""
@@ -446,15 +448,6 @@ class SyncEngine:
         with contextlib.suppress(Exception):
             self.transfer.shutdown(cancel=cancel)
         self.journal.close()
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
 
 
 def _short(error: BaseException, settings: SyncSettings) -> str:
