@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zr4.core.baked_profile import baked_profile_path, read_baked_profile
-from zr4.core.documents import MISSING, read_document
+from zr4.core.documents import MISSING, read_document, read_json_object
 
 
 class OwnError(Exception):
@@ -57,3 +57,17 @@ def test_read_baked_profile_wants_a_json_object(tmp_path: Path) -> None:
             tmp_path / "none.json", OwnError, f"the baked profile {tmp_path}/none.json (ZR4_PROFILE)"
         )
     assert read_baked_profile(tmp_path / "none.json", OwnError, missing_ok=True) is None
+
+
+def test_read_json_object_is_none_for_anything_but_an_object(tmp_path: Path) -> None:
+    # zr4's own state (a sidecar, the models' journal, the heartbeat) is rebuilt when unusable.
+    path = tmp_path / "state.json"
+    assert read_json_object(path) is None
+    for text in ("", "{", "[1]", "null"):
+        path.write_text(text, encoding="utf-8")
+        assert read_json_object(path) is None, text
+    path.write_bytes(b"\xff\xfe{}")
+    assert read_json_object(path) is None
+    path.write_text('{"version": 1}', encoding="utf-8")
+    assert read_json_object(path) == {"version": 1}
+    assert read_json_object(tmp_path) is None  # a directory: unreadable

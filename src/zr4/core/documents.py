@@ -3,6 +3,7 @@
 The model manifest, ComfyUI's flag tables, the node definitions and the baked profile are read
 this way, so "cannot read X: reason" and "X is not valid YAML: where" read the same everywhere
 and the caller's error family (``ManifestError``, ``FlagDataError`` ...) is what the CLI catches.
+zr4's own state files, which a failure only makes it rebuild, go through :func:`read_json_object`.
 """
 
 from __future__ import annotations
@@ -58,3 +59,14 @@ def read_document(
         return yaml.safe_load(text)
     except yaml.YAMLError as caught:
         raise error(f"{shown} is not valid YAML: {caught}") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file zr4 keeps for itself (a download's sidecar, the models' journal, the
+    sync heartbeat), or None when it is missing, unreadable, not JSON or not an object: such a
+    file is rewritten, never reported."""
+    try:
+        data = read_document(path, ValueError, "json")
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+_Number = TypeVar("_Number", int, float)
 
 
 class EnvError(ValueError):
@@ -48,16 +51,11 @@ def env_int(
 
     ``error`` is the class raised, so a caller's own family (sync settings, auth) keeps its type.
     """
-    raw = env_str(name, None, environ)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise error(f"{name}={raw!r} is not a whole number") from None
-    if minimum is not None and value < minimum:
-        raise error(f"{name}={raw!r} must be at least {minimum}")
-    return value
+
+    def problem(value: int) -> str | None:
+        return f"must be at least {minimum}" if minimum is not None and value < minimum else None
+
+    return _env_number(name, default, environ, int, "a whole number", problem, error)
 
 
 def env_float(
@@ -72,17 +70,34 @@ def env_float(
 
     Unset or empty means ``default``; ``error`` is the class raised.
     """
+
+    def problem(value: float) -> str | None:
+        if not zero_ok and not value > 0:
+            return "must be more than 0"
+        return None if value >= 0 else "must not be negative"  # NaN is neither
+
+    return _env_number(name, default, environ, float, "a number", problem, error)
+
+
+def _env_number(
+    name: str,
+    default: _Number,
+    environ: Mapping[str, str] | None,
+    parse: Callable[[str], _Number],
+    kind: str,
+    problem: Callable[[_Number], str | None],
+    error: type[Exception],
+) -> _Number:
     raw = env_str(name, None, environ)
     if raw is None:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise error(f"{name}={raw!r} is not a number") from None
-    if not zero_ok and not value > 0:
-        raise error(f"{name}={raw!r} must be more than 0")
-    if not value >= 0:
-        raise error(f"{name}={raw!r} must not be negative")
+        raise error(f"{name}={raw!r} is not {kind}") from None
+    trouble = problem(value)
+    if trouble is not None:
+        raise error(f"{name}={raw!r} {trouble}")
     return value
 
 

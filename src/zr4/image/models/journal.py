@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zr4.core.atomic import write_text_atomically
+from zr4.core.documents import read_json_object
 from zr4.image.models.locking import FileLock
 
 STATE_DIR = ".zr4"
@@ -53,11 +54,7 @@ class Journal:
         self.choices = {str(k): str(v) for k, v in (data.get("choices") or {}).items()}
 
     def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json_object(self.path) or {}
 
     def is_verified(
         self, models_root: Path, rel: str, source: str, sha256: str | None
