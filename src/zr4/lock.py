@@ -687,9 +687,7 @@ def compile_lock(
 
 def write_atomically(path: Path, text: str) -> None:
     """Write a lock so a reader never sees half of it; a committed file gets the usual mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    write_text_atomically(path, text, 0o666 & ~umask)
+    write_text_atomically(path, text, mode=None)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from zr4.image.models import (
     load_manifest,
     plan_models,
 )
-from zr4.image.models.download import partial_path, sidecar_path
+from zr4.image.models.download import discard_partial, partial_path, sidecar_path
 
 GGUF_REPO = "MCG-NJU/SteadyDancer-GGUF"
 # How the repository names its files (test data only; zr4 never guesses them).
@@ -332,3 +332,18 @@ def test_terminal_progress_draws_bars(hub: FakeHub, contents: dict[str, bytes], 
     )
     drawn = stream.getvalue()
     assert "\x1b[" in drawn and "━" in drawn and "diffusion_models/" in drawn  # rich.progress bars
+
+
+def test_discarding_a_partial_removes_what_a_killed_sidecar_write_left(tmp_path: Path) -> None:
+    # The sidecar is written through zr4.core.atomic: a kill between its create and its rename
+    # leaves `.NAME.partial.json.<8 hex>`, which the next fresh start removes with the partial.
+    dest = tmp_path / "diffusion_models" / "a.bin"
+    dest.parent.mkdir()
+    partial_path(dest).write_bytes(b"x" * 10)
+    sidecar_path(dest).write_text("{}", encoding="utf-8")
+    leftover = dest.parent / f".{sidecar_path(dest).name}.0badc0de"
+    leftover.write_text("{", encoding="utf-8")
+    not_ours = dest.parent / f".{sidecar_path(dest).name}.backup"
+    not_ours.write_text("kept", encoding="utf-8")
+    discard_partial(dest)
+    assert sorted(p.name for p in dest.parent.iterdir()) == [not_ours.name]

@@ -14,6 +14,7 @@ from zr4.build.command import BuildOptions, build_command, describe, push_comman
 from zr4.build.display import BuildDisplay
 from zr4.build.engine import Engine
 from zr4.build.progress import PodmanProgress, Timings, progress_for
+from zr4.core.sizes import human_bytes
 from zr4.errors import Zr4Error
 
 Echo = Callable[[str], None]
@@ -38,15 +39,6 @@ class BuildResult:
     pushed: bool = False
 
 
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
-        value /= 1000
-    return f"{value:.2f} GB"
-
-
 def parse_size(engine: str, output: str) -> str | None:
     """The size from :func:`size_command`'s output (bytes, or buildah's JSON listing)."""
     text = output.strip()
@@ -60,7 +52,7 @@ def parse_size(engine: str, output: str) -> str | None:
             return None
         return str(size)
     try:
-        return human_bytes(int(text.splitlines()[0]))
+        return human_bytes(int(text.splitlines()[0]), decimals=2)
     except ValueError:
         return None
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from zr4.core.sizes import human_bytes
 from zr4.image.models import (
     DownloadOptions,
     Progress,
@@ -15,7 +16,6 @@ from zr4.image.models import (
     plan_models,
     settings_from_env,
 )
-from zr4.image.models.preflight import human_bytes
 
 app = typer.Typer(no_args_is_help=True, help="Plan and download the models of the current settings.")
 

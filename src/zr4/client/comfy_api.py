@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zr4.core.env import EnvError, env_port
 from zr4.core.redact import redact_url
 from zr4.errors import UsageError, Zr4Error
 
@@ -577,9 +578,10 @@ def comfyui_urls(
         listed = ""
     if listed:
         return _checked_urls([u for u in listed.split(",") if u.strip()], str(path), usage=False)
-    port = environ.get("COMFYUI_PORT", "").strip() or "8188"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ComfyUrlError(f"COMFYUI_PORT={port!r} is not a port number (1-65535)")
+    try:
+        port = env_port("COMFYUI_PORT", 8188, environ)
+    except EnvError as error:
+        raise ComfyUrlError(f"{error} (1-65535)") from None
     return [f"http://127.0.0.1:{port}"]
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from zr4.core import image_layout
 from zr4.core.atomic import write_text_atomically
-from zr4.core.env import env_str
+from zr4.core.env import env_port, env_str, port_number
 from zr4.core.redact import register_secret
 from zr4.errors import Zr4Error
 
@@ -182,16 +182,6 @@ def resolve_token(env: Mapping[str, str], *, create: bool) -> TokenSource | None
     return TokenSource(token, "generated", path, note)
 
 
-def _port(raw: str, name: str) -> int:
-    try:
-        port = int(raw)
-    except ValueError:
-        raise AuthError(f"{name}={raw!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise AuthError(f"{name}={raw!r} is not a port number")
-    return port
-
-
 @dataclass(frozen=True)
 class Route:
     """One ComfyUI instance: the proxy listens on ``public_port``, ComfyUI on 127.0.0.1:``backend_port``."""
@@ -207,9 +197,8 @@ def routes_for(public_ports: Sequence[int], env: Mapping[str, str]) -> list[Rout
     """The backend port of each public port (see the module docstring)."""
     if not public_ports:
         return []
-    base_raw = env_str("ZR4_COMFYUI_BACKEND_PORT", None, env)
     first = public_ports[0]
-    base = _port(base_raw, "ZR4_COMFYUI_BACKEND_PORT") if base_raw else first + BACKEND_PORT_OFFSET
+    base = env_port("ZR4_COMFYUI_BACKEND_PORT", first + BACKEND_PORT_OFFSET, env, error=AuthError)
     routes = []
     for public in public_ports:
         backend = base + (public - first)
@@ -232,7 +221,10 @@ def parse_routes(spec: str) -> list[Route]:
         if not sep:
             raise AuthError(f"ZR4_PROXY_ROUTES item {item!r} is not PUBLIC=BACKEND")
         routes.append(
-            Route(_port(public, "ZR4_PROXY_ROUTES public port"), _port(backend, "ZR4_PROXY_ROUTES backend"))
+            Route(
+                port_number(public, "ZR4_PROXY_ROUTES public port", AuthError),
+                port_number(backend, "ZR4_PROXY_ROUTES backend", AuthError),
+            )
         )
     if not routes:
         raise AuthError("ZR4_PROXY_ROUTES names no port")

@@ -20,8 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from zr4.core.documents import read_document
 from zr4.paths import data_dir
 
 Takes = Literal["none", "one", "optional", "many", "any"]
@@ -117,13 +116,6 @@ def policy_file() -> Path:
     return data_dir() / "comfyui_flag_policy.yaml"
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise FlagDataError(f"cannot read {path}: {error}") from None
-
-
 @dataclass(frozen=True)
 class _Policy:
     emit: frozenset[str] = frozenset()
@@ -136,7 +128,7 @@ class _Policy:
 def _load_policy(path: Path) -> _Policy:
     if not path.is_file():
         return _Policy()
-    document = _read_yaml(path) or {}
+    document = read_document(path, FlagDataError, "yaml") or {}
     if not isinstance(document, dict):
         raise FlagDataError(f"{path}: expected a mapping")
     paths = {str(k): str(v) for k, v in (document.get("paths") or {}).items()}
@@ -154,7 +146,7 @@ def _load_policy(path: Path) -> _Policy:
 
 @cache
 def _load(path: Path, policy_path: Path | None = None) -> Mapping[str, FlagSet]:
-    document = _read_yaml(path)
+    document = read_document(path, FlagDataError, "yaml")
     versions = document.get("versions") if isinstance(document, dict) else None
     if not isinstance(versions, dict):
         raise FlagDataError(f"{path}: no 'versions' mapping")

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from zr4.core import arch, image_layout
+from zr4.core import arch
+from zr4.core.baked_profile import baked_profile_path, read_baked_profile
 from zr4.core.comfy_flags import FlagEnvironment
 from zr4.core.gguf_level import parse_gguf_level
 from zr4.core.gpu import Detection, detect
@@ -37,7 +38,6 @@ from zr4.core.planner import (
     plan,
 )
 
-DEFAULT_PROFILE_PATH = Path(image_layout.PROFILE_JSON)
 TIERS = ("consumer", "prosumer", "datacenter")
 VARIANTS = ("fp16", "fp8", "gguf")
 
@@ -227,19 +227,13 @@ def apply_env(request: PlanRequest, environ: Mapping[str, str]) -> tuple[PlanReq
 
 def read_profile(path: Path | None, environ: Mapping[str, str]) -> tuple[dict[str, Any] | None, list[str]]:
     """The baked resolved profile as a dict, or None with a warning."""
-    candidate = path or Path(environ.get("ZR4_PROFILE") or DEFAULT_PROFILE_PATH)
+    candidate = path or baked_profile_path(environ)
     try:
-        data = json.loads(candidate.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        data = read_baked_profile(candidate, ValueError, f"resolved profile {candidate}", missing_ok=True)
+    except ValueError as error:
+        return None, [f"{error}; planning with the built-in defaults"]
+    if data is None:
         return None, [f"no resolved profile at {candidate}; planning with the built-in defaults"]
-    except (OSError, ValueError) as error:
-        return None, [
-            f"resolved profile {candidate} unreadable ({error}); planning with the built-in defaults"
-        ]
-    if not isinstance(data, dict):
-        return None, [
-            f"resolved profile {candidate} is not a JSON object; planning with the built-in defaults"
-        ]
     return data, []
 
 

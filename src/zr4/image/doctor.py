@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zr4.core import image_layout
+from zr4.core.baked_profile import baked_profile_path
 from zr4.errors import Zr4Error
 from zr4.paths import data_dir
 from zr4.profile.models import Profile
@@ -493,7 +494,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> tuple[Path, s
     """(profile path, ComfyUI python, ComfyUI folder) from the image's environment."""
     env = os.environ if environ is None else environ
     return (
-        Path(env.get("ZR4_PROFILE") or image_layout.PROFILE_JSON),
+        baked_profile_path(env),
         env.get("COMFYUI_PYTHON") or image_layout.COMFYUI_PYTHON,
         Path(env.get("COMFYUI_DIR") or image_layout.COMFYUI_DIR),
     )

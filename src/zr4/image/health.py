@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from zr4.core.env import EnvError, env_bool, env_str
+from zr4.core.env import EnvError, env_bool, env_port
 
 # Heartbeats are written every 2 s (zr4.image.sync.daemon); 30 s allows a slow upload tick.
 SYNC_MAX_AGE_S = 30.0
@@ -40,14 +40,7 @@ class HealthCheck:
 
 def comfyui_port(environ: Mapping[str, str]) -> int:
     """``COMFYUI_PORT`` (default 8188): the port `zr4 start` gives ComfyUI."""
-    raw = env_str("COMFYUI_PORT", "8188", environ) or "8188"
-    try:
-        port = int(raw)
-    except ValueError:
-        raise EnvError(f"COMFYUI_PORT={raw!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise EnvError(f"COMFYUI_PORT={raw!r} is not a port number")
-    return port
+    return env_port("COMFYUI_PORT", 8188, environ)
 
 
 def check_comfyui(

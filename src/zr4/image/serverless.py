@@ -54,7 +54,7 @@ from zr4.client.comfy_api import ComfyClient, ComfyError, ExecutionFailed, auth_
 from zr4.client.dance import JobEvent, JobRequest, JobResult, oom_advice, run_job
 from zr4.client.job_cancel import JobControl
 from zr4.client.job_workflow import DanceParams, is_api_workflow
-from zr4.core.env import env_str
+from zr4.core.env import env_float, env_int, env_port, env_str
 from zr4.core.redact import redact
 from zr4.errors import Zr4Error
 from zr4.image.job_store import OutputLedger, R2Store, remove_partial_outputs
@@ -117,13 +117,6 @@ class WorkerConfig:
     def from_env(cls, environ: Mapping[str, str]) -> WorkerConfig:
         from zr4.core import image_layout
 
-        def number(name: str, default: int) -> int:
-            raw = env_str(name, None, environ)
-            try:
-                return int(raw) if raw is not None else default
-            except ValueError:
-                raise JobInputError(f"{name}={raw!r} is not a whole number") from None
-
         output_dir = Path(env_str("OUTPUT_DIR", image_layout.OUTPUT_DIR, environ) or image_layout.OUTPUT_DIR)
         comfyui_dir = env_str("COMFYUI_DIR", image_layout.COMFYUI_DIR, environ) or image_layout.COMFYUI_DIR
         r2_settings, r2_problem = _r2_settings(environ, output_dir)
@@ -131,10 +124,14 @@ class WorkerConfig:
             urls=tuple(comfyui_urls(environ)),
             token=auth_token(environ),
             output_dir=output_dir,
-            base64_max_bytes=number("ZR4_BASE64_MAX_BYTES", DEFAULT_BASE64_MAX_BYTES),
-            presign_s=number("ZR4_PRESIGN_SECONDS", DEFAULT_PRESIGN_S),
-            input_base64_max_bytes=number("ZR4_INPUT_BASE64_MAX_BYTES", DEFAULT_INPUT_BASE64_MAX_BYTES),
-            keep_outputs=number("ZR4_KEEP_OUTPUTS", DEFAULT_KEEP_OUTPUTS),
+            base64_max_bytes=env_int(
+                "ZR4_BASE64_MAX_BYTES", DEFAULT_BASE64_MAX_BYTES, environ, error=JobInputError
+            ),
+            presign_s=env_int("ZR4_PRESIGN_SECONDS", DEFAULT_PRESIGN_S, environ, error=JobInputError),
+            input_base64_max_bytes=env_int(
+                "ZR4_INPUT_BASE64_MAX_BYTES", DEFAULT_INPUT_BASE64_MAX_BYTES, environ, error=JobInputError
+            ),
+            keep_outputs=env_int("ZR4_KEEP_OUTPUTS", DEFAULT_KEEP_OUTPUTS, environ, error=JobInputError),
             comfyui_input_dir=Path(comfyui_dir) / "input",
             r2_settings=r2_settings,
             r2_problem=r2_problem,
@@ -492,10 +489,8 @@ def local_api_args(environ: Mapping[str, str], argv: list[str], cwd: Path) -> li
     if any(arg.split("=", 1)[0] in ("--test_input", "--rp_serve_api") for arg in argv):
         return []
     host = env_str("ZR4_WORKER_API_HOST", "127.0.0.1", environ) or "127.0.0.1"
-    port = env_str("ZR4_WORKER_API_PORT", str(DEFAULT_API_PORT), environ) or str(DEFAULT_API_PORT)
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise JobInputError(f"ZR4_WORKER_API_PORT={port!r} is not a port number")
-    return ["--rp_serve_api", "--rp_api_host", host, "--rp_api_port", port]
+    port = env_port("ZR4_WORKER_API_PORT", DEFAULT_API_PORT, environ, error=JobInputError)
+    return ["--rp_serve_api", "--rp_api_host", host, "--rp_api_port", str(port)]
 
 
 def main() -> int:
@@ -507,9 +502,9 @@ def main() -> int:
     environ = dict(os.environ)
     try:
         config = WorkerConfig.from_env(environ)
-        raw_wait = env_str("ZR4_COMFYUI_WAIT_S", None, environ)
+        wait_s = env_float("ZR4_COMFYUI_WAIT_S", COMFYUI_WAIT_S, environ)
         local_api = local_api_args(environ, sys.argv[1:], Path.cwd())
-        waited = wait_for_comfyui(config.clients(), float(raw_wait) if raw_wait else COMFYUI_WAIT_S)
+        waited = wait_for_comfyui(config.clients(), wait_s)
     except (Zr4Error, ValueError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 1

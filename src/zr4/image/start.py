@@ -24,7 +24,6 @@ manager's journal answers with ``stat`` calls), which keeps them well under a se
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from zr4.core import image_layout
+from zr4.core.baked_profile import baked_profile_path, read_baked_profile
 from zr4.core.env import EnvError, env_bool, env_str
 from zr4.errors import Zr4Error
 
@@ -46,7 +46,6 @@ Log = Callable[[str], None]
 # Paths of the image (the Dockerfile's ENV); a developer machine sets these variables itself.
 DEFAULT_COMFYUI_DIR = image_layout.COMFYUI_DIR
 DEFAULT_COMFYUI_PYTHON = image_layout.COMFYUI_PYTHON
-DEFAULT_PROFILE = image_layout.PROFILE_JSON
 DEFAULT_OUTPUT_DIR = image_layout.OUTPUT_DIR
 DEFAULT_MODELS_DIR = image_layout.MODELS_DIR
 SYNC_STOP_TIMEOUT_S = image_layout.SYNC_STOP_TIMEOUT_S
@@ -83,7 +82,7 @@ class StartConfig:
                 or DEFAULT_COMFYUI_PYTHON,
                 output_dir=Path(env_str("OUTPUT_DIR", DEFAULT_OUTPUT_DIR, env) or DEFAULT_OUTPUT_DIR),
                 models_dir=Path(env_str("MODELS_DIR", DEFAULT_MODELS_DIR, env) or DEFAULT_MODELS_DIR),
-                profile_path=Path(env_str("ZR4_PROFILE", DEFAULT_PROFILE, env) or DEFAULT_PROFILE),
+                profile_path=baked_profile_path(env),
                 manifest_path=Path(manifest) if manifest else None,
                 port=comfyui_port(env),
                 skip_model_download=env_bool("SKIP_MODEL_DOWNLOAD", False, env),
@@ -157,10 +156,9 @@ def load_profile_json(path: Path):  # type: ignore[no-untyped-def]  # -> Profile
     """The baked profile as a validated ``Profile`` (for `zr4 doctor`; the start reads plain JSON)."""
     from zr4.profile.models import Profile
 
+    data = read_baked_profile(path, StartError, f"the baked profile {path} (ZR4_PROFILE)")
     try:
-        return Profile.model_validate_json(path.read_bytes())
-    except OSError as error:
-        raise StartError(f"cannot read the baked profile {path} (ZR4_PROFILE): {error.strerror}") from None
+        return Profile.model_validate(data)
     except ValueError as error:
         raise StartError(f"the baked profile {path} is not a valid profile: {error}") from None
 
@@ -168,12 +166,7 @@ def load_profile_json(path: Path):  # type: ignore[no-untyped-def]  # -> Profile
 def read_profile_data(path: Path) -> dict[str, Any]:
     """The baked resolved profile as JSON data. It was validated when the image was built; reading
     it without Pydantic keeps a warm start fast (Pydantic's import alone is ~0.1-0.2 s)."""
-    try:
-        data = json.loads(path.read_bytes())
-    except OSError as error:
-        raise StartError(f"cannot read the baked profile {path} (ZR4_PROFILE): {error.strerror}") from None
-    except ValueError as error:
-        raise StartError(f"the baked profile {path} is not JSON: {error}") from None
+    data = read_baked_profile(path, StartError, f"the baked profile {path} (ZR4_PROFILE)")
     try:
         data["name"], data["comfyui"]["version"], data["workload"]["width"], data["features"]["attention"]
     except (TypeError, KeyError) as error:
@@ -238,8 +231,8 @@ class ModelsOutcome:
 
 
 def ensure_step(env: Mapping[str, str], config: StartConfig, log: Log) -> ModelsOutcome:
+    from zr4.core.sizes import human_bytes
     from zr4.image.models import Progress, ensure_models, load_manifest, settings_from_env
-    from zr4.image.models.preflight import human_bytes
 
     settings = settings_from_env(env, models_dir=config.models_dir)
     manifest = load_manifest(config.manifest_path)

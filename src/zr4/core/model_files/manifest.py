@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from zr4.core.documents import read_document
 from zr4.core.model_files.errors import ManifestError
 from zr4.paths import data_dir
 
@@ -139,10 +138,5 @@ def parse_manifest(document: dict[str, Any], source_path: Path | None = None) ->
 def load_manifest(path: Path | str | None = None) -> Manifest:
     """Read and check a manifest file (default: the bundled one)."""
     manifest_path = Path(path) if path is not None else default_manifest_path()
-    try:
-        document = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ManifestError(f"cannot read model manifest {manifest_path}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ManifestError(f"model manifest {manifest_path} is not valid YAML: {error}") from error
+    document = read_document(manifest_path, ManifestError, "yaml", f"model manifest {manifest_path}")
     return parse_manifest(document, manifest_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from zr4.core import image_layout
+from zr4.core.baked_profile import PROFILE_VARIABLE, baked_profile_path, read_baked_profile
 from zr4.core.env import EnvError, env_bool, env_str
 from zr4.core.model_files.errors import SettingsError
 
 # docs.runpod.io/pods/storage/types: /workspace is the persistent volume, so models live there and survive
 # a pod stop; ComfyUI finds them through --extra-model-paths-config (see paths.extra_model_paths_yaml).
 DEFAULT_MODELS_DIR = Path(image_layout.MODELS_DIR)
-DEFAULT_PROFILE_PATH = Path(image_layout.PROFILE_JSON)
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 VARIANTS = ("fp16", "fp8", "gguf")
 
@@ -42,18 +41,6 @@ class ModelSettings:
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
-def _read_profile(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SettingsError(f"cannot read the baked profile {path}: {error.strerror}") from error
-    except json.JSONDecodeError as error:
-        raise SettingsError(f"baked profile {path} is not valid JSON: {error}") from error
-    if not isinstance(document, dict):
-        raise SettingsError(f"baked profile {path} is not a JSON object")
-    return document
-
-
 def _profile_value(profile: Mapping[str, Any], section: str, key: str) -> Any:
     block = profile.get(section)
     return block.get(key) if isinstance(block, Mapping) else None
@@ -73,17 +60,13 @@ def settings_from_env(
     """
     env = os.environ if environ is None else environ
     if profile is None:
-        explicit = env_str("ZR4_PROFILE", None, env)
-        if explicit is not None:
-            profile = _read_profile(Path(explicit))
-        elif DEFAULT_PROFILE_PATH.is_file():
-            profile = _read_profile(DEFAULT_PROFILE_PATH)
-        else:
-            profile = None
+        # A profile named in ZR4_PROFILE must be there; the image's own may be absent (a checkout).
+        explicit = env_str(PROFILE_VARIABLE, None, env) is not None
+        profile = read_baked_profile(baked_profile_path(env), SettingsError, missing_ok=not explicit)
     origins: dict[str, str] = {}
     if profile is None:
         # Say so, as `zr4 tune` does: the defaults differ from a baked profile's (pose onnx, not mmpose).
-        origins["profile"] = f"none at {DEFAULT_PROFILE_PATH} (ZR4_PROFILE unset)"
+        origins["profile"] = f"none at {image_layout.PROFILE_JSON} (ZR4_PROFILE unset)"
         profile = {}
 
     def choose(name: str, env_name: str | None, section: str, key: str, default: Any) -> Any:

@@ -341,13 +341,43 @@ def _node(class_type: str, title: str, inputs: dict[str, Any]) -> dict[str, Any]
     return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
 
 
+class _Graph:
+    """The nodes built so far, each under its role's stable id (``NODE_IDS``)."""
+
+    def __init__(self) -> None:
+        self.nodes: Workflow = {}
+
+    def add(self, role: str, class_type: str, title: str, inputs: dict[str, Any]) -> Link:
+        """Add the node of ``role``; returns the link to its first output."""
+        self.nodes[NODE_IDS[role]] = _node(class_type, title, inputs)
+        return _link(role)
+
+    def in_id_order(self) -> Workflow:
+        return dict(sorted(self.nodes.items(), key=lambda item: int(item[0])))
+
+
+def _frame_size() -> tuple[Link, Link, Link]:
+    """Width, height and frame count of the scaled driving video: every later node's size, as the
+    example's Set/Get width, height and count nodes are."""
+    return _link("video_size", 1), _link("video_size", 2), _link("video_size", 3)
+
+
 def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
     """The SteadyDancer workflow for `spec`, as ComfyUI's API format (POST /prompt's "prompt")."""
-    nodes: Workflow = {}
+    graph = _Graph()
+    model = _add_model(graph, spec)
+    _add_loaders(graph, spec)
+    _add_inputs(graph, spec)
+    _add_pose(graph, spec)
+    _add_embeds(graph, spec)
+    _add_sampling(graph, spec, model)
+    _add_output(graph, spec)
+    return graph.in_id_order()
 
-    def add(role: str, class_type: str, title: str, inputs: dict[str, Any]) -> None:
-        nodes[NODE_IDS[role]] = _node(class_type, title, inputs)
 
+def _add_model(graph: _Graph, spec: WorkflowSpec) -> Link:
+    """The diffusion model: compile settings, the loader, block swap and the LoRA, each optional
+    but the loader. Returns the link the sampler takes the model from."""
     loader_inputs: dict[str, Any] = {
         "model": spec.diffusion_model_file,
         "base_precision": spec.base_precision,
@@ -357,7 +387,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
         "rms_norm_function": "default",
     }
     if spec.torch_compile:
-        add(
+        loader_inputs["compile_args"] = graph.add(
             "compile",
             "WanVideoTorchCompileSettings",
             "Torch compile",
@@ -373,12 +403,9 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
                 "allow_unmerged_lora_compile": False,
             },
         )
-        loader_inputs["compile_args"] = _link("compile")
-    add("model", "WanVideoModelLoader", f"SteadyDancer model ({spec.variant})", loader_inputs)
-    model = _link("model")
-
+    model = graph.add("model", "WanVideoModelLoader", f"SteadyDancer model ({spec.variant})", loader_inputs)
     if spec.block_swap > 0:
-        add(
+        block_swap = graph.add(
             "block_swap",
             "WanVideoBlockSwap",
             f"Block swap ({spec.block_swap} of {WAN_BLOCKS})",
@@ -392,16 +419,14 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
                 "block_swap_debug": False,
             },
         )
-        add(
+        model = graph.add(
             "set_block_swap",
             "WanVideoSetBlockSwap",
             "Set block swap",
-            {"model": model, "block_swap_args": _link("block_swap")},
+            {"model": model, "block_swap_args": block_swap},
         )
-        model = _link("set_block_swap")
-
     if spec.lora_file is not None:
-        add(
+        lora = graph.add(
             "lora",
             "WanVideoLoraSelect",
             "Step-distill LoRA",
@@ -412,17 +437,20 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
                 "merge_loras": spec.merge_loras,
             },
         )
-        add("set_lora", "WanVideoSetLoRAs", "Set LoRA", {"model": model, "lora": _link("lora")})
-        model = _link("set_lora")
+        model = graph.add("set_lora", "WanVideoSetLoRAs", "Set LoRA", {"model": model, "lora": lora})
+    return model
 
-    add(
+
+def _add_loaders(graph: _Graph, spec: WorkflowSpec) -> None:
+    """The VAE, CLIP vision and the text encoder with the prompts."""
+    graph.add(
         "vae",
         "WanVideoVAELoader",
         "VAE",
         {"model_name": spec.vae_file, "precision": "bf16", "use_cpu_cache": False},
     )
-    add("clip_vision", "CLIPVisionLoader", "CLIP vision", {"clip_name": spec.clip_vision_file})
-    add(
+    graph.add("clip_vision", "CLIPVisionLoader", "CLIP vision", {"clip_name": spec.clip_vision_file})
+    graph.add(
         "text",
         "WanVideoTextEncodeCached",
         "Prompt",
@@ -437,9 +465,11 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
         },
     )
 
-    # The driving video, scaled to the output size; its size and frame count feed every node
-    # below, as the example's Set/Get width, height and count do.
-    add(
+
+def _add_inputs(graph: _Graph, spec: WorkflowSpec) -> None:
+    """The driving video scaled to the output size (its size and count feed every node below) and
+    the reference image resized to it."""
+    graph.add(
         "video",
         "VHS_LoadVideo",
         "Driving video",
@@ -454,43 +484,46 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "format": "AnimateDiff",
         },
     )
-    add("video_size", "GetImageSizeAndCount", "Video size and count", {"image": _link("video")})
-    width, height, count = _link("video_size", 1), _link("video_size", 2), _link("video_size", 3)
+    graph.add("video_size", "GetImageSizeAndCount", "Video size and count", {"image": _link("video")})
+    image = graph.add("image", "LoadImage", "Reference image", {"image": spec.reference_image})
+    _add_resize(graph, "image_resize", "Resize reference image", image)
 
-    add("image", "LoadImage", "Reference image", {"image": spec.reference_image})
 
-    def resize(role: str, title: str, image: Link) -> None:
-        add(
-            role,
-            "ImageResizeKJv2",
-            title,
-            {
-                "image": image,
-                "width": width,
-                "height": height,
-                "upscale_method": "lanczos",
-                "keep_proportion": "crop",
-                "pad_color": "0, 0, 0",
-                "crop_position": "center",
-                "divisible_by": 16,
-                "device": "cpu",
-            },
-        )
+def _add_resize(graph: _Graph, role: str, title: str, image: Link) -> Link:
+    width, height, _count = _frame_size()
+    return graph.add(
+        role,
+        "ImageResizeKJv2",
+        title,
+        {
+            "image": image,
+            "width": width,
+            "height": height,
+            "upscale_method": "lanczos",
+            "keep_proportion": "crop",
+            "pad_color": "0, 0, 0",
+            "crop_position": "center",
+            "divisible_by": 16,
+            "device": "cpu",
+        },
+    )
 
-    resize("image_resize", "Resize reference image", _link("image"))
 
-    add(
+def _add_pose(graph: _Graph, spec: WorkflowSpec) -> None:
+    """Poses detected in the driving video (YOLO + ViTPose), resized, and the first of them."""
+    width, height, _count = _frame_size()
+    pose_model = graph.add(
         "pose_model",
         "OnnxDetectionModelLoader",
         "Pose models (YOLO + ViTPose)",
         {"vitpose_model": spec.vitpose_file, "yolo_model": spec.yolo_file, "onnx_device": spec.onnx_device},
     )
-    add(
+    pose = graph.add(
         "pose",
         "PoseDetectionOneToAllAnimation",
         "Pose detection",
         {
-            "model": _link("pose_model"),
+            "model": pose_model,
             "images": _link("video_size", 0),
             "ref_image": _link("image_resize"),
             "width": width,
@@ -500,42 +533,47 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "draw_head": "full",
         },
     )
-    resize("pose_resize", "Resize poses", _link("pose"))
-    add(
+    poses = _add_resize(graph, "pose_resize", "Resize poses", pose)
+    graph.add(
         "pose_first",
         "GetImageRangeFromBatch",
         "First pose frame",
-        {"images": _link("pose_resize"), "start_index": 0, "num_frames": 1},
+        {"images": poses, "start_index": 0, "num_frames": 1},
     )
 
-    def clip_encode(role: str, title: str, image: Link) -> None:
-        add(
-            role,
-            "WanVideoClipVisionEncode",
-            title,
-            {
-                "clip_vision": _link("clip_vision"),
-                "image_1": image,
-                "strength_1": 1.0,
-                "strength_2": 1.0,
-                "crop": "center",
-                "combine_embeds": "average",
-                "force_offload": True,
-                "tiles": 0,
-                "ratio": 0.2,
-            },
-        )
 
-    clip_encode("clip_image", "CLIP vision: reference", _link("image_resize"))
-    clip_encode("clip_pose", "CLIP vision: first pose", _link("pose_first"))
+def _add_clip_encode(graph: _Graph, role: str, title: str, image: Link) -> Link:
+    return graph.add(
+        role,
+        "WanVideoClipVisionEncode",
+        title,
+        {
+            "clip_vision": _link("clip_vision"),
+            "image_1": image,
+            "strength_1": 1.0,
+            "strength_2": 1.0,
+            "crop": "center",
+            "combine_embeds": "average",
+            "force_offload": True,
+            "tiles": 0,
+            "ratio": 0.2,
+        },
+    )
 
-    add(
+
+def _add_embeds(graph: _Graph, spec: WorkflowSpec) -> None:
+    """CLIP vision of the reference and the first pose, the image-to-video latents, the encoded
+    poses, and SteadyDancer's embeds over them."""
+    width, height, count = _frame_size()
+    clip_image = _add_clip_encode(graph, "clip_image", "CLIP vision: reference", _link("image_resize"))
+    clip_pose = _add_clip_encode(graph, "clip_pose", "CLIP vision: first pose", _link("pose_first"))
+    i2v = graph.add(
         "i2v",
         "WanVideoImageToVideoEncode",
         "Image to video encode",
         {
             "vae": _link("vae"),
-            "clip_embeds": _link("clip_image"),
+            "clip_embeds": clip_image,
             "start_image": _link("image_resize"),
             "width": width,
             "height": height,
@@ -549,7 +587,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "augment_empty_frames": 0.0,
         },
     )
-    add(
+    pose_latents = graph.add(
         "pose_latents",
         "WanVideoEncode",
         "Encode poses",
@@ -565,21 +603,25 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "latent_strength": 1.0,
         },
     )
-    add(
+    graph.add(
         "steadydancer",
         "WanVideoAddSteadyDancerEmbeds",
         "SteadyDancer embeds",
         {
-            "embeds": _link("i2v"),
-            "pose_latents_positive": _link("pose_latents"),
-            "clip_vision_embeds": _link("clip_pose"),
+            "embeds": i2v,
+            "pose_latents_positive": pose_latents,
+            "clip_vision_embeds": clip_pose,
             "pose_strength_spatial": spec.pose_strength_spatial,
             "pose_strength_temporal": spec.pose_strength_temporal,
             "start_percent": spec.pose_start_percent,
             "end_percent": spec.pose_end_percent,
         },
     )
-    add(
+
+
+def _add_sampling(graph: _Graph, spec: WorkflowSpec, model: Link) -> None:
+    """Context windows, the sampler's settings and the sampler."""
+    context = graph.add(
         "context",
         "WanVideoContextOptions",
         "Context windows",
@@ -593,7 +635,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "fuse_method": "linear",
         },
     )
-    add(
+    settings = graph.add(
         "sampler_settings",
         "WanVideoSamplerSettings",
         "Sampler settings",
@@ -601,7 +643,7 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "model": model,
             "image_embeds": _link("steadydancer"),
             "text_embeds": _link("text"),
-            "context_options": _link("context"),
+            "context_options": context,
             "steps": spec.steps,
             "cfg": spec.effective_cfg,
             "shift": spec.shift,
@@ -617,8 +659,12 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "add_noise_to_samples": False,
         },
     )
-    add("sampler", "WanVideoSamplerFromSettings", "Sampler", {"sampler_inputs": _link("sampler_settings")})
-    add(
+    graph.add("sampler", "WanVideoSamplerFromSettings", "Sampler", {"sampler_inputs": settings})
+
+
+def _add_output(graph: _Graph, spec: WorkflowSpec) -> None:
+    """The decoded frames, saved as the H.264 video the job downloads."""
+    decoded = graph.add(
         "decode",
         "WanVideoDecode",
         "Decode",
@@ -633,12 +679,12 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "normalization": "default",
         },
     )
-    add(
+    graph.add(
         "save",
         "VHS_VideoCombine",
         "Save video",
         {
-            "images": _link("decode"),
+            "images": decoded,
             "frame_rate": float(spec.fps),
             "loop_count": 0,
             "filename_prefix": spec.output_prefix,
@@ -652,7 +698,6 @@ def build_steadydancer_workflow(spec: WorkflowSpec) -> Workflow:
             "trim_to_audio": False,
         },
     )
-    return dict(sorted(nodes.items(), key=lambda item: int(item[0])))
 
 
 def workflow_json(workflow: Workflow) -> str:

@@ -28,6 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from zr4.core.documents import read_document
 from zr4.core.workflow.build import NODE_IDS, Workflow
 from zr4.errors import Zr4Error
 from zr4.paths import data_dir
@@ -90,10 +91,7 @@ def nodes_file(version: str = "v0.7.0") -> Path:
 def load_node_definitions(version: str = "v0.7.0") -> Mapping[str, Any]:
     """object_info entries of the workflow's node types for ComfyUI ``version``."""
     path = nodes_file(version)
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise WorkflowUiError(f"cannot read the node definitions {path}: {error.strerror}") from None
+    data: dict[str, Any] = read_document(path, WorkflowUiError, "json", f"the node definitions {path}")
     return data
 
 

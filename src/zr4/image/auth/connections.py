@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from zr4.core.env import EnvError, env_str
+from zr4.core.env import EnvError, env_float
 from zr4.image.auth.logs import Throttle
 
 Log = Callable[[str], None]
@@ -221,7 +221,7 @@ def limits_from_env(env: Mapping[str, str], log: Log) -> Limits:
     A connection cap above what the open-file limit allows is lowered to that, with a line saying so.
     """
     room = default_max_connections()
-    wanted = _positive("ZR4_PROXY_MAX_CONNECTIONS", float(room), env)
+    wanted = env_float("ZR4_PROXY_MAX_CONNECTIONS", float(room), env, zero_ok=False)
     if wanted != int(wanted):
         raise EnvError(
             f"ZR4_PROXY_MAX_CONNECTIONS={env['ZR4_PROXY_MAX_CONNECTIONS']!r} is not a whole number"
@@ -230,19 +230,6 @@ def limits_from_env(env: Mapping[str, str], log: Log) -> Limits:
         log(f"ZR4_PROXY_MAX_CONNECTIONS={int(wanted)} is more than the open-file limit allows: using {room}")
     return Limits(
         max_connections=min(int(wanted), room),
-        header_timeout_s=_positive("ZR4_PROXY_HEADER_TIMEOUT_S", HEADER_TIMEOUT_S, env),
-        idle_timeout_s=_positive("ZR4_PROXY_IDLE_TIMEOUT_S", IDLE_TIMEOUT_S, env),
+        header_timeout_s=env_float("ZR4_PROXY_HEADER_TIMEOUT_S", HEADER_TIMEOUT_S, env, zero_ok=False),
+        idle_timeout_s=env_float("ZR4_PROXY_IDLE_TIMEOUT_S", IDLE_TIMEOUT_S, env, zero_ok=False),
     )
-
-
-def _positive(name: str, default: float, env: Mapping[str, str]) -> float:
-    raw = env_str(name, None, env)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise EnvError(f"{name}={raw!r} is not a number") from None
-    if not value > 0:
-        raise EnvError(f"{name}={raw!r} must be more than 0")
-    return value

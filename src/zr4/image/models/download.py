@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
+from zr4.core.atomic import leftover_temporaries, write_text_atomically
+from zr4.core.documents import read_json_object
 from zr4.core.model_files.errors import IntegrityError, ModelsError, NetworkError, StorageError
 from zr4.image.models.hub import describe_http_failure
 
@@ -119,11 +121,7 @@ def storage_error(error: OSError, path: Path, doing: str) -> StorageError:
 
 
 def read_sidecar(dest: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(sidecar_path(dest).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_object(sidecar_path(dest))
 
 
 def _write_sidecar(dest: Path, source: Source) -> None:
@@ -134,15 +132,7 @@ def _write_sidecar(dest: Path, source: Source) -> None:
         "sha256": source.sha256,
         "updated": time.time(),
     }
-    final = sidecar_path(dest)
-    tmp = final.with_name(final.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(tmp, final)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()  # never leave an empty .tmp behind (a full disk truncates it)
-        raise
+    write_text_atomically(sidecar_path(dest), json.dumps(record), mode=None)
 
 
 def _sidecar_matches(record: dict[str, Any] | None, source: Source) -> bool:
@@ -158,8 +148,9 @@ def discard_partial(dest: Path) -> None:
     for leftover in (partial_path(dest), sidecar_path(dest), ranges_path(dest)):
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
-    with contextlib.suppress(OSError):
-        sidecar_path(dest).with_name(sidecar_path(dest).name + ".tmp").unlink()
+    for leftover in leftover_temporaries(sidecar_path(dest)):  # from a writer killed mid-write
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -280,6 +271,11 @@ class _Hasher:
         if self._error is not None:
             raise self._error
         return self.digest.hexdigest()
+
+    def abandon(self) -> None:
+        """Stop after a failed attempt; its result, and any error of its own, no longer matter."""
+        with contextlib.suppress(BaseException):
+            self.finish()
 
 
 class _Syncer:
@@ -575,21 +571,83 @@ def resumable_note(state: _State) -> str:
     return f"{kept} bytes"
 
 
-def _open_partial(dest: Path, fresh: bool) -> tuple[int, int]:
+def _open_partial(stack: contextlib.ExitStack, dest: Path, fresh: bool) -> tuple[int, int]:
+    """The partial file and its span log, each closed by ``stack`` (the first even when the second
+    cannot be opened)."""
     part = partial_path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(part, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o644)
     except OSError as error:
         raise storage_error(error, part, "create") from error
+    stack.callback(os.close, fd)
     try:
         log_fd = os.open(
             ranges_path(dest), os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if fresh else 0), 0o644
         )
     except OSError as error:
-        os.close(fd)
         raise storage_error(error, ranges_path(dest), "create") from error
+    stack.callback(os.close, log_fd)
     return fd, log_fd
+
+
+def _begin(
+    dest: Path, source: Source, on_reset: Callable[[int], None], log: Callable[[str], None]
+) -> list[tuple[int, int]]:
+    """The spans kept from an earlier attempt ([] after discarding a partial that does not match),
+    with the sidecar written for this one."""
+    kept = done_spans(dest, source)
+    if not kept:
+        part = partial_path(dest)
+        with contextlib.suppress(OSError):
+            if part.stat().st_size:
+                on_reset(part.stat().st_size)
+        discard_partial(dest)
+    else:
+        log(f"resuming {dest.name}: {sum(e - s for s, e in kept)} bytes already here")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _write_sidecar(dest, source)
+    except OSError as error:
+        raise storage_error(error, sidecar_path(dest), "write") from error
+    return kept
+
+
+def _fetch(run: _Run, dest: Path, opts: DownloadOptions, fresh: bool) -> tuple[int, str]:
+    """One attempt: fetch the missing spans, hash the file as it grows, fsync it; (size, sha256).
+
+    The descriptors are closed, and the hasher stopped, before anything propagates."""
+    with contextlib.ExitStack() as stack:
+        fd, log_fd = _open_partial(stack, dest, fresh)
+        hasher = _Hasher(fd, run.state)
+        stack.callback(hasher.abandon)
+        syncer = _Syncer(fd, opts.sync_every_bytes, run.state)
+        try:
+            run.run(fd, log_fd)
+        finally:
+            syncer.stop()
+        digest = hasher.finish()
+        size = os.fstat(fd).st_size
+        if run.total is not None and size > run.total:
+            os.ftruncate(fd, run.total)
+            size = run.total
+        try:
+            os.fsync(fd)
+        except OSError as error:
+            raise storage_error(error, partial_path(dest), "write") from error
+        return size, digest
+
+
+def _install(dest: Path) -> None:
+    """The verified partial file becomes ``dest``; its sidecar and span log go."""
+    try:
+        os.replace(partial_path(dest), dest)
+    except OSError as error:
+        raise storage_error(error, dest, "move into place") from error
+    for leftover in (sidecar_path(dest), ranges_path(dest)):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    _fsync_dir(dest.parent)
 
 
 def download(
@@ -609,47 +667,15 @@ def download(
     ``IntegrityError`` naming the file. File-system failures raise ``StorageError`` (one line).
     """
     opts = options or DownloadOptions()
-    part = partial_path(dest)
     restarts = 0
     integrity_try = 1
     while True:
-        kept = done_spans(dest, source)
+        kept = _begin(dest, source, on_reset, log)
         kept_bytes = sum(e - s for s, e in kept)
-        if not kept:
-            with contextlib.suppress(OSError):
-                if part.stat().st_size:
-                    on_reset(part.stat().st_size)
-            discard_partial(dest)
-        else:
-            log(f"resuming {dest.name}: {kept_bytes} bytes already here")
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            _write_sidecar(dest, source)
-        except OSError as error:
-            raise storage_error(error, sidecar_path(dest), "write") from error
-        fd, log_fd = _open_partial(dest, fresh=not kept)
         run = _Run(source, dest, opts, kept, on_bytes, log, sleep)
-        hasher = _Hasher(fd, run.state)
-        syncer = _Syncer(fd, opts.sync_every_bytes, run.state)
         try:
-            try:
-                run.run(fd, log_fd)
-            finally:
-                syncer.stop()
-            digest = hasher.finish()
-            size = os.fstat(fd).st_size
-            if run.total is not None and size > run.total:
-                os.ftruncate(fd, run.total)
-                size = run.total
-            try:
-                os.fsync(fd)
-            except OSError as error:
-                raise storage_error(error, part, "write") from error
+            size, digest = _fetch(run, dest, opts, fresh=not kept)
         except _RestartFromZero as reason:
-            with contextlib.suppress(BaseException):
-                hasher.finish()
-            os.close(fd)
-            os.close(log_fd)
             opts = replace(opts, connections=1)  # a server that ignores Range gets one plain GET
             restarts += 1
             on_reset(kept_bytes + run.state.fetched)
@@ -658,24 +684,9 @@ def download(
                 raise NetworkError(f"{dest.name}: the server keeps refusing to resume ({reason})") from None
             log(f"{dest.name}: {reason}; starting over")
             continue
-        except BaseException:
-            with contextlib.suppress(BaseException):
-                hasher.finish()
-            os.close(fd)
-            os.close(log_fd)
-            raise
-        os.close(fd)
-        os.close(log_fd)
         problem = _mismatch(source, size, digest)
         if problem is None:
-            try:
-                os.replace(part, dest)
-            except OSError as error:
-                raise storage_error(error, dest, "move into place") from error
-            for leftover in (sidecar_path(dest), ranges_path(dest)):
-                with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
-            _fsync_dir(dest.parent)
+            _install(dest)
             return Downloaded(dest, size, digest, run.state.fetched, kept_bytes)
         on_reset(size)
         discard_partial(dest)

@@ -25,6 +25,7 @@ from zr4.core.model_files.selection import (
     target_for,
 )
 from zr4.core.model_files.settings import ModelSettings
+from zr4.core.sizes import human_bytes
 from zr4.image.models.download import (
     DownloadOptions,
     Source,
@@ -36,7 +37,7 @@ from zr4.image.models.download import (
 from zr4.image.models.hub import HubClient, RemoteFile
 from zr4.image.models.journal import Journal, state_dir
 from zr4.image.models.locking import FileLock
-from zr4.image.models.preflight import DEFAULT_MARGIN_BYTES, check_disk, free_bytes, human_bytes
+from zr4.image.models.preflight import DEFAULT_MARGIN_BYTES, check_disk, free_bytes
 from zr4.image.models.progress import Progress
 
 VERIFIED = "verified"

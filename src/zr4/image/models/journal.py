@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from zr4.core.atomic import write_text_atomically
+from zr4.core.documents import read_json_object
 from zr4.image.models.locking import FileLock
 
 STATE_DIR = ".zr4"
@@ -52,11 +54,7 @@ class Journal:
         self.choices = {str(k): str(v) for k, v in (data.get("choices") or {}).items()}
 
     def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json_object(self.path) or {}
 
     def is_verified(
         self, models_root: Path, rel: str, source: str, sha256: str | None
@@ -104,12 +102,5 @@ class Journal:
                 stored_files.pop(drop, None)
             stored_choices.update(choices or {})
             document = {"version": 1, "files": stored_files, "choices": stored_choices}
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            try:
-                tmp.write_text(json.dumps(document, indent=1, sort_keys=True), encoding="utf-8")
-                os.replace(tmp, self.path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()  # a full disk leaves it empty: never keep it
-                raise
+            write_text_atomically(self.path, json.dumps(document, indent=1, sort_keys=True), mode=None)
         self.reload()

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from zr4.core.model_files.errors import DiskSpaceError
+from zr4.core.sizes import human_bytes
 
 GIB = 1 << 30
 # Headroom kept free beyond the bytes to fetch: ComfyUI writes outputs and temp files to the volume.
@@ -19,17 +20,6 @@ def free_bytes(path: Path) -> int:
         probe = probe.parent
     stats = os.statvfs(probe)
     return stats.f_bavail * stats.f_frsize
-
-
-def human_bytes(count: float | None) -> str:
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 def check_disk(needed_bytes: int, free: int, where: Path, margin_bytes: int = DEFAULT_MARGIN_BYTES) -> None:

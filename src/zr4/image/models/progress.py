@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from zr4.image.models.preflight import human_bytes
+from zr4.core.sizes import human_bytes
 
 
 def _duration(seconds: float | None) -> str:

@@ -23,7 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from zr4.core.atomic import write_text_atomically
+from zr4.core.documents import read_json_object
 from zr4.core.redact import redact
+from zr4.core.sizes import human_bytes
 from zr4.errors import Zr4Error
 from zr4.image.sync.client import (
     Classified,
@@ -52,10 +55,11 @@ from zr4.image.sync.uploader import (
     VANISHED,
     DayListing,
     Outcome,
+    UploadContext,
     UploadHooks,
     upload_one,
 )
-from zr4.image.sync.watcher import PollingWatcher, make_watcher
+from zr4.image.sync.watcher import InotifyWatcher, PollingWatcher, make_watcher
 
 LOGGER_NAME = "zr4.sync"
 log = logging.getLogger(LOGGER_NAME)
@@ -97,21 +101,19 @@ def _pid_alive(pid: int) -> bool:
 
 def daemon_is_alive(settings: SyncSettings, max_age_s: float = 30.0) -> bool:
     """For ``zr4 health``: a heartbeat younger than ``max_age_s`` from a live process."""
+    beat = read_heartbeat(settings)
+    if beat is None:
+        return False
     try:
-        beat = json.loads(settings.heartbeat_path.read_text(encoding="utf-8"))
         age = time.time() - float(beat["time"])
         pid = int(beat["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # not a heartbeat zr4 wrote
         return False
     return age <= max_age_s and _pid_alive(pid)
 
 
 def read_heartbeat(settings: SyncSettings) -> dict[str, Any] | None:
-    try:
-        beat = json.loads(settings.heartbeat_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return beat if isinstance(beat, dict) else None
+    return read_json_object(settings.heartbeat_path)
 
 
 @contextlib.contextmanager
@@ -140,7 +142,8 @@ def journal_lock(settings: SyncSettings, command: str) -> Iterator[None]:
 
 
 class SyncEngine:
-    """State of one sync run; the public entry points are :func:`run_daemon` and :func:`sync_once`."""
+    """State of one sync run, and its two ways to run: :meth:`watch_until` (what :func:`run_daemon`
+    runs) and :meth:`one_pass` (:func:`sync_once`)."""
 
     def __init__(self, settings: SyncSettings, client: Any | None = None) -> None:
         self.settings = settings
@@ -164,6 +167,9 @@ class SyncEngine:
         self.open_files = OpenFiles(settings.output_dir)
         self.hooks = UploadHooks(self.client)
         self.listing = DayListing(self.client, settings.bucket)
+        self.uploads = UploadContext(
+            settings, self.client, self.transfer, self.journal, self.hooks, self.listing
+        )
         self.conditional_known = False
         self.conditional_next_try = 0.0
         self.busy_until = 0.0
@@ -195,9 +201,7 @@ class SyncEngine:
 
     def _upload(self, state: FileState) -> Outcome:
         self.detect_conditional_writes()
-        return upload_one(
-            state, self.settings, self.client, self.transfer, self.journal, self.hooks, self.listing
-        )
+        return upload_one(state, self.uploads)
 
     def upload_file(self, state: FileState) -> Outcome:
         """Upload one named file now, outside the loop, by the loop's own steps (the serverless worker
@@ -326,7 +330,7 @@ class SyncEngine:
                 log.info(
                     "uploaded %s (%s, %.1f s, %.0f MB/s)",
                     outcome.key,
-                    _human(outcome.size),
+                    human_bytes(outcome.size),
                     outcome.seconds,
                     rate,
                 )
@@ -425,10 +429,10 @@ class SyncEngine:
             "uploaded": len(self.report.uploaded),
             "last_error": self.last_permanent or self.last_error,
         }
-        tmp = self.settings.heartbeat_path.with_suffix(".tmp")
-        # `zr4 health` and the user read this file: it is output like any log line.
-        tmp.write_text(redact(json.dumps(beat), self.settings.secrets()), encoding="utf-8")
-        os.replace(tmp, self.settings.heartbeat_path)
+        # `zr4 health` and the user read this file: it is output like any log line. It is rewritten
+        # every few seconds and only says "alive now": no fsync.
+        text = redact(json.dumps(beat), self.settings.secrets())
+        write_text_atomically(self.settings.heartbeat_path, text, mode=None, durable=False)
 
     def drain(self, deadline_s: float) -> bool:
         """Wait for in-flight uploads up to the deadline; True when none is left."""
@@ -440,21 +444,148 @@ class SyncEngine:
             self.collect()
         return not self.in_flight
 
+    # --- the daemon: watch until stopped --------------------------------------------------------
+    def watch_until(self, stop_event: threading.Event, watcher: InotifyWatcher | PollingWatcher) -> None:
+        """Upload what ``watcher`` reports until ``stop_event`` is set, then finish within the
+        shutdown deadline; closes the watcher and the engine."""
+        try:
+            self.reconcile()
+            self._watch(stop_event, watcher)
+            self._stop_watching()
+        finally:
+            watcher.close()
+            index_busy = self.index_future is not None and not self.index_future.done()
+            self.close(cancel=bool(self.in_flight) or index_busy)
+
+    def _watch(self, stop_event: threading.Event, watcher: InotifyWatcher | PollingWatcher) -> None:
+        polling = isinstance(watcher, PollingWatcher)
+        scan_every = self.settings.poll_seconds if polling else self.settings.rescan_seconds
+        last_scan = time.monotonic()
+        last_beat = 0.0
+        while not stop_event.is_set():
+            timeout = self._wait_s(last_scan + scan_every)
+            if polling:
+                stop_event.wait(timeout)  # polling: the rescan below is the watch
+                changes = None
+            else:
+                changes = watcher.wait(timeout)
+            if stop_event.is_set():
+                break
+            try:
+                if changes is not None:
+                    for rel in changes.paths:
+                        self.add_candidate(rel)
+                if (changes is not None and changes.rescan) or time.monotonic() - last_scan >= scan_every:
+                    self.rescan()
+                    last_scan = time.monotonic()
+                self.collect()
+                self.schedule()
+                self.flush_index_soon()
+                if time.monotonic() - last_beat >= _HEARTBEAT_SECONDS:
+                    self.write_heartbeat(watcher.kind)
+                    last_beat = time.monotonic()
+            except Exception as error:  # a full disk, a vanished folder...: log, wait, go on
+                log.error("sync loop: %s; continuing", _short(error, self.settings))
+                stop_event.wait(1.0)
+
+    def _wait_s(self, rescan_at: float) -> float:
+        """How long the loop may wait: until the next file is due, a slot frees or a rescan."""
+        now = time.monotonic()
+        next_due = max(min(self.candidates.values(), default=now + _TICK_SECONDS), self.busy_until)
+        return min(max(0.0, next_due - now), _TICK_SECONDS, max(0.0, rescan_at - now))
+
+    def _stop_watching(self) -> None:
+        """No new files; in-flight uploads and metadata.json get the shutdown deadline."""
+        log.info(
+            "stopping: taking no new files, %d upload(s) in flight get %.0f s",
+            len(self.in_flight),
+            self.settings.shutdown_seconds,
+        )
+        deadline = time.monotonic() + self.settings.shutdown_seconds
+        finished = self.drain(self.settings.shutdown_seconds)
+        # metadata.json with what remains of the deadline; what misses it is indexed at the next start.
+        self.flush_index(timeout_s=max(0.0, deadline - time.monotonic()))
+        if not finished:
+            log.warning(
+                "%d upload(s) unfinished at the deadline; they resume at the next start",
+                len(self.in_flight),
+            )
+        self.write_heartbeat("stopped")
+
+    # --- sync once: one full pass --------------------------------------------------------------
+    def one_pass(self, wait_incomplete_s: float, max_attempts: int) -> SyncReport:
+        """Every complete file uploaded once and indexed (see :func:`sync_once`); closes the engine."""
+        # One pass, as `rclone copy` does: each day folder is listed once, at its first file. Re-listing
+        # every 10 s (the daemon's guard against a same-named object from another pod, on servers
+        # without conditional writes) would cost a LIST of the whole folder per interval.
+        self.listing.max_age_s = float("inf")
+        try:
+            self.reconcile()
+            give_up = time.monotonic() + wait_incomplete_s
+            while self.candidates or self.in_flight:
+                self.collect()
+                if self.last_permanent is not None:
+                    self.report.error = self.last_permanent
+                    break
+                self._drop_exhausted(max_attempts)
+                if time.monotonic() > give_up:
+                    self._give_up_incomplete()
+                self.schedule()
+                self._wait_for_progress()
+            self.drain(self.settings.shutdown_seconds)
+            if self.report.error is None and not self.flush_index():
+                self.report.error = self.last_error or "metadata.json could not be updated"
+            self._forget_recovered_failures()
+        finally:
+            self.close(cancel=bool(self.in_flight))
+        return self.report
+
+    def _drop_exhausted(self, max_attempts: int) -> None:
+        for rel, count in self.attempts.items():
+            if count >= max_attempts and rel in self.candidates:
+                del self.candidates[rel]
+
+    def _give_up_incomplete(self) -> None:
+        """Past the wait: files still being written (or held open) are reported, not waited for."""
+        for rel in list(self.candidates):
+            state = stat_file(self.settings.output_dir, rel)
+            if state is not None and (
+                not is_complete(state, time.time_ns(), self.settings.stable_seconds)
+                or self.still_open(state, time.time_ns())
+            ):
+                self.report.incomplete.append(rel)
+                del self.candidates[rel]
+
+    def _wait_for_progress(self) -> None:
+        """Until an upload finishes (a tick at most), else until the next candidate is due."""
+        if self.in_flight:
+            concurrent.futures.wait(
+                list(self.in_flight.values()),
+                timeout=_TICK_SECONDS,
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+        elif self.candidates:
+            next_due = min(self.candidates.values())
+            time.sleep(min(1.0, max(0.01, next_due - time.monotonic())))
+
+    def _forget_recovered_failures(self) -> None:
+        """Files that finally succeeded are no longer failures."""
+        for rel in list(self.report.failed):
+            record = self.journal.get(rel)
+            state = stat_file(self.settings.output_dir, rel)
+            if (
+                record
+                and record.done
+                and (state is None or (record.size, record.mtime_ns) == (state.size, state.mtime_ns))
+            ):
+                del self.report.failed[rel]
+
     def close(self, cancel: bool) -> None:
         self.pool.shutdown(wait=not cancel, cancel_futures=True)
         self.background.shutdown(wait=not cancel, cancel_futures=True)
         with contextlib.suppress(Exception):
             self.transfer.shutdown(cancel=cancel)
         self.journal.close()
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
 
 
 def _short(error: BaseException, settings: SyncSettings) -> str:
@@ -489,61 +620,7 @@ def run_daemon(
             settings.endpoint_url,
             settings.pod_id,
         )
-        try:
-            engine.reconcile()
-            last_scan = time.monotonic()
-            last_beat = 0.0
-            scan_every = (
-                settings.poll_seconds if isinstance(watcher, PollingWatcher) else settings.rescan_seconds
-            )
-            while not stop_event.is_set():
-                now = time.monotonic()
-                next_due = max(
-                    min(engine.candidates.values(), default=now + _TICK_SECONDS), engine.busy_until
-                )
-                timeout = min(max(0.0, next_due - now), _TICK_SECONDS, max(0.0, last_scan + scan_every - now))
-                if isinstance(watcher, PollingWatcher):
-                    stop_event.wait(timeout)  # polling: the rescan below is the watch
-                    changes = None
-                else:
-                    changes = watcher.wait(timeout)
-                if stop_event.is_set():
-                    break
-                try:
-                    if changes is not None:
-                        for rel in changes.paths:
-                            engine.add_candidate(rel)
-                    if (changes is not None and changes.rescan) or time.monotonic() - last_scan >= scan_every:
-                        engine.rescan()
-                        last_scan = time.monotonic()
-                    engine.collect()
-                    engine.schedule()
-                    engine.flush_index_soon()
-                    if time.monotonic() - last_beat >= _HEARTBEAT_SECONDS:
-                        engine.write_heartbeat(watcher.kind)
-                        last_beat = time.monotonic()
-                except Exception as error:  # a full disk, a vanished folder...: log, wait, go on
-                    log.error("sync loop: %s; continuing", _short(error, settings))
-                    stop_event.wait(1.0)
-            log.info(
-                "stopping: taking no new files, %d upload(s) in flight get %.0f s",
-                len(engine.in_flight),
-                settings.shutdown_seconds,
-            )
-            deadline = time.monotonic() + settings.shutdown_seconds
-            finished = engine.drain(settings.shutdown_seconds)
-            # metadata.json with what remains of the deadline; what misses it is indexed at the next start.
-            engine.flush_index(timeout_s=max(0.0, deadline - time.monotonic()))
-            if not finished:
-                log.warning(
-                    "%d upload(s) unfinished at the deadline; they resume at the next start",
-                    len(engine.in_flight),
-                )
-            engine.write_heartbeat("stopped")
-        finally:
-            watcher.close()
-            index_busy = engine.index_future is not None and not engine.index_future.done()
-            engine.close(cancel=bool(engine.in_flight) or index_busy)
+        engine.watch_until(stop_event, watcher)
         log.info("stopped")
     return 0
 
@@ -561,55 +638,6 @@ def sync_once(
     """
     started = time.monotonic()
     with journal_lock(settings, "zr4 sync once"):
-        engine = SyncEngine(settings, client)
-        # One pass, as `rclone copy` does: each day folder is listed once, at its first file. Re-listing
-        # every 10 s (the daemon's guard against a same-named object from another pod, on servers
-        # without conditional writes) would cost a LIST of the whole folder per interval.
-        engine.listing.max_age_s = float("inf")
-        try:
-            engine.reconcile()
-            give_up = time.monotonic() + wait_incomplete_s
-            while engine.candidates or engine.in_flight:
-                engine.collect()
-                if engine.last_permanent is not None:
-                    engine.report.error = engine.last_permanent
-                    break
-                for rel, count in engine.attempts.items():
-                    if count >= max_attempts and rel in engine.candidates:
-                        del engine.candidates[rel]
-                if time.monotonic() > give_up:
-                    for rel in list(engine.candidates):
-                        state = stat_file(settings.output_dir, rel)
-                        if state is not None and (
-                            not is_complete(state, time.time_ns(), settings.stable_seconds)
-                            or engine.still_open(state, time.time_ns())
-                        ):
-                            engine.report.incomplete.append(rel)
-                            del engine.candidates[rel]
-                engine.schedule()
-                if engine.in_flight:
-                    concurrent.futures.wait(
-                        list(engine.in_flight.values()),
-                        timeout=_TICK_SECONDS,
-                        return_when=concurrent.futures.FIRST_COMPLETED,
-                    )
-                elif engine.candidates:
-                    next_due = min(engine.candidates.values())
-                    time.sleep(min(1.0, max(0.01, next_due - time.monotonic())))
-            engine.drain(settings.shutdown_seconds)
-            if engine.report.error is None and not engine.flush_index():
-                engine.report.error = engine.last_error or "metadata.json could not be updated"
-            # Files that finally succeeded are no longer failures.
-            for rel in list(engine.report.failed):
-                record = engine.journal.get(rel)
-                state = stat_file(settings.output_dir, rel)
-                if (
-                    record
-                    and record.done
-                    and (state is None or (record.size, record.mtime_ns) == (state.size, state.mtime_ns))
-                ):
-                    del engine.report.failed[rel]
-        finally:
-            engine.close(cancel=bool(engine.in_flight))
-    engine.report.seconds = time.monotonic() - started
-    return engine.report
+        report = SyncEngine(settings, client).one_pass(wait_incomplete_s, max_attempts)
+    report.seconds = time.monotonic() - started
+    return report

@@ -10,7 +10,6 @@ show the value.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -20,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from zr4.core import image_layout
-from zr4.core.env import EnvError, env_bool, env_str
+from zr4.core.baked_profile import baked_profile_path, read_baked_profile
+from zr4.core.env import EnvError, env_bool, env_float, env_int, env_str
 from zr4.core.redact import redact_url
 
 DEFAULT_BUCKET = "runpod"
@@ -30,7 +30,6 @@ DEFAULT_OUTPUT_DIR = image_layout.OUTPUT_DIR
 # /workspace is RunPod's persistent volume (docs.runpod.io/pods/storage/types): the journal must outlive the
 # container disk.
 DEFAULT_STATE_DIR = image_layout.SYNC_STATE_DIR
-DEFAULT_PROFILE_JSON = image_layout.PROFILE_JSON
 MIB = 1024 * 1024
 # S3/R2 multipart limits: parts of 5 MiB to 5 GiB, all but the last equal, at most 10,000 (docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html).
 MIN_PART_BYTES = 5 * MIB
@@ -215,43 +214,16 @@ def check_bucket_name(bucket: str, shown: str | None = None) -> str:
     return bucket
 
 
-def _float(name: str, default: float, environ: Mapping[str, str]) -> float:
-    raw = env_str(name, None, environ)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SyncConfigError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise SyncConfigError(f"{name}={raw!r} must not be negative")
-    return value
-
-
-def _int(name: str, default: int, environ: Mapping[str, str], minimum: int = 1) -> int:
-    raw = env_str(name, None, environ)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SyncConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise SyncConfigError(f"{name}={raw!r} must be at least {minimum}")
-    return value
-
-
 def profile_name_from(environ: Mapping[str, str]) -> str:
     """``ZR4_PROFILE_NAME``, else the ``name`` of the baked profile JSON (``ZR4_PROFILE`` path)."""
     explicit = env_str("ZR4_PROFILE_NAME", None, environ)
     if explicit:
         return explicit
-    path = Path(env_str("ZR4_PROFILE", DEFAULT_PROFILE_JSON, environ) or DEFAULT_PROFILE_JSON)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ""
-    name = data.get("name") if isinstance(data, dict) else None
+        data = read_baked_profile(baked_profile_path(environ), SyncConfigError, missing_ok=True)
+    except SyncConfigError:
+        return ""  # metadata without a profile name; the boot itself reports a broken profile
+    name = (data or {}).get("name")
     return name if isinstance(name, str) else ""
 
 
@@ -281,7 +253,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
         raise SyncConfigError(
             "set R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
         )
-    part_mib = _int("R2_SYNC_PART_SIZE_MIB", 16, env, minimum=5)
+    part_mib = env_int("R2_SYNC_PART_SIZE_MIB", 16, env, minimum=5, error=SyncConfigError)
     return SyncSettings(
         endpoint_url=endpoint,
         access_key_id=Secret(key_id),
@@ -296,17 +268,19 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> SyncSettings:
             or DEFAULT_OUTPUT_DIR
         ),
         state_dir=Path(env_str("R2_SYNC_STATE_DIR", DEFAULT_STATE_DIR, env) or DEFAULT_STATE_DIR),
-        stable_seconds=_float("R2_SYNC_STABLE_SECONDS", 1.0, env),
-        open_grace_seconds=_float("R2_SYNC_OPEN_GRACE_SECONDS", 600.0, env),
-        poll_seconds=max(0.05, _float("R2_SYNC_POLL_SECONDS", 0.5, env)),
-        rescan_seconds=max(1.0, _float("R2_SYNC_RESCAN_SECONDS", 30.0, env)),
-        permanent_retry_seconds=_float("R2_SYNC_PERMANENT_RETRY_SECONDS", 30.0, env),
-        max_backoff_seconds=_float("R2_SYNC_MAX_BACKOFF_SECONDS", 60.0, env),
-        shutdown_seconds=_float("R2_SYNC_SHUTDOWN_SECONDS", 20.0, env),
-        file_concurrency=_int("R2_SYNC_FILE_CONCURRENCY", 8, env),
-        request_concurrency=_int("R2_SYNC_REQUEST_CONCURRENCY", 8, env),
+        stable_seconds=env_float("R2_SYNC_STABLE_SECONDS", 1.0, env, error=SyncConfigError),
+        open_grace_seconds=env_float("R2_SYNC_OPEN_GRACE_SECONDS", 600.0, env, error=SyncConfigError),
+        poll_seconds=max(0.05, env_float("R2_SYNC_POLL_SECONDS", 0.5, env, error=SyncConfigError)),
+        rescan_seconds=max(1.0, env_float("R2_SYNC_RESCAN_SECONDS", 30.0, env, error=SyncConfigError)),
+        permanent_retry_seconds=env_float(
+            "R2_SYNC_PERMANENT_RETRY_SECONDS", 30.0, env, error=SyncConfigError
+        ),
+        max_backoff_seconds=env_float("R2_SYNC_MAX_BACKOFF_SECONDS", 60.0, env, error=SyncConfigError),
+        shutdown_seconds=env_float("R2_SYNC_SHUTDOWN_SECONDS", 20.0, env, error=SyncConfigError),
+        file_concurrency=env_int("R2_SYNC_FILE_CONCURRENCY", 8, env, minimum=1, error=SyncConfigError),
+        request_concurrency=env_int("R2_SYNC_REQUEST_CONCURRENCY", 8, env, minimum=1, error=SyncConfigError),
         part_size_bytes=part_mib * MIB,
         pod_id=env_str("RUNPOD_POD_ID", None, env) or socket.gethostname(),
         profile_name=profile_name_from(env),
-        max_attempts=_int("R2_SYNC_MAX_ATTEMPTS", 5, env),
+        max_attempts=env_int("R2_SYNC_MAX_ATTEMPTS", 5, env, minimum=1, error=SyncConfigError),
     )

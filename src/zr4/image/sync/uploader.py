@@ -225,146 +225,215 @@ def _already_there(remote: RemoteObject | None, state: FileState, sha256: str | 
     )
 
 
-def upload_one(
-    state: FileState,
-    settings: SyncSettings,
-    client: Any,
-    transfer_manager: Any,
-    journal: Journal,
-    hooks: UploadHooks,
-    listing: DayListing | None = None,
-) -> Outcome:
-    """Bring one complete file to the bucket once. Raises boto/network errors for the caller."""
-    started = time.monotonic()
-    path = settings.output_dir / state.rel_path
-    single_part = state.size < max(settings.part_size_bytes, MIN_PART_BYTES)
-    # A large file is hashed while it uploads (its sha256 goes to the journal and metadata.json),
-    # not read once more before: unless the local copy is to be deleted, which needs the sha256
-    # in the object's metadata to verify against first.
-    defer_hash = not single_part and not settings.delete_after_upload
-    body: bytes | None = None
-    sha256: str | None = None
-    md5: str | None = None
-    try:
-        if single_part:
-            # One read: the bytes hashed are the bytes sent (MD5 only to verify before a local delete:
-            # a single-part ETag is the MD5 of what was stored).
-            with open(path, "rb") as handle:
-                body = handle.read()
-            sha256 = hashlib.sha256(body).hexdigest()
-            if settings.delete_after_upload:
-                md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        elif not defer_hash:
-            sha256, md5 = hash_file(path, with_md5=False)
-    except FileNotFoundError:
-        return Outcome(state.rel_path, VANISHED)
-    after_hash = stat_file(settings.output_dir, state.rel_path)
-    if after_hash is None:
-        return Outcome(state.rel_path, VANISHED)
-    if not _same(after_hash, state):
-        return Outcome(state.rel_path, CHANGED)
+class _Stop(Exception):
+    """Ends one upload early and quietly: the file vanished or changed; ``outcome`` says which."""
 
-    previous = journal.get(state.rel_path)
-    day = previous.day if previous and previous.day else day_for(state.mtime_ns)
-    key = previous.key if previous and previous.key else object_key(settings.prefix, day, state.rel_path)
-    journal.mark_uploading(state.rel_path, state.size, state.mtime_ns, sha256, key, day)
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.kind)
+        self.outcome = outcome
 
-    plain_key = key
-    remote: RemoteObject | None = None
-    kind = ""
-    folder = day_prefix(settings.prefix, day)
-    for attempt in range(4):
-        if attempt == 0 and listing is not None and not listing.may_exist(folder, key):
-            remote = None  # absent at listing time (see DayListing for why that is enough)
-        else:
-            remote = head_object(client, settings.bucket, key)
-        if (
-            remote is not None
-            and key == plain_key
-            and remote.pod_id
-            and remote.pod_id != settings.pod_id
-            and (sha256 is None or remote.sha256 != sha256)
-        ):
-            # Another pod wrote a different file under this name today (ComfyUI counters restart per pod).
-            key = object_key(settings.prefix, day, pod_suffixed(state.rel_path, settings.pod_id))
-            journal.mark_uploading(state.rel_path, state.size, state.mtime_ns, sha256, key, day)
-            continue
-        if _already_there(remote, state, sha256, settings.pod_id):
-            kind = ALREADY_PRESENT
-            break
-        extra_args: dict[str, Any] = {
-            "ContentType": content_type_for(state.rel_path),
-            "Metadata": object_metadata(settings, sha256, state),
-        }
-        condition = {"IfNoneMatch": "*"} if remote is None else {"IfMatch": remote.etag or "*"}
+
+@dataclass(frozen=True)
+class UploadContext:
+    """What every upload of one sync run shares: the settings, the S3 client and s3transfer's
+    manager, the journal, the conditional-write hooks and (in a run that lists) the day listings."""
+
+    settings: SyncSettings
+    client: Any
+    transfer_manager: Any
+    journal: Journal
+    hooks: UploadHooks
+    listing: DayListing | None = None
+
+
+class _Upload:
+    """One file on its way to the bucket; the steps are methods, in the module docstring's order."""
+
+    def __init__(self, state: FileState, sync: UploadContext) -> None:
+        settings = sync.settings
+        self.state = state
+        self.sync = sync
+        self.settings = settings
+        self.path = settings.output_dir / state.rel_path
+        self.single_part = state.size < max(settings.part_size_bytes, MIN_PART_BYTES)
+        # A large file is hashed while it uploads (its sha256 goes to the journal and metadata.json),
+        # not read once more before: unless the local copy is to be deleted, which needs the sha256
+        # in the object's metadata to verify against first.
+        self.defer_hash = not self.single_part and not settings.delete_after_upload
+        self.body: bytes | None = None  # a single part: the bytes hashed are the bytes sent
+        self.sha256: str | None = None
+        self.md5: str | None = None
+        self.day = ""
+        self.folder = ""
+        self.key = ""
+        self.etag: str | None = None  # what a single-part PutObject answered
+
+    def _stop(self, kind: str, key: str = "") -> _Stop:
+        return _Stop(Outcome(self.state.rel_path, kind, key))
+
+    def _unchanged(self) -> bool:
+        return _same(stat_file(self.settings.output_dir, self.state.rel_path), self.state)
+
+    def hash(self) -> None:
+        """sha256 (and MD5 to verify before a local delete) unless deferred to the transfer; the
+        file must still be the one scanned afterwards."""
         try:
-            if body is not None:
-                # One PutObject, straight: s3transfer's queues cost more than the request here.
-                response = client.put_object(
-                    Bucket=settings.bucket,
-                    Key=key,
-                    Body=body,
-                    **extra_args,
-                    **(condition if hooks.conditional else {}),
-                )
-                etag = str(response.get("ETag", "")).strip('"')
+            if self.single_part:
+                # One read: a single-part ETag is the MD5 of what was stored.
+                with open(self.path, "rb") as handle:
+                    self.body = handle.read()
+                self.sha256 = hashlib.sha256(self.body).hexdigest()
+                if self.settings.delete_after_upload:
+                    self.md5 = hashlib.md5(self.body, usedforsecurity=False).hexdigest()
+            elif not self.defer_hash:
+                self.sha256, self.md5 = hash_file(self.path, with_md5=False)
+        except FileNotFoundError:
+            raise self._stop(VANISHED) from None
+        after_hash = stat_file(self.settings.output_dir, self.state.rel_path)
+        if after_hash is None:
+            raise self._stop(VANISHED)
+        if not _same(after_hash, self.state):
+            raise self._stop(CHANGED)
+
+    def choose_key(self) -> None:
+        """The key an interrupted upload of this file chose, else today's; journal ``uploading``."""
+        previous = self.sync.journal.get(self.state.rel_path)
+        self.day = previous.day if previous and previous.day else day_for(self.state.mtime_ns)
+        self.folder = day_prefix(self.settings.prefix, self.day)
+        self.key = (
+            previous.key
+            if previous and previous.key
+            else object_key(self.settings.prefix, self.day, self.state.rel_path)
+        )
+        self._mark_uploading()
+
+    def _mark_uploading(self) -> None:
+        state = self.state
+        self.sync.journal.mark_uploading(
+            state.rel_path, state.size, state.mtime_ns, self.sha256, self.key, self.day
+        )
+
+    def put(self) -> tuple[str, RemoteObject | None]:
+        """Send the file unless the bucket holds this version already: (kind, what the bucket held).
+
+        A key another pod wrote a different file under today gets this pod's suffix; a write that
+        a concurrent writer beat (412 where conditional writes work) looks again."""
+        plain_key = self.key
+        for attempt in range(4):
+            if (
+                attempt == 0
+                and self.sync.listing is not None
+                and not self.sync.listing.may_exist(self.folder, self.key)
+            ):
+                remote = None  # absent at listing time (see DayListing for why that is enough)
             else:
-                try:
-                    hashing = PacedHash(path) if defer_hash else None
-                except FileNotFoundError:
-                    return Outcome(state.rel_path, VANISHED)
-                try:
-                    with hooks.applied(key, condition):
-                        transfer_manager.upload(
-                            str(path),
-                            settings.bucket,
-                            key,
-                            extra_args=extra_args,
-                            subscribers=[hashing] if hashing is not None else None,
-                        ).result()
-                except BaseException:
-                    if hashing is not None:
-                        hashing.abandon()
-                    raise
-                if hashing is not None:
-                    sha256 = hashing.result()
-                etag = None
-        except botocore.exceptions.ClientError as error:
-            if hooks.conditional and _precondition_failed(error):
-                continue  # someone wrote this key since our HEAD: look again
+                remote = head_object(self.sync.client, self.settings.bucket, self.key)
+            if (
+                remote is not None
+                and self.key == plain_key
+                and remote.pod_id
+                and remote.pod_id != self.settings.pod_id
+                and (self.sha256 is None or remote.sha256 != self.sha256)
+            ):
+                # Another pod wrote a different file under this name today (ComfyUI counters restart per pod).
+                suffixed = pod_suffixed(self.state.rel_path, self.settings.pod_id)
+                self.key = object_key(self.settings.prefix, self.day, suffixed)
+                self._mark_uploading()
+                continue
+            if _already_there(remote, self.state, self.sha256, self.settings.pod_id):
+                return ALREADY_PRESENT, remote
+            condition = {"IfNoneMatch": "*"} if remote is None else {"IfMatch": remote.etag or "*"}
+            try:
+                self._send(condition)
+            except botocore.exceptions.ClientError as error:
+                if self.sync.hooks.conditional and _precondition_failed(error):
+                    continue  # someone wrote this key since our HEAD: look again
+                raise
+            return UPLOADED, remote
+        raise OSError(f"{self.key} kept changing under concurrent writers; will retry")
+
+    def _send(self, condition: dict[str, str]) -> None:
+        """One PutObject (a single part) or s3transfer's multipart upload, hashing as it reads."""
+        extra_args: dict[str, Any] = {
+            "ContentType": content_type_for(self.state.rel_path),
+            "Metadata": object_metadata(self.settings, self.sha256, self.state),
+        }
+        if self.body is not None:
+            # One PutObject, straight: s3transfer's queues cost more than the request here.
+            response = self.sync.client.put_object(
+                Bucket=self.settings.bucket,
+                Key=self.key,
+                Body=self.body,
+                **extra_args,
+                **(condition if self.sync.hooks.conditional else {}),
+            )
+            self.etag = str(response.get("ETag", "")).strip('"')
+            return
+        try:
+            hashing = PacedHash(self.path) if self.defer_hash else None
+        except FileNotFoundError:
+            raise self._stop(VANISHED) from None
+        try:
+            with self.sync.hooks.applied(self.key, condition):
+                self.sync.transfer_manager.upload(
+                    str(self.path),
+                    self.settings.bucket,
+                    self.key,
+                    extra_args=extra_args,
+                    subscribers=[hashing] if hashing is not None else None,
+                ).result()
+        except BaseException:
+            if hashing is not None:
+                hashing.abandon()
             raise
-        kind = UPLOADED
-        break
-    if not kind:
-        raise OSError(f"{key} kept changing under concurrent writers; will retry")
-    if kind == UPLOADED:
-        if listing is not None:
-            listing.add(folder, key)
-        if not _same(stat_file(settings.output_dir, state.rel_path), state):
-            return Outcome(state.rel_path, CHANGED, key)
-        if not settings.delete_after_upload:
+        if hashing is not None:
+            self.sha256 = hashing.result()
+        self.etag = None
+
+    def verify(self) -> RemoteObject:
+        """What the bucket holds after the upload, checked for size: the 200's word unless the local
+        copy is to be deleted (then the single part's ETag as MD5, or a HEAD)."""
+        if self.sync.listing is not None:
+            self.sync.listing.add(self.folder, self.key)
+        if not self._unchanged():
+            raise self._stop(CHANGED, self.key)
+        state, pod_id = self.state, self.settings.pod_id
+        remote: RemoteObject | None
+        if not self.settings.delete_after_upload:
             # A 200 to PutObject/CompleteMultipartUpload means stored; nothing is deleted on its word.
-            remote = RemoteObject(state.size, sha256, settings.pod_id, etag)
-        elif single_part and md5 is not None and etag == md5:
-            remote = RemoteObject(state.size, sha256, settings.pod_id, etag)
+            remote = RemoteObject(state.size, self.sha256, pod_id, self.etag)
+        elif self.single_part and self.md5 is not None and self.etag == self.md5:
+            remote = RemoteObject(state.size, self.sha256, pod_id, self.etag)
         else:
-            remote = head_object(client, settings.bucket, key)
+            remote = head_object(self.sync.client, self.settings.bucket, self.key)
         if remote is None or remote.size != state.size:
             held = remote.size if remote else "nothing"
-            raise OSError(f"verify failed for {key}: the bucket holds {held} bytes")
-    journal.mark_uploaded(state.rel_path, sha256=sha256)
+            raise OSError(f"verify failed for {self.key}: the bucket holds {held} bytes")
+        return remote
 
-    deleted = False
-    verified = remote is not None and remote.size == state.size and remote.sha256 == sha256
-    if (
-        settings.delete_after_upload
-        and verified
-        and _same(stat_file(settings.output_dir, state.rel_path), state)
-    ):
-        try:
-            os.remove(path)
-            deleted = True
-        except FileNotFoundError:
-            deleted = True
-        journal.mark_deleted(state.rel_path)
-    return Outcome(state.rel_path, kind, key, state.size, time.monotonic() - started, deleted)
+    def delete_local(self, remote: RemoteObject | None) -> bool:
+        """With ``R2_DELETE_AFTER_UPLOAD``: remove the file the bucket verifiably holds, unchanged."""
+        verified = remote is not None and remote.size == self.state.size and remote.sha256 == self.sha256
+        if not (self.settings.delete_after_upload and verified and self._unchanged()):
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        self.sync.journal.mark_deleted(self.state.rel_path)
+        return True
+
+
+def upload_one(state: FileState, sync: UploadContext) -> Outcome:
+    """Bring one complete file to the bucket once. Raises boto/network errors for the caller."""
+    started = time.monotonic()
+    upload = _Upload(state, sync)
+    try:
+        upload.hash()
+        upload.choose_key()
+        kind, remote = upload.put()
+        if kind == UPLOADED:
+            remote = upload.verify()
+    except _Stop as stop:
+        return stop.outcome
+    sync.journal.mark_uploaded(state.rel_path, sha256=upload.sha256)
+    deleted = upload.delete_local(remote)
+    return Outcome(state.rel_path, kind, upload.key, state.size, time.monotonic() - started, deleted)
