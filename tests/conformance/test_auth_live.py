@@ -188,7 +188,7 @@ def comfyui_holds(comfyui: ComfyUIServer, mark: str) -> bool:
 def test_a_page_on_another_origin_cannot_use_the_session_on_the_real_comfyui(
     chromium: str, proxy: AuthProxy, comfyui: ComfyUIServer, tmp_path: Path
 ) -> None:
-    """What tests/runtime/test_auth_browser.py does with the stand-in, against ComfyUI v0.7.0: a page
+    """What tests/image/test_auth_browser.py does with the stand-in, against ComfyUI v0.7.0: a page
     on another pod of the same site tries to queue a workflow ComfyUI would run and to read /ws."""
     attack_workflow = json.loads(json.dumps(WORKFLOW).replace("zr4auth", "zr4attack"))
     pod_url = f"http://{POD}:{proxy.public_port}"

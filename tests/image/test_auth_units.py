@@ -139,6 +139,8 @@ def test_connection_cap_leaves_room_below_the_open_file_limit() -> None:
     assert "more than the open-file limit allows" in log[0]
     for bad in (
         {"ZR4_PROXY_MAX_CONNECTIONS": "2.5"},
+        {"ZR4_PROXY_MAX_CONNECTIONS": "inf"},  # was an OverflowError traceback
+        {"ZR4_PROXY_MAX_CONNECTIONS": "0"},
         {"ZR4_PROXY_HEADER_TIMEOUT_S": "0"},
         {"ZR4_PROXY_IDLE_TIMEOUT_S": "x"},
     ):

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from zr4.core.env import EnvError, env_float
+from zr4.core.env import env_float, env_int
 from zr4.image.auth.logs import Throttle
 
 Log = Callable[[str], None]
@@ -221,15 +221,11 @@ def limits_from_env(env: Mapping[str, str], log: Log) -> Limits:
     A connection cap above what the open-file limit allows is lowered to that, with a line saying so.
     """
     room = default_max_connections()
-    wanted = env_float("ZR4_PROXY_MAX_CONNECTIONS", float(room), env, zero_ok=False)
-    if wanted != int(wanted):
-        raise EnvError(
-            f"ZR4_PROXY_MAX_CONNECTIONS={env['ZR4_PROXY_MAX_CONNECTIONS']!r} is not a whole number"
-        )
+    wanted = env_int("ZR4_PROXY_MAX_CONNECTIONS", room, env, minimum=1)
     if wanted > room:
-        log(f"ZR4_PROXY_MAX_CONNECTIONS={int(wanted)} is more than the open-file limit allows: using {room}")
+        log(f"ZR4_PROXY_MAX_CONNECTIONS={wanted} is more than the open-file limit allows: using {room}")
     return Limits(
-        max_connections=min(int(wanted), room),
+        max_connections=min(wanted, room),
         header_timeout_s=env_float("ZR4_PROXY_HEADER_TIMEOUT_S", HEADER_TIMEOUT_S, env, zero_ok=False),
         idle_timeout_s=env_float("ZR4_PROXY_IDLE_TIMEOUT_S", IDLE_TIMEOUT_S, env, zero_ok=False),
     )
