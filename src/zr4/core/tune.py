@@ -149,7 +149,11 @@ def _flash_attn_kernel_majors(
         return defaults.flash_attn_kernel_majors
     try:
         arches = [str(gpu["compute_capability"]), *map(str, gpu.get("extra_cuda_arches") or [])]
-        return tuple(sorted(arch.flash_attn_kernel_majors(str(stack["cuda"]), arches)))
+        version = stack.get("flash_attn")
+        majors = arch.flash_attn_kernel_majors(
+            str(stack["cuda"]), arches, None if version is None else str(version)
+        )
+        return tuple(sorted(majors))
     except (KeyError, ValueError):
         return defaults.flash_attn_kernel_majors
 
