@@ -8,12 +8,11 @@ core because both sides read it; each row keeps its ``source``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
-
-from zr4.core.data_file import DataFileError, DataModel, load_data_file
+from zr4.core.data_file import DataFileError, load_data_file
 from zr4.paths import data_dir
 
 
@@ -21,19 +20,21 @@ class CompatibilityDataError(DataFileError):
     """``compatibility.yaml`` is missing or malformed."""
 
 
-class TorchBuild(DataModel):
+@dataclass(frozen=True)
+class TorchBuild:
     """A torch release: the Pythons PyPI has wheels for, its CUDA builds, each build's arch list."""
 
     torch: str
     python: tuple[str, ...]
     cuda: tuple[str, ...]
     pypi_cuda: str
-    arches: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     cxx11_abi: bool
     source: str
+    arches: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-class Companions(DataModel):
+@dataclass(frozen=True)
+class Companions:
     """The torchvision and torchaudio releases built against one torch release."""
 
     torch: str
@@ -42,7 +43,8 @@ class Companions(DataModel):
     source: str
 
 
-class CudaMinForArch(DataModel):
+@dataclass(frozen=True)
+class CudaMinForArch:
     """The oldest CUDA toolkit that compiles and runs code for an ``sm_XY`` arch."""
 
     arch: str
@@ -50,7 +52,8 @@ class CudaMinForArch(DataModel):
     source: str
 
 
-class ArchFeatures(DataModel):
+@dataclass(frozen=True)
+class ArchFeatures:
     """What the hardware of one compute capability does, as ComfyUI decides it."""
 
     arch: str
@@ -59,12 +62,14 @@ class ArchFeatures(DataModel):
     cards: str
 
 
-class SourceBuildArches(DataModel):
+@dataclass(frozen=True)
+class SourceBuildArches:
     cuda_min: str
     arches: tuple[str, ...]
 
 
-class FlashAttnRelease(DataModel):
+@dataclass(frozen=True)
+class FlashAttnRelease:
     """A flash-attn release: its wheels, the arches they carry, what its setup.py compiles."""
 
     version: str
@@ -74,34 +79,38 @@ class FlashAttnRelease(DataModel):
     wheel_python: tuple[str, ...]
     # The arches the release wheels carry kernels for.
     arches: tuple[str, ...]
-    source_build_arches: SourceBuildArches | None = None
     # FLASH_ATTN_CUDA_ARCHS values setup.py compiles -> the oldest nvcc that compiles each.
     compile_archs: dict[str, str]
-    wheel_sha256: dict[str, str] = Field(default_factory=dict)
     source: str
+    source_build_arches: SourceBuildArches | None = None
+    wheel_sha256: dict[str, str] = field(default_factory=dict)
 
 
-class Xformers(DataModel):
+@dataclass(frozen=True)
+class Xformers:
     version: str
     torch: str
     source: str
 
 
-class MmcvWheels(DataModel):
+@dataclass(frozen=True)
+class MmcvWheels:
     torch: tuple[str, ...]
     cuda: tuple[str, ...]
 
 
-class Mmcv(DataModel):
+@dataclass(frozen=True)
+class Mmcv:
     """An mmcv release with official wheels (``wheels``) or known to compile (``source_build_torch``)."""
 
     version: str
+    source: str
     wheels: MmcvWheels | None = None
     source_build_torch: tuple[str, ...] = ()
-    source: str
 
 
-class MmcvConsumer(DataModel):
+@dataclass(frozen=True)
+class MmcvConsumer:
     """A package that asserts an mmcv range when imported."""
 
     package: str
@@ -111,16 +120,18 @@ class MmcvConsumer(DataModel):
     source: str
 
 
-class OnnxruntimeGpu(DataModel):
+@dataclass(frozen=True)
+class OnnxruntimeGpu:
     """onnxruntime-gpu releases in [from, below) are built for one CUDA major."""
 
-    from_: str = Field(alias="from")
+    from_: str = field(metadata={"key": "from"})
     below: str
     cuda_major: str
     source: str
 
 
-class ComfyuiTorch(DataModel):
+@dataclass(frozen=True)
+class ComfyuiTorch:
     """ComfyUI releases after ``last_version_for_old_torch`` need torch >= ``old_torch_below``."""
 
     last_version_for_old_torch: str
@@ -128,7 +139,8 @@ class ComfyuiTorch(DataModel):
     source: str
 
 
-class CompatibilityMatrix(DataModel):
+@dataclass(frozen=True)
+class CompatibilityMatrix:
     """The whole file, one list of rows per section."""
 
     torch_builds: tuple[TorchBuild, ...]

@@ -26,16 +26,11 @@ from zr4.core import arch, image_layout
 from zr4.core.comfy_flags import FlagEnvironment
 from zr4.core.gguf_level import parse_gguf_level
 from zr4.core.gpu import Detection, detect
-from zr4.core.planner import (
-    MEMORY_MODES,
-    GpuFacts,
-    PlanRequest,
-    TuningPlan,
-    Workload,
-    format_plan,
-    load_facts,
-    plan,
-)
+from zr4.core.planner.facts import load_facts
+from zr4.core.planner.format import format_plan
+from zr4.core.planner.request import MEMORY_MODES, GpuFacts, PlanRequest, Workload
+from zr4.core.planner.result import TuningPlan
+from zr4.core.planner.search import plan
 
 DEFAULT_PROFILE_PATH = Path(image_layout.PROFILE_JSON)
 TIERS = ("consumer", "prosumer", "datacenter")

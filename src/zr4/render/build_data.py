@@ -6,10 +6,11 @@ the renderer reads them here and hands them to the templates.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from zr4.core.data_file import DataFileError, DataModel, load_data_file
+from zr4.core.data_file import DataFileError, load_data_file
 from zr4.errors import CompatibilityError
 from zr4.paths import data_dir
 
@@ -18,7 +19,8 @@ class BuildDataError(DataFileError):
     """``build.yaml`` is missing or malformed."""
 
 
-class BuildData(DataModel):
+@dataclass(frozen=True)
+class BuildData:
     # uv version -> Python minor -> the CPython patch release that uv installs.
     managed_python: dict[str, dict[str, str]]
     build_tool_pins: tuple[str, ...]
