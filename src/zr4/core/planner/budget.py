@@ -32,8 +32,8 @@ class Layout:
 
 @dataclass(frozen=True)
 class DiffusionWeights:
-    """The diffusion model file, split into the part that stays resident and the 40 blocks that
-    WanVideoBlockSwap may keep in host RAM."""
+    """The diffusion model file, split into the part that stays resident and the transformer
+    blocks that WanVideoBlockSwap may keep in host RAM."""
 
     variant: str
     level: str | None

@@ -222,7 +222,7 @@ class Facts:
     runtime: Runtime
     decode: Decode
     # The manifest's documented default STEADYDANCER_GGUF_MODEL (filled in from the manifest).
-    default_gguf_level: str = "Q4_K_M"
+    default_gguf_level: str
 
     @classmethod
     def prepare(cls, data: dict[str, Any], manifest: Manifest) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The search: for each candidate GGUF level the cheapest layout that fits, then the level, then
 the plan with its decisions, warnings and ComfyUI arguments.
 
-Block swap (WanVideoBlockSwap) keeps ``blocks_to_swap`` of the 40 transformer blocks in host RAM
+Block swap (WanVideoBlockSwap) keeps ``blocks_to_swap`` of the transformer blocks in host RAM
 and streams them in one at a time while sampling, so the fewest swapped blocks that fit is the
 fastest plan; ``auto`` tries ``full``, then ``model_cpu_offload``, then that.
 """
