@@ -1,22 +1,19 @@
 """Compatibility rules: small functions over ``data/compatibility.yaml``.
 
-The knowledge lives in the data file (with a source per row); this module only reads it.
+The knowledge lives in the data file (with a source per row), typed by ``zr4.core.compat_data``;
+this module only reads it.
 Each check returns ``Violation``s naming the rule, the values involved and what would satisfy it,
 so a profile outside the matrix fails with a message a user can act on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import Any
 
-import yaml
-
-from zr4.core.arch import missing_bf16_reason
+from zr4.core.arch import flash_attn_build_archs, missing_bf16_reason
+from zr4.core.compat_data import CompatibilityMatrix, FlashAttnRelease, TorchBuild, load_matrix
 from zr4.errors import CompatibilityError
-from zr4.paths import data_dir
 from zr4.profile.models import Profile
 
 
@@ -29,14 +26,6 @@ class Violation:
 
     def __str__(self) -> str:
         return f"[{self.rule}] {self.message}"
-
-
-@cache
-def load_matrix() -> dict[str, Any]:
-    """The parsed compatibility matrix (read once per process)."""
-    with (data_dir() / "compatibility.yaml").open(encoding="utf-8") as handle:
-        matrix: dict[str, Any] = yaml.safe_load(handle)
-    return matrix
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -63,11 +52,7 @@ def _sm(profile: Profile) -> str:
     return f"sm_{profile.gpu.sm}"
 
 
-def _torch_row(matrix: dict[str, Any], torch: str) -> dict[str, Any] | None:
-    return next((row for row in matrix["torch_builds"] if str(row["torch"]) == torch), None)
-
-
-def arch_runs_on_build(gpu_sm: int, build_arches: list[str]) -> bool:
+def arch_runs_on_build(gpu_sm: int, build_arches: Sequence[str]) -> bool:
     """CUDA binaries run on the same major architecture with an equal or higher minor (sm_86 code runs on sm_89)."""
     major, minor = divmod(gpu_sm, 10)
     for arch in build_arches:
@@ -78,46 +63,46 @@ def arch_runs_on_build(gpu_sm: int, build_arches: list[str]) -> bool:
     return False
 
 
-def check_python_torch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_python_torch(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     stack = profile.stack
-    row = _torch_row(matrix, stack.torch)
+    row = matrix.torch_build(stack.torch)
     if row is None:
-        known = ", ".join(str(r["torch"]) for r in matrix["torch_builds"])
+        known = ", ".join(r.torch for r in matrix.torch_builds)
         return [
             Violation(
                 "torch_builds",
                 f"torch {stack.torch} is not in the matrix (known: {known}); add a row with its source",
             )
         ]
-    if stack.python not in row["python"]:
+    if stack.python not in row.python:
         return [
             Violation(
                 "python_torch",
-                f"torch {stack.torch} has no wheels for Python {stack.python}; use Python {' / '.join(row['python'])}",
+                f"torch {stack.torch} has no wheels for Python {stack.python}; use Python {' / '.join(row.python)}",
             )
         ]
     return []
 
 
-def check_torch_cuda(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_torch_cuda(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     stack = profile.stack
-    row = _torch_row(matrix, stack.torch)
+    row = matrix.torch_build(stack.torch)
     if row is None:
         return []
     problems = []
-    if stack.torch_cuda not in row["cuda"]:
+    if stack.torch_cuda not in row.cuda:
         problems.append(
             Violation(
                 "torch_cuda",
-                f"torch {stack.torch} is not built for {stack.torch_cuda}; builds: {', '.join(row['cuda'])}",
+                f"torch {stack.torch} is not built for {stack.torch_cuda}; builds: {', '.join(row.cuda)}",
             )
         )
-    if stack.torch_cuda != row["pypi_cuda"]:
+    if stack.torch_cuda != row.pypi_cuda:
         problems.append(
             Violation(
                 "torch_cuda",
-                f"the lock installs torch {stack.torch} from PyPI, which is the {row['pypi_cuda']} build, "
-                f"not {stack.torch_cuda}; set stack.torch_cuda: {row['pypi_cuda']}",
+                f"the lock installs torch {stack.torch} from PyPI, which is the {row.pypi_cuda} build, "
+                f"not {stack.torch_cuda}; set stack.torch_cuda: {row.pypi_cuda}",
             )
         )
     image_cuda = "cu" + "".join(stack.cuda.split(".")[:2])
@@ -129,11 +114,11 @@ def check_torch_cuda(profile: Profile, matrix: dict[str, Any]) -> list[Violation
                 f"compiled in the builder must match torch's CUDA; use CUDA {stack.torch_cuda[2:4]}.{stack.torch_cuda[4:]}.x images",
             )
         )
-    if stack.cxx11_abi != bool(row["cxx11_abi"]):
+    if stack.cxx11_abi != row.cxx11_abi:
         problems.append(
             Violation(
                 "torch_cuda",
-                f"torch {stack.torch} wheels use cxx11_abi={row['cxx11_abi']}; set stack.cxx11_abi accordingly",
+                f"torch {stack.torch} wheels use cxx11_abi={row.cxx11_abi}; set stack.cxx11_abi accordingly",
             )
         )
     for tag in (stack.base_image_devel, stack.base_image_runtime):
@@ -160,9 +145,9 @@ def check_torch_cuda(profile: Profile, matrix: dict[str, Any]) -> list[Violation
     return problems
 
 
-def check_companions(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_companions(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     stack = profile.stack
-    row = next((r for r in matrix["companions"] if str(r["torch"]) == stack.torch), None)
+    row = next((r for r in matrix.companions if r.torch == stack.torch), None)
     if row is None:
         return [
             Violation(
@@ -173,20 +158,19 @@ def check_companions(profile: Profile, matrix: dict[str, Any]) -> list[Violation
     problems = []
     for package in ("torchvision", "torchaudio"):
         pinned = getattr(stack, package)
-        if pinned != str(row[package]):
+        wanted = getattr(row, package)
+        if pinned != wanted:
             problems.append(
-                Violation(
-                    "companions", f"torch {stack.torch} goes with {package} {row[package]}, not {pinned}"
-                )
+                Violation("companions", f"torch {stack.torch} goes with {package} {wanted}, not {pinned}")
             )
     return problems
 
 
-def check_gpu_arch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_gpu_arch(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     stack = profile.stack
     sm = _sm(profile)
     problems = []
-    minimum = next((row["cuda"] for row in matrix["cuda_min_for_arch"] if row["arch"] == sm), None)
+    minimum = next((row.cuda for row in matrix.cuda_min_for_arch if row.arch == sm), None)
     if minimum is None:
         problems.append(
             Violation(
@@ -194,7 +178,7 @@ def check_gpu_arch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
                 f"compute capability {profile.gpu.compute_capability} ({sm}) is not in the matrix",
             )
         )
-    elif version_tuple(stack.cuda) < version_tuple(str(minimum)):
+    elif version_tuple(stack.cuda) < version_tuple(minimum):
         problems.append(
             Violation(
                 "cuda_min_for_arch",
@@ -204,8 +188,8 @@ def check_gpu_arch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
                 + " stack (for sm_120: torch >= 2.7 with cu128, as in the 5090 profile)",
             )
         )
-    row = _torch_row(matrix, stack.torch)
-    arches = (row or {}).get("arches", {}).get(stack.torch_cuda)
+    build: TorchBuild | None = matrix.torch_build(stack.torch)
+    arches = build.arches.get(stack.torch_cuda) if build is not None else None
     if arches and not arch_runs_on_build(profile.gpu.sm, arches):
         problems.append(
             Violation(
@@ -217,45 +201,45 @@ def check_gpu_arch(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
     return problems
 
 
-def check_arch_features(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_arch_features(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     """A card without bf16 (Volta, Turing) cannot run the workflow's bf16 text encoder and VAE."""
     sm = _sm(profile)
-    row = next((r for r in matrix.get("arch_features", []) if r["arch"] == sm), None)
-    if row is None or row["bf16"]:
+    row = next((r for r in matrix.arch_features if r.arch == sm), None)
+    if row is None or row.bf16:
         return []
     return [Violation("arch_bf16", missing_bf16_reason(profile.gpu.compute_capability, profile.gpu.name))]
 
 
-def flash_attn_kernel_arches(profile: Profile, row: dict[str, Any]) -> list[str]:
+def flash_attn_kernel_arches(profile: Profile, row: FlashAttnRelease) -> list[str]:
     """The release wheel's arches, plus what a source build with a new enough CUDA compiles."""
-    arches = list(row["arches"])
-    extra = row.get("source_build_arches")
+    arches = list(row.arches)
+    extra = row.source_build_arches
     if (
         profile.features.flash_attn_source == "source"
         and extra is not None
-        and version_tuple(profile.stack.cuda) >= version_tuple(str(extra["cuda_min"]))
+        and version_tuple(profile.stack.cuda) >= version_tuple(extra.cuda_min)
     ):
-        arches += [arch for arch in extra["arches"] if arch not in arches]
+        arches += [arch for arch in extra.arches if arch not in arches]
     return arches
 
 
-def flash_attn_wheel_url(profile: Profile, matrix: dict[str, Any] | None = None) -> str | None:
+def flash_attn_wheel_url(profile: Profile, matrix: CompatibilityMatrix | None = None) -> str | None:
     """The release wheel for this stack, or None when flash-attn must be compiled."""
     matrix = matrix or load_matrix()
     stack = profile.stack
-    row = next((r for r in matrix["flash_attn"] if str(r["version"]) == stack.flash_attn), None)
+    row = matrix.flash_attn_release(stack.flash_attn)
     if row is None:
         return None
     cuda_major = stack.cuda.split(".")[0]
     torch_minor = minor_of(stack.torch)
     if (
-        cuda_major not in row["wheel_cuda_major"]
-        or torch_minor not in row["wheel_torch"]
-        or stack.python not in row["wheel_python"]
+        cuda_major not in row.wheel_cuda_major
+        or torch_minor not in row.wheel_torch
+        or stack.python not in row.wheel_python
     ):
         return None
     py = stack.python.replace(".", "")
-    return str(row["wheel_url"]).format(
+    return row.wheel_url.format(
         version=stack.flash_attn,
         cuda_major=cuda_major,
         torch_minor=torch_minor,
@@ -264,60 +248,57 @@ def flash_attn_wheel_url(profile: Profile, matrix: dict[str, Any] | None = None)
     )
 
 
-def flash_attn_wheel_sha256(profile: Profile, matrix: dict[str, Any] | None = None) -> str | None:
+def flash_attn_wheel_sha256(profile: Profile, matrix: CompatibilityMatrix | None = None) -> str | None:
     """The pinned sha256 of the profile's flash-attn release wheel, or None when the matrix has none."""
     matrix = matrix or load_matrix()
     url = flash_attn_wheel_url(profile, matrix)
-    row = next((r for r in matrix["flash_attn"] if str(r["version"]) == profile.stack.flash_attn), None)
+    row = matrix.flash_attn_release(profile.stack.flash_attn)
     if url is None or row is None:
         return None
-    digest = (row.get("wheel_sha256") or {}).get(url.rsplit("/", 1)[-1])
-    return str(digest) if digest else None
+    return row.wheel_sha256.get(url.rsplit("/", 1)[-1]) or None
 
 
-def flash_attn_compile_archs(version: str | None, matrix: dict[str, Any] | None = None) -> dict[str, str]:
+def flash_attn_compile_archs(
+    version: str | None, matrix: CompatibilityMatrix | None = None
+) -> dict[str, str]:
     """``FLASH_ATTN_CUDA_ARCHS`` values flash-attn ``version``'s setup.py compiles -> the CUDA each needs."""
     matrix = matrix or load_matrix()
-    row = next((r for r in matrix["flash_attn"] if str(r["version"]) == version), None)
-    return {str(arch): str(cuda) for arch, cuda in (row or {}).get("compile_archs", {}).items()}
+    row = matrix.flash_attn_release(version)
+    return dict(row.compile_archs) if row is not None else {}
 
 
-def flash_attn_cuda_archs(profile: Profile, matrix: dict[str, Any] | None = None) -> str:
+def flash_attn_cuda_archs(profile: Profile, matrix: CompatibilityMatrix | None = None) -> str:
     """``FLASH_ATTN_CUDA_ARCHS`` for the profile's arch list: each arch's major as flash-attn names it
     (8.6/8.9 -> ``80``: sm_80 code runs on the whole major), kept when the pinned flash-attn compiles it
     with the stack's CUDA. Empty when none is left (``check_flash_attn`` reports that)."""
-    known = flash_attn_compile_archs(profile.stack.flash_attn, matrix)
-    cuda = version_tuple(profile.stack.cuda)
-    wanted: list[str] = []
-    for arch in profile.gpu.cuda_arch_list.split(";"):
-        major = arch.split("+")[0].split(".")[0].strip()
-        name = f"{major}0"
-        if name in known and cuda >= version_tuple(known[name]) and name not in wanted:
-            wanted.append(name)
-    return ";".join(wanted)
+    if profile.stack.flash_attn is None:
+        return ""
+    return flash_attn_build_archs(
+        profile.gpu.cuda_arch_list.split(";"), profile.stack.cuda, profile.stack.flash_attn, matrix
+    )
 
 
-def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_flash_attn(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     if not profile.features.flash_attn:
         return []
     stack = profile.stack
-    row = next((r for r in matrix["flash_attn"] if str(r["version"]) == stack.flash_attn), None)
+    row = matrix.flash_attn_release(stack.flash_attn)
     if row is None:
         return [
             Violation(
                 "flash_attn",
                 f"flash-attn {stack.flash_attn} is not in the matrix; known: "
-                + ", ".join(str(r["version"]) for r in matrix["flash_attn"]),
+                + ", ".join(r.version for r in matrix.flash_attn),
             )
         ]
     problems = []
     sm = _sm(profile)
     arches = flash_attn_kernel_arches(profile, row)
     if sm not in arches:
-        extra = row.get("source_build_arches")
+        extra = row.source_build_arches
         hint = (
-            f" (a source build with CUDA >= {extra['cuda_min']} adds {', '.join(extra['arches'])})"
-            if extra and sm in extra["arches"]
+            f" (a source build with CUDA >= {extra.cuda_min} adds {', '.join(extra.arches)})"
+            if extra and sm in extra.arches
             else ""
         )
         problems.append(
@@ -332,7 +313,7 @@ def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation
             Violation(
                 "flash_attn_wheel",
                 f"no flash-attn {stack.flash_attn} release wheel for CUDA {stack.cuda.split('.')[0]}, torch {minor_of(stack.torch)}, "
-                f"Python {stack.python} (wheels: torch {', '.join(row['wheel_torch'])}; Python {', '.join(row['wheel_python'])}); "
+                f"Python {stack.python} (wheels: torch {', '.join(row.wheel_torch)}; Python {', '.join(row.wheel_python)}); "
                 "set features.flash_attn_source: source to compile it in the builder stage",
             )
         )
@@ -361,49 +342,49 @@ def check_flash_attn(profile: Profile, matrix: dict[str, Any]) -> list[Violation
     return problems
 
 
-def check_xformers(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_xformers(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     if not profile.features.xformers:
         return []
     stack = profile.stack
-    row = next((r for r in matrix["xformers"] if str(r["version"]) == stack.xformers), None)
+    row = next((r for r in matrix.xformers if r.version == stack.xformers), None)
     if row is None:
         return [
             Violation(
                 "xformers",
                 f"xformers {stack.xformers} is not in the matrix; known: "
-                + ", ".join(str(r["version"]) for r in matrix["xformers"]),
+                + ", ".join(r.version for r in matrix.xformers),
             )
         ]
-    if str(row["torch"]) != stack.torch:
+    if row.torch != stack.torch:
         return [
             Violation(
                 "xformers",
-                f"xformers {stack.xformers} requires torch=={row['torch']} and would replace torch {stack.torch}; "
+                f"xformers {stack.xformers} requires torch=={row.torch} and would replace torch {stack.torch}; "
                 "pick an xformers built for this torch or set features.xformers: false",
             )
         ]
     return []
 
 
-def mmcv_build_method(profile: Profile, matrix: dict[str, Any] | None = None) -> str | None:
+def mmcv_build_method(profile: Profile, matrix: CompatibilityMatrix | None = None) -> str | None:
     """``wheel`` when OpenMMLab publishes one for this torch/CUDA, ``source`` when it must be compiled."""
     matrix = matrix or load_matrix()
     stack = profile.stack
     if stack.mmcv is None:
         return None
-    for row in matrix["mmcv"]:
-        wheels = row.get("wheels")
+    for row in matrix.mmcv:
+        wheels = row.wheels
         if (
-            str(row["version"]) == stack.mmcv
+            row.version == stack.mmcv
             and wheels
-            and minor_of(stack.torch) in wheels["torch"]
-            and stack.torch_cuda in wheels["cuda"]
+            and minor_of(stack.torch) in wheels.torch
+            and stack.torch_cuda in wheels.cuda
         ):
             return "wheel"
     return "source"
 
 
-def check_mmcv(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_mmcv(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     if profile.features.pose_backend != "mmpose":
         return []
     stack = profile.stack
@@ -412,9 +393,8 @@ def check_mmcv(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
     if mmcv_build_method(profile, matrix) == "source":
         buildable = [
             row
-            for row in matrix["mmcv"]
-            if str(row["version"]) == stack.mmcv
-            and minor_of(stack.torch) in row.get("source_build_torch", [])
+            for row in matrix.mmcv
+            if row.version == stack.mmcv and minor_of(stack.torch) in row.source_build_torch
         ]
         if not buildable:
             problems.append(
@@ -424,32 +404,32 @@ def check_mmcv(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
                     f"compile against torch {minor_of(stack.torch)}; use torch 2.5.x (known to build) or pose_backend: onnx",
                 )
             )
-    for consumer in matrix["mmcv_consumers"]:
-        pinned = getattr(stack, consumer["package"])
-        if pinned != str(consumer["version"]):
+    for consumer in matrix.mmcv_consumers:
+        pinned = getattr(stack, consumer.package)
+        if pinned != consumer.version:
             continue
-        low, below = str(consumer["mmcv_min"]), str(consumer["mmcv_below"])
+        low, below = consumer.mmcv_min, consumer.mmcv_below
         if not (version_tuple(low) <= version_tuple(stack.mmcv) < version_tuple(below)):
             problems.append(
                 Violation(
                     "mmcv_consumers",
-                    f"{consumer['package']} {pinned} requires {low} <= mmcv < {below} at import; stack.mmcv is {stack.mmcv}",
+                    f"{consumer.package} {pinned} requires {low} <= mmcv < {below} at import; stack.mmcv is {stack.mmcv}",
                 )
             )
     return problems
 
 
-def check_onnxruntime(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_onnxruntime(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     stack = profile.stack
     version = version_tuple(stack.onnxruntime_gpu)
     cuda_major = stack.cuda.split(".")[0]
-    for row in matrix["onnxruntime_gpu"]:
-        if version_tuple(str(row["from"])) <= version < version_tuple(str(row["below"])):
-            if str(row["cuda_major"]) != cuda_major:
+    for row in matrix.onnxruntime_gpu:
+        if version_tuple(row.from_) <= version < version_tuple(row.below):
+            if row.cuda_major != cuda_major:
                 return [
                     Violation(
                         "onnxruntime_gpu",
-                        f"onnxruntime-gpu {stack.onnxruntime_gpu} is built for CUDA {row['cuda_major']}, the image has CUDA "
+                        f"onnxruntime-gpu {stack.onnxruntime_gpu} is built for CUDA {row.cuda_major}, the image has CUDA "
                         f"{cuda_major}; {_onnxruntime_range(matrix, cuda_major)}",
                     )
                 ]
@@ -457,19 +437,19 @@ def check_onnxruntime(profile: Profile, matrix: dict[str, Any]) -> list[Violatio
     return [Violation("onnxruntime_gpu", f"onnxruntime-gpu {stack.onnxruntime_gpu} is not in the matrix")]
 
 
-def _onnxruntime_range(matrix: dict[str, Any], cuda_major: str) -> str:
-    rows = [row for row in matrix["onnxruntime_gpu"] if str(row["cuda_major"]) == cuda_major]
+def _onnxruntime_range(matrix: CompatibilityMatrix, cuda_major: str) -> str:
+    rows = [row for row in matrix.onnxruntime_gpu if row.cuda_major == cuda_major]
     if not rows:
         return f"no onnxruntime-gpu release in the matrix is built for CUDA {cuda_major}"
     row = rows[-1]
-    return f"for CUDA {cuda_major} pin onnxruntime-gpu >= {row['from']}, < {row['below']}"
+    return f"for CUDA {cuda_major} pin onnxruntime-gpu >= {row.from_}, < {row.below}"
 
 
-def check_comfyui(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
+def check_comfyui(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
     problems = []
-    for row in matrix["comfyui"]:
-        last = str(row["last_version_for_old_torch"])
-        below = str(row["old_torch_below"])
+    for row in matrix.comfyui:
+        last = row.last_version_for_old_torch
+        below = row.old_torch_below
         newer_comfy = version_tuple(profile.comfyui.version) > version_tuple(last)
         old_torch = version_tuple(profile.stack.torch) < version_tuple(below)
         if newer_comfy and old_torch:
@@ -483,7 +463,7 @@ def check_comfyui(profile: Profile, matrix: dict[str, Any]) -> list[Violation]:
     return problems
 
 
-CHECKS: tuple[Callable[[Profile, dict[str, Any]], list[Violation]], ...] = (
+CHECKS: tuple[Callable[[Profile, CompatibilityMatrix], list[Violation]], ...] = (
     check_python_torch,
     check_torch_cuda,
     check_companions,
@@ -497,7 +477,7 @@ CHECKS: tuple[Callable[[Profile, dict[str, Any]], list[Violation]], ...] = (
 )
 
 
-def check_profile(profile: Profile, matrix: dict[str, Any] | None = None) -> list[Violation]:
+def check_profile(profile: Profile, matrix: CompatibilityMatrix | None = None) -> list[Violation]:
     """Every rule the profile breaks (empty when it is inside the matrix)."""
     matrix = matrix or load_matrix()
     return [violation for check in CHECKS for violation in check(profile, matrix)]

@@ -12,15 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zr4.compat import flash_attn_kernel_arches, load_matrix
-from zr4.core import arch
 from zr4.core.gpu import Detection, GpuInfo, HostRam
 from zr4.core.planner import GpuFacts, PlanRequest, plan
 from zr4.core.tune import request_from_profile, tune
 from zr4.core.workflow.install import PlannedSettings
 from zr4.profile import load_profile
-
-CAPABILITIES = ["7.0", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0"]
 
 
 def card(cc: str, name: str = "card", gib: int = 80) -> GpuFacts:
@@ -78,26 +74,6 @@ def test_tune_on_a_b200_with_the_h100_image_boots_an_sdpa_workflow() -> None:
     assert PlannedSettings.from_plan_env(env).attention == "sdpa"
     on_h100 = tune(load_profile("h100").model_dump(mode="json"), {}, detection("NVIDIA H100", "9.0"))
     assert on_h100.env()["ZR4_ATTENTION"] == "flash_attn_2"
-
-
-@pytest.mark.parametrize("cc", CAPABILITIES)
-def test_the_matrix_rows_and_the_arch_module_agree(cc: str) -> None:
-    """data/compatibility.yaml (for render) and zr4.core.arch (for the planner) hold one set of facts."""
-    matrix = load_matrix()
-    sm = arch.sm_name(cc)
-    row = next(r for r in matrix["arch_features"] if r["arch"] == sm)
-    assert row["bf16"] is arch.has_bf16(cc)
-    assert row["fp8_compute"] is arch.has_fp8_compute(cc)
-    flash = matrix["flash_attn"][0]
-    wheel = load_profile("4080super", [f"gpu.compute_capability='{cc}'"])
-    assert (sm in flash_attn_kernel_arches(wheel, flash)) is arch.flash_attn_runs_on(
-        cc, arch.flash_attn_kernel_majors(None)
-    ), "release wheel"
-    source = load_profile("5090", [f"gpu.compute_capability='{cc}'", "features.flash_attn_source=source"])
-    if cc not in ("7.0", "7.5"):
-        assert (sm in flash_attn_kernel_arches(source, flash)) is arch.flash_attn_runs_on(
-            cc, arch.flash_attn_kernel_majors(source.stack.cuda, [cc])
-        ), "source build"
 
 
 def _zr4() -> list[str]:

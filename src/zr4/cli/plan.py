@@ -42,7 +42,9 @@ def plan_command(
     """Budget the profile's workload on a card: a table with a bar per component, then decisions."""
     from zr4.compat import ensure_compatible
     from zr4.core import tune
-    from zr4.core.planner import GpuFacts, format_plan, plan
+    from zr4.core.planner.format import format_plan
+    from zr4.core.planner.request import GpuFacts
+    from zr4.core.planner.search import plan
     from zr4.profile import load_profile
 
     # Each option is checked here, under its own name: the planner reads them as the environment

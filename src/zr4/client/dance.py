@@ -498,7 +498,8 @@ def oom_advice(
     """What `zr4 plan` suggests for this card and workload, in one sentence (after an out-of-memory)."""
     from dataclasses import replace
 
-    from zr4.core.planner import GpuFacts, Workload, plan
+    from zr4.core.planner.request import GpuFacts, Workload
+    from zr4.core.planner.search import plan
     from zr4.core.tune import request_from_profile
 
     devices = (stats or {}).get("devices") or []

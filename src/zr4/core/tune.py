@@ -27,16 +27,11 @@ from zr4.core.baked_profile import baked_profile_path, read_baked_profile
 from zr4.core.comfy_flags import FlagEnvironment
 from zr4.core.gguf_level import parse_gguf_level
 from zr4.core.gpu import Detection, detect
-from zr4.core.planner import (
-    MEMORY_MODES,
-    GpuFacts,
-    PlanRequest,
-    TuningPlan,
-    Workload,
-    format_plan,
-    load_facts,
-    plan,
-)
+from zr4.core.planner.facts import load_facts
+from zr4.core.planner.format import format_plan
+from zr4.core.planner.request import MEMORY_MODES, GpuFacts, PlanRequest, Workload
+from zr4.core.planner.result import TuningPlan
+from zr4.core.planner.search import plan
 
 TIERS = ("consumer", "prosumer", "datacenter")
 VARIANTS = ("fp16", "fp8", "gguf")
@@ -149,7 +144,11 @@ def _flash_attn_kernel_majors(
         return defaults.flash_attn_kernel_majors
     try:
         arches = [str(gpu["compute_capability"]), *map(str, gpu.get("extra_cuda_arches") or [])]
-        return tuple(sorted(arch.flash_attn_kernel_majors(str(stack["cuda"]), arches)))
+        version = stack.get("flash_attn")
+        majors = arch.flash_attn_kernel_majors(
+            str(stack["cuda"]), arches, None if version is None else str(version)
+        )
+        return tuple(sorted(majors))
     except (KeyError, ValueError):
         return defaults.flash_attn_kernel_majors
 

@@ -10,11 +10,10 @@ import json
 from typing import Any
 
 from zr4 import __version__
-from zr4.compat import ensure_compatible, flash_attn_wheel_url, mmcv_build_method
+from zr4.compat import ensure_compatible, flash_attn_cuda_archs, flash_attn_wheel_url, mmcv_build_method
 from zr4.core import image_layout
-from zr4.core.arch import flash_attn_build_archs
-from zr4.errors import CompatibilityError
 from zr4.profile.models import Profile
+from zr4.render.build_data import load_build_data
 from zr4.render.wheel import SHA256_NAME, WHEEL_NAME
 
 # Paths inside the image; the runtime reads the same values from the environment.
@@ -22,29 +21,6 @@ COMFYUI_DIR = image_layout.COMFYUI_DIR
 VENV_DIR = image_layout.VENV_DIR
 ZR4_DIR = image_layout.ZR4_DIR
 PYTHON_DIR = image_layout.PYTHON_DIR
-
-# Build-only tools installed into the builder's venv for `--no-build-isolation` builds.
-# setuptools < 82 because mmcv 2.1.0's setup.py imports pkg_resources (mmcv v2.1.0 setup.py; pkg_resources left setuptools in 82);
-# versions are PyPI releases from before the stack's exclude-newer date.
-BUILD_TOOL_PINS = ("setuptools==75.8.0", "wheel==0.45.1", "ninja==1.11.1.3", "packaging==24.2")
-
-# Runtime libraries the final stage needs from Ubuntu: libGL/glib for opencv, git for ComfyUI-Manager-style
-# node updates is deliberately absent; ca-certificates for HTTPS downloads of models.
-# gcc + libc6-dev: Triton (torch.compile, e.g. WanVideoTorchCompileSettings) compiles a small C launcher
-# at first use and stops with "Failed to find C compiler" without one.
-RUNTIME_APT = ("ca-certificates", "gcc", "libc6-dev", "libgl1", "libglib2.0-0", "libgomp1", "tini")
-BUILDER_APT = ("build-essential", "ca-certificates", "git", "ninja-build")
-
-
-# The CPython patch release uv installs for a minor: the newest build the pinned uv's own download list
-# knows (`uv python list --all-versions --only-downloads` of uv 0.13.9 from PyPI: python-build-standalone
-# 20261110 for 3.11-3.15, 20261009 for 3.10). Pinned, so two builds of one profile get one interpreter.
-MANAGED_PYTHON: dict[tuple[str, str], str] = {
-    ("0.13.9", "3.10"): "3.10.22",
-    ("0.13.9", "3.11"): "3.11.18",
-    ("0.13.9", "3.12"): "3.12.16",
-    ("0.13.9", "3.13"): "3.13.18",
-}
 
 # Parallel compile jobs for mmcv / flash-attn (a build ARG: `--build-arg MAX_JOBS=16` on a big builder).
 # Each nvcc job of flash-attn takes several GB of RAM; 4 fits a 16 GB builder.
@@ -56,14 +32,8 @@ HEALTHCHECK_START_PERIOD = "90m"
 
 
 def managed_python(profile: Profile) -> str:
-    """The pinned CPython patch version for the profile's uv and Python minor."""
-    version = MANAGED_PYTHON.get((profile.stack.uv, profile.stack.python))
-    if version is None:
-        raise CompatibilityError(
-            f"no pinned CPython patch release for uv {profile.stack.uv} and Python {profile.stack.python}; "
-            "known: " + ", ".join(f"uv {uv} Python {minor}" for uv, minor in sorted(MANAGED_PYTHON))
-        )
-    return version
+    """The pinned CPython patch version for the profile's uv and Python minor (data/build.yaml)."""
+    return load_build_data().managed_python_for(profile.stack.uv, profile.stack.python)
 
 
 def stop_grace_seconds() -> int:
@@ -110,7 +80,7 @@ def build_context_vars(profile: Profile) -> dict[str, Any]:
     )
     mmpose = profile.features.pose_backend == "mmpose"
     runpod = runpod_fields(profile)
-    arches = profile.gpu.cuda_arch_list.split(";")
+    build = load_build_data()
     return {
         "profile": profile,
         "stack": profile.stack,
@@ -128,11 +98,11 @@ def build_context_vars(profile: Profile) -> dict[str, Any]:
         "models_dir": image_layout.MODELS_DIR,
         "output_dir": image_layout.OUTPUT_DIR,
         "python_bin": image_layout.COMFYUI_PYTHON,
-        "build_tool_pins": BUILD_TOOL_PINS,
-        "runtime_apt": RUNTIME_APT,
-        "builder_apt": BUILDER_APT,
+        "build_tool_pins": build.build_tool_pins,
+        "runtime_apt": build.runtime_apt,
+        "builder_apt": build.builder_apt,
         "torch_cuda_arch_list": profile.gpu.cuda_arch_list,
-        "flash_attn_cuda_archs": flash_attn_build_archs(arches),
+        "flash_attn_cuda_archs": flash_attn_cuda_archs(profile) if build_flash_attn_from_source else "",
         "managed_python": managed_python(profile),
         "max_jobs": DEFAULT_MAX_JOBS,
         "zr4_wheel": WHEEL_NAME,

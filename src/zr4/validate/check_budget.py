@@ -22,7 +22,8 @@ _DEFAULT_MODELS_DIR = image_layout.MODELS_DIR
 def plan_for_profile(profile: Any) -> Any:
     """The VRAM planner's TuningPlan for the profile's own GPU (None when the planner is absent)."""
     try:
-        from zr4.core.planner import GpuFacts, PlanRequest, Workload, plan
+        from zr4.core.planner.request import GpuFacts, PlanRequest, Workload
+        from zr4.core.planner.search import plan
     except ImportError:
         return None
     block_swap = profile.memory.block_swap
