@@ -26,15 +26,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-import yaml
-
+from zr4.core.documents import read_yaml_mapping
 from zr4.errors import Zr4Error
 
 Model = TypeVar("Model")
-
-# PyYAML's libyaml-backed safe loader where the wheel has it: the same documents as yaml.safe_load,
-# about 15 times faster, and these files are read on every boot.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class DataFileError(Zr4Error, ValueError):
@@ -154,19 +149,6 @@ def parse_data(
     except _Problem as problem:
         raise error(f"{source}: {field_path(problem.location)}: {problem.message}") from None
     return result
-
-
-def read_yaml_mapping(path: Path, error: type[DataFileError] = DataFileError) -> dict[str, Any]:
-    """The YAML mapping in ``path``; ``error`` says in one line why there is none."""
-    try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
-    except OSError as problem:
-        raise error(f"cannot read {path}: {problem.strerror}") from None
-    except yaml.YAMLError as problem:
-        raise error(f"{path} is not valid YAML: {problem}") from None
-    if not isinstance(document, dict):
-        raise error(f"{path}: expected a mapping at the top level")
-    return document
 
 
 def load_data_file(

@@ -55,10 +55,21 @@ def read_document(
             raise error(f"{shown} is not valid JSON: {caught}") from None
     import yaml
 
+    # libyaml's safe loader where the PyYAML wheel has it: the same documents as yaml.safe_load, several
+    # times faster on the planner's and the manifest's files, which every boot reads.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=loader)
     except yaml.YAMLError as caught:
         raise error(f"{shown} is not valid YAML: {caught}") from None
+
+
+def read_yaml_mapping(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """The YAML mapping in ``path``; ``error`` says in one line why there is none."""
+    document = read_document(path, error, "yaml")
+    if not isinstance(document, dict):
+        raise error(f"{path}: expected a mapping at the top level")
+    return document
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:

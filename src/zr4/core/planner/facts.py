@@ -15,7 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from zr4.core.data_file import DataFileError, load_data_file, read_yaml_mapping
+from zr4.core.data_file import DataFileError, load_data_file
+from zr4.core.documents import read_yaml_mapping
 from zr4.core.model_files.errors import ManifestError
 from zr4.core.model_files.manifest import Manifest, default_manifest_path, parse_manifest
 from zr4.paths import data_dir
