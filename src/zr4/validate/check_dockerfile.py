@@ -268,7 +268,7 @@ def _cuda_tag_problem(reference: str) -> str | None:
     example = f"{minor.group(1)}.<patch>{minor.group(2) or ''}" if minor else "<major>.<minor>.<patch>-..."
     return (
         f"{reference} has no patch version in its tag, and NVIDIA publishes CUDA tags only with one "
-        f"(e.g. 12.4.1-cudnn-runtime-ubuntu22.04): use nvidia/cuda:{example}"
+        f"(e.g. 12.4.1-base-ubuntu22.04): use nvidia/cuda:{example}"
     )
 
 
