@@ -7,7 +7,7 @@ ghcr.io (CI included) cannot pull the base images nor fetch the pinned sources, 
 own hermetic switches (build ARGs whose defaults are the real sources; a user's build never sets
 them) take local files:
 
-* ``nvidia/cuda:*-devel-*`` / ``*-runtime-*``: Debian (``--suite``, default trixie) made with
+* ``nvidia/cuda:*-devel-*`` / the final stage's ``*-base-*`` (or ``*-runtime-*``): Debian (``--suite``, default trixie) made with
   debootstrap from Debian's archive; ``--suite jammy`` / ``noble`` takes the Ubuntu release the real
   images are built on (``*-ubuntu22.04`` / ``-ubuntu24.04``), from Ubuntu's archive: the faithful
   choice for ``--light`` builds (CI). Debian stays the default because a CUDA compile needs its

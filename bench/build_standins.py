@@ -148,7 +148,8 @@ def read_dockerfile(path: Path) -> Wanted:
     froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
     uv = next(f for f in froms if f.startswith("ghcr.io/astral-sh/uv:"))
     devel = next(f for f in froms if f.startswith("nvidia/cuda:") and "-devel-" in f)
-    runtime = next(f for f in froms if f.startswith("nvidia/cuda:") and "-runtime-" in f)
+    # The final stage's base: an nvidia/cuda flavor without compilers (base, runtime or cudnn-runtime).
+    runtime = next(f for f in reversed(froms) if f.startswith("nvidia/cuda:") and "-devel-" not in f)
     # The pin is the default of the PYTHON_VERSION build ARG where the Dockerfile has one.
     python = re.search(r"^ARG PYTHON_VERSION=(\S+)", text, flags=re.M) or re.search(
         r"uv python install (\S+)", text
@@ -247,7 +248,8 @@ def base_image(b: Buildah, cache: Path, suite: str) -> str:
 
 
 def runtime_standin(b: Buildah, base: str, wanted: Wanted) -> None:
-    """The runtime base: plain Debian (torch brings its own CUDA runtime libraries from PyPI)."""
+    """The runtime base: the plain stand-in root, without any CUDA library, as the real ``base`` flavor
+    is but for libcudart (torch brings CUDA and cuDNN from its nvidia-* wheels on PyPI)."""
     name = qualified(wanted.runtime_image)
     if not b.exists(name):
         b("tag", base, name)

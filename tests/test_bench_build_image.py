@@ -39,7 +39,7 @@ def test_every_render_names_what_the_stand_ins_replace(render: Path) -> None:
     wanted = standins.read_dockerfile(render / "Dockerfile")
     assert wanted.uv_image.startswith("ghcr.io/astral-sh/uv:")
     assert wanted.devel_image.startswith("nvidia/cuda:") and "-devel-" in wanted.devel_image
-    assert wanted.runtime_image.startswith("nvidia/cuda:") and "-runtime-" in wanted.runtime_image
+    assert wanted.runtime_image.startswith("nvidia/cuda:") and "-base-" in wanted.runtime_image
     assert wanted.devel_image in profile and wanted.runtime_image in profile
     assert wanted.python.count(".") == 2, "the managed Python is pinned to a patch release"
     assert wanted.python_dir == "/opt/python"
@@ -105,7 +105,7 @@ def test_the_runtime_head_is_the_runtime_stage_up_to_its_first_copy(render: Path
     lines = head.splitlines()
     assert lines[0] == "# syntax=docker/dockerfile:1.7"
     froms = [line for line in lines if line.startswith("FROM ")]
-    assert len(froms) == 1 and froms[0].endswith(" AS runtime") and "-runtime-ubuntu" in froms[0]
+    assert len(froms) == 1 and froms[0].endswith(" AS runtime") and "-base-ubuntu" in froms[0]
     assert not any(line.startswith(("COPY", "ADD")) for line in lines)
     assert "apt-get install" in head and "useradd --uid 1000" in head
     # After the directive, the head is the Dockerfile's runtime stage itself (comments aside), cut

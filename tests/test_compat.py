@@ -7,9 +7,12 @@ import pytest
 from zr4.compat import (
     arch_runs_on_build,
     check_profile,
+    cuda_flavor,
     ensure_compatible,
     flash_attn_wheel_url,
+    load_matrix,
     mmcv_build_method,
+    runtime_flavors,
 )
 from zr4.core.arch import flash_attn_build_archs
 from zr4.errors import CompatibilityError
@@ -19,7 +22,7 @@ from zr4.render import render_files
 CU124_IMAGES = [
     "stack.cuda=12.4.1",
     "stack.base_image_devel=nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04",
-    "stack.base_image_runtime=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04",
+    "stack.base_image_runtime=nvidia/cuda:12.4.1-base-ubuntu22.04",
 ]
 TORCH_251 = [
     "stack.torch=2.5.1",
@@ -143,6 +146,36 @@ def test_newer_comfyui_needs_newer_torch() -> None:
 def test_base_images_need_patch_version_and_right_flavour() -> None:
     broken = rules("4080super", ["stack.base_image_devel=nvidia/cuda:12.4-devel-ubuntu22.04"])
     assert "tag must start with 12.4.1-" in broken["base_image"]
+
+
+@pytest.mark.parametrize(
+    ("image", "allowed"),
+    [
+        ("nvidia/cuda:12.4.1-base-ubuntu22.04", True),
+        ("nvidia/cuda:12.4.1-runtime-ubuntu22.04", True),
+        ("nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04", True),
+        ("nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04", False),
+        ("nvidia/cuda:12.4.1-ubuntu22.04", False),
+    ],
+)
+def test_the_runtime_base_is_a_cuda_flavor_without_compilers(image: str, allowed: bool) -> None:
+    broken = rules("4080super", [f"stack.base_image_runtime={image}"])
+    assert ("runtime_base" not in broken) is allowed, broken
+    if not allowed:
+        assert (
+            "use nvidia/cuda:12.4.1-base-<os> (torch's nvidia-* wheels bring CUDA and cuDNN)"
+            in (broken["runtime_base"])
+        )
+
+
+def test_the_bundled_profiles_take_the_base_flavor_the_matrix_names() -> None:
+    """Torch's nvidia-* wheels bring CUDA and cuDNN: a runtime or cudnn-runtime base holds them twice."""
+    needed = load_matrix().cuda_runtime_base.needed
+    assert needed == "base" and runtime_flavors()[0] == "base"
+    for name in bundled_profile_names():
+        assert cuda_flavor(load_profile(name).stack.base_image_runtime) == needed, name
+    assert cuda_flavor("nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04") == "cudnn-runtime"
+    assert cuda_flavor("localhost:5000/nvidia/cuda:12.4.1-base-ubuntu24.04@sha256:" + "0" * 64) == "base"
 
 
 @pytest.mark.parametrize(

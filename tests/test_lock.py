@@ -25,8 +25,11 @@ from zr4.paths import data_dir
 from zr4.profile import bundled_profile_names, load_profile
 
 
-def _committed_lock(profile_name: str) -> str:
-    return locks.lock_path(load_profile(profile_name).stack.lock).read_text(encoding="utf-8")
+def _committed_lock(profile_name: str, *overrides: str) -> str:
+    return locks.lock_path(load_profile(profile_name, list(overrides)).lock_name).read_text(encoding="utf-8")
+
+
+MMPOSE = "features.pose_backend=mmpose"
 
 
 def _vendored(name: str, repo: str, commit: str, body: bytes) -> locks.VendoredRequirements:
@@ -41,10 +44,58 @@ def test_committed_lock_of_each_bundled_profile_exists_and_matches_its_pins() ->
     names = bundled_profile_names()
     assert {"4080super", "5090"} <= set(names)
     for name in names:
-        profile = load_profile(name)
-        path = locks.lock_path(profile.stack.lock)
-        assert path.is_file(), f"{name}: {path} missing"
-        assert locks.lock_matches_profile(path.read_text(encoding="utf-8"), profile) == [], name
+        for profile in locks.pose_variants(load_profile(name)):
+            path = locks.lock_path(profile.lock_name)
+            assert path.is_file(), f"{name}: {path} missing"
+            assert locks.lock_matches_profile(path.read_text(encoding="utf-8"), profile) == [], name
+
+
+def test_each_pose_backend_has_its_lock_and_the_onnx_one_carries_no_openmmlab_package() -> None:
+    """No bundled profile runs the native mmpose pre-processing, so the images they build must not carry
+    mmengine/mmdet/mmpose; the mmpose lock stays committed (and checked) for a profile that will."""
+    assert {load_profile(name).features.pose_backend for name in bundled_profile_names()} == {"onnx"}
+    onnx = load_profile("4080super")
+    mmpose = load_profile("4080super", [MMPOSE])
+    assert (onnx.lock_name, mmpose.lock_name) == ("cu124-torch2.5.1", "cu124-torch2.5.1-mmpose")
+    onnx_packages = locks.parse_lock(_committed_lock("4080super"))
+    mmpose_packages = locks.parse_lock(_committed_lock("4080super", MMPOSE))
+    openmmlab = {"mmengine", "mmdet", "mmpose", "xtcocotools", "pycocotools"}
+    assert openmmlab <= mmpose_packages.keys()
+    assert not openmmlab & onnx_packages.keys()
+    # The ONNX lock is the mmpose one without what only the OpenMMLab packages pull in.
+    assert onnx_packages.keys() < mmpose_packages.keys()
+    assert all(onnx_packages[name].version == mmpose_packages[name].version for name in onnx_packages)
+    # Triton (torch.compile) imports setuptools without declaring it; it came through xtcocotools.
+    assert onnx_packages["setuptools"].version == mmpose_packages["setuptools"].version
+
+
+def test_an_openmmlab_package_in_an_onnx_lock_is_reported() -> None:
+    mmpose_text = _committed_lock("4080super", MMPOSE)
+    problems = locks.lock_matches_profile(mmpose_text, load_profile("4080super"))
+    assert problems == [
+        "mmdet: the pose backend is onnx, which never runs it, the lock has 3.3.0",
+        "mmpose: the pose backend is onnx, which never runs it, the lock has 1.3.2",
+        "mmengine: the pose backend is onnx, which never runs it, the lock has 0.10.7",
+    ]
+    onnx_text = _committed_lock("4080super")
+    assert locks.lock_matches_profile(onnx_text, load_profile("4080super", [MMPOSE])) == [
+        "mmdet: the profile pins 3.3.0, the lock has no mmdet",
+        "mmpose: the profile pins 1.3.2, the lock has no mmpose",
+    ]
+
+
+def test_pose_variants_are_the_locks_a_stack_can_need() -> None:
+    variants = locks.pose_variants(load_profile("4080super"))
+    assert [v.features.pose_backend for v in variants] == ["onnx", "mmpose"]
+    assert [v.lock_name for v in variants] == ["cu124-torch2.5.1", "cu124-torch2.5.1-mmpose"]
+    assert variants[1].name == "4080super" and variants[1].stack == variants[0].stack
+    # The native backend's variant starts from its own profile and adds the ONNX one.
+    assert [v.lock_name for v in locks.pose_variants(load_profile("4080super", [MMPOSE]))] == [
+        "cu124-torch2.5.1-mmpose",
+        "cu124-torch2.5.1",
+    ]
+    # A stack without the mm* pins cannot run mmpose: one lock.
+    assert [v.lock_name for v in locks.pose_variants(load_profile("5090"))] == ["cu128-torch2.9.1"]
 
 
 @pytest.mark.parametrize(
@@ -58,7 +109,6 @@ def test_committed_lock_of_each_bundled_profile_exists_and_matches_its_pins() ->
         ),
         ("xformers==0.0.28.post3 ", "xformers==0.0.29.post1 ", "xformers: the profile pins 0.0.28.post3"),
         ("onnxruntime-gpu==1.23.2 ", "onnxruntime-gpu==1.27.0 ", "onnxruntime-gpu: the profile pins 1.23.2"),
-        ("mmpose==1.3.2 ", "mmpose==1.3.0 ", "mmpose: the profile pins 1.3.2, the lock has 1.3.0"),
         ("torch==2.5.1 ", "torch==2.5.1+cu121 ", "torch: the profile wants the cu124 build"),
         ("nvidia-cuda-runtime-cu12==12.4.127 ", "nvidia-cuda-runtime-cu12==12.1.105 ", "torch CUDA build"),
     ],
@@ -70,24 +120,35 @@ def test_lock_matches_profile_catches_a_drifted_pin(old: str, new: str, expected
     assert len(problems) == 1 and problems[0].startswith(expected), problems
 
 
+def test_lock_matches_profile_catches_a_drifted_mmpose_pin_in_the_mmpose_lock() -> None:
+    text = _committed_lock("4080super", MMPOSE)
+    assert "mmpose==1.3.2 " in text
+    problems = locks.lock_matches_profile(
+        text.replace("mmpose==1.3.2 ", "mmpose==1.3.0 "), load_profile("4080super", [MMPOSE])
+    )
+    assert problems == ["mmpose: the profile pins 1.3.2, the lock has 1.3.0"]
+
+
 def test_lock_matches_profile_catches_a_profile_pin_the_lock_never_saw() -> None:
-    profile = load_profile("4090", ["stack.mmdet=3.2.0"])
-    assert locks.lock_matches_profile(_committed_lock("4090"), profile) == [
+    profile = load_profile("4090", ["stack.mmdet=3.2.0", MMPOSE])
+    assert locks.lock_matches_profile(_committed_lock("4090", MMPOSE), profile) == [
         "mmdet: the profile pins 3.2.0, the lock has 3.3.0"
     ]
+    # The ONNX lock takes no mmdet pin at all, so the ONNX profile's stack pin does not matter to it.
+    assert (
+        locks.lock_matches_profile(_committed_lock("4090"), load_profile("4090", ["stack.mmdet=3.2.0"])) == []
+    )
 
 
 def test_another_stacks_lock_contradicts_the_profile() -> None:
     problems = locks.lock_matches_profile(_committed_lock("5090"), load_profile("4080super"))
     text = "\n".join(problems)
-    for fragment in (
-        "torch: the profile pins 2.5.1, the lock has 2.9.1",
-        "no xformers",
-        "no mmdet",
-        "no mmpose",
-        "12.8",
-    ):
+    for fragment in ("torch: the profile pins 2.5.1, the lock has 2.9.1", "no xformers", "12.8"):
         assert fragment in text
+    mmpose = "\n".join(
+        locks.lock_matches_profile(_committed_lock("5090"), load_profile("4080super", [MMPOSE]))
+    )
+    assert "no mmdet" in mmpose and "no mmpose" in mmpose
     reverse = "\n".join(locks.lock_matches_profile(_committed_lock("4080super"), load_profile("5090")))
     assert "xformers: the profile's stack pins none, the lock has 0.0.28.post3" in reverse
 
@@ -100,8 +161,8 @@ def test_mmcv_or_flash_attn_in_a_lock_is_reported() -> None:
 
 
 def test_committed_locks_keep_numpy_1_and_leave_out_what_the_overrides_remove() -> None:
-    for name in ("4080super", "5090"):
-        packages = locks.parse_lock(_committed_lock(name))
+    for name, overrides in (("4080super", ()), ("4080super", (MMPOSE,)), ("5090", ())):
+        packages = locks.parse_lock(_committed_lock(name, *overrides))
         assert packages["numpy"].version.startswith("1."), name
         assert packages["opencv-python"].version == "4.11.0.86"
         assert packages["huggingface-hub"].version.startswith("0.")
@@ -197,22 +258,40 @@ def test_compose_keeps_node_requirements_apart_without_trailing_newlines() -> No
     assert (
         "# from https://github.com/city96/ComfyUI-GGUF @ 795e45156ece99afbc3efef911e63fcb46e6a20d" in joined
     )
-    assert lock_input.omitted == (
+    assert lock_input.omitted == ("flash-attn 2.7.4.post1 (GitHub release wheel or source build)",)
+
+    mmpose = load_profile("4080super", [MMPOSE])
+    mmpose_input = locks.compose_lock_input(mmpose, "numpy<2", comfyui, nodes, pose_text="mmengine==0.10.7")
+    assert [item.name for item in mmpose_input.requirements][:4] == [
+        locks.PINS_FILE,
+        "cu124-torch2.5.1.in",
+        "cu124-torch2.5.1-mmpose.in",
+        "comfyui-v0.7.0.txt",
+    ]
+    assert mmpose_input.lock_name == "cu124-torch2.5.1-mmpose"
+    assert locks.requirement_lines(mmpose_input.requirements[2].text) == ["mmengine==0.10.7"]
+    assert mmpose_input.omitted == (
         "mmcv 2.1.0 (compiled in the builder stage)",
         "flash-attn 2.7.4.post1 (GitHub release wheel or source build)",
     )
+    with pytest.raises(locks.LockError, match=r"cu124-torch2.5.1-mmpose.in is missing"):
+        locks.compose_lock_input(mmpose, "numpy<2", comfyui, nodes)
 
 
 def test_stack_pins_follow_the_profile() -> None:
-    assert locks.stack_pin_lines(load_profile("4080super").stack) == [
+    onnx = [
         "torch==2.5.1",
         "torchvision==0.20.1",
         "torchaudio==2.5.1",
         "xformers==0.0.28.post3",
         "onnxruntime-gpu==1.23.2",
-        "mmdet==3.3.0",
-        "mmpose==1.3.2",
     ]
+    stack = load_profile("4080super").stack
+    assert locks.stack_pin_lines(stack) == onnx
+    assert locks.stack_pin_lines(stack, "mmpose") == [*onnx, "mmdet==3.3.0", "mmpose==1.3.2"]
+    assert locks.pins_input(load_profile("4080super", [MMPOSE])).text.endswith(
+        "mmdet==3.3.0\nmmpose==1.3.2\n"
+    )
     assert locks.stack_pin_lines(load_profile("5090").stack) == [
         "torch==2.9.1",
         "torchvision==0.24.1",
@@ -240,11 +319,11 @@ def test_compose_refuses_requirements_vendored_at_another_commit() -> None:
 
 def test_every_bundled_profile_composes_from_the_committed_files() -> None:
     for name in bundled_profile_names():
-        profile = load_profile(name)
-        lock_input = locks.load_lock_input(profile)
-        assert lock_input.lock_name == profile.stack.lock
-        assert lock_input.overrides is not None
-        assert lock_input.exclude_newer == dt.date(2025, 12, 31)
+        for profile in locks.pose_variants(load_profile(name)):
+            lock_input = locks.load_lock_input(profile)
+            assert lock_input.lock_name == profile.lock_name
+            assert lock_input.overrides is not None
+            assert lock_input.exclude_newer == dt.date(2025, 12, 31)
 
 
 def test_uv_arguments_resolve_for_the_image_platform_up_to_the_cutoff_day() -> None:
@@ -271,8 +350,13 @@ def test_committed_lock_header_records_the_command_and_inputs() -> None:
     assert (
         "ComfyUI-WanVideoWrapper.txt: https://github.com/kijai/ComfyUI-WanVideoWrapper @ f6e2d6dd" in header
     )
-    assert "mmcv 2.1.0 (compiled in the builder stage)" in header
+    assert "mmcv" not in header
     assert locks.lock_body(text).startswith("accelerate==")
+    mmpose = _committed_lock("4080super", MMPOSE)
+    mmpose_header = mmpose[: len(mmpose) - len(locks.lock_body(mmpose))]
+    assert mmpose_header.startswith("# Lock cu124-torch2.5.1-mmpose: generated by `zr4 lock --profile ")
+    assert "cu124-torch2.5.1.in cu124-torch2.5.1-mmpose.in comfyui-v0.7.0.txt" in mmpose_header
+    assert "mmcv 2.1.0 (compiled in the builder stage)" in mmpose_header
 
 
 # ------------------------------------------------------------------------------ zr4's own runtime lock
@@ -370,12 +454,14 @@ def test_committed_locks_were_made_from_the_committed_inputs() -> None:
     """An edited `<stack>.in`, vendored file, override or profile pin without a re-lock fails here."""
     checked = set()
     for name in bundled_profile_names():
-        lock_input = locks.load_lock_input(load_profile(name))
-        assert not locks.inputs_changed(_committed_lock(name), lock_input), name
-        checked.add(lock_input.lock_name)
+        for profile in locks.pose_variants(load_profile(name)):
+            lock_input = locks.load_lock_input(profile)
+            committed = locks.lock_path(profile.lock_name).read_text(encoding="utf-8")
+            assert not locks.inputs_changed(committed, lock_input), profile.lock_name
+            checked.add(lock_input.lock_name)
     runtime = locks.lock_path(locks.RUNTIME_LOCK).read_text(encoding="utf-8")
     assert not locks.inputs_changed(runtime, locks.load_runtime_lock_input())
-    assert checked == {"cu124-torch2.5.1", "cu128-torch2.9.1"}
+    assert checked == {"cu124-torch2.5.1", "cu124-torch2.5.1-mmpose", "cu128-torch2.9.1"}
 
 
 def test_inputs_digest_follows_requirements_and_the_command_not_comments() -> None:
@@ -583,13 +669,15 @@ def test_changed_inputs_move_only_the_pins_they_must(index: PackageIndex, lock_f
 # vendored requirement files naming the pinned commits, whose requirements are tiny packages.
 
 
-def _stand_in_inputs(index: PackageIndex, folder: Path) -> None:
-    profile = load_profile("5090")
-    for name, version in (line.split("==") for line in locks.stack_pin_lines(profile.stack)):
+def _stand_in_inputs(index: PackageIndex, folder: Path, profile_name: str = "5090") -> None:
+    profile = load_profile(profile_name)
+    for name, version in (line.split("==") for line in locks.stack_pin_lines(profile.stack, "mmpose")):
         index.publish(name, version, BEFORE_CUTOFF)
     _publish_tiny(index)
+    index.publish("mmengine", "0.10.7", BEFORE_CUTOFF)
     requirements = folder / "requirements"
     (requirements / f"{profile.stack.lock}.in").write_text("# the test's decisions\ntinyapp>=1\n")
+    (requirements / f"{profile.stack.lock}-mmpose.in").write_text("# the mmpose lock's decisions\nmmengine\n")
     (requirements / locks.RUNTIME_REQUIREMENTS).write_text("tiny-lib\n")
     vendored = [(f"comfyui-{profile.comfyui.version}.txt", profile.comfyui.repo, profile.comfyui.commit)]
     vendored += [(f"{node.name}.txt", node.repo, node.commit) for node in profile.comfyui.custom_nodes]
@@ -661,6 +749,36 @@ def test_zr4_lock_check_names_a_plain_relock_when_the_inputs_changed(
     assert "cu128-torch2.9.1: made from other inputs than the committed files" in output
     assert "zr4-runtime: up to date" in output
     assert f"run `zr4 lock --profile 5090 --index-url {_simple(index)}`, review" in output
+
+
+def test_zr4_lock_writes_and_checks_one_lock_per_pose_backend_of_the_stack(
+    index: PackageIndex, lock_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _stand_in_inputs(index, lock_folder, "4080super")
+    code, output = _zr4(capsys, "lock", "--profile", "4080super", "--index-url", _simple(index))
+    assert code == 0, output
+    onnx = _versions((lock_folder / "cu124-torch2.5.1.txt").read_text())
+    mmpose = _versions((lock_folder / "cu124-torch2.5.1-mmpose.txt").read_text())
+    assert {"mmdet", "mmpose", "mmengine"}.isdisjoint(onnx) and "xformers" in onnx
+    assert (mmpose["mmdet"], mmpose["mmpose"], mmpose["mmengine"]) == ("3.3.0", "1.3.2", "0.10.7")
+    assert mmpose.keys() - onnx.keys() == {"mmdet", "mmpose", "mmengine"}
+    assert (
+        "cu124-torch2.5.1: 7 packages" in output
+        and "(profiles 3090, 4080super, 4090, a100-80g, h100)" in output
+    )
+    assert (
+        "cu124-torch2.5.1-mmpose: 10 packages" in output
+        and "(no bundled profile; --set features.pose_backend=mmpose installs it)" in output
+    )
+    code, output = _zr4(capsys, "lock", "--profile", "4080super", "--index-url", _simple(index), "--check")
+    assert code == 0, output
+    assert "cu124-torch2.5.1: up to date" in output and "cu124-torch2.5.1-mmpose: up to date" in output
+
+    (lock_folder / "requirements" / "cu124-torch2.5.1-mmpose.in").write_text("mmengine\ntiny-lib<2\n")
+    code, output = _zr4(capsys, "lock", "--profile", "4080super", "--index-url", _simple(index), "--check")
+    assert code == 1, output
+    assert "cu124-torch2.5.1-mmpose: made from other inputs than the committed files" in output
+    assert "cu124-torch2.5.1: up to date" in output
 
 
 def test_zr4_lock_refuses_check_with_upgrade_and_an_index_that_is_no_url(

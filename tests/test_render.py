@@ -77,7 +77,8 @@ def test_context_has_every_piece() -> None:
 def test_dockerfile_is_multi_stage_with_runtime_final() -> None:
     commands = dockerfile.parse_string(by_path("4080super")["Dockerfile"].decode())
     froms = [c.value for c in commands if c.cmd == "FROM"]
-    assert froms[-1][0] == "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
+    # The base flavor: torch's nvidia-* wheels bring CUDA and cuDNN (data/compatibility.yaml).
+    assert froms[-1][0] == "nvidia/cuda:12.4.1-base-ubuntu22.04"
     assert ("nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04", "AS", "builder") in froms
     stage_names = [f[2] for f in froms if len(f) == 3]
     assert {"venv", "comfyui-src", "context-files", "runtime"} <= set(stage_names)
@@ -116,7 +117,7 @@ def test_5090_has_neither_flash_attn_nor_mmcv() -> None:
     assert "mmcv-wheel" not in stages and "flash-attn-wheel" not in stages
     text = by_path("5090")["Dockerfile"].decode()
     assert "flash_attn-" not in text and "mmcv==" not in text
-    assert "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04" in text
+    assert "nvidia/cuda:12.8.1-base-ubuntu22.04" in text
 
 
 def test_start_script_is_valid_bash_and_strict() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from support.validate_context import REPO, context_of, messages
 from zr4.profile import load_profile
 from zr4.render import render_files, write_context
@@ -148,7 +150,7 @@ def test_extension_built_on_a_runtime_image_or_without_arches(tmp_path: Path) ->
     report = messages(check_stages(context_of(ctx)))
     assert "stage 'mmcv-wheel' compiles mmcv==2.1.0 without TORCH_CUDA_ARCH_LIST" in report
     assert (
-        "stage 'runtime' compiles sageattention==1.0.6 but is based on nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04, "
+        "stage 'runtime' compiles sageattention==1.0.6 but is based on nvidia/cuda:12.4.1-base-ubuntu22.04, "
         "which has no nvcc"
     ) in report
 
@@ -167,14 +169,28 @@ def test_docker_build_commands_in_the_context_use_real_flags_and_targets(ctx: Pa
 
 def test_final_stage_on_a_devel_image_fails(ctx: Path) -> None:
     dockerfile = ctx / "Dockerfile"
-    edit(
-        dockerfile, "FROM nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 AS runtime", "FROM builder AS runtime"
-    )
+    edit(dockerfile, "FROM nvidia/cuda:12.4.1-base-ubuntu22.04 AS runtime", "FROM builder AS runtime")
     report = messages(check_stages(context_of(ctx)))
     assert (
         "the final stage 'runtime' is based on nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04, a devel image"
         in report
     )
+
+
+@pytest.mark.parametrize(
+    ("base", "passes"),
+    [
+        ("nvidia/cuda:12.4.1-base-ubuntu22.04", True),
+        ("nvidia/cuda:12.4.1-runtime-ubuntu22.04", True),
+        ("nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04", True),
+        ("ubuntu:22.04", False),
+        ("nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04", False),
+    ],
+)
+def test_the_final_stage_takes_a_cuda_flavor_without_compilers(ctx: Path, base: str, passes: bool) -> None:
+    edit(ctx / "Dockerfile", "FROM nvidia/cuda:12.4.1-base-ubuntu22.04 AS runtime", f"FROM {base} AS runtime")
+    report = messages(check_stages(context_of(ctx)))
+    assert ("the final stage 'runtime' is based on" in report) is not passes, report
 
 
 def test_stage_used_before_it_is_defined(ctx: Path) -> None:

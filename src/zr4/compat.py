@@ -8,6 +8,7 @@ so a profile outside the matrix fails with a message a user can act on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -136,13 +137,45 @@ def check_torch_cuda(profile: Profile, matrix: CompatibilityMatrix) -> list[Viol
                 f"stack.base_image_devel {stack.base_image_devel} is not a devel image (no nvcc)",
             )
         )
-    if "-runtime-" not in stack.base_image_runtime:
-        problems.append(
-            Violation(
-                "base_image", f"stack.base_image_runtime {stack.base_image_runtime} is not a runtime image"
-            )
-        )
     return problems
+
+
+# nvidia/cuda tags: <x.y.z>-<flavor>-<os>, e.g. 12.4.1-cudnn-runtime-ubuntu22.04 (flavor cudnn-runtime);
+# an older cuDNN-numbered flavor (cudnn8-runtime) counts as its plain name.
+_CUDA_TAG = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+-(?P<flavor>[a-z0-9-]+?)-(?P<os>[a-z]+[0-9][0-9.]*)$")
+
+
+def cuda_flavor(image: str) -> str | None:
+    """The flavor of an nvidia/cuda image reference (``base``, ``runtime``, ``cudnn-runtime``, ``devel``,
+    ``cudnn-devel``), or None when the tag has no flavor where NVIDIA's tags put it."""
+    name = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    match = _CUDA_TAG.match(name.partition(":")[2])
+    return re.sub(r"^cudnn[0-9]+-", "cudnn-", match.group("flavor")) if match else None
+
+
+def runtime_flavors(matrix: CompatibilityMatrix | None = None) -> list[str]:
+    """The nvidia/cuda flavors a final stage may take (no compilers), smallest first."""
+    return [row.flavor for row in (matrix or load_matrix()).cuda_runtime_base.flavors]
+
+
+def check_runtime_base(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
+    """The final stage's base must be a flavor that runs what was built (no compilers): base, runtime
+    or cudnn-runtime. The bundled profiles take ``needed`` (base): torch's wheels bring CUDA and cuDNN."""
+    section = matrix.cuda_runtime_base
+    flavors = runtime_flavors(matrix)
+    image = profile.stack.base_image_runtime
+    flavor = cuda_flavor(image)
+    if flavor in flavors:
+        return []
+    found = f"a {flavor} image" if flavor else "no nvidia/cuda <x.y.z>-<flavor>-<os> tag"
+    return [
+        Violation(
+            "runtime_base",
+            f"stack.base_image_runtime {image} is {found}; the final stage takes one of the flavors "
+            f"{', '.join(flavors)}: use nvidia/cuda:{profile.stack.cuda}-{section.needed}-<os> "
+            "(torch's nvidia-* wheels bring CUDA and cuDNN)",
+        )
+    ]
 
 
 def check_companions(profile: Profile, matrix: CompatibilityMatrix) -> list[Violation]:
@@ -474,6 +507,7 @@ CHECKS: tuple[Callable[[Profile, CompatibilityMatrix], list[Violation]], ...] = 
     check_mmcv,
     check_onnxruntime,
     check_comfyui,
+    check_runtime_base,
 )
 
 

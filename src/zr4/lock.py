@@ -1,10 +1,15 @@
 """Dependency locks for the image: compose a stack's input, compile it with uv, check it against profiles.
 
-A stack (``profile.stack.lock``, e.g. ``cu124-torch2.5.1``) has one lock, ``data/locks/<lock>.txt``: exact
-versions and hashes of everything ComfyUI and the custom nodes need, for the image's platform. Its input is
+A stack (``profile.stack.lock``, e.g. ``cu124-torch2.5.1``) has one lock per pose backend it can run
+(``profile.lock_name``): ``data/locks/<stack>.txt`` for the ONNX backend, and, where the stack pins mmcv,
+mmdet and mmpose, ``data/locks/<stack>-mmpose.txt`` for the native one. Each holds the exact versions and
+hashes of everything ComfyUI and the custom nodes need, for the image's platform: the ONNX image never
+runs mmengine, mmdet or mmpose, so its lock leaves them (and what they pull in) out. Its input is
 
-* pins generated from the profile's ``stack:`` (torch family, xformers, onnxruntime-gpu, mmdet, mmpose),
-* ``data/locks/requirements/<lock>.in``: zr4's decisions (numpy < 2, tested versions), a comment each,
+* pins generated from the profile's ``stack:`` (torch family, xformers, onnxruntime-gpu; mmdet and
+  mmpose for the mmpose lock only),
+* ``data/locks/requirements/<stack>.in``: zr4's decisions (numpy < 2, tested versions), a comment each,
+  and for the mmpose lock ``<stack>-mmpose.in`` after it (mmengine),
 * ComfyUI's and each pinned custom node's ``requirements.txt``, vendored byte for byte under
   ``data/locks/requirements/`` with a ``#@`` header naming repository, commit and git blob id,
 * ``data/locks/requirements/<lock>.overrides`` as ``--override`` (packages kept out, e.g. chumpy).
@@ -40,12 +45,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from zr4 import __version__
 from zr4.core.atomic import write_text_atomically
 from zr4.errors import Zr4Error
 from zr4.paths import data_dir
 from zr4.profile.models import Profile, Stack
+
+PoseBackend = Literal["onnx", "mmpose"]
 
 # The image's platform: Ubuntu 22.04 (glibc 2.35) on x86_64 (the nvidia/cuda 12.4.1 images' OS).
 PYTHON_PLATFORM = "x86_64-manylinux_2_28"
@@ -189,24 +197,51 @@ def join_requirements(parts: Iterable[InputFile]) -> str:
     return "".join(f"# from {part.source}\n{normalize_requirements(part.text)}" for part in parts)
 
 
-def stack_pin_lines(stack: Stack) -> list[str]:
-    """The exact pins a stack makes (PyPI names), in a stable order; None means "not in this stack"."""
-    pins = [
-        ("torch", stack.torch),
-        ("torchvision", stack.torchvision),
-        ("torchaudio", stack.torchaudio),
-        ("xformers", stack.xformers),
-        ("onnxruntime-gpu", stack.onnxruntime_gpu),
-        ("mmdet", stack.mmdet),
-        ("mmpose", stack.mmpose),
-    ]
-    return [f"{name}=={version}" for name, version in pins if version]
+# The native pose backend's packages: in the mmpose lock only (mmcv is compiled, never locked).
+MMPOSE_PACKAGES = ("mmengine", "mmdet", "mmpose")
 
 
-def omitted_from_lock(stack: Stack) -> tuple[str, ...]:
-    """What the stack installs outside the lock (with --no-deps on top of it), for the lock's header."""
+def stack_pins(stack: Stack, pose_backend: PoseBackend) -> dict[str, str | None]:
+    """The exact pins a lock takes from the stack (PyPI names), in a stable order; None means "not in
+    this lock": mmdet and mmpose belong to the mmpose lock only, whatever the stack pins."""
+    mmpose = pose_backend == "mmpose"
+    return {
+        "torch": stack.torch,
+        "torchvision": stack.torchvision,
+        "torchaudio": stack.torchaudio,
+        "xformers": stack.xformers,
+        "onnxruntime-gpu": stack.onnxruntime_gpu,
+        "mmdet": stack.mmdet if mmpose else None,
+        "mmpose": stack.mmpose if mmpose else None,
+    }
+
+
+def stack_pin_lines(stack: Stack, pose_backend: PoseBackend = "onnx") -> list[str]:
+    """``name==version`` for each pin of :func:`stack_pins` that is set."""
+    return [f"{name}=={version}" for name, version in stack_pins(stack, pose_backend).items() if version]
+
+
+def pose_variants(profile: Profile) -> list[Profile]:
+    """The profile, then the same profile with each other pose backend its stack can run: every lock of
+    the stack, so ``zr4 lock`` keeps the mmpose lock current although no bundled profile installs it."""
+    variants = [profile]
+    stack = profile.stack
+    for backend in ("onnx", "mmpose"):
+        if backend == profile.features.pose_backend:
+            continue
+        if backend == "mmpose" and not (stack.mmcv and stack.mmdet and stack.mmpose):
+            continue
+        data = profile.model_dump()
+        data["features"]["pose_backend"] = backend
+        variants.append(Profile.model_validate(data))
+    return variants
+
+
+def omitted_from_lock(profile: Profile) -> tuple[str, ...]:
+    """What the image installs outside the lock (with --no-deps on top of it), for the lock's header."""
+    stack = profile.stack
     omitted = []
-    if stack.mmcv:
+    if stack.mmcv and profile.features.pose_backend == "mmpose":
         omitted.append(f"mmcv {stack.mmcv} (compiled in the builder stage)")
     if stack.flash_attn:
         omitted.append(f"flash-attn {stack.flash_attn} (GitHub release wheel or source build)")
@@ -215,12 +250,13 @@ def omitted_from_lock(stack: Stack) -> tuple[str, ...]:
 
 def pins_input(profile: Profile) -> InputFile:
     stack = profile.stack
+    backend = profile.features.pose_backend
     text = (
-        f"# Generated by zr4 from the `stack:` of profile {profile.name} (stack {stack.lock}).\n"
-        + "".join(f"{line}\n" for line in stack_pin_lines(stack))
+        f"# Generated by zr4 from the `stack:` of profile {profile.name} (stack {stack.lock}, "
+        f"pose backend {backend}).\n" + "".join(f"{line}\n" for line in stack_pin_lines(stack, backend))
     )
-    # The source names the stack, not the profile: every profile on a stack composes the same input.
-    return InputFile(PINS_FILE, text, f"stack pins of the profiles on {stack.lock}")
+    # The source names the lock, not the profile: every profile on a lock composes the same input.
+    return InputFile(PINS_FILE, text, f"stack pins of the profiles on {profile.lock_name}")
 
 
 def compose_lock_input(
@@ -229,8 +265,10 @@ def compose_lock_input(
     comfyui: VendoredRequirements,
     nodes: Sequence[VendoredRequirements],
     overrides_text: str | None = None,
+    pose_text: str | None = None,
 ) -> LockInput:
-    """The uv input for a profile's stack from its pins, zr4's ``<lock>.in`` and the vendored files.
+    """The uv input for a profile's lock from its pins, zr4's ``<stack>.in`` (and, for a pose backend
+    with its own lock, ``<lock>.in``: ``pose_text``) and the vendored files.
 
     Checks that each vendored file is for the commit the profile pins, in the profile's node order.
     """
@@ -248,6 +286,19 @@ def compose_lock_input(
             f"zr4 decisions for {profile.stack.lock}",
         ),
     ]
+    if profile.lock_name != profile.stack.lock:
+        if pose_text is None:
+            raise LockError(
+                f"{profile.lock_name}.in is missing: the {profile.features.pose_backend} pose backend's lock "
+                "needs its zr4 decisions file (see docs/reference/locks.md)"
+            )
+        files.append(
+            InputFile(
+                f"{profile.lock_name}.in",
+                normalize_requirements(pose_text),
+                f"zr4 decisions for the {profile.features.pose_backend} pose backend on {profile.stack.lock}",
+            )
+        )
     files.append(InputFile(comfyui.file_name, _vendored_text(comfyui), comfyui.source))
     for node in profile.comfyui.custom_nodes:
         vendored = by_name.get(node.name)
@@ -272,12 +323,12 @@ def compose_lock_input(
         else None
     )
     return LockInput(
-        lock_name=profile.stack.lock,
+        lock_name=profile.lock_name,
         python=profile.stack.python,
         exclude_newer=profile.stack.exclude_newer,
         requirements=tuple(files),
         overrides=overrides,
-        omitted=omitted_from_lock(profile.stack),
+        omitted=omitted_from_lock(profile),
     )
 
 
@@ -495,25 +546,24 @@ def lock_matches_profile(lock_text: str, profile: Profile) -> list[str]:
     """Pins of the profile's stack that the lock contradicts (empty when they agree).
 
     Checks torch, torchvision, torchaudio, xformers, onnxruntime-gpu, mmdet and mmpose (a pin the stack
-    leaves unset must be absent from the lock), the CUDA build torch pulls in, and that mmcv and
-    flash-attn, which the image installs outside the lock, are not in it.
+    leaves unset must be absent from the lock), that an ONNX lock holds none of mmengine, mmdet and
+    mmpose, the CUDA build torch pulls in, and that mmcv and flash-attn, which the image installs
+    outside the lock, are not in it.
     """
     stack = profile.stack
+    backend = profile.features.pose_backend
     packages = parse_lock(lock_text)
     problems: list[str] = []
-    pins = {
-        "torch": stack.torch,
-        "torchvision": stack.torchvision,
-        "torchaudio": stack.torchaudio,
-        "xformers": stack.xformers,
-        "onnxruntime-gpu": stack.onnxruntime_gpu,
-        "mmdet": stack.mmdet,
-        "mmpose": stack.mmpose,
-    }
-    for name, pinned in pins.items():
+    for name, pinned in stack_pins(stack, backend).items():
         locked = packages.get(name)
         if pinned is None:
-            if locked is not None:
+            if locked is None:
+                continue
+            if name in MMPOSE_PACKAGES and getattr(stack, name):
+                problems.append(
+                    f"{name}: the pose backend is {backend}, which never runs it, the lock has {locked.version}"
+                )
+            else:
                 problems.append(f"{name}: the profile's stack pins none, the lock has {locked.version}")
             continue
         if locked is None:
@@ -536,6 +586,11 @@ def lock_matches_profile(lock_text: str, profile: Profile) -> list[str]:
                 f"torch CUDA build: the profile wants {stack.torch_cuda}, the lock's torch pulls "
                 f"nvidia-cuda-runtime-cu12 {runtime.version}"
             )
+    if backend != "mmpose" and "mmengine" in packages:
+        problems.append(
+            f"mmengine: the pose backend is {backend}, which never runs it, "
+            f"the lock has {packages['mmengine'].version}"
+        )
     for name, how in (
         ("mmcv", "compiled in the builder stage"),
         ("flash-attn", "installed from its release wheel"),
@@ -589,6 +644,12 @@ def load_lock_input(profile: Profile, folder: Path | None = None) -> LockInput:
         raise LockError(
             f"{stack_file} is missing: each stack needs its zr4 decisions file (see docs/reference/locks.md)"
         )
+    pose_file = folder / f"{profile.lock_name}.in"
+    pose_text = (
+        pose_file.read_text(encoding="utf-8")
+        if profile.lock_name != profile.stack.lock and pose_file.is_file()
+        else None
+    )
     overrides_file = folder / f"{profile.stack.lock}.overrides"
     comfyui = read_vendored(folder / f"comfyui-{profile.comfyui.version}.txt")
     nodes = [read_vendored(folder / f"{node.name}.txt") for node in profile.comfyui.custom_nodes]
@@ -598,6 +659,7 @@ def load_lock_input(profile: Profile, folder: Path | None = None) -> LockInput:
         comfyui,
         nodes,
         overrides_file.read_text(encoding="utf-8") if overrides_file.is_file() else None,
+        pose_text,
     )
 
 

@@ -6,6 +6,10 @@ module attributes the doctor reads: ``torch.__version__``, ``torch.version.cuda`
 stand-in ComfyUI (tests/support/fake_comfyui.py) next to a ``comfy/cli_args.py`` holding its argparse
 parser and one folder per pinned custom node, then runs the doctor. The GPU rows are checked on
 recorded probe facts here; the real GPU run is in bench/results/doctor.md.
+
+onnxruntime's CUDA provider is a real shared object compiled here (gcc) that needs a library of a
+soname found on no linker path, shipped where torch's nvidia-* wheels put theirs; the stand-in torch
+loads it at import as the real one does, so the dynamic loader itself decides the provider's row.
 """
 
 from __future__ import annotations
@@ -31,37 +35,82 @@ SUPPORT = Path(__file__).resolve().parents[1] / "support"
 UV = shutil.which("uv")
 pytestmark = pytest.mark.skipif(UV is None, reason="uv is needed to make the test venvs")
 
+# The ONNX pose backend's lock: no mmengine, mmdet or mmpose (data/locks/cu124-torch2.5.1.txt).
 LOCK = """\
 # a small lock in uv's format
 gguf==0.17.1 \\
     --hash=sha256:0000000000000000000000000000000000000000000000000000000000000000
-mmdet==3.3.0 \\
-    --hash=sha256:1111111111111111111111111111111111111111111111111111111111111111
-mmpose==1.3.2
 onnxruntime-gpu==1.23.2
     # via -r requirements.in
 torch==2.5.1
 """
+MMPOSE_LOCK = LOCK + "mmdet==3.3.0\nmmengine==0.10.7\nmmpose==1.3.2\n"
 
-TORCH = {
-    "torch/__init__.py": "from torch import cuda, version\n__version__ = '2.5.1+cu124'\n",
-    "torch/version.py": "cuda = '12.4'\n",
+# The soname of the stand-in CUDA library the provider needs: found on no machine's linker path.
+CUDA_LIB_SONAME = "libzr4probe_cublasLt.so.12"
+CUDA_LIB_PATH = "nvidia/cublas/lib/" + CUDA_LIB_SONAME
+TORCH_CUDA = {"torch/version.py": "cuda = '12.4'\n"} | {
     "torch/cuda.py": (
         "def is_available():\n    return False\n\n"
         "def get_arch_list():\n    return ['sm_80', 'sm_86', 'sm_89', 'sm_90']\n"
-    ),
-}
-ORT_CUDA = {
-    "onnxruntime/__init__.py": (
-        "__version__ = '1.23.2'\n\n"
-        "def get_available_providers():\n"
-        "    return ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']\n"
     )
 }
+# As PyPI's torch does (its libraries' RPATH names site-packages/nvidia/*/lib), load the CUDA library
+# from the nvidia wheel's folder at import.
+TORCH = TORCH_CUDA | {
+    "torch/__init__.py": (
+        "import ctypes, os\n"
+        f"ctypes.CDLL(os.path.join(os.path.dirname(os.path.dirname(__file__)), {CUDA_LIB_PATH!r}))\n"
+        "from torch import cuda, version\n__version__ = '2.5.1+cu124'\n"
+    )
+}
+# A torch that loads no CUDA library of its own (a build that expects them from the base image).
+TORCH_WITHOUT_WHEEL_LIBS = TORCH_CUDA | {
+    "torch/__init__.py": "from torch import cuda, version\n__version__ = '2.5.1+cu124'\n"
+}
+ORT_INIT = (
+    "__version__ = '1.23.2'\n\n"
+    "def get_available_providers():\n"
+    "    return ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']\n"
+)
 ORT_CPU = {"onnxruntime/__init__.py": "def get_available_providers():\n    return ['CPUExecutionProvider']\n"}
 
 
-def make_wheel(folder: Path, dist: str, version: str, files: dict[str, str]) -> Path:
+def compile_library(folder: Path, name: str, soname: str, needs: Path | None = None) -> bytes:
+    """A real ELF shared object (gcc), optionally NEEDing ``needs`` by its soname, with no RPATH."""
+    source = folder / f"{name}.c"
+    source.write_text(f"int {name.replace('.', '_').replace('-', '_')}_probe(void) {{ return 1; }}\n")
+    out = folder / name
+    command = ["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(out), str(source)]
+    if needs is not None:
+        command += ["-Wl,--no-as-needed", f"-L{needs.parent}", f"-l:{needs.name}"]
+    subprocess.run(command, check=True)
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def cuda_wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str | bytes]]:
+    """The nvidia-* wheel's library and onnxruntime's CUDA provider that needs it."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the stand-in CUDA provider library")
+    folder = tmp_path_factory.mktemp("elf")
+    cublas = compile_library(folder, CUDA_LIB_SONAME, CUDA_LIB_SONAME)
+    provider = compile_library(
+        folder,
+        "libonnxruntime_providers_cuda.so",
+        "libonnxruntime_providers_cuda.so",
+        folder / CUDA_LIB_SONAME,
+    )
+    return {
+        "nvidia": {CUDA_LIB_PATH: cublas},
+        "ort": {
+            "onnxruntime/__init__.py": ORT_INIT,
+            "onnxruntime/capi/libonnxruntime_providers_cuda.so": provider,
+        },
+    }
+
+
+def make_wheel(folder: Path, dist: str, version: str, files: dict[str, str | bytes]) -> Path:
     """A minimal, valid py3-none-any wheel (METADATA, WHEEL, RECORD with hashes)."""
     stem = dist.replace("-", "_")
     info = f"{stem}-{version}.dist-info"
@@ -72,8 +121,9 @@ def make_wheel(folder: Path, dist: str, version: str, files: dict[str, str]) -> 
     )
     record = []
     for path, text in entries.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
+        data = text if isinstance(text, bytes) else text.encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
     record.append(f"{info}/RECORD,,")
     entries[f"{info}/RECORD"] = "\n".join(record) + "\n"
     wheel = folder / f"{stem}-{version}-py3-none-any.whl"
@@ -83,7 +133,7 @@ def make_wheel(folder: Path, dist: str, version: str, files: dict[str, str]) -> 
     return wheel
 
 
-def make_venv(root: Path, packages: list[tuple[str, str, dict[str, str]]]) -> str:
+def make_venv(root: Path, packages: list[tuple[str, str, dict[str, str | bytes]]]) -> str:
     assert UV is not None
     venv = root / "venv"
     env = {**os.environ, "UV_CACHE_DIR": str(root / "uv-cache"), "UV_NO_CONFIG": "1"}
@@ -127,13 +177,12 @@ def by_check(rows: list[Row]) -> dict[str, Row]:
 ONNX_PROFILE = ["features.pose_backend=onnx", "features.flash_attn=false", "features.xformers=false"]
 
 
-def test_a_stack_installed_as_locked_passes(tmp_path: Path) -> None:
+def test_a_stack_installed_as_locked_passes(tmp_path: Path, cuda_wheels: dict) -> None:
     profile = load_profile("4080super", ONNX_PROFILE)
     python = make_venv(
         tmp_path,
-        [("torch", "2.5.1+cu124", TORCH), ("gguf", "0.17.1", {"gguf/__init__.py": ""}),
-         ("onnxruntime-gpu", "1.23.2", ORT_CUDA), ("mmdet", "3.3.0", {"mmdet/__init__.py": ""}),
-         ("mmpose", "1.3.2", {"mmpose/__init__.py": ""})],
+        [("torch", "2.5.1+cu124", TORCH), ("nvidia-cublas-cu12", "12.4.5.8", cuda_wheels["nvidia"]),
+         ("gguf", "0.17.1", {"gguf/__init__.py": ""}), ("onnxruntime-gpu", "1.23.2", cuda_wheels["ort"])],
     )  # fmt: skip
     (tmp_path / "lock.txt").write_text(LOCK)
     comfy = make_comfyui(tmp_path, profile)
@@ -144,8 +193,9 @@ def test_a_stack_installed_as_locked_passes(tmp_path: Path) -> None:
     assert checks["python"].expected == "3.11" and checks["python"].found.startswith("3.11")
     assert (checks["torch"].expected, checks["torch"].found) == ("2.5.1", "2.5.1+cu124")
     assert (checks["torch CUDA build"].expected, checks["torch CUDA build"].found) == ("12.4", "12.4")
-    assert checks["lock (5 pins)"].found == "all match"
+    assert checks["lock (3 pins)"].found == "all match"
     assert "CUDAExecutionProvider" in checks["onnxruntime providers"].found
+    assert checks["onnxruntime CUDA provider loads"].found == "loaded"
     assert checks["planner flags vs comfy/cli_args.py"].status == "ok"
     assert checks["ComfyUI v0.7.0 starts (--cpu --quick-test-for-ci)"].found == "exit 0"
     for node in profile.comfyui.custom_nodes:
@@ -153,6 +203,49 @@ def test_a_stack_installed_as_locked_passes(tmp_path: Path) -> None:
             checks[f"custom node {node.name}" + (" (optional)" if node.optional else "")].found == "imported"
         )
     assert checks["mmcv.ops"].status == "skip" and checks["flash_attn"].status == "skip"
+    # The ONNX image's doctor checks no OpenMMLab package: its lock has none.
+    assert not {"mmengine", "mmdet", "mmpose", "mmdet imports"} & checks.keys()
+
+
+def test_an_onnx_image_is_not_checked_for_mm_packages_even_where_installed(
+    tmp_path: Path, cuda_wheels: dict
+) -> None:
+    profile = load_profile("4080super", ONNX_PROFILE)
+    python = make_venv(
+        tmp_path,
+        [("torch", "2.5.1+cu124", TORCH), ("nvidia-cublas-cu12", "12.4.5.8", cuda_wheels["nvidia"]),
+         ("gguf", "0.17.1", {"gguf/__init__.py": ""}), ("onnxruntime-gpu", "1.23.2", cuda_wheels["ort"]),
+         ("mmdet", "3.2.0", {"mmdet/__init__.py": ""})],
+    )  # fmt: skip
+    (tmp_path / "lock.txt").write_text(LOCK)
+    rows = run_doctor(
+        profile, python=python, comfyui_dir=make_comfyui(tmp_path, profile), lock_path=tmp_path / "lock.txt"
+    )
+    assert all(row.status != "FAIL" for row in rows), "\n".join(format_table(rows))
+    assert not any(row.check.startswith("mm") and row.check != "mmcv.ops" for row in rows)
+
+
+def test_the_cuda_provider_fails_where_torch_brings_no_cuda_libraries(
+    tmp_path: Path, cuda_wheels: dict
+) -> None:
+    """The nvidia-* wheel is installed, but nothing loads its library before onnxruntime's provider:
+    on a base image without CUDA libraries the provider cannot load, and the build must say so."""
+    profile = load_profile("4080super", ONNX_PROFILE)
+    python = make_venv(
+        tmp_path,
+        [("torch", "2.5.1+cu124", TORCH_WITHOUT_WHEEL_LIBS),
+         ("nvidia-cublas-cu12", "12.4.5.8", cuda_wheels["nvidia"]),
+         ("gguf", "0.17.1", {"gguf/__init__.py": ""}), ("onnxruntime-gpu", "1.23.2", cuda_wheels["ort"])],
+    )  # fmt: skip
+    (tmp_path / "lock.txt").write_text(LOCK)
+    rows = run_doctor(
+        profile, python=python, comfyui_dir=make_comfyui(tmp_path, profile), lock_path=tmp_path / "lock.txt"
+    )
+    assert [row.check for row in rows if row.status == "FAIL"] == ["onnxruntime CUDA provider loads"]
+    assert (
+        f"{CUDA_LIB_SONAME}: cannot open shared object file"
+        in by_check(rows)["onnxruntime CUDA provider loads"].found
+    )
 
 
 def test_wrong_and_missing_packages_fail_their_rows(tmp_path: Path) -> None:
@@ -161,7 +254,7 @@ def test_wrong_and_missing_packages_fail_their_rows(tmp_path: Path) -> None:
     )  # xformers on
     python = make_venv(
         tmp_path,
-        [("torch", "2.5.1+cu124", TORCH), ("gguf", "0.16.0", {"gguf/__init__.py": ""}),
+        [("torch", "2.5.1+cu124", TORCH_WITHOUT_WHEEL_LIBS), ("gguf", "0.16.0", {"gguf/__init__.py": ""}),
          ("onnxruntime-gpu", "1.23.2", ORT_CPU)],
     )  # fmt: skip
     (tmp_path / "lock.txt").write_text(LOCK)
@@ -173,17 +266,19 @@ def test_wrong_and_missing_packages_fail_their_rows(tmp_path: Path) -> None:
     failed = {row.check for row in rows if row.status == "FAIL"}
     assert failed == {
         "gguf",
-        "mmdet",
-        "mmpose",
-        "lock (5 pins)",
+        "lock (3 pins)",
         "xformers imports",
         "onnxruntime providers",
+        "onnxruntime CUDA provider loads",
         "planner flags vs comfy/cli_args.py",
         "custom node ComfyUI-WanVideoWrapper",
     }, "\n".join(format_table(rows))
     assert (checks["gguf"].expected, checks["gguf"].found) == ("0.17.1", "0.16.0")
-    assert checks["mmdet"].found == "not installed"
-    assert "gguf 0.16.0 (lock 0.17.1)" in checks["lock (5 pins)"].found
+    assert "gguf 0.16.0 (lock 0.17.1)" in checks["lock (3 pins)"].found
+    assert (
+        checks["onnxruntime CUDA provider loads"].found
+        == "no libonnxruntime_providers_cuda.so (a CPU-only build)"
+    )
     assert "ModuleNotFoundError" in checks["xformers imports"].found
     assert checks["onnxruntime providers"].found == "CPUExecutionProvider"
     assert "--disable-smart-memory: " in checks["planner flags vs comfy/cli_args.py"].found
@@ -191,7 +286,7 @@ def test_wrong_and_missing_packages_fail_their_rows(tmp_path: Path) -> None:
     assert checks["torch"].status == "ok"
 
 
-def test_mmcv_without_compiled_ops_fails_the_mmcv_ops_row(tmp_path: Path) -> None:
+def test_mmcv_without_compiled_ops_fails_the_mmcv_ops_row(tmp_path: Path, cuda_wheels: dict) -> None:
     profile = load_profile(
         "4080super", ["features.pose_backend=mmpose", "features.flash_attn=false", "features.xformers=false"]
     )
@@ -202,11 +297,12 @@ def test_mmcv_without_compiled_ops_fails_the_mmcv_ops_row(tmp_path: Path) -> Non
     }
     python = make_venv(
         tmp_path,
-        [("torch", "2.5.1+cu124", TORCH), ("gguf", "0.17.1", {"gguf/__init__.py": ""}),
-         ("onnxruntime-gpu", "1.23.2", ORT_CUDA), ("mmcv", "2.1.0", mmcv_lite),
-         ("mmdet", "3.3.0", {"mmdet/__init__.py": ""}), ("mmpose", "1.3.2", {"mmpose/__init__.py": ""})],
+        [("torch", "2.5.1+cu124", TORCH), ("nvidia-cublas-cu12", "12.4.5.8", cuda_wheels["nvidia"]),
+         ("gguf", "0.17.1", {"gguf/__init__.py": ""}), ("onnxruntime-gpu", "1.23.2", cuda_wheels["ort"]),
+         ("mmcv", "2.1.0", mmcv_lite), ("mmdet", "3.3.0", {"mmdet/__init__.py": ""}),
+         ("mmengine", "0.10.7", {"mmengine/__init__.py": ""}), ("mmpose", "1.3.2", {"mmpose/__init__.py": ""})],
     )  # fmt: skip
-    (tmp_path / "lock.txt").write_text(LOCK)
+    (tmp_path / "lock.txt").write_text(MMPOSE_LOCK)
     comfy = make_comfyui(tmp_path, profile)
     rows = run_doctor(profile, python=python, comfyui_dir=comfy, lock_path=tmp_path / "lock.txt")
     checks = by_check(rows)
@@ -214,13 +310,19 @@ def test_mmcv_without_compiled_ops_fails_the_mmcv_ops_row(tmp_path: Path) -> Non
     assert "ImportError" in checks["mmcv.ops (compiled CUDA ops)"].found
     assert (checks["mmcv"].expected, checks["mmcv"].found, checks["mmcv"].status) == ("2.1.0", "2.1.0", "ok")
     assert checks["mmdet imports"].status == "ok"
+    # The mmpose image's doctor checks each OpenMMLab package against its lock.
+    assert [(checks[n].found, checks[n].status) for n in ("mmengine", "mmdet", "mmpose")] == [
+        ("0.10.7", "ok"),
+        ("3.3.0", "ok"),
+        ("1.3.2", "ok"),
+    ]
 
 
 def test_doctor_command_prints_the_table_and_exits_1_on_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     profile = load_profile("4080super", ONNX_PROFILE)
-    python = make_venv(tmp_path, [("torch", "2.5.1+cu124", TORCH)])
+    python = make_venv(tmp_path, [("torch", "2.5.1+cu124", TORCH_WITHOUT_WHEEL_LIBS)])
     (tmp_path / "lock.txt").write_text(LOCK)
     (tmp_path / "profile.json").write_text(profile.model_dump_json())
     comfy = make_comfyui(tmp_path, profile)

@@ -1,4 +1,5 @@
-"""`zr4 lock`: regenerate or check a profile's stack lock and zr4's own runtime lock (thin layer over zr4.lock)."""
+"""`zr4 lock`: regenerate or check a profile's stack locks (one per pose backend the stack can run) and
+zr4's own runtime lock (thin layer over zr4.lock)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 from zr4 import lock as locks
 from zr4.errors import UsageError
 from zr4.profile import bundled_profile_names, load_profile
+from zr4.profile.models import Profile
 
 
 def _shown(path: Path) -> str:
@@ -20,7 +22,16 @@ def _shown(path: Path) -> str:
 
 
 def _profiles_on(lock_name: str) -> list[str]:
-    return [name for name in bundled_profile_names() if load_profile(name).stack.lock == lock_name]
+    return [name for name in bundled_profile_names() if load_profile(name).lock_name == lock_name]
+
+
+def _sharing_note(variant: Profile) -> str:
+    """Which bundled profiles install this lock; for a lock none installs, how to build one that does."""
+    sharing = _profiles_on(variant.lock_name)
+    if sharing:
+        return f" (profiles {', '.join(sharing)})"
+    backend = variant.features.pose_backend
+    return f" (no bundled profile; --set features.pose_backend={backend} installs it)"
 
 
 def _command(profile: str, index_url: str, *flags: str) -> str:
@@ -55,25 +66,27 @@ def lock(
         help="The package index uv resolves against (a PEP 503 simple index).",
     ),
 ) -> None:
-    """Write data/locks/<stack>.txt and data/locks/zr4-runtime.txt with uv, keeping the committed pins that
-    still satisfy the inputs (--upgrade to take newer releases), or --check them against the index."""
+    """Write the stack's locks (data/locks/<stack>.txt for the ONNX pose backend, <stack>-mmpose.txt where
+    the stack pins mmpose) and data/locks/zr4-runtime.txt with uv, keeping the committed pins that still
+    satisfy the inputs (--upgrade to take newer releases), or --check them against the index."""
     if check and (upgrade or upgrade_package):
         raise UsageError("--check compares the locks, it changes nothing: drop --upgrade/--upgrade-package")
     if "://" not in index_url:
         raise UsageError(f"--index-url {index_url!r} is not a URL (e.g. {locks.PYPI_SIMPLE})")
     resolved = load_profile(profile)
-    stack_input = locks.load_lock_input(resolved)
+    variants = locks.pose_variants(resolved)
+    stack_inputs = [(locks.load_lock_input(variant), variant) for variant in variants]
     runtime_input = locks.load_runtime_lock_input()
-    sharing = ", ".join(_profiles_on(stack_input.lock_name)) or resolved.name
     if not check:
         flags = ["--upgrade"] if upgrade else []
         for name in upgrade_package:
             flags += ["--upgrade-package", name]
         made_by = _command(profile, index_url, *flags)
-        for lock_input, lock_profile, note in (
-            (stack_input, resolved, f" (profiles {sharing})"),
-            (runtime_input, None, " (zr4's venv in the image)"),
-        ):
+        jobs: list[tuple[locks.LockInput, Profile | None, str]] = [
+            (lock_input, variant, _sharing_note(variant)) for lock_input, variant in stack_inputs
+        ]
+        jobs.append((runtime_input, None, " (zr4's venv in the image)"))
+        for lock_input, lock_profile, note in jobs:
             outcome = locks.generate(
                 lock_input,
                 made_by,
@@ -92,10 +105,8 @@ def lock(
         return
     failures: list[str] = []
     inputs_moved = False
-    outcomes = [
-        locks.check(stack_input, resolved, index_url=index_url),
-        locks.check(runtime_input, index_url=index_url),
-    ]
+    outcomes = [locks.check(lock_input, variant, index_url=index_url) for lock_input, variant in stack_inputs]
+    outcomes.append(locks.check(runtime_input, index_url=index_url))
     for outcome in outcomes:
         name = outcome.path.stem
         if not outcome.drift and not outcome.problems and not outcome.inputs_changed:

@@ -140,6 +140,23 @@ class ComfyuiTorch:
 
 
 @dataclass(frozen=True)
+class RuntimeFlavor:
+    """An nvidia/cuda image flavor the final stage may take, what it adds to the one before, and its source."""
+
+    flavor: str
+    adds: str
+    source: str
+
+
+@dataclass(frozen=True)
+class CudaRuntimeBase:
+    """The final stage's base: the flavors without compilers (smallest first) and the one the image needs."""
+
+    needed: str
+    flavors: tuple[RuntimeFlavor, ...]
+
+
+@dataclass(frozen=True)
 class CompatibilityMatrix:
     """The whole file, one list of rows per section."""
 
@@ -153,6 +170,7 @@ class CompatibilityMatrix:
     mmcv_consumers: tuple[MmcvConsumer, ...]
     onnxruntime_gpu: tuple[OnnxruntimeGpu, ...]
     comfyui: tuple[ComfyuiTorch, ...]
+    cuda_runtime_base: CudaRuntimeBase
 
     def torch_build(self, torch: str) -> TorchBuild | None:
         return next((row for row in self.torch_builds if row.torch == torch), None)

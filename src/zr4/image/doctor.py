@@ -47,10 +47,10 @@ KEY_DISTS = (
     "gguf",
     "onnxruntime-gpu",
     "xformers",
-    "mmengine",
-    "mmdet",
-    "mmpose",
 )
+# The native pose backend's packages: rows only where the profile runs it (an ONNX image's lock
+# leaves them out, so its doctor neither asks for them nor checks them).
+MMPOSE_DISTS = ("mmengine", "mmdet", "mmpose")
 COMFYUI_TEST_TIMEOUT_S = 900.0
 
 
@@ -86,7 +86,7 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def default_lock(profile: Profile) -> Path:
-    return data_dir() / "locks" / f"{profile.stack.lock}.txt"
+    return data_dir() / "locks" / f"{profile.lock_name}.txt"
 
 
 def base_version(version: str) -> str:
@@ -112,7 +112,10 @@ def probe_request(profile: Profile, lock: Mapping[str, str], comfyui_dir: Path, 
         imports.append("flash_attn")
     if features.xformers:
         imports.append("xformers")
-    dists = sorted({*lock, *(canonical(d) for d in KEY_DISTS), "mmcv", "flash-attn"})
+    wanted = [*KEY_DISTS, *(MMPOSE_DISTS if features.pose_backend == "mmpose" else ()), "flash-attn"]
+    if features.pose_backend == "mmpose":
+        wanted.append("mmcv")
+    dists = sorted({*lock, *(canonical(d) for d in wanted)})
     return {
         "dists": dists,
         "imports": imports,
@@ -258,7 +261,7 @@ def build_time_rows(profile: Profile, lock: Mapping[str, str], facts: Mapping[st
         )
     )
 
-    for name in KEY_DISTS:
+    for name in (*KEY_DISTS, *(MMPOSE_DISTS if features.pose_backend == "mmpose" else ())):
         key = canonical(name)
         if key == "torch":
             continue
@@ -295,9 +298,7 @@ def build_time_rows(profile: Profile, lock: Mapping[str, str], facts: Mapping[st
         rows.append(import_row("mmdet", "mmdet imports"))
         rows.append(import_row("mmpose", "mmpose imports"))
     else:
-        rows.append(
-            Row("mmcv.ops", "not needed (pose backend onnx)", dists.get("mmcv") or "not installed", "skip")
-        )
+        rows.append(Row("mmcv.ops", "not needed (pose backend onnx)", "not checked", "skip"))
     if features.flash_attn:
         rows.append(version_row("flash-attn", stack.flash_attn, dists.get("flash-attn")))
         rows.append(import_row("flash_attn", "flash_attn imports"))
@@ -328,6 +329,8 @@ def build_time_rows(profile: Profile, lock: Mapping[str, str], facts: Mapping[st
             )
         )
 
+    rows += onnxruntime_cuda_rows(facts)
+
     flag_results = facts.get("comfy_flags", {})
     if "error" in flag_results:
         rows.append(
@@ -353,6 +356,25 @@ def build_time_rows(profile: Profile, lock: Mapping[str, str], facts: Mapping[st
             )
         )
     return rows
+
+
+def onnxruntime_cuda_rows(facts: Mapping[str, Any]) -> list[Row]:
+    """onnxruntime's CUDA provider library, loaded after ``import torch`` as ComfyUI loads it.
+
+    The runtime base (``nvidia/cuda:*-base-*``) carries no cuBLAS, cuFFT, cuRAND or cuDNN: the provider
+    finds them only because torch has already loaded them from its nvidia-* wheels. Loading it needs no
+    GPU, so the build proves the base is enough.
+    """
+    result = facts.get("onnxruntime_cuda")
+    check = "onnxruntime CUDA provider loads"
+    expected = "CUDA/cuDNN libs resolve after import torch"
+    if result is None:
+        return []
+    if result.get("loads"):
+        return [Row(check, expected, "loaded", "ok")]
+    if "missing" in result:
+        return [Row(check, expected, f"no {Path(result['missing']).name} (a CPU-only build)", "FAIL")]
+    return [Row(check, expected, str(result.get("error", "not loadable")), "FAIL")]
 
 
 def comfyui_rows(profile: Profile, code: int, output: str) -> list[Row]:

@@ -11,6 +11,7 @@ Request keys: ``dists`` (distribution names), ``imports`` (module names), ``comf
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import importlib.metadata
 import io
@@ -19,6 +20,7 @@ import platform
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 
@@ -68,6 +70,29 @@ def onnxruntime_providers() -> dict[str, Any]:
     except BaseException as error:
         return {"error": _error(error)}
     return {"providers": list(onnxruntime.get_available_providers())}
+
+
+def onnxruntime_cuda_provider() -> dict[str, Any]:
+    """Load onnxruntime's CUDA provider library as a GPU session would, after ``import torch``.
+
+    Its libcublas, libcufft, libcurand and libcudnn come from torch's nvidia-* wheels, which torch loads
+    at import; the dynamic loader then reuses them by soname (onnxruntime's ``preload_dlls`` docstring:
+    no preloading is needed "if `import torch` is done before `import onnxruntime`"). No GPU is needed.
+    """
+    with contextlib.suppress(BaseException):
+        import torch  # noqa: F401  (loads the CUDA libraries the provider needs)
+    try:
+        import onnxruntime
+    except BaseException as error:
+        return {"error": _error(error)}
+    library = Path(onnxruntime.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if not library.is_file():
+        return {"missing": str(library)}
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as error:
+        return {"error": _error(error)}
+    return {"loads": True}
 
 
 def comfy_flags(comfyui_dir: str, vectors: list[list[str]]) -> dict[str, Any]:
@@ -152,6 +177,7 @@ def main() -> int:
         "imports": {name: try_import(name) for name in request.get("imports", [])},
         "torch": torch_facts(),
         "onnxruntime": onnxruntime_providers(),
+        "onnxruntime_cuda": onnxruntime_cuda_provider(),
     }
     if request.get("comfyui_dir") and request.get("flag_vectors"):
         report["comfy_flags"] = comfy_flags(request["comfyui_dir"], request["flag_vectors"])

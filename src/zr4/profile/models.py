@@ -188,7 +188,12 @@ class Stack(StrictModel):
     mmdet: Version | None = None
     mmpose: Version | None = None
     onnxruntime_gpu: Version
-    lock: Identifier = Field(description="Lock file under data/locks/ (without .txt)")
+    lock: Identifier = Field(
+        description=(
+            "The stack's locks under data/locks/: <lock>.txt for the ONNX pose backend, "
+            "<lock>-mmpose.txt (with mmengine, mmdet and mmpose) for the native one"
+        )
+    )
     exclude_newer: dt.date = Field(description="Nothing released after this date enters the lock")
     cxx11_abi: bool = Field(default=False, description="PyPI torch wheels before 2.7 use the pre-cxx11 ABI")
 
@@ -343,6 +348,18 @@ class Profile(StrictModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def lock_name(self) -> str:
+        """The stack lock this profile's image installs (``data/locks/<name>.txt``).
+
+        One per pose backend: the ONNX image never runs mmengine, mmdet or mmpose (nor the compiled
+        mmcv), so its lock, ``stack.lock``, leaves them out; the native backend's is
+        ``<stack.lock>-mmpose``.
+        """
+        if self.features.pose_backend == "onnx":
+            return self.stack.lock
+        return f"{self.stack.lock}-{self.features.pose_backend}"
 
     @property
     def image_tag(self) -> str:

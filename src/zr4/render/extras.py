@@ -31,7 +31,7 @@ def lock_files(profile: Profile) -> dict[str, bytes]:
     """The stack's lock and zr4's own runtime lock, each with the generated-file header."""
     locks = data_dir() / "locks"
     return {
-        "requirements.lock": _with_header(profile, locks / f"{profile.stack.lock}.txt", "lock file"),
+        "requirements.lock": _with_header(profile, locks / f"{profile.lock_name}.txt", "lock file"),
         "zr4-runtime.lock": _with_header(profile, locks / "zr4-runtime.txt", "lock file"),
     }
 
@@ -46,7 +46,7 @@ def compile_lock_file(profile: Profile) -> bytes:
     """``compile.lock``: the part of the stack's lock a CUDA extension compile needs, with its hashes."""
     from zr4.lock import lock_subset
 
-    source = data_dir() / "locks" / f"{profile.stack.lock}.txt"
+    source = data_dir() / "locks" / f"{profile.lock_name}.txt"
     text = _with_header(profile, source, "lock file").decode("utf-8")
     note = (
         f"# {', '.join(COMPILE_ROOTS)} and what they pull in, copied from requirements.lock: all the mmcv and\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 
+from zr4.compat import cuda_flavor, runtime_flavors
 from zr4.validate.context import BuildContext
 from zr4.validate.dockerfile_model import (
     STAGE_NAME,
@@ -267,13 +268,14 @@ def _cuda_tag_problem(reference: str) -> str | None:
     example = f"{minor.group(1)}.<patch>{minor.group(2) or ''}" if minor else "<major>.<minor>.<patch>-..."
     return (
         f"{reference} has no patch version in its tag, and NVIDIA publishes CUDA tags only with one "
-        f"(e.g. 12.4.1-cudnn-runtime-ubuntu22.04): use nvidia/cuda:{example}"
+        f"(e.g. 12.4.1-base-ubuntu22.04): use nvidia/cuda:{example}"
     )
 
 
 def check_stages(context: BuildContext) -> CheckResult:
-    """Check 2: every stage reference resolves in order, the final base is a CUDA runtime image, CUDA
-    tags carry a patch version, and no COPY --from takes a path that later stages still change."""
+    """Check 2: every stage reference resolves in order, the final base is a CUDA image without
+    compilers (base, runtime or cudnn-runtime), CUDA tags carry a patch version, and no COPY --from
+    takes a path that later stages still change."""
     model = context.model
     name = context.dockerfile_name
     if model is None:
@@ -311,12 +313,19 @@ def check_stages(context: BuildContext) -> CheckResult:
     final = model.stages[-1]
     root = root_image(model, final)
     image = parse_image(root)
-    if root.lower() == "scratch" or not image.is_nvidia_cuda or "runtime" not in (image.tag or ""):
-        kind = "a devel image with compilers" if "devel" in (image.tag or "") else "not a CUDA runtime image"
+    flavors = runtime_flavors()
+    flavor = cuda_flavor(root) if image.is_nvidia_cuda else None
+    if root.lower() == "scratch" or flavor not in flavors:
+        kind = (
+            "a devel image with compilers"
+            if flavor and "devel" in flavor
+            else "not a CUDA image without compilers"
+        )
         findings.append(
             Finding(
                 f"the final stage {final.label!r} is based on {root}, {kind}; base it on "
-                f"nvidia/cuda:<x.y.z>-cudnn-runtime-<os> and copy what was built from the builder stages",
+                f"nvidia/cuda:<x.y.z>-<{'|'.join(flavors)}>-<os> (torch's wheels bring CUDA and cuDNN, "
+                "so base is enough) and copy what was built from the builder stages",
                 name,
                 final.line,
             )
