@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from runtime.test_auth_browser import (
+from image.test_auth_browser import (
     ATTACKER_MARK,
     ELSEWHERE,
     POD,
@@ -35,8 +35,8 @@ from runtime.test_auth_browser import (
     attack_page,
     wait_for_response,
 )
-from runtime.test_auth_start import outside_address
-from runtime.test_start_sequence import Pod
+from image.test_auth_start import outside_address
+from image.test_start_sequence import Pod
 
 from support.auth_stack import TOKEN, AuthProxy
 from support.browser import Browser

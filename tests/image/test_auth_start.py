@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runtime.test_start_sequence import Pod, heartbeat_pid, stop, sync_env, wait_for
+from image.test_start_sequence import Pod, heartbeat_pid, stop, sync_env, wait_for
 
 from support.hub_server import FakeHub
 from support.s3_server import RcloneS3

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from zr4.workflow import NODE_IDS, WorkflowSpec, build_steadydancer_workflow, load_object_info
+from zr4.core.workflow import NODE_IDS, WorkflowSpec, build_steadydancer_workflow, load_object_info
 
 from support import s3_server
 from support.fake_comfyui import PNG_BYTES
