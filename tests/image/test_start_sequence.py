@@ -91,6 +91,8 @@ def container_env(pod: Any, comfyui_python: str, hub: FakeHub) -> dict[str, str]
         "COMFYUI_PORT": str(pod.port),
         "ZR4_COMFYUI_BACKEND_PORT": str(pod.backend_port),
         "ZR4_AUTH_DIR": str(pod.workspace / ".zr4" / "auth"),
+        # The container's temp folder in the image; the pod's own here (tests run side by side).
+        "ZR4_BOOT_STATUS": str(pod.root / "tmp" / "zr4-boot" / "status.json"),
         "OUTPUT_DIR": str(pod.outputs),
         "MODELS_DIR": str(pod.models),
         "ZR4_PROFILE": str(pod.profile),

@@ -15,13 +15,13 @@ import typer
 
 
 def start(ctx: typer.Context) -> None:
-    """Run the container's start sequence: plan VRAM, ensure models, start the R2 sync, run ComfyUI.
+    """Run the container's start sequence: plan VRAM, the status page, models fetched while ComfyUI starts.
 
     Extra arguments are passed to ComfyUI (checked like COMFYUI_ARGS). Exits with ComfyUI's code.
     """
-    from zr4.image.start import run_start
+    from zr4.image.start import exit_now, run_start
 
-    raise typer.Exit(run_start(extra_args=list(ctx.args)))
+    raise typer.Exit(exit_now(run_start(extra_args=list(ctx.args))))
 
 
 def health(
