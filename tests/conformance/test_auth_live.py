@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from image.test_auth_browser import (
     ATTACKER_MARK,
     ELSEWHERE,
@@ -37,7 +38,6 @@ from image.test_auth_browser import (
 )
 from image.test_auth_start import outside_address
 from image.test_start_sequence import Pod
-
 from support.auth_stack import TOKEN, AuthProxy
 from support.browser import Browser
 from support.hub_server import FakeHub

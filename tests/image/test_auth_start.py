@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from image.test_start_sequence import Pod, heartbeat_pid, stop, sync_env, wait_for
 
+from image.test_start_sequence import Pod, heartbeat_pid, stop, sync_env, wait_for
 from support.hub_server import FakeHub
 from support.s3_server import RcloneS3
 from zr4.core.auth_settings import TOKEN_PREFIX

@@ -26,13 +26,20 @@ def start(ctx: typer.Context) -> None:
 
 def health(
     timeout: float = typer.Option(5.0, "--timeout", min=0.5, help="Seconds to wait for ComfyUI's answer."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the checks and the boot's status (the model download) as JSON."
+    ),
 ) -> None:
-    """Exit 0 when ComfyUI answers on its port and (with ENABLE_R2_SYNC=true) the sync daemon is alive."""
-    from zr4.image.health import check_health, format_checks
+    """Exit 0 when ComfyUI answers, the model download has not failed and (with ENABLE_R2_SYNC=true)
+    the sync daemon is alive."""
+    from zr4.image.health import check_health, format_checks, health_json
 
     checks = check_health(timeout_s=timeout)
-    for line in format_checks(checks):
-        typer.echo(line)
+    if as_json:
+        typer.echo(health_json(checks))
+    else:
+        for line in format_checks(checks):
+            typer.echo(line)
     if not all(check.ok for check in checks):
         raise typer.Exit(1)
 
