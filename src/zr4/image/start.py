@@ -444,6 +444,10 @@ def _boot(
                         )
                     ]
                 )
+            elif front is not None:
+                log(
+                    "no status page with ZR4_AUTH=off: the port answers once ComfyUI does; `zr4 health --json` shows the download"
+                )
             watch.start()
             with _step(report, 2, "models", log):
                 models, download = models_step(env, config, boot, log, lambda: bool(forward.received))

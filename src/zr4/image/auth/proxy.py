@@ -1,7 +1,9 @@
 """The reverse proxy: authenticate every request, then pass it to ComfyUI on its loopback port.
 
 Every path needs a valid session cookie or ``Authorization: Bearer <token>``, except the login page
-itself and the frontend's web-app manifest. A browser asking for a page without either is
+itself and the frontend's web-app manifest. Behind the same check the proxy answers
+``/zr4/status`` and ``/zr4/status.json`` itself, and a page request with the boot's status page while
+the boot (``ZR4_BOOT_STATUS``) is not ready (:mod:`zr4.image.auth.status_page`). A browser asking for a page without either is
 redirected to the login page; anything else (API calls, websockets, assets) gets 401. The cookie
 opens websockets and changes state (anything but GET/HEAD/OPTIONS) only from the proxy's own pages
 (``Sec-Fetch-Site``/``Origin``): ComfyUI checks ``Origin`` only when ``Host`` is a loopback name,
@@ -13,7 +15,8 @@ message; the proxy's own credentials (the bearer header, its cookie) and, unless
 is trusted, the client's forwarding headers are removed before ComfyUI sees the request.
 
 Run as ``python -m zr4.image.auth.proxy`` (`zr4 start` does, supervised). Its environment:
-``ZR4_PROXY_ROUTES`` (``PUBLIC=BACKEND,...``), ``ZR4_PROXY_LISTEN`` (default ``0.0.0.0``), the token
+``ZR4_PROXY_ROUTES`` (``PUBLIC=BACKEND,...``), ``ZR4_PROXY_LISTEN`` (default ``0.0.0.0``),
+``ZR4_BOOT_STATUS`` (the boot's status file, from `zr4 start`), the token
 as :func:`zr4.core.auth_settings.resolve_token` finds it (and ``ZR4_AUTH_DIR`` for the revoked
 sessions), ``ZR4_AUTH_TRUST_FORWARDED`` (default: on when ``RUNPOD_POD_ID`` is set) to trust the
 proxy in front (the client address it appends to ``X-Forwarded-For``, its ``X-Forwarded-Proto``),
