@@ -1,10 +1,14 @@
 """Step 2 of `zr4 start`: the boot's model files, fetched on a thread while the boot goes on.
 
-ComfyUI starts without any model file (the pinned node packs only register their folders when
-imported, and ComfyUI lists a folder's files when asked, again once a file lands: its listing is
-cached per folder modification time, comfyanonymous/ComfyUI@f59f71cf:folder_paths.py
-``cached_filename_list_``), and every file is moved into place whole once verified, so a loader
-never sees part of one. The start therefore waits only for the plan (which files, and the exact
+ComfyUI starts without any model file, and every file is moved into place whole once verified, so a
+loader never sees part of one. The pinned node packs read no model file when imported: they
+register their folders (kijai/ComfyUI-WanAnimatePreprocess@1a35b81a:nodes.py adds ``detection`` and
+opens the ONNX files only in ``OnnxDetectionModelLoader.loadmodel``;
+kijai/ComfyUI-WanVideoWrapper@f6e2d6dd:nodes_model_loading.py adds ``unet_gguf``), and no module of
+the five runs a file read at import time other than VideoHelperSuite's search for ffmpeg
+(Kosinkadink/ComfyUI-VideoHelperSuite@3234937f:videohelpersuite/utils.py). ComfyUI lists a folder's
+files when asked and again once one lands (the listing is cached per folder modification time,
+comfyanonymous/ComfyUI@f59f71cf:folder_paths.py ``cached_filename_list_``). The start therefore waits only for the plan (which files, and the exact
 names the workflow of step 3 must load); the bytes arrive while ComfyUI starts, in the order a job
 first uses them, counted into the boot's status (:mod:`zr4.image.boot_report`) for the status page,
 `zr4 health` and the jobs that wait for them.

@@ -518,13 +518,13 @@ def _comfyui_probe(public_port: int, address: Callable[[int], tuple[str, int]], 
 
 
 def exit_now(code: int) -> int:
-    """``code``, after making sure no thread holds the exit: a download thread stuck in a socket
-    read (up to its stall timeout) would keep the container from stopping. Everything of the start
-    is done by now; its files are kill-safe, so the process may end at once."""
+    """``code``, after making sure no model download holds the exit: its threads (``zr4-dl_*``, the
+    model manager's) are not daemons, and one stuck in a socket read (up to its stall timeout) would
+    keep the container from stopping. Everything else of the start is done by now, and a partial
+    download is kill-safe (its span log), so the process may end at once."""
     import threading
 
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if others:
+    if any(thread.name.startswith("zr4-dl") and thread.is_alive() for thread in threading.enumerate()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
