@@ -12,6 +12,14 @@ All in one run, the tools interleaved (curl, zr4, curl, zr4, ...) and each repea
 
     python bench/bench_download.py [--size-mib 2048] [--cap-mbps 50] [--runs 3] [--workdir /tmp/zr4-bench]
 
+``default-variant``: the files of the 4080super profile's default variant (the sizes
+bench/start_times.py's DEFAULT_VARIANT_BYTES lists, 27.1 GB, divided by ``--scale``) fetched by
+`zr4 models download` (3 files at a time, 8 ranges each, in the order a job uses them) from the
+same server capping each connection at ``--cap-mbps``: the aggregate rate zr4 reaches, which the
+time to the first video of bench/results/first-video.md takes as the ceiling of a link.
+
+    python bench/bench_download.py default-variant [--scale 4] [--cap-mbps 50] [--runs 2]
+
 Prints a Markdown report; everything it creates under --workdir is deleted at the end.
 """
 
@@ -30,6 +38,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 from support.hub_server import FakeHub  # noqa: E402
 from zr4.image.models import load_manifest, settings_from_env  # noqa: E402
@@ -224,6 +233,45 @@ def warm_start(work: Path, runs: int) -> dict[str, float]:
     }
 
 
+def default_variant(work: Path, scale: float, cap_mbps: float, runs: int) -> None:
+    """`zr4 models download` of the default variant's file mix (scaled) at a per-connection cap."""
+    from start_times import DEFAULT_VARIANT_BYTES
+
+    roles = ("steadydancer", "text_encoder", "clip_vision", "vae", "pose_detector", "pose", "pose", "lora")
+    hub = FakeHub()
+    lines = ["version: 1", "files:"]
+    total = 0
+    for index, ((label, size), role) in enumerate(zip(DEFAULT_VARIANT_BYTES.items(), roles, strict=True)):
+        scaled = int(size / scale)
+        source = work / f"source-{index}.bin"
+        make_file(source, scaled)
+        name = f"file-{index}.safetensors"
+        hub.add_file(REPO, name, file=source)
+        total += scaled
+        lines.append(
+            f"  - {{id: f{index}, role: {role}, repo: {REPO}, path: {name}, folder: {label.split()[0]}, size: {scaled}}}"
+        )
+    manifest = work / "default-variant.yaml"
+    manifest.write_text("\n".join(lines) + "\n")
+    os.sync()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "STEADYDANCER_", "MODELS_DIR"))}
+    walls = []
+    with hub:
+        env["HF_ENDPOINT"] = hub.endpoint
+        hub.rate_bytes_per_s = cap_mbps * MB
+        for _ in range(runs):
+            models = work / "models"
+            walls.append(timed(zr4_command(manifest, models), env))
+            shutil.rmtree(models)
+    wall = statistics.median(walls)
+    print(
+        f"## default variant at a per-connection cap ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})\n\n"
+        f"{len(DEFAULT_VARIANT_BYTES)} files, {total / 1e9:.2f} GB (the default variant's 27.1 GB / {scale:g}), "
+        f"each connection capped at {cap_mbps:g} MB/s: `zr4 models download` median **{wall:.1f} s** of {runs} "
+        f"({', '.join(f'{w:.1f}' for w in walls)}) = **{total / wall / MB:.0f} MB/s** aggregate, sha256 verified."
+    )
+
+
 def hub_version() -> str:
     import huggingface_hub
 
@@ -235,6 +283,20 @@ def _median(rows: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "default-variant":
+        parser = argparse.ArgumentParser(description="the default variant's files at a per-connection cap")
+        parser.add_argument("what")
+        parser.add_argument("--scale", type=float, default=4.0)
+        parser.add_argument("--cap-mbps", type=float, default=50.0)
+        parser.add_argument("--runs", type=int, default=2)
+        parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "zr4-bench")
+        args = parser.parse_args()
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            default_variant(args.workdir, args.scale, args.cap_mbps, args.runs)
+        finally:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=2048)
     parser.add_argument(

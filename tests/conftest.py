@@ -83,10 +83,16 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return entries
 
 
+# The boot's status file defaults to the image's path in the temp folder, shared by every process
+# of the machine: a test that runs `zr4 start` sets ZR4_BOOT_STATUS to a folder of its own.
+BOOT_STATUS = Path(image_layout.BOOT_STATUS_FILE).parent
+
+
 @dataclass(frozen=True)
 class HostFolders:
-    """What the suite must leave alone: all of ``/workspace``; in ``/opt`` only what is new counts
-    (it holds other software), looked for at its top and inside the image's own folders."""
+    """What the suite must leave alone: all of ``/workspace`` and the boot status's default folder;
+    in ``/opt`` only what is new counts (it holds other software), looked for at its top and inside
+    the image's own folders."""
 
     workspace: dict[str, tuple[int, int]]
     opt: frozenset[str]
@@ -96,7 +102,7 @@ class HostFolders:
         opt = {str(OPT / name) for name in (os.listdir(OPT) if OPT.is_dir() else ())}
         for folder in OPT_IMAGE_FOLDERS:
             opt.update(_tree(folder))
-        return cls(_tree(WORKSPACE), frozenset(opt))
+        return cls({**_tree(WORKSPACE), **_tree(BOOT_STATUS)}, frozenset(opt))
 
     def changes_since(self, before: HostFolders) -> list[str]:
         old, new = before.workspace, self.workspace

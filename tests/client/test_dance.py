@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from support import s3_server
 from support.fake_comfyui import PNG_BYTES
 from support.fake_comfyui_api import Behaviour, FakeComfyAPI
+from support.starting_pod import StartingPod
 from zr4.client.comfy_api import ComfyClient, ComfyUnreachable, ExecutionFailed, PromptRejected
 from zr4.client.dance import JobEvent, JobRequest, oom_advice, pick_client, run_job
 from zr4.client.job_workflow import DanceParams, JobWorkflowError, fill_workflow
@@ -586,3 +588,62 @@ def test_dance_deletes_its_uploads_from_a_local_comfyui(tmp_path: Path, inputs) 
         left = sorted(p.name for p in comfy.state.input_dir.iterdir())
     assert result.returncode == 0, result.stderr
     assert queued.endswith("_moves.mp4") and left == ["mine.png"]
+
+
+# --- a pod still starting: the job waits for its boot -------------------------------------------
+
+
+def test_dance_waits_for_the_models_the_pod_downloads_then_runs(tmp_path: Path, inputs) -> None:
+    from support.auth_stack import TOKEN
+    from support.hub_server import FakeHub
+
+    image, video = inputs
+    with FakeHub() as hub, StartingPod(tmp_path / "pod", hub, behaviour(), rate=60_000) as pod:
+        assert pod.download.running
+        done = run_cli(
+            "--image", str(image), "--video", str(video), "--comfyui", pod.url, "--json",
+            "-o", str(tmp_path / "out.mp4"),
+            env={"ZR4_AUTH_TOKEN": TOKEN, "ZR4_BOOT_STATUS": str(tmp_path / "none.json")},
+        )  # fmt: skip
+        complete_s = pod.report.timings.get("models_complete_s")
+        prompts = list(pod.comfy.state.prompts)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ok"] is True and (tmp_path / "out.mp4").is_file()
+    waits = [line for line in done.stderr.splitlines() if "waiting for the models:" in line]
+    assert any(
+        re.search(r"[\d.]+ [KM]B of [\d.]+ MB \(\d+ %\).* left; \d of 8 files done", w) for w in waits
+    ), waits
+    # Queued once, after the files were in (the stand-in checks each loader's file, as ComfyUI does).
+    assert complete_s is not None and len(prompts) == 1, done.stderr
+
+
+def test_dance_stops_in_one_line_when_the_pods_download_failed(tmp_path: Path, inputs) -> None:
+    from support.auth_stack import TOKEN
+    from support.hub_server import FakeHub
+
+    image, video = inputs
+    with (
+        FakeHub() as hub,
+        StartingPod(tmp_path / "pod", hub, behaviour(), private_repo="Kijai/WanVideo_comfy") as pod,
+    ):
+        done = run_cli(
+            "--image", str(image), "--video", str(video), "--comfyui", pod.url,
+            env={"ZR4_AUTH_TOKEN": TOKEN, "ZR4_BOOT_STATUS": str(tmp_path / "none.json")},
+        )  # fmt: skip
+        prompts = list(pod.comfy.state.prompts)
+    assert done.returncode == 1, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: the pod's model download failed: HTTP 401"), done.stderr
+    assert "fix: set HF_TOKEN" in error and "hf_private" not in done.stderr
+    assert prompts == [] and "Traceback" not in done.stderr
+
+
+def test_a_model_file_comfyui_lacks_is_named_before_anything_is_queued(tmp_path: Path, inputs) -> None:
+    image, video = inputs
+    models = tmp_path / "models"
+    (models / "vae").mkdir(parents=True)
+    with FakeComfyAPI(tmp_path / "comfy", behaviour(models_root=models)) as comfy:
+        comfy.install_workflow("steadydancer-gguf.json", boot_workflow())
+        with pytest.raises(Exception, match=r"does not have the model file\(s\) the workflow loads: node 2 "):
+            run_job([ComfyClient(comfy.url)], JobRequest(str(image), str(video)))
+        assert comfy.state.prompts == [] and list(comfy.state.input_dir.iterdir()) == []

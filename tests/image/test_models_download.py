@@ -347,3 +347,23 @@ def test_discarding_a_partial_removes_what_a_killed_sidecar_write_left(tmp_path:
     not_ours.write_text("kept", encoding="utf-8")
     discard_partial(dest)
     assert sorted(p.name for p in dest.parent.iterdir()) == [not_ours.name]
+
+
+def test_files_are_fetched_in_the_order_a_job_first_uses_them(
+    hub: FakeHub, contents: dict[str, bytes], tmp_path: Path
+) -> None:
+    from zr4.core.model_files.selection import FIRST_USE_ORDER
+
+    ensure_models(settings_for(hub, tmp_path), manifest=MANIFEST, options=FAST, jobs=1)
+    fetched = []
+    for method, path, _range in hub.requests:
+        if method == "GET" and path.startswith("/blobs/"):
+            entry = hub.blob(path.split("/")[2].split("?")[0])
+            assert entry is not None
+            if entry.path not in fetched:
+                fetched.append(entry.path)
+    roles = {e.path: e.role for e in MANIFEST.entries if e.path} | {GGUF_Q4: "steadydancer"}
+    order = [roles[path] for path in fetched]
+    # VAE, text encoder, diffusion model, LoRA, pose, CLIP vision: the manifest lists the model first.
+    assert order == sorted(order, key=FIRST_USE_ORDER.index), order
+    assert order[0] == "vae" and order[-1] == "clip_vision" and len(order) == 8

@@ -689,3 +689,50 @@ def test_with_the_sync_daemon_running_a_job_waits_for_its_upload(
     assert "error" not in output, output
     with urllib.request.urlopen(output["r2"]["url"], timeout=10) as response:
         assert response.read().endswith(output["prompt_id"].encode())
+
+
+# --- a job that arrives while the pod's boot still fetches the models ---------------------------
+
+
+def test_a_job_during_the_boot_waits_for_the_models_then_runs(tmp_path: Path) -> None:
+    from support.hub_server import FakeHub
+    from support.starting_pod import StartingPod
+
+    sent: list[dict[str, Any]] = []
+    with FakeHub() as hub, StartingPod(tmp_path / "pod", hub, behaviour(), rate=60_000, proxy=False) as pod:
+        (pod.comfy.state.input_dir / "clip.mp4").write_bytes(MP4_BYTES)
+        env = worker_env(pod.comfy, None, tmp_path) | {"ZR4_BOOT_STATUS": str(pod.report.path)}
+        job = {"id": "j1", "input": job_input(pod.comfy, return_base64=True)}
+        events: list[JobEvent] = []
+        reporter = ProgressReporter(job, lambda _job, payload: sent.append(dict(payload)))
+
+        def both(event: JobEvent) -> None:
+            events.append(event)
+            reporter(event)
+
+        output = run(job, WorkerConfig.from_env(env), env, both)
+        prompts = list(pod.comfy.state.prompts)
+    assert "error" not in output, output
+    waits = [event.detail for event in events if event.kind == "models"]
+    assert waits and all(line.startswith("waiting for the models: ") for line in waits), waits
+    assert any(payload.get("stage") == "models" and "files done" in payload["detail"] for payload in sent)
+    timings = output["timings"]
+    assert timings["boot_ready"] < timings["execution_started"] and len(prompts) == 1
+
+
+def test_a_job_gets_the_failed_downloads_reason_and_fix(tmp_path: Path) -> None:
+    from support.hub_server import FakeHub
+    from support.starting_pod import StartingPod
+
+    with (
+        FakeHub() as hub,
+        StartingPod(
+            tmp_path / "pod", hub, behaviour(), private_repo="Kijai/WanVideo_comfy", proxy=False
+        ) as pod,
+    ):
+        (pod.comfy.state.input_dir / "clip.mp4").write_bytes(MP4_BYTES)
+        env = worker_env(pod.comfy, None, tmp_path) | {"ZR4_BOOT_STATUS": str(pod.report.path)}
+        output = run({"id": "j1", "input": job_input(pod.comfy)}, WorkerConfig.from_env(env), env)
+        prompts = list(pod.comfy.state.prompts)
+    assert output["error"].startswith("the pod's model download failed: HTTP 401 for Kijai/WanVideo_comfy")
+    assert "fix: set HF_TOKEN" in output["error"] and prompts == []

@@ -219,6 +219,7 @@ def test_root_start_prepares_only_zr4_folders_and_runs_comfyui_as_uid_1000(root_
         "OUTPUT_DIR": str(volume / "outputs"),
         "R2_SYNC_STATE_DIR": str(volume / ".zr4" / "sync"),
         "ZR4_AUTH_DIR": str(volume / ".zr4" / "auth"),
+        "ZR4_BOOT_STATUS": str(state / "boot-status.json"),
         "SKIP_MODEL_DOWNLOAD": "true",
         "ENABLE_R2_SYNC": "false",
         "ENABLE_DWPOSE": "false",

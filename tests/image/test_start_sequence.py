@@ -91,6 +91,8 @@ def container_env(pod: Any, comfyui_python: str, hub: FakeHub) -> dict[str, str]
         "COMFYUI_PORT": str(pod.port),
         "ZR4_COMFYUI_BACKEND_PORT": str(pod.backend_port),
         "ZR4_AUTH_DIR": str(pod.workspace / ".zr4" / "auth"),
+        # The container's temp folder in the image; the pod's own here (tests run side by side).
+        "ZR4_BOOT_STATUS": str(pod.root / "tmp" / "zr4-boot" / "status.json"),
         "OUTPUT_DIR": str(pod.outputs),
         "MODELS_DIR": str(pod.models),
         "ZR4_PROFILE": str(pod.profile),
@@ -230,17 +232,29 @@ def test_comfyui_exit_code_is_the_containers(tmp_path: Path, hub: FakeHub) -> No
     assert hub.requests == []
 
 
-def test_missing_model_stops_the_start_with_the_reason(tmp_path: Path, hub: FakeHub) -> None:
+def test_a_missing_model_is_reported_with_its_reason_and_comfyui_starts_anyway(
+    tmp_path: Path, hub: FakeHub
+) -> None:
     pod = Pod(tmp_path, hub)
     vae = next(e for e in yaml.safe_load(pod.manifest.read_text())["files"] if e["id"] == "vae-bf16")
     del hub.repos[vae["repo"]].files[vae["path"]]
     process = pod.start()
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 1, output
-    assert pod.comfyui_record() is None, "ComfyUI must not start without its models"
-    error = output.strip().splitlines()[-1]
-    assert error.startswith("error: zr4 start stopped at step 2 (models)"), output
-    assert vae["path"] in error and vae["repo"] in error
+    record = wait_for(pod.comfyui_record, 60, "ComfyUI to start without its models")
+    health = wait_for(
+        lambda: (h := pod.health()).returncode == 1 and "models" in h.stdout and h, 30, "health"
+    )
+    output = stop(process)
+    assert process.returncode == 0 and record, output
+    errors = [line for line in output.splitlines() if line.startswith("[zr4 start] ERROR: models: ")]
+    assert len(errors) == 2, output
+    assert vae["path"] in errors[0] and vae["repo"] in errors[0]
+    assert errors[1].startswith("[zr4 start] ERROR: models: fix: check HF_ENDPOINT and the model settings")
+    assert f"FAIL models: download failed: {errors[0].split('ERROR: models: ', 1)[1]}" in health.stdout  # type: ignore[union-attr]
+    status = json.loads(Path(pod.env["ZR4_BOOT_STATUS"]).read_text())
+    assert status["models"]["state"] == "failed" and status["phase"] in ("failed", "stopped")
+    # Without the plan, the image's default workflow stays; ComfyUI still got its paths.
+    assert "workflow: no model files resolved" in output
+    assert (pod.comfyui / "extra_model_paths.yaml").is_file()
 
 
 def test_unknown_comfyui_args_are_reported_not_passed(tmp_path: Path, hub: FakeHub) -> None:

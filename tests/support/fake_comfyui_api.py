@@ -18,6 +18,9 @@ and a history entry of status ``error``.
 
 Validation is what ComfyUI does for the inputs a job sets: ``LoadImage``'s file must exist in
 ``input/`` ("Invalid image file"), ``VHS_LoadVideo``'s too; an unknown ``class_type`` is refused.
+With ``Behaviour.models_root`` set, the model loaders of zr4's workflow are checked too, as ComfyUI
+checks a combo input (execution.py ``validate_inputs``: "Value not in list"), against the files
+under that folder, and ``GET /object_info/{class}`` lists them (:data:`MODEL_INPUTS`).
 Running a prompt walks its nodes in id order; the sampler node sends ``progress`` for each step;
 ``VHS_VideoCombine`` writes ``<prefix>_00001.mp4`` into the output folder. ``fail_node`` /
 ``fail_exception`` make a node raise (e.g. ``torch.OutOfMemoryError``). With ``token`` set every
@@ -57,6 +60,18 @@ KNOWN_TYPES = {
     "GetImageSizeAndCount",
     "ImageResizeKJv2",
 }
+# Which model folder each loader input of zr4's workflow lists (the pinned nodes' INPUT_TYPES:
+# ComfyUI nodes.py CLIPVisionLoader; kijai/ComfyUI-WanVideoWrapper@f6e2d6dd nodes_model_loading.py and
+# nodes.py; kijai/ComfyUI-WanAnimatePreprocess@1a35b81a nodes.py).
+MODEL_INPUTS = {
+    ("WanVideoModelLoader", "model"): "diffusion_models",
+    ("WanVideoVAELoader", "model_name"): "vae",
+    ("CLIPVisionLoader", "clip_name"): "clip_vision",
+    ("WanVideoTextEncodeCached", "model_name"): "text_encoders",
+    ("WanVideoLoraSelect", "lora"): "loras",
+    ("OnnxDetectionModelLoader", "vitpose_model"): "detection",
+    ("OnnxDetectionModelLoader", "yolo_model"): "detection",
+}
 # The nodes whose progress bar ComfyUI reports (the sampling loop runs in them).
 SAMPLERS = ("WanVideoSamplerFromSettings", "WanVideoSampler", "KSampler")
 # The first frame VideoHelperSuite saves beside the video (a 1x1 PNG here).
@@ -84,6 +99,7 @@ class Behaviour:
     queue_delay_s: float = 0.0  # wait before a queued prompt starts (a busy server)
     upload_delay_s: float = 0.0  # each POST /upload/image takes this long (a large clip)
     known_types: frozenset[str] = frozenset(KNOWN_TYPES)  # node types /prompt accepts
+    models_root: Path | None = None  # the loaders' files are checked against this folder's
 
 
 @dataclass
@@ -185,8 +201,30 @@ def _parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | No
     return fields
 
 
+def model_files(root: Path, folder: str) -> list[str]:
+    """The files of one model folder, as ComfyUI lists them (recursive, relative, sorted)."""
+    base = root / folder
+    if not base.is_dir():
+        return []
+    return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+def object_info(state: State, class_type: str) -> dict[str, Any]:
+    """``/object_info/{class}``: the model inputs of ``class_type`` with the files they offer now."""
+    root = state.behaviour.models_root
+    if root is None or class_type not in state.behaviour.known_types:
+        return {}
+    required = {
+        name: [model_files(root, folder), {}]
+        for (kind, name), folder in MODEL_INPUTS.items()
+        if kind == class_type
+    }
+    return {class_type: {"input": {"required": required}, "name": class_type}}
+
+
 def _validate(state: State, prompt: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     node_errors: dict[str, Any] = {}
+    root = state.behaviour.models_root
     for node_id, node in prompt.items():
         class_type = node.get("class_type")
         if class_type not in state.behaviour.known_types:
@@ -198,6 +236,18 @@ def _validate(state: State, prompt: dict[str, Any]) -> tuple[dict[str, Any] | No
             }
             return error, {}
         inputs = node.get("inputs", {})
+        for (kind, name), folder in MODEL_INPUTS.items():
+            if root is None or kind != class_type or inputs.get(name) in model_files(root, folder):
+                continue
+            node_errors.setdefault(node_id, {"errors": [], "dependent_outputs": [], "class_type": class_type})
+            node_errors[node_id]["errors"].append(
+                {
+                    "type": "value_not_in_list",
+                    "message": "Value not in list",
+                    "details": f"{name}: '{inputs.get(name)}' not in {model_files(root, folder)}",
+                    "extra_info": {"input_name": name},
+                }
+            )
         for loader, name, message in (
             ("LoadImage", "image", "Invalid image file"),
             ("VHS_LoadVideo", "video", "Invalid video file"),
@@ -411,6 +461,8 @@ def _handler(state: State) -> type[BaseHTTPRequestHandler]:
             path = url.path.removeprefix("/api") if url.path.startswith("/api/") else url.path
             if path == "/ws":
                 self._websocket(query.get("clientId") or uuid.uuid4().hex)
+            elif path.startswith("/object_info/"):
+                self._json(200, object_info(state, urllib.parse.unquote(path.removeprefix("/object_info/"))))
             elif path == "/system_stats":
                 b = state.behaviour
                 self._json(

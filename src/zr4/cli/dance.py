@@ -84,6 +84,8 @@ class _Progress:
         if self.live:
             if event.kind == "cancelled":  # Ctrl-C: say how ComfyUI's work ended, above the bar
                 self._progress.console.print(event.describe().strip(), markup=False, highlight=False)
+            elif event.kind == "models":  # the pod is still starting: its download's progress
+                self._progress.update(self._task, description=event.detail, completed=0, total=None)
             elif event.kind == "progress":
                 self._progress.update(
                     self._task,
@@ -155,6 +157,12 @@ def dance(
     sync_wait: float = typer.Option(
         30.0, "--sync-wait", min=0.0, help="Seconds to wait for the R2 copy when ENABLE_R2_SYNC=true."
     ),
+    models_wait: float = typer.Option(
+        3600.0,
+        "--models-wait",
+        min=0.0,
+        help="Seconds to wait, on a pod still starting, for ComfyUI and the models it downloads.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result (or the error) as JSON on stdout."),
 ) -> None:
     """Animate the --image photo with the motion of the --video clip.
@@ -162,6 +170,7 @@ def dance(
     Uploads both, queues the workflow, follows it and downloads the video.
     """
     with _errors_as_json(as_json):
+        from zr4.client.boot_wait import status_over_http_or_file
         from zr4.client.comfy_api import ComfyClient, ExecutionFailed, auth_token, comfyui_urls
         from zr4.client.dance import JobRequest, load_workflow_file, oom_advice, run_job
         from zr4.client.job_workflow import DanceParams
@@ -186,6 +195,8 @@ def dance(
                     on_event=progress,
                     destination=_destination(out),
                     input_dir=_local_input_dir(),
+                    boot_status=status_over_http_or_file(os.environ),
+                    models_wait_s=models_wait,
                 )
         except ExecutionFailed as error:
             message = str(error)

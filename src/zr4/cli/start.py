@@ -15,24 +15,31 @@ import typer
 
 
 def start(ctx: typer.Context) -> None:
-    """Run the container's start sequence: plan VRAM, ensure models, start the R2 sync, run ComfyUI.
+    """Run the container's start sequence: plan VRAM, the status page, models fetched while ComfyUI starts.
 
     Extra arguments are passed to ComfyUI (checked like COMFYUI_ARGS). Exits with ComfyUI's code.
     """
-    from zr4.image.start import run_start
+    from zr4.image.start import exit_now, run_start
 
-    raise typer.Exit(run_start(extra_args=list(ctx.args)))
+    raise typer.Exit(exit_now(run_start(extra_args=list(ctx.args))))
 
 
 def health(
     timeout: float = typer.Option(5.0, "--timeout", min=0.5, help="Seconds to wait for ComfyUI's answer."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the checks and the boot's status (the model download) as JSON."
+    ),
 ) -> None:
-    """Exit 0 when ComfyUI answers on its port and (with ENABLE_R2_SYNC=true) the sync daemon is alive."""
-    from zr4.image.health import check_health, format_checks
+    """Exit 0 when ComfyUI answers, the model download has not failed and (with ENABLE_R2_SYNC=true)
+    the sync daemon is alive."""
+    from zr4.image.health import check_health, format_checks, health_json
 
     checks = check_health(timeout_s=timeout)
-    for line in format_checks(checks):
-        typer.echo(line)
+    if as_json:
+        typer.echo(health_json(checks))
+    else:
+        for line in format_checks(checks):
+            typer.echo(line)
     if not all(check.ok for check in checks):
         raise typer.Exit(1)
 

@@ -497,6 +497,27 @@ class ComfyClient:
                 f"ComfyUI at {self.base_url} has no user file {path}: HTTP {error.code}"
             ) from None
 
+    def object_info(self, class_type: str) -> dict[str, Any] | None:
+        """A node's definition (``GET /object_info/{class}``): its inputs, with the files a loader
+        offers; None where ComfyUI does not know the node or does not answer the route."""
+        try:
+            answer = self._json("GET", "/object_info/" + urllib.parse.quote(class_type, safe=""))
+        except ComfyError:
+            return None
+        info = answer.get(class_type) if isinstance(answer, dict) else None
+        return info if isinstance(info, dict) else None
+
+    def boot_status(self) -> dict[str, Any] | None:
+        """The boot's status (:mod:`zr4.core.boot_status`) as zr4's auth proxy serves it at
+        ``/zr4/status.json``; None where nothing serves it (ComfyUI itself, an older image, no
+        answer), and whatever the reason: without a status a job goes on as before."""
+        try:
+            with self._open("GET", "/zr4/status.json", timeout_s=min(self.timeout_s, 10.0)) as response:
+                answer = json.loads(response.read())
+        except (ComfyError, urllib.error.HTTPError, OSError, ValueError):
+            return None
+        return answer if isinstance(answer, dict) and isinstance(answer.get("models"), dict) else None
+
     # --- websocket -----------------------------------------------------------------------------
 
     def ws_url(self, client_id: str) -> str:

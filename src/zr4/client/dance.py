@@ -28,6 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from zr4.client.balancer import Balancer
+from zr4.client.boot_wait import (
+    DEFAULT_WAIT_S,
+    ModelsUnavailable,
+    StatusSource,
+    missing_model_files,
+    status_over_http,
+    wait_for_boot,
+)
 from zr4.client.comfy_api import (
     ComfyClient,
     ComfyUnreachable,
@@ -57,7 +65,8 @@ class JobError(Zr4Error):
 
 @dataclass(frozen=True)
 class JobEvent:
-    """One thing that happened: ``queued``, ``started``, ``cached``, ``node``, ``progress``, ``executed``,
+    """One thing that happened: ``models`` (the job waits for the pod's boot; ``detail``: the
+    download's progress), ``queued``, ``started``, ``cached``, ``node``, ``progress``, ``executed``,
     ``done``, ``cancelled`` (``detail``: how ComfyUI's work ended). ``node_title`` is the node's
     ``_meta.title`` (or its type)."""
 
@@ -91,6 +100,8 @@ class JobEvent:
             return f"{self.elapsed_s:7.1f}s  {where} finished"
         if self.kind == "cancelled":
             return f"{self.elapsed_s:7.1f}s  cancelled: {self.detail}"
+        if self.kind == "models":
+            return f"{self.elapsed_s:7.1f}s  {self.detail}"
         return f"{self.elapsed_s:7.1f}s  {self.kind}"
 
 
@@ -312,6 +323,8 @@ def run_job(
     control: JobControl | None = None,
     deliver: Callable[[JobResult], None] | None = None,
     input_dir: Path | None = None,
+    boot_status: StatusSource | None = None,
+    models_wait_s: float = DEFAULT_WAIT_S,
 ) -> JobResult:
     """Run one job to its video.
 
@@ -322,6 +335,9 @@ def run_job(
     same way. Either stops the prompt in ComfyUI before :class:`JobCancelled` (or the
     KeyboardInterrupt) leaves here. ``input_dir``: ComfyUI's input folder when it is on this
     machine: the inputs uploaded for this job are deleted from it when the job ends.
+    ``boot_status``: where the pod's boot status comes from (default: zr4's auth proxy, over HTTP);
+    while the pod is still starting the job waits, up to ``models_wait_s``, for ComfyUI and the
+    models (:mod:`zr4.client.boot_wait`).
     """
     started = time.perf_counter() if received_at is None else received_at
     sink: EventSink = on_event or (lambda _event: None)
@@ -345,6 +361,15 @@ def run_job(
     mark("inputs_read")
     control.check()
 
+    def waiting(line: str) -> None:
+        sink(JobEvent(kind="models", detail=line, elapsed_s=time.perf_counter() - started))
+
+    waited = wait_for_boot(
+        balancer.clients, boot_status or status_over_http, waiting, control.check, control.wait, models_wait_s
+    )
+    if waited > 0.0:
+        mark("boot_ready")
+
     uploaded: list[tuple[str, int]] = []
     try:
         with balancer.reserve() as reservation:
@@ -355,6 +380,13 @@ def run_job(
                 workflow, source = find_boot_workflow(client)
                 source = f"{client.base_url} user/{source}"
             mark("workflow_found")
+            missing = missing_model_files(client, workflow)
+            if missing:
+                raise ModelsUnavailable(
+                    f"ComfyUI at {client.base_url} does not have the model file(s) the workflow loads: "
+                    f"{'; '.join(missing)}; put them in its model folders (MODELS_DIR) or use a workflow "
+                    "naming files it has"
+                )
             for media in (image, video):
                 control.check()
                 uploaded.append((client.upload(media.data, media.filename), len(media.data)))

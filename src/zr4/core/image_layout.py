@@ -29,6 +29,11 @@ AUTH_DIR = f"{WORKSPACE_DIR}/.zr4/auth"
 # writes them, zr4.client.comfy_api reads the URLs. Under the temp folder: nothing outlives the container.
 INSTANCES_STATE_DIR = os.path.join(tempfile.gettempdir(), "zr4-comfyui")
 INSTANCE_URLS_FILE = os.path.join(INSTANCES_STATE_DIR, "urls")
+# What the boot is doing (phase, model download progress, ComfyUI ready, failures with their fix):
+# written by `zr4 start`, read by the auth proxy's status page, `zr4 health` and jobs
+# (zr4.core.boot_status). In the container's temp folder: it describes this container's boot and
+# must be writable when the volume is full.
+BOOT_STATUS_FILE = os.path.join(tempfile.gettempdir(), "zr4-boot", "status.json")
 
 # How long `zr4 start` waits when the container stops: for the sync daemon, which drains in-flight
 # uploads on SIGTERM for R2_SYNC_SHUTDOWN_SECONDS (default 20 s), then for the final sync pass.

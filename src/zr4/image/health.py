@@ -1,8 +1,10 @@
 """`zr4 health`: what the Dockerfile's HEALTHCHECK and compose's healthcheck ask.
 
 Healthy means ComfyUI answers HTTP on its port (``/system_stats``, a route of ComfyUI's
-``server.py``) and, when ``ENABLE_R2_SYNC=true``, the sync daemon's heartbeat is recent and its
-process alive.
+``server.py``), the boot's model download has not failed (while it runs the pod is healthy: ComfyUI
+answers and jobs wait for it; :mod:`zr4.core.boot_status`), and, when ``ENABLE_R2_SYNC=true``, the
+sync daemon's heartbeat is recent and its process alive. ``--json`` prints the checks and the boot's
+whole status (each file's bytes, the rate, the time left) as one JSON document.
 
 With authentication on, the port is the auth proxy's: the check sends the bearer token (from
 ``ZR4_AUTH_TOKEN`` or the token file, :mod:`zr4.client.auth`), so it proves the proxy and
@@ -15,7 +17,9 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from zr4.core import boot_status as bs
 from zr4.core.env import EnvError, env_bool, env_port
 
 # Heartbeats are written every 2 s (zr4.image.sync.daemon); 30 s allows a slow upload tick.
@@ -104,11 +108,33 @@ def check_sync(environ: Mapping[str, str]) -> HealthCheck | None:
     )
 
 
+def check_models(status: Mapping[str, Any] | None) -> HealthCheck | None:
+    """None without a boot status (no `zr4 start` in this container); a download in progress is
+    healthy, a failed or silent one is not."""
+    if status is None:
+        return None
+    state = bs.models_state(status)
+    summary = bs.models_summary(status)
+    failure = bs.models_failure(status)
+    if failure is not None:
+        return HealthCheck("models", False, f"download failed: {failure}")
+    if bs.stalled(status):
+        return HealthCheck(
+            "models", False, f"the download stopped reporting {bs.age_s(status):.0f} s ago ({summary})"
+        )
+    if state in (bs.PLANNING, bs.DOWNLOADING):
+        return HealthCheck("models", True, f"downloading: {summary}")
+    return HealthCheck("models", True, summary)
+
+
 def check_health(environ: Mapping[str, str] | None = None, timeout_s: float = 5.0) -> list[HealthCheck]:
     env = os.environ if environ is None else environ
     from zr4.client.auth import auth_headers
 
     checks = [check_comfyui(comfyui_port(env), timeout_s=timeout_s, headers=auth_headers(env))]
+    models = check_models(bs.read_status(bs.status_path(env)))
+    if models is not None:
+        checks.append(models)
     sync = check_sync(env)
     if sync is not None:
         checks.append(sync)
@@ -119,18 +145,34 @@ def format_checks(checks: list[HealthCheck]) -> list[str]:
     return [f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}" for check in checks]
 
 
-def main() -> int:
-    """``python -m zr4.image.health``: the same as ``zr4 health``; exit 0 healthy, 1 not."""
+def health_json(checks: list[HealthCheck], environ: Mapping[str, str] | None = None) -> str:
+    """The checks and the boot's status (None without one) as one JSON document."""
+    env = os.environ if environ is None else environ
+    document = {
+        "ok": all(check.ok for check in checks),
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks],
+        "boot": bs.read_status(bs.status_path(env)),
+    }
+    return json.dumps(document, indent=2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m zr4.image.health [--json]``: the same as ``zr4 health``; exit 0 healthy, 1 not."""
+    import sys
+
     from zr4.core.redact import redact_process_output
 
     redact_process_output()
+    as_json = "--json" in (sys.argv[1:] if argv is None else argv)
     try:
         checks = check_health()
     except EnvError as error:
-        print(f"FAIL config: {error}", flush=True)
-        return 1
-    for line in format_checks(checks):
-        print(line, flush=True)
+        checks = [HealthCheck("config", False, str(error))]
+    if as_json:
+        print(health_json(checks), flush=True)
+    else:
+        for line in format_checks(checks):
+            print(line, flush=True)
     return 0 if all(check.ok for check in checks) else 1
 
 

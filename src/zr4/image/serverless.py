@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from zr4.client.balancer import Balancer
+from zr4.client.boot_wait import DEFAULT_WAIT_S as DEFAULT_MODELS_WAIT_S
+from zr4.client.boot_wait import status_from_file
 from zr4.client.comfy_api import ComfyClient, ComfyError, ExecutionFailed, auth_token, comfyui_urls
 from zr4.client.dance import JobEvent, JobRequest, JobResult, oom_advice, run_job
 from zr4.client.job_cancel import JobControl
@@ -106,6 +108,7 @@ class WorkerConfig:
     presign_s: int = DEFAULT_PRESIGN_S
     input_base64_max_bytes: int = DEFAULT_INPUT_BASE64_MAX_BYTES
     keep_outputs: int = DEFAULT_KEEP_OUTPUTS
+    models_wait_s: int = int(DEFAULT_MODELS_WAIT_S)  # a job waits this long for the pod's boot
     comfyui_input_dir: Path | None = None  # ComfyUI's input/ when it is on this machine
     r2_settings: Any = None  # SyncSettings, when R2 is configured
     r2_problem: str = ""  # why R2 is not usable, when it was meant to be
@@ -132,6 +135,9 @@ class WorkerConfig:
                 "ZR4_INPUT_BASE64_MAX_BYTES", DEFAULT_INPUT_BASE64_MAX_BYTES, environ, error=JobInputError
             ),
             keep_outputs=env_int("ZR4_KEEP_OUTPUTS", DEFAULT_KEEP_OUTPUTS, environ, error=JobInputError),
+            models_wait_s=env_int(
+                "ZR4_MODELS_WAIT_S", int(DEFAULT_MODELS_WAIT_S), environ, error=JobInputError
+            ),
             comfyui_input_dir=Path(comfyui_dir) / "input",
             r2_settings=r2_settings,
             r2_problem=r2_problem,
@@ -344,6 +350,9 @@ def run(
             control=control,
             deliver=delivery,
             input_dir=config.comfyui_input_dir,
+            # The worker runs in the container and talks to ComfyUI directly: the status is a file.
+            boot_status=status_from_file(environ),
+            models_wait_s=config.models_wait_s,
         )
     except Zr4Error as error:
         if config.owns_outputs:
@@ -415,6 +424,8 @@ class ProgressReporter:
             return
         self.last_sent = now
         payload = {"stage": event.kind, "node": event.node_title, "step": event.value, "steps": event.maximum}
+        if event.kind == "models":
+            payload["detail"] = event.detail
         payload["nodes_done"], payload["nodes_total"] = event.nodes_done, event.nodes_total
         self.send(self.job, {key: value for key, value in payload.items() if value is not None})
 

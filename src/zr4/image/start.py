@@ -2,21 +2,24 @@
 
 1. detect the GPUs and plan VRAM (the `zr4 tune` logic) and decide ComfyUI's flags: the plan's,
    merged with ``COMFYUI_ARGS`` and the command line's, checked against ComfyUI's environment;
-   print the plan's summary;
-2. ensure the models of the current settings (``SKIP_MODEL_DOWNLOAD=true`` skips); a failure stops
-   the start with the model manager's reason (its GGUF -> fp8 fallback is the one fallback);
+   print the plan's summary. Then authentication is settled and the auth proxy takes the public
+   port: from here it answers, behind its login, with the boot's status page;
+2. plan the models of the current settings and fetch the missing ones on a thread of their own,
+   in the order a job first uses them (:mod:`zr4.image.boot_models`); the start waits only for
+   the plan (``SKIP_MODEL_DOWNLOAD=true`` skips). A failure is reported with its fix (the status
+   page, `zr4 health`, the log) and does not stop the start;
 3. write ComfyUI's ``extra_model_paths.yaml`` when ``MODELS_DIR`` is outside ComfyUI's models
    folder, and the SteadyDancer workflow for this boot's files into ComfyUI's workflow browser;
 4. with ``ENABLE_R2_SYNC=true``, run ``zr4 sync run`` as a supervised child (restarted if it dies);
-5. run ComfyUI with the flags of step 1, forwarding
-   SIGTERM/SIGINT/SIGHUP; when it exits, stop the daemon, run the final ``zr4 sync once``, and
-   exit with ComfyUI's code.
+5. run ComfyUI with the flags of step 1 while the models arrive, forwarding SIGTERM/SIGINT/SIGHUP;
+   when it exits, stop the download (the next start resumes it), the proxy and the daemon, run the
+   final ``zr4 sync once``, and exit with ComfyUI's code.
 
-Before anything is written (the token, models, outputs, ComfyUI's files), the start checks that
-ComfyUI and its interpreter are there: without them it would fail at step 5 only after writing.
-Authentication (:mod:`zr4.image.auth`, on unless ``ZR4_AUTH=off``) is settled before step 1: the
-token is read or created, ComfyUI is given a loopback-only port, and the auth proxy takes the
-public port from step 5 until ComfyUI exits.
+The boot's status file (:mod:`zr4.core.boot_status`, written by :mod:`zr4.image.boot_report`) says
+all along what the boot is doing; the status page turns into ComfyUI once ComfyUI answers and the
+models are in place. Before anything is written (the token, models, outputs, ComfyUI's files), the
+start checks that ComfyUI and its interpreter are there: without them it would fail at step 5 only
+after writing.
 
 With the models present, steps 1-4 do no network I/O and read no model bytes (the model
 manager's journal answers with ``stat`` calls), which keeps them well under a second.
@@ -34,12 +37,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zr4.core import image_layout
 from zr4.core.baked_profile import baked_profile_path, read_baked_profile
 from zr4.core.env import EnvError, env_bool, env_str
 from zr4.errors import Zr4Error
+
+if TYPE_CHECKING:
+    from zr4.image.boot_models import ModelDownload, ModelsOutcome
+    from zr4.image.boot_report import BootReport
 
 Log = Callable[[str], None]
 
@@ -223,54 +230,28 @@ def plan_boot(env: Mapping[str, str], profile: Mapping[str, Any]) -> BootPlan:
 # --- step 2 ------------------------------------------------------------------------------------
 
 
-@dataclass
-class ModelsOutcome:
-    variant: str
-    targets: list[object]  # FileTarget of every resolved file (for the workflow)
-    lines: list[str]
+def models_step(
+    env: Mapping[str, str], config: StartConfig, boot: BootReport, log: Log, interrupted: Callable[[], bool]
+) -> tuple[ModelsOutcome, ModelDownload | None]:
+    """Plan the boot's models and start fetching them in the background (zr4.image.boot_models).
 
+    Returns the files once planned, and the running download (None when nothing is fetched). A
+    failure goes to the status page and the log; it does not stop the start.
+    """
+    from zr4.image.boot_models import ModelDownload, ModelsOutcome, models_without_download
 
-def ensure_step(env: Mapping[str, str], config: StartConfig, log: Log) -> ModelsOutcome:
-    from zr4.core.sizes import human_bytes
-    from zr4.image.models import Progress, ensure_models, load_manifest, settings_from_env
-
-    settings = settings_from_env(env, models_dir=config.models_dir)
-    manifest = load_manifest(config.manifest_path)
-    if not settings.enable_steadydancer:
-        return ModelsOutcome(settings.variant, [], ["ENABLE_STEADYDANCER=false: no models needed"])
-    if config.skip_model_download:
-        targets, variant = local_targets(settings, manifest)
-        return ModelsOutcome(variant, targets, ["SKIP_MODEL_DOWNLOAD=true: not checked or downloaded"])
-    result = ensure_models(settings, manifest=manifest, progress=Progress(log_interval_s=10.0), log=log)
-    plan = result.plan
-    lines = [f"{len(plan.files)} files verified in {plan.models_root} ({plan.variant})"]
-    if result.fetched:
-        lines.append(f"fetched {len(result.fetched)} file(s), {human_bytes(result.fetched_bytes)}")
-    lines += [f"WARNING: {warning}" for warning in result.warnings]
-    return ModelsOutcome(plan.variant, [planned.target for planned in plan.files], lines)
-
-
-def local_targets(settings, manifest):  # type: ignore[no-untyped-def]
-    """The files of this boot as found on disk, without the network (for SKIP_MODEL_DOWNLOAD)."""
-    from zr4.core.model_files.selection import (
-        normalize_gguf_level,
-        pick_gguf_file,
-        select_entries,
-        target_for,
-    )
-
-    targets = []
-    for entry in select_entries(manifest, settings):
-        if entry.pick == "gguf_level":
-            level = normalize_gguf_level(settings.gguf_level, manifest)
-            folder = settings.models_dir / entry.folder
-            listing = sorted(p.name for p in folder.glob("*.gguf")) if folder.is_dir() else []
-            chosen = pick_gguf_file(listing, level, entry.avoid)
-            if chosen is not None:
-                targets.append(target_for(entry, path=chosen, level=level))
-        else:
-            targets.append(target_for(entry))
-    return targets, settings.variant
+    try:
+        settled = models_without_download(
+            env, config.models_dir, config.manifest_path, boot, skip=config.skip_model_download
+        )
+    except Zr4Error as error:
+        reason, fix = boot.models_failed(error)
+        return ModelsOutcome("", [], [f"ERROR: models: {reason}", f"ERROR: models: fix: {fix}"]), None
+    if settled is not None:
+        return settled, None
+    download = ModelDownload(env, config.models_dir, config.manifest_path, boot, log)
+    download.start()
+    return download.wait_for_plan(interrupted), download
 
 
 # --- step 3 ------------------------------------------------------------------------------------
@@ -296,7 +277,7 @@ def files_step(
 
     try:
         planned = PlannedSettings.from_plan_env(plan_env or {})
-        spec = workflow_spec_for_boot(profile, models.targets, models.variant, block_swap, planned)  # type: ignore[arg-type]
+        spec = workflow_spec_for_boot(profile, models.targets, models.variant, block_swap, planned)
         path = install_workflow(config.comfyui_dir, spec)
     except (Zr4Error, ValueError, OSError) as error:  # a convenience: ComfyUI runs without it
         log(f"WARNING: workflow not written: {error}")
@@ -367,6 +348,18 @@ def final_sync(env: Mapping[str, str], config: StartConfig, log: Log) -> None:
     log(f"final sync pass {state} in {time.perf_counter() - started:.1f} s")
 
 
+def open_boot_report(env: dict[str, str]) -> BootReport:
+    """The boot's status file, written from now on; its path goes to the children in ``env``."""
+    from zr4.core import boot_status
+    from zr4.image.boot_report import BootReport
+
+    path = boot_status.status_path(env)
+    env[boot_status.VARIABLE] = str(path)
+    boot = BootReport(path, process_started=time.time() - process_age_s())
+    boot.start()
+    return boot
+
+
 def run_start(
     environ: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
@@ -375,20 +368,36 @@ def run_start(
 ) -> int:
     """The whole start sequence; returns ComfyUI's exit code (128+N when a signal N ended it)."""
     from zr4.core.comfy_flags import tokenize
-    from zr4.core.comfy_launch import ForwardingSignals, comfyui_command, exit_code_of
-    from zr4.image.auth.front import plan_front
-    from zr4.image.instances import launch_instances, plan_instances, serverless
 
     env = dict(os.environ if environ is None else environ)
     if extra_args:  # decided in step 1 with the variable's, as the user's flags
         env["COMFYUI_ARGS"] = shlex.join([*tokenize(env.get("COMFYUI_ARGS")), *extra_args])
-    report = StartReport()
     config = StartConfig.from_env(env)
     profile = read_profile_data(config.profile_path)
     check_comfyui(config, env)  # before anything is written
-    comfyui_version = str(profile["comfyui"]["version"])
-    log(f"profile {profile['name']}, ComfyUI {comfyui_version} in {config.comfyui_dir}")
+    log(f"profile {profile['name']}, ComfyUI {profile['comfyui']['version']} in {config.comfyui_dir}")
+    boot = open_boot_report(env)
+    try:
+        return _boot(env, config, profile, boot, log, planner)
+    finally:
+        boot.close()
 
+
+def _boot(
+    env: dict[str, str],
+    config: StartConfig,
+    profile: Mapping[str, Any],
+    boot: BootReport,
+    log: Log,
+    planner: Callable[[Mapping[str, str], Mapping[str, Any]], BootPlan],
+) -> int:
+    from zr4.core.comfy_launch import ForwardingSignals, comfyui_command, exit_code_of
+    from zr4.image.auth.front import plan_front
+    from zr4.image.auth.pages import LOGIN_PATH
+    from zr4.image.instances import launch_instances, plan_instances, serverless
+    from zr4.image.readiness import Probe, ReadinessWatch
+
+    report = StartReport()
     with _step(report, 1, "detect GPU + plan VRAM", log):
         plan = planner(env, profile)
         for line in plan.summary:
@@ -402,60 +411,116 @@ def run_start(
     front = None if private else plan_front(env, [instance.port for instance in instances], log)
     # The planned variant, GGUF level and memory mode are what the model manager fetches.
     env.update(plan.env)
-    with _step(report, 2, "models", log):
-        models = ensure_step(env, config, log)
-        for line in models.lines:
-            log(f"  {line}")
-    with _step(report, 3, "ComfyUI model paths + workflow", log):
-        config.output_dir.mkdir(parents=True, exist_ok=True)
-        files_step(config, profile, models, plan.block_swap, log, plan.env)
-    with _step(report, 4, "R2 sync", log):
-        supervisor = sync_step(env, config, log)
+    boot.set_ports([instance.port for instance in instances])
 
     def address(public_port: int) -> tuple[str, int]:
         return ("127.0.0.1", public_port) if front is None else front.comfyui_address(public_port)
-
-    listen, port = address(config.port)
-    launch_plan = comfyui_command(
-        python=config.comfyui_python,
-        comfyui_dir=config.comfyui_dir,
-        output_dir=config.output_dir,
-        flags=plan.flags,
-        listen=listen,
-        port=port,
-    )
 
     process: Any = None  # the ComfyUI processes (one per GPU) as one InstanceGroup
     forward = ForwardingSignals(
         lambda: process, on_signal=lambda n: log(f"signal {n}: passing it to ComfyUI")
     )
+    watch = ReadinessWatch([], log, process_age_s)
+    download = supervisor = None
     try:
         with forward:
-            if front is not None:
+            if front is not None and front.enabled:
+                # From here the public port answers, behind the login: the status page until ComfyUI is ready.
                 front.start(env, log)
-            report.ready_s = process_age_s()
-            log(f"step 5/5 ComfyUI: {launch_plan.describe()}")
-            log(f"ready to launch {report.ready_s:.2f} s after the process started")
-            try:
-                process = launch_instances(launch_plan, env, instances, address, log)
-            except OSError as error:
-                raise StartError(
-                    f"zr4 start stopped at step 5 (ComfyUI): cannot run {config.comfyui_python}: {error.strerror}"
-                ) from None
-            if forward.received:  # a signal that came while ComfyUI was being spawned
-                process.send_signal(forward.received[-1])
-            returncode = process.wait()
+                port = instances[0].port
+                watch.add(
+                    [
+                        Probe(
+                            f"the status page on port {port}",
+                            f"http://127.0.0.1:{port}{LOGIN_PATH}",
+                            boot.proxy_answers,
+                        )
+                    ]
+                )
+            elif front is not None:
+                log(
+                    "no status page with ZR4_AUTH=off: the port answers once ComfyUI does; `zr4 health --json` shows the download"
+                )
+            watch.start()
+            with _step(report, 2, "models", log):
+                models, download = models_step(env, config, boot, log, lambda: bool(forward.received))
+                for line in models.lines:
+                    log(f"  {line}")
+            if not forward.received:
+                with _step(report, 3, "ComfyUI model paths + workflow", log):
+                    config.output_dir.mkdir(parents=True, exist_ok=True)
+                    files_step(config, profile, models, plan.block_swap, log, plan.env)
+            if not forward.received:
+                with _step(report, 4, "R2 sync", log):
+                    supervisor = sync_step(env, config, log)
+            if forward.received:  # stopped before ComfyUI was started
+                signum = forward.received[-1]
+                log(f"signal {signum} before ComfyUI started: not starting it")
+                code = 128 + signum
+            else:
+                listen, port = address(config.port)
+                launch_plan = comfyui_command(
+                    python=config.comfyui_python,
+                    comfyui_dir=config.comfyui_dir,
+                    output_dir=config.output_dir,
+                    flags=plan.flags,
+                    listen=listen,
+                    port=port,
+                )
+                report.ready_s = process_age_s()
+                log(f"step 5/5 ComfyUI: {launch_plan.describe()}")
+                log(f"ready to launch {report.ready_s:.2f} s after the process started")
+                try:
+                    process = launch_instances(launch_plan, env, instances, address, log)
+                except OSError as error:
+                    raise StartError(
+                        f"zr4 start stopped at step 5 (ComfyUI): cannot run {config.comfyui_python}: {error.strerror}"
+                    ) from None
+                boot.comfyui_launched()
+                watch.add([_comfyui_probe(instance.port, address, boot) for instance in instances])
+                if forward.received:  # a signal that came while ComfyUI was being spawned
+                    process.send_signal(forward.received[-1])
+                code = exit_code_of(process.wait())
     finally:
+        watch.stop()
+        if download is not None and not download.stop():
+            log("models: the download is still stopping; the next start resumes it")
         if front is not None:
             front.stop()
         if supervisor is not None:
             report.sync_restarts = supervisor.restarts
             supervisor.stop(SYNC_STOP_TIMEOUT_S)
-    code = exit_code_of(returncode)
     report.comfyui_exit = code
+    boot.comfyui_exited(code)
     log(f"ComfyUI exited with code {code}")
     if supervisor is not None:
         final_sync(env, config, log)
+    return code
+
+
+def _comfyui_probe(public_port: int, address: Callable[[int], tuple[str, int]], boot: BootReport) -> Any:
+    from zr4.image.readiness import Probe
+
+    listen, port = address(public_port)
+    host = "127.0.0.1" if listen in ("0.0.0.0", "::") else listen
+    return Probe(
+        f"ComfyUI on {host}:{port}",
+        f"http://{host}:{port}/system_stats",
+        lambda: boot.comfyui_answers(public_port),
+    )
+
+
+def exit_now(code: int) -> int:
+    """``code``, after making sure no model download holds the exit: its threads (``zr4-dl_*``, the
+    model manager's) are not daemons, and one stuck in a socket read (up to its stall timeout) would
+    keep the container from stopping. Everything else of the start is done by now, and a partial
+    download is kill-safe (its span log), so the process may end at once."""
+    import threading
+
+    if any(thread.name.startswith("zr4-dl") and thread.is_alive() for thread in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
@@ -465,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     redact_process_output()
     try:
-        return run_start(extra_args=list(sys.argv[1:] if argv is None else argv))
+        return exit_now(run_start(extra_args=list(sys.argv[1:] if argv is None else argv)))
     except Zr4Error as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return error.exit_code

@@ -38,7 +38,13 @@ class IntegrityError(ModelsError):
 
 
 class DiskSpaceError(ModelsError):
-    """Not enough free space for what is still to be fetched."""
+    """Not enough free space for what is still to be fetched; ``needed_bytes`` and ``free_bytes``
+    say how much (the boot's status page states the difference)."""
+
+    def __init__(self, message: str, needed_bytes: int | None = None, free_bytes: int | None = None) -> None:
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+        self.free_bytes = free_bytes
 
 
 class StorageError(ModelsError):

@@ -49,6 +49,22 @@ class FileTarget:
         return self.size if self.size is not None else None
 
 
+# The order in which a SteadyDancer job first opens each kind of file, so a boot fetches them in
+# that order: ComfyUI v0.7.0 ran zr4's workflow as VAE loader (node 7), text encoder (9), model
+# loader (2) and LoRA (5), the driving video, then CLIP vision (8)
+# (bench/results/sampler/v2-q4km-16g.stats.jsonl, one line per executed node, on an H100); that run
+# bypassed the pose nodes, whose loader (14) sits between the video and CLIP vision in the graph
+# (zr4.core.workflow.build: the pose detection feeds the resized poses the CLIP encode of the first
+# pose frame reads). A job still waits for every file, as ComfyUI checks every loader's file name
+# when the prompt is queued; the order decides what is usable first.
+FIRST_USE_ORDER = ("vae", "text_encoder", "steadydancer", "lora", "pose_detector", "pose", "clip_vision")
+
+
+def first_use_rank(role: str) -> int:
+    """Where a file of ``role`` comes in :data:`FIRST_USE_ORDER` (unknown roles last)."""
+    return FIRST_USE_ORDER.index(role) if role in FIRST_USE_ORDER else len(FIRST_USE_ORDER)
+
+
 def normalize_gguf_level(raw: str, manifest: Manifest) -> str:
     """``q4_k_m``/``Q4_K_M``/``q4`` -> ``Q4_K_M``; ``auto`` -> the manifest's default level."""
     value = raw.strip()

@@ -11,6 +11,7 @@ public one. Browsers log in once (a signed, HttpOnly session cookie); API client
 - :mod:`.revoked`: sessions ended by a logout, kept on the volume;
 - :mod:`.ratelimit`: failed attempts per client, with a growing lock-out, and a limit for all;
 - :mod:`.pages`: the login page (and where it may send the browser back to);
+- :mod:`.status_page`: the boot's status page, served in place of ComfyUI's while the boot is not ready;
 - :mod:`.connections`: header and idle timeouts, the connection cap below the open-file limit;
 - :mod:`.logs`: one line per event in the container log, never a request's content;
 - :mod:`.proxy`: the aiohttp server (HTTP streamed both ways, websocket relayed, origin checks);

@@ -1,7 +1,9 @@
 """The reverse proxy: authenticate every request, then pass it to ComfyUI on its loopback port.
 
 Every path needs a valid session cookie or ``Authorization: Bearer <token>``, except the login page
-itself and the frontend's web-app manifest. A browser asking for a page without either is
+itself and the frontend's web-app manifest. Behind the same check the proxy answers
+``/zr4/status`` and ``/zr4/status.json`` itself, and a page request with the boot's status page while
+the boot (``ZR4_BOOT_STATUS``) is not ready (:mod:`zr4.image.auth.status_page`). A browser asking for a page without either is
 redirected to the login page; anything else (API calls, websockets, assets) gets 401. The cookie
 opens websockets and changes state (anything but GET/HEAD/OPTIONS) only from the proxy's own pages
 (``Sec-Fetch-Site``/``Origin``): ComfyUI checks ``Origin`` only when ``Host`` is a loopback name,
@@ -13,7 +15,8 @@ message; the proxy's own credentials (the bearer header, its cookie) and, unless
 is trusted, the client's forwarding headers are removed before ComfyUI sees the request.
 
 Run as ``python -m zr4.image.auth.proxy`` (`zr4 start` does, supervised). Its environment:
-``ZR4_PROXY_ROUTES`` (``PUBLIC=BACKEND,...``), ``ZR4_PROXY_LISTEN`` (default ``0.0.0.0``), the token
+``ZR4_PROXY_ROUTES`` (``PUBLIC=BACKEND,...``), ``ZR4_PROXY_LISTEN`` (default ``0.0.0.0``),
+``ZR4_BOOT_STATUS`` (the boot's status file, from `zr4 start`), the token
 as :func:`zr4.core.auth_settings.resolve_token` finds it (and ``ZR4_AUTH_DIR`` for the revoked
 sessions), ``ZR4_AUTH_TRUST_FORWARDED`` (default: on when ``RUNPOD_POD_ID`` is set) to trust the
 proxy in front (the client address it appends to ``X-Forwarded-For``, its ``X-Forwarded-Proto``),
@@ -32,14 +35,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from zr4.core import boot_status as bs
 from zr4.core.auth_settings import AuthError, Route, parse_routes, resolve_token, token_file
 from zr4.core.env import EnvError, env_bool, env_str
+from zr4.image.auth import status_page
 from zr4.image.auth.connections import (
     ConnectionGuard,
     Limits,
@@ -142,6 +149,8 @@ class Gate:
     )
     # Clients that got the token right lately: the limit for all clients does not hold them back.
     known: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    # The boot's status file (ZR4_BOOT_STATUS, set by `zr4 start`): the status page's content.
+    boot_status: Path | None = None
 
     def own_hosts(self, request: web.Request) -> list[str]:
         """The host names this request was sent to: ``Host``, and a trusted front proxy's own."""
@@ -163,6 +172,21 @@ class Gate:
             return fetch_site.strip().lower() == "same-origin"
         origin = request.headers.get("Origin")
         return origin is not None and origin_matches(origin, self.own_hosts(request), is_https(request, self))
+
+    def from_other_origin(self, request: web.Request) -> bool:
+        """Whether a browser says a page of another origin sent this request.
+
+        What the status JSON checks before a cookie may read it: ``Sec-Fetch-Site`` other than
+        ``same-origin`` or ``none`` (the address typed or bookmarked), or, without it, an
+        ``Origin`` that is not this host.
+        """
+        fetch_site = request.headers.get("Sec-Fetch-Site")
+        if fetch_site is not None:
+            return fetch_site.strip().lower() not in ("same-origin", "none")
+        origin = request.headers.get("Origin")
+        return origin is not None and not origin_matches(
+            origin, self.own_hosts(request), is_https(request, self)
+        )
 
     def from_elsewhere(self, request: web.Request) -> bool:
         """Whether a browser says this request came from another origin's page (no header: not a page)."""
@@ -414,7 +438,9 @@ class Site:
         if request.path == LOGOUT_PATH:
             return self.logout(request)
         session = self._has_session(request)
+        by_cookie = True
         if not (session and (not _state_changing(request) or self.gate.from_own_page(request))):
+            by_cookie = False
             presented = bearer_of(request.headers.get("Authorization"))
             if presented is None:
                 if session:
@@ -430,9 +456,46 @@ class Site:
                 self.gate.failed(client, "bearer token")
                 return self._unauthenticated(request, "wrong bearer token")
             self.gate.succeeded(client)
+        if request.path in (status_page.STATUS_PATH, status_page.STATUS_JSON_PATH):
+            return self.boot_status(request, by_cookie)
+        if self.gate.boot_status is not None and _wants_page(request) and not _is_websocket(request):
+            status = bs.read_status(self.gate.boot_status)
+            if status_page.shows_in_place(status, self.route.public_port, request.query_string):
+                assert status is not None
+                return self._status_page(status, request, in_place=True)
         if _is_websocket(request):
             return await self.relay_websocket(request)
         return await self.forward(request)
+
+    # --- the boot's status ---------------------------------------------------------------------
+
+    def _status_page(self, status: dict[str, Any], request: web.Request, *, in_place: bool) -> web.Response:
+        body = status_page.page(status, self.route.public_port, in_place=in_place, raw_path=request.raw_path)
+        waiting = in_place and not bs.comfyui_ready(status, self.route.public_port)
+        headers = dict(status_page.HEADERS, **({"Retry-After": "5"} if waiting else {}))
+        return web.Response(
+            status=503 if waiting else 200, text=body, content_type="text/html", headers=headers
+        )
+
+    def boot_status(self, request: web.Request, by_cookie: bool) -> web.Response:
+        """``/zr4/status`` (the page) and ``/zr4/status.json`` (what its script polls)."""
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        if by_cookie and self.gate.from_other_origin(request):
+            return self._cross_origin()
+        path = self.gate.boot_status
+        status = None if path is None else bs.read_status(path)
+        if request.path == status_page.STATUS_JSON_PATH:
+            return web.Response(
+                text=status_page.json_body(status, self.route.public_port),
+                content_type="application/json",
+                headers=status_page.HEADERS,
+            )
+        if status is None:
+            return web.Response(
+                text=status_page.no_status_page(), content_type="text/html", headers=status_page.HEADERS
+            )
+        return self._status_page(status, request, in_place=False)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         if request.method in ("GET", "HEAD"):
@@ -700,7 +763,9 @@ def gate_from_env(env: Mapping[str, str]) -> Gate:
     except OSError as error:
         raise AuthError(f"{error.strerror} (ZR4_AUTH_DIR)") from None
     checker = TokenChecker(source.token, revoked=revoked)
-    return Gate(checker, trust_forwarded=trust, connections=connections)
+    return Gate(
+        checker, trust_forwarded=trust, connections=connections, boot_status=status_page.status_file(env)
+    )
 
 
 def main(env: Mapping[str, str] | None = None) -> int:

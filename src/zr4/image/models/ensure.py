@@ -18,6 +18,7 @@ from zr4.core.model_files.errors import GgufLevelError, ModelsError, NetworkErro
 from zr4.core.model_files.manifest import Manifest, ManifestEntry, load_manifest
 from zr4.core.model_files.selection import (
     FileTarget,
+    first_use_rank,
     gguf_levels_in,
     normalize_gguf_level,
     pick_gguf_file,
@@ -346,9 +347,13 @@ def ensure_models(
     client_factory: ClientFactory = _default_client,
     margin_bytes: int = DEFAULT_MARGIN_BYTES,
     log: Callable[[str], None] | None = None,
+    on_plan: Callable[[ModelPlan], None] | None = None,
 ) -> EnsureResult:
     """Make every model of this boot present and verified; the start sequence calls this.
 
+    ``on_plan`` is told the plan (the files, their sizes, what is there) before anything is
+    fetched: `zr4 start` writes the workflow from it while the download goes on. Files are fetched
+    in the order a job first uses them (:data:`~zr4.core.model_files.selection.FIRST_USE_ORDER`).
     Raises a ``ModelsError`` subclass naming the file/repository on failure; files fetched
     before the failure stay (verified ones recorded, partial ones resumable).
     """
@@ -362,12 +367,18 @@ def ensure_models(
         say(f"WARNING: {warning}")
     result = EnsureResult(plan)
     if plan.complete or settings.dry_run:
+        if on_plan is not None:
+            on_plan(plan)
         result.elapsed_s = time.monotonic() - started
         return result
-    pending = [p for p in plan.files if p.status != VERIFIED]
+    pending = sorted(
+        (p for p in plan.files if p.status != VERIFIED), key=lambda p: first_use_rank(p.target.role)
+    )
     if plan.offline_reason is not None:
         names = ", ".join(p.target.rel for p in pending)
         raise NetworkError(f"{plan.offline_reason}. Missing: {names}")
+    if on_plan is not None:
+        on_plan(plan)
     check_disk(plan.bytes_to_fetch, plan.free_bytes, plan.models_root, margin_bytes)
 
     client = planner.client() if any(p.target.repo for p in pending) else None

@@ -31,5 +31,7 @@ def check_disk(needed_bytes: int, free: int, where: Path, margin_bytes: int = DE
         raise DiskSpaceError(
             f"not enough disk space in {where}: {human_bytes(needed_bytes)} still to download + "
             f"{human_bytes(margin_bytes)} margin = {human_bytes(required)} needed, {human_bytes(free)} free; "
-            "free space, use a larger volume, or set MODELS_DIR to a bigger disk"
+            "free space, use a larger volume, or set MODELS_DIR to a bigger disk",
+            needed_bytes=required,
+            free_bytes=free,
         )

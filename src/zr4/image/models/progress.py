@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from zr4.core.sizes import human_bytes
 
 
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = int(seconds)
@@ -149,7 +149,7 @@ class Progress:
         total = task.total or 0
         percent = 100.0 * task.completed / total if total else 100.0
         speed = task.finished_speed or task.speed or 0.0
-        eta = _duration(task.time_remaining) if speed and task.completed < total else "-"
+        eta = duration_text(task.time_remaining) if speed and task.completed < total else "-"
         return (
             f"[models] {human_bytes(task.completed)} / {human_bytes(total)} ({percent:.0f}%) "
             f"{human_bytes(speed)}/s, eta {eta}, {len(self._tasks)} file(s) active"
